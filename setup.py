@@ -1,0 +1,45 @@
+"""grace_jax: GRACE for dynamic facial expression recognition, in JAX/Flax."""
+
+import setuptools
+
+# Versions are pinned to the set the test suite was run against; see README.
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "ott-jax==0.6.0",
+    "grain==0.2.18",
+    "array-record==0.8.6",
+    "ml-collections==1.1.0",
+    "absl-py==2.5.1",
+    "numpy==2.4.6",
+    "av==18.1.0",
+    "pillow==13.0.0",
+    "transformers==5.23.0",
+    "tokenizers==0.23.3",
+    "safetensors==0.8.0",
+    "tensorboardX==2.6.5",
+    "matplotlib==3.11.2",
+    "tqdm==4.70.1",
+]
+
+TEST_REQUIRES = [
+    "pytest==9.2.0",
+    # CPU build; on the project's machines pip takes it from local disk.
+    "torch==2.13.0",
+    "pot==0.9.7.post1",
+]
+
+setuptools.setup(
+    name="grace_jax",
+    version="0.1.0",
+    description="GRACE dynamic facial expression recognition in JAX/Flax",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["grace_jax*", "data_prep*", "configs*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": TEST_REQUIRES},
+)
