@@ -192,9 +192,9 @@ def openai_to_hf(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def config_from_openai(state: Mapping[str, np.ndarray], source: str) -> clip_lib.CLIPConfig:
     """Reads the architecture off the tensor shapes, as OpenAI's own `build_model` does."""
-    if "visual.conv1.weight" not in state:
+    if "visual.class_embedding" not in state:
         raise CheckpointError(
-            f"{source}: no 'visual.conv1.weight'; only OpenAI's ViT CLIP models are supported "
+            f"{source}: no 'visual.class_embedding'; only OpenAI's ViT CLIP models are supported "
             "(not the ResNet ones)."
         )
 
@@ -212,8 +212,8 @@ def config_from_openai(state: Mapping[str, np.ndarray], source: str) -> clip_lib
         patch_size=patch,
         width=width,
         layers=count_layers("visual.transformer.resblocks."),
-        heads=width // 64,
-        mlp_dim=4 * width,
+        heads=width // 64,  # OpenAI's rule; head count is not recoverable from the weights.
+        mlp_dim=state["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
     )
     text = clip_lib.TextConfig(
         vocab_size=vocab,
@@ -221,7 +221,7 @@ def config_from_openai(state: Mapping[str, np.ndarray], source: str) -> clip_lib
         width=text_width,
         layers=count_layers("transformer.resblocks."),
         heads=text_width // 64,
-        mlp_dim=4 * text_width,
+        mlp_dim=state["transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
         eos_token_id=vocab - 1,  # OpenAI's <|endoftext|> is the last id of its vocabulary.
     )
     return clip_lib.CLIPConfig(vision, text, state["text_projection"].shape[1])
@@ -231,7 +231,9 @@ def _load_openai(path: str, *, dtype, remat) -> clip_lib.CLIP:
     try:
         import torch
     except ImportError as e:
-        raise CheckpointError(f"{path}: reading OpenAI .pt checkpoints needs torch installed.") from e
+        raise CheckpointError(
+            f"{path}: reading OpenAI .pt checkpoints needs torch installed."
+        ) from e
     try:
         state = torch.jit.load(path, map_location="cpu").state_dict()
     except RuntimeError:  # Not TorchScript: a plain pickled state dict.
@@ -271,11 +273,11 @@ def load_pretrained(path_or_name: str, *, dtype=jnp.float32, remat: bool = False
         import huggingface_hub
 
         directory = huggingface_hub.snapshot_download(
-            path_or_name, allow_patterns=["config.json", "*.safetensors", "*.safetensors.index.json"]
+            path_or_name,
+            allow_patterns=["config.json", "*.safetensors", "*.safetensors.index.json"],
         )
     except Exception as e:  # noqa: BLE001 -- offline, unknown repo, auth: all mean "not loadable".
         raise CheckpointError(
             f"{path_or_name}: not a local directory or .pt file, and the hub download failed ({e})."
         ) from e
     return _load_hf_directory(directory, dtype=dtype, remat=remat)
-

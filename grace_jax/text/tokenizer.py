@@ -1,0 +1,61 @@
+"""CLIP tokenization to fixed-length id arrays, with the end-of-text position of every row."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+
+class TokenizedText(NamedTuple):
+    ids: np.ndarray  # [N, context_length] int32
+    eot_index: np.ndarray  # [N] int32, where <|endoftext|> sits; padding follows it.
+
+
+class Tokenizer:
+    """Wraps transformers' `CLIPTokenizer` into `[N, 77]` int32 ids plus EOT indices.
+
+    Build it with `Tokenizer.from_pretrained(dir_or_hub_name)`: transformers 5's `CLIPTokenizer`
+    constructor given file paths silently builds a two-token vocabulary, `from_pretrained` does not.
+    Over-long texts are truncated so that <|endoftext|> stays the last token.
+    """
+
+    def __init__(self, hf_tokenizer, context_length: int = 77):
+        self._tok = hf_tokenizer
+        self.context_length = context_length
+        self.sot_token_id = int(hf_tokenizer.bos_token_id)
+        self.eot_token_id = int(hf_tokenizer.eos_token_id)
+        if len(hf_tokenizer) < 3:
+            raise ValueError(f"Tokenizer vocabulary has {len(hf_tokenizer)} entries; it is broken.")
+
+    @classmethod
+    def from_pretrained(cls, path_or_name: str, context_length: int = 77) -> "Tokenizer":
+        import transformers
+
+        try:
+            hf = transformers.CLIPTokenizer.from_pretrained(path_or_name)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path_or_name}: cannot load a CLIP tokenizer ({e}).") from e
+        return cls(hf, context_length)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._tok)
+
+    def __call__(self, texts: Sequence[str]) -> TokenizedText:
+        if isinstance(texts, str):
+            raise TypeError("Pass a list of strings, not a single string.")
+        encoded = self._tok(
+            list(texts),
+            padding="max_length",
+            truncation=True,
+            max_length=self.context_length,
+            return_attention_mask=False,
+        )["input_ids"]
+        ids = np.asarray(encoded, np.int32).reshape(len(texts), self.context_length)
+        # First EOT, since the padding token may be EOT as well (it is for OpenAI's vocabulary).
+        is_eot = ids == self.eot_token_id
+        if not is_eot.any(axis=1).all():
+            raise ValueError("Tokenizer produced a row without <|endoftext|>.")
+        return TokenizedText(ids, is_eot.argmax(axis=1).astype(np.int32))
