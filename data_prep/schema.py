@@ -1,0 +1,168 @@
+"""The on-disk record format shared by the shard writer and the input pipeline.
+
+A record is one clip. Its bytes are:
+
+    b"GRC1" | uint32 little-endian header length | header (UTF-8 JSON) | JPEG 0 | JPEG 1 | ...
+
+The header holds the label, the clip id, the frame count, the optional caption, the frame side and the
+byte length of every JPEG, so a reader can decode only the frames it samples (16 of a 96-frame DFEW clip)
+without touching the others. JSON keeps the format readable from any language without a schema compiler.
+
+Shard files are named `<split>-00000-of-00004.array_record` and are written with the ArrayRecord option
+`group_size:1` so that every record can be read at random with one seek.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import re
+import struct
+
+import numpy as np
+from PIL import Image
+
+MAGIC = b"GRC1"
+FORMAT_VERSION = 1
+WRITER_OPTIONS = "group_size:1"
+MANIFEST_NAME = "manifest.json"
+BAD_CLIP_REPORT_NAME = "bad_clips.tsv"
+
+# Class order of DFEW and FERV39k (DESIGN section 3); MAFW appends four classes.
+BASIC_CLASSES = ("happiness", "sadness", "neutral", "anger", "surprise", "disgust", "fear")
+MAFW_CLASSES = BASIC_CLASSES + ("contempt", "anxiety", "helplessness", "disappointment")
+CLASS_NAMES = {
+    "dfew": BASIC_CLASSES,
+    "ferv39k": BASIC_CLASSES,
+    "mafw": MAFW_CLASSES,
+    "synth": BASIC_CLASSES,
+    "folder": BASIC_CLASSES,
+}
+
+_SHARD_RE = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.array_record$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipRecord:
+    """One clip as stored: `frames` are JPEG byte strings of square frames of side `frame_size`."""
+
+    label: int
+    clip_id: str
+    frames: tuple[bytes, ...]
+    frame_size: int
+    caption: str | None = None
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frames)
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+    """File name of shard `index` of `count` for `split`, e.g. `train-00003-of-00016.array_record`."""
+    return f"{split}-{index:05d}-of-{count:05d}.array_record"
+
+
+def parse_shard_name(name: str) -> tuple[str, int, int] | None:
+    """Inverse of `shard_name`: (split, index, count), or None when `name` is not a shard file."""
+    match = _SHARD_RE.match(name)
+    if match is None:
+        return None
+    return match["split"], int(match["index"]), int(match["count"])
+
+
+def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+    """JPEG bytes of one uint8 RGB frame [H, W, 3]."""
+    buffer = io.BytesIO()
+    Image.fromarray(frame, mode="RGB").save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """uint8 RGB array [H, W, 3] of one JPEG byte string."""
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def serialize(record: ClipRecord) -> bytes:
+    """Bytes of one record in the format described in the module docstring."""
+    header = {
+        "v": FORMAT_VERSION,
+        "label": int(record.label),
+        "clip_id": record.clip_id,
+        "num_frames": record.num_frames,
+        "frame_size": int(record.frame_size),
+        "caption": record.caption,
+        "lengths": [len(f) for f in record.frames],
+    }
+    header_bytes = json.dumps(header, ensure_ascii=False).encode("utf-8")
+    return b"".join([MAGIC, struct.pack("<I", len(header_bytes)), header_bytes, *record.frames])
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordView:
+    """A parsed record header plus the raw bytes; frames are sliced out lazily."""
+
+    header: dict
+    data: bytes
+    offsets: tuple[int, ...]  # start of frame i in `data`; offsets[-1] is the end of the last frame
+
+    @property
+    def label(self) -> int:
+        return self.header["label"]
+
+    @property
+    def clip_id(self) -> str:
+        return self.header["clip_id"]
+
+    @property
+    def num_frames(self) -> int:
+        return self.header["num_frames"]
+
+    @property
+    def caption(self) -> str | None:
+        return self.header.get("caption")
+
+    def frame_bytes(self, index: int) -> bytes:
+        """JPEG bytes of frame `index`."""
+        return self.data[self.offsets[index] : self.offsets[index + 1]]
+
+    def decode_frames(self, indices) -> np.ndarray:
+        """uint8 frames [len(indices), S, S, 3]; each distinct frame is decoded once."""
+        cache: dict[int, np.ndarray] = {}
+        out = []
+        for i in indices:
+            i = int(i)
+            if i not in cache:
+                cache[i] = decode_jpeg(self.frame_bytes(i))
+            out.append(cache[i])
+        return np.stack(out)
+
+
+def parse(data: bytes) -> RecordView:
+    """Parses the header of serialized record bytes; raises ValueError on foreign or truncated bytes."""
+    if data[:4] != MAGIC:
+        raise ValueError(f"not a grace_jax clip record (magic {data[:4]!r}, expected {MAGIC!r})")
+    (header_len,) = struct.unpack("<I", data[4:8])
+    header = json.loads(data[8 : 8 + header_len].decode("utf-8"))
+    if header.get("v") != FORMAT_VERSION:
+        raise ValueError(f"record format version {header.get('v')} is not {FORMAT_VERSION}")
+    offsets = [8 + header_len]
+    for length in header["lengths"]:
+        offsets.append(offsets[-1] + length)
+    if offsets[-1] != len(data):
+        raise ValueError(f"record of clip {header.get('clip_id')!r} is truncated or padded")
+    return RecordView(header=header, data=data, offsets=tuple(offsets))
+
+
+def deserialize(data: bytes) -> ClipRecord:
+    """Full inverse of `serialize` (all frames as JPEG bytes)."""
+    view = parse(data)
+    frames = tuple(view.frame_bytes(i) for i in range(view.num_frames))
+    return ClipRecord(
+        label=view.label,
+        clip_id=view.clip_id,
+        frames=frames,
+        frame_size=view.header["frame_size"],
+        caption=view.caption,
+    )

@@ -1,0 +1,47 @@
+"""Frame folders: numbered images of one clip, read in natural order (2.jpg before 10.jpg)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+from PIL import Image
+
+from data_prep.sources.errors import ClipError
+from data_prep.sources.resize import to_square
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders digit runs by value: `frame2.jpg` < `frame10.jpg`."""
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
+
+
+def list_frames(folder: str) -> list[str]:
+    """Image file names in `folder` in natural order; raises ClipError for a missing or empty folder."""
+    if not os.path.isdir(folder):
+        raise ClipError(f"frame folder {folder} does not exist")
+    names = [n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")]
+    if not names:
+        raise ClipError(f"frame folder {folder} holds no images (zero frames)")
+    return sorted(names, key=natural_key)
+
+
+def read_frame_folder(folder: str, side: int) -> np.ndarray:
+    """All frames of a frame folder at the stored side.
+
+    Returns:
+      uint8 [N, side, side, 3]. Raises ClipError naming the folder or the unreadable frame.
+    """
+    frames = []
+    for name in list_frames(folder):
+        path = os.path.join(folder, name)
+        try:
+            with Image.open(path) as image:
+                image.load()
+                frames.append(to_square(image, side))
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise ClipError(f"frame {path} is unreadable: {e}") from e
+    return np.stack(frames)
