@@ -1,0 +1,95 @@
+r"""Builds ArrayRecord shards of a DFER dataset (DFEW, FERV39k, MAFW, a folder of videos, or SynthFER).
+
+Usage:
+
+  # DFEW fold 3, lists written on another machine (/home/x/DFEW/DFEW_Frame_Face/03271 96 0 ...):
+  python -m data_prep.build_dataset --dataset=dfew --root=/data/DFEW --fold=3 \
+      --annotations=/data/DFEW/annotation/set_3_train.txt,/data/DFEW/annotation/set_3_test.txt \
+      --out=/data/shards/dfew3
+
+  # FERV39k; lists are found in --root (or its subfolders) when --annotations is left out:
+  python -m data_prep.build_dataset --dataset=ferv39k --root=/data/FERV39k --out=/data/shards/ferv39k
+
+  # MAFW fold 1 with per-clip captions (JSON object or CSV/TSV clip_id,text) for CATE:
+  python -m data_prep.build_dataset --dataset=mafw --root=/data/MAFW --fold=1 \
+      --captions=/data/MAFW/captions.tsv --out=/data/shards/mafw1
+
+  # Your own videos (mp4/avi/mov/mkv/webm) with CSVs `path,label[,caption]`, paths relative to --videos:
+  python -m data_prep.build_dataset --dataset=folder --videos=/data/myclips \
+      --labels=train=/data/myclips/train.csv,test=/data/myclips/test.csv --out=/data/shards/mine
+
+  # SynthFER, the synthetic dataset of the demo and the tests:
+  python -m data_prep.build_dataset --dataset=synth --synth_train=2100 --synth_test=700 --out=/tmp/synthfer
+
+The output folder holds `<split>-00000-of-000NN.array_record` shards, `manifest.json` and
+`bad_clips.tsv`. It appears only when the job succeeds; an existing output is never mixed with new
+shards (the job refuses, or replaces it as a whole with --overwrite).
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+
+from data_prep import job
+from data_prep.sources.datasets import SourceError
+from data_prep.writer import OutputExistsError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("dataset", None, list(job.DATASETS), "Which dataset to build.")
+flags.DEFINE_list("annotations", [], "List files `<frame_dir> <num_frames> <label>`, as `path` or `split=path`.")
+flags.DEFINE_string("root", None, "Dataset folder on this machine; list paths are re-rooted onto it.")
+flags.DEFINE_integer("fold", None, "DFEW/MAFW fold (1..5): keeps the `set_<fold>` lists.")
+flags.DEFINE_string("videos", None, "--dataset=folder: folder the CSV paths are relative to.")
+flags.DEFINE_list("labels", [], "--dataset=folder: CSVs `path,label[,caption]`, as `path` or `split=path`.")
+flags.DEFINE_string("captions", None, "Clip id -> caption file (JSON object, or CSV/TSV `clip_id,text`).")
+flags.DEFINE_string("out", None, "Output folder.")
+flags.DEFINE_integer("num_shards", 0, "Shards per split; 0 picks about one shard per 500 clips.")
+flags.DEFINE_integer("frame_size", 0, "Stored square frame side; 0 means 224 (48 for synth).")
+flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality of stored frames.")
+flags.DEFINE_integer("workers", os.cpu_count() or 1, "Worker processes reading and encoding clips.")
+flags.DEFINE_float("max_bad_fraction", 0.05, "Fail when more than this fraction of listed clips is bad.")
+flags.DEFINE_bool("overwrite", False, "Replace an existing output folder as a whole.")
+flags.DEFINE_integer("synth_train", 2100, "SynthFER: train clips.")
+flags.DEFINE_integer("synth_test", 700, "SynthFER: test clips.")
+flags.DEFINE_integer("synth_seed", 0, "SynthFER: seed.")
+flags.DEFINE_integer("synth_min_frames", 12, "SynthFER: fewest frames per clip.")
+flags.DEFINE_integer("synth_max_frames", 24, "SynthFER: most frames per clip.")
+flags.mark_flags_as_required(["dataset", "out"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config = job.BuildConfig(
+        dataset=FLAGS.dataset,
+        out=FLAGS.out,
+        annotations=tuple(FLAGS.annotations),
+        root=FLAGS.root,
+        fold=FLAGS.fold,
+        videos=FLAGS.videos,
+        labels=tuple(FLAGS.labels),
+        captions=FLAGS.captions,
+        num_shards=FLAGS.num_shards,
+        frame_size=FLAGS.frame_size,
+        jpeg_quality=FLAGS.jpeg_quality,
+        workers=FLAGS.workers,
+        max_bad_fraction=FLAGS.max_bad_fraction,
+        overwrite=FLAGS.overwrite,
+        synth_train=FLAGS.synth_train,
+        synth_test=FLAGS.synth_test,
+        synth_seed=FLAGS.synth_seed,
+        synth_min_frames=FLAGS.synth_min_frames,
+        synth_max_frames=FLAGS.synth_max_frames,
+    )
+    try:
+        manifest = job.build(config)
+    except (job.BuildError, SourceError, OutputExistsError) as e:
+        raise SystemExit(f"build_dataset: error: {e}") from None
+    counts = ", ".join(f"{s}: {v['num_clips']} clips" for s, v in manifest["splits"].items())
+    print(f"wrote {config.out} ({counts}; {manifest['num_bad_clips']} bad clips, see {manifest['bad_clip_report']})")
+
+
+if __name__ == "__main__":
+    app.run(main)

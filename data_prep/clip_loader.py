@@ -1,0 +1,66 @@
+"""Turns one ClipSpec into serialized record bytes, or into a BadClip; runs in worker processes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from data_prep import schema, synth
+from data_prep.sources.clip_spec import BadClip, ClipSpec
+from data_prep.sources.errors import ClipError
+from data_prep.sources.frames import read_frame_folder
+from data_prep.sources.video import read_video
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadOptions:
+    """Everything a worker needs besides the clip itself (picklable)."""
+
+    frame_size: int = 224
+    jpeg_quality: int = 95
+    synth_seed: int = 0
+    synth_min_frames: int = 12
+    synth_max_frames: int = 24
+
+
+def synth_index(clip_id: str) -> int:
+    """Index of a SynthFER clip from its id `synth/<split>/<index>`."""
+    return int(clip_id.rsplit("/", 1)[1])
+
+
+def _frames_of(spec: ClipSpec, options: LoadOptions):
+    if spec.kind == "frames":
+        return read_frame_folder(spec.path, options.frame_size)
+    if spec.kind == "video":
+        return read_video(spec.path, options.frame_size)
+    if spec.kind == "synth":
+        config = synth.SynthConfig(
+            frame_size=options.frame_size,
+            min_frames=options.synth_min_frames,
+            max_frames=options.synth_max_frames,
+        )
+        seed = synth.clip_seed(options.synth_seed, spec.split, synth_index(spec.clip_id))
+        return synth.sample_clip(seed, spec.label, config)
+    raise ValueError(f"unknown clip kind {spec.kind!r} for {spec.path}")
+
+
+def load_clip(spec: ClipSpec, options: LoadOptions) -> tuple[ClipSpec, bytes | None, BadClip | None]:
+    """Reads, resizes and JPEG-encodes one clip.
+
+    Returns:
+      (spec, record bytes, None) for a good clip, (spec, None, BadClip) for one that cannot be used.
+      Unexpected exceptions are reported as bad clips too, so one odd file cannot kill a long job.
+    """
+    try:
+        frames = _frames_of(spec, options)
+    except ClipError as e:
+        return spec, None, BadClip(spec.split, spec.source, spec.path, str(e))
+    except Exception as e:  # noqa: BLE001 - any decoder failure is a property of this clip
+        return spec, None, BadClip(spec.split, spec.source, spec.path, f"{type(e).__name__}: {e}")
+    record = schema.ClipRecord(
+        label=spec.label,
+        clip_id=spec.clip_id,
+        frames=tuple(schema.encode_jpeg(f, options.jpeg_quality) for f in frames),
+        frame_size=options.frame_size,
+        caption=spec.caption,
+    )
+    return spec, schema.serialize(record), None

@@ -1,0 +1,205 @@
+"""One build_dataset run: gather clips, read them on all cores, write shards, manifest and report."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import math
+import multiprocessing
+import os
+import shlex
+import sys
+from collections.abc import Iterator
+
+from tqdm import tqdm
+
+from data_prep import report, schema, synth
+from data_prep.clip_loader import LoadOptions, load_clip
+from data_prep.sources.clip_spec import BadClip, ClipSpec
+from data_prep.sources.datasets import (
+    SourceError,
+    attach_captions,
+    find_lists,
+    load_captions,
+    parse_split_paths,
+    read_lists,
+    read_video_csv,
+)
+from data_prep.writer import ShardSetWriter, StagingDir, check_output_free, remove_stale_staging, write_json
+
+DATASETS = ("dfew", "ferv39k", "mafw", "folder", "synth")
+CLIPS_PER_SHARD = 500
+
+
+class BuildError(Exception):
+    """The job failed as a whole (too many bad clips, nothing usable); nothing was written."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildConfig:
+    """The build_dataset flags; see build_dataset.py for their meaning."""
+
+    dataset: str
+    out: str
+    annotations: tuple[str, ...] = ()
+    root: str | None = None
+    fold: int | None = None
+    videos: str | None = None
+    labels: tuple[str, ...] = ()
+    captions: str | None = None
+    num_shards: int = 0
+    frame_size: int = 0
+    jpeg_quality: int = 95
+    workers: int = 1
+    max_bad_fraction: float = 0.05
+    overwrite: bool = False
+    synth_train: int = 2100
+    synth_test: int = 700
+    synth_seed: int = 0
+    synth_min_frames: int = 12
+    synth_max_frames: int = 24
+    command: tuple[str, ...] | None = None  # recorded in the manifest; defaults to sys.argv
+    progress: bool = True
+
+
+def gather(config: BuildConfig) -> tuple[list[ClipSpec], list[BadClip]]:
+    """All clips the job will read, grouped by split in list order, plus lines rejected while listing."""
+    if config.dataset not in DATASETS:
+        raise SourceError(f"unknown dataset {config.dataset!r}; choose one of {DATASETS}")
+    class_names = schema.CLASS_NAMES[config.dataset]
+    if config.dataset == "synth":
+        clips = [
+            ClipSpec(path=f"synth:{split}/{i:06d}", label=synth.clip_label(i), clip_id=f"synth/{split}/{i:06d}",
+                     split=split, source=f"synth:{split}/{i:06d}", kind="synth")
+            for split, n in (("train", config.synth_train), ("test", config.synth_test))
+            for i in range(n)
+        ]
+        bad: list[BadClip] = []
+    elif config.dataset == "folder":
+        if not config.videos or not config.labels:
+            raise SourceError("--dataset=folder needs --videos (a folder) and --labels (CSV files path,label[,caption])")
+        if not os.path.isdir(config.videos):
+            raise SourceError(f"--videos folder {config.videos} does not exist")
+        clips, bad = [], []
+        for split, csv_path in parse_split_paths(list(config.labels)):
+            if not os.path.isfile(csv_path):
+                raise SourceError(f"labels CSV {csv_path} does not exist")
+            c, b = read_video_csv(csv_path, split, config.videos, class_names)
+            clips += c
+            bad += b
+    else:
+        if config.root is not None and not os.path.isdir(config.root):
+            raise SourceError(f"--root {config.root} is not a folder")
+        lists = find_lists(config.dataset, config.root, list(config.annotations), config.fold)
+        clips, bad = read_lists(config.dataset, lists, num_classes=len(class_names), root=config.root)
+    if config.captions:
+        clips = attach_captions(clips, load_captions(config.captions))
+    return clips, bad
+
+
+def _results(clips: list[ClipSpec], options: LoadOptions, workers: int) -> Iterator[tuple]:
+    """load_clip over all clips in order, on `workers` processes (in-process for 1)."""
+    load = functools.partial(load_clip, options=options)
+    if workers <= 1:
+        yield from map(load, clips)
+        return
+    with multiprocessing.get_context().Pool(workers) as pool:
+        # imap keeps list order, so the same inputs always give the same shards.
+        yield from pool.imap(load, clips, chunksize=max(1, min(16, len(clips) // (workers * 8) or 1)))
+
+
+def _split_stats(labels: list[int], lengths: list[int], captions: int, names: list[str], num_classes: int) -> dict:
+    return {
+        "num_clips": len(labels),
+        "num_shards": len(names),
+        "files": names,
+        "class_counts": [labels.count(c) for c in range(num_classes)],
+        "min_frames": min(lengths),
+        "max_frames": max(lengths),
+        "mean_frames": round(sum(lengths) / len(lengths), 2),
+        "num_captions": captions,
+    }
+
+
+def build(config: BuildConfig) -> dict:
+    """Runs the job; returns the manifest. Raises BuildError/SourceError/OutputExistsError with a clear message."""
+    out = os.path.abspath(config.out)
+    remove_stale_staging(out)
+    check_output_free(out, config.overwrite)
+    clips, bad = gather(config)
+    total = len(clips) + len(bad)
+    if total == 0:
+        raise BuildError("the inputs list no clips at all")
+    frame_size = config.frame_size or (48 if config.dataset == "synth" else 224)
+    options = LoadOptions(frame_size, config.jpeg_quality, config.synth_seed, config.synth_min_frames, config.synth_max_frames)
+    class_names = schema.CLASS_NAMES[config.dataset]
+    splits = list(dict.fromkeys(c.split for c in clips))
+    listed = {s: sum(c.split == s for c in clips) for s in splits}
+    budget = config.max_bad_fraction * total
+
+    def too_many(final: bool) -> BuildError:
+        where = f"{len(bad)} of {total} listed clips are bad" + ("" if final else " already")
+        return BuildError(
+            f"{where} ({len(bad) / total:.1%}), above --max_bad_fraction={config.max_bad_fraction}; "
+            f"nothing was written. First problems:\n{report.summarize(bad)}"
+        )
+
+    if len(bad) > budget:
+        raise too_many(final=False)
+    staging = StagingDir(out)
+    writers: dict[str, ShardSetWriter] = {}
+    try:
+        stats = {s: ([], [], 0) for s in splits}
+        for s in splits:
+            n = config.num_shards or math.ceil(listed[s] / CLIPS_PER_SHARD)
+            writers[s] = ShardSetWriter(staging.path, s, max(1, min(n, listed[s])))
+        results = _results(clips, options, config.workers)
+        for spec, record, problem in tqdm(results, total=len(clips), desc=f"{config.dataset} -> {out}",
+                                          unit="clip", disable=not config.progress):
+            if problem is not None:
+                bad.append(problem)
+                if len(bad) > budget:
+                    raise too_many(final=False)
+                continue
+            writers[spec.split].write(record)
+            labels, lengths, captions = stats[spec.split]
+            labels.append(spec.label)
+            lengths.append(schema.parse(record).num_frames)
+            stats[spec.split] = (labels, lengths, captions + (spec.caption is not None))
+        empty = [s for s in splits if not stats[s][0]]
+        if empty:
+            raise BuildError(f"split(s) {empty} have no readable clip; first problems:\n{report.summarize(bad)}")
+        split_info = {}
+        for s in splits:
+            names = writers.pop(s).close()
+            split_info[s] = _split_stats(*stats[s], names, len(class_names))
+        report.write_report(os.path.join(staging.path, schema.BAD_CLIP_REPORT_NAME), bad)
+        manifest = {
+            "format_version": schema.FORMAT_VERSION,
+            "dataset": config.dataset,
+            "class_names": list(class_names),
+            "num_classes": len(class_names),
+            "frame_size": frame_size,
+            "jpeg_quality": config.jpeg_quality,
+            "splits": split_info,
+            "num_bad_clips": len(bad),
+            "bad_clips_per_split": {s: sum(b.split == s for b in bad) for s in dict.fromkeys(b.split for b in bad)},
+            "bad_clip_report": schema.BAD_CLIP_REPORT_NAME,
+            "source": {
+                "root": config.root, "annotations": list(config.annotations), "fold": config.fold,
+                "videos": config.videos, "labels": list(config.labels), "captions": config.captions,
+                **({"synth_seed": config.synth_seed, "synth_frames": [config.synth_min_frames, config.synth_max_frames]}
+                   if config.dataset == "synth" else {}),
+            },
+            "command": shlex.join(config.command if config.command is not None else [sys.executable, *sys.argv]),
+            "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_json(os.path.join(staging.path, schema.MANIFEST_NAME), manifest)
+        staging.commit(config.overwrite)
+        return manifest
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        staging.abort()
+        raise
