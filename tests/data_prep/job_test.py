@@ -1,0 +1,156 @@
+"""End-to-end builds on fixture trees in the DFEW, FERV39k and MAFW layouts, and on SynthFER."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from dataprep_fixtures import frame_value, make_frame_folder, read_split
+
+from data_prep import job, report, schema
+from data_prep.writer import OutputExistsError
+
+
+def _config(**kw):
+    base = dict(frame_size=32, workers=1, progress=False, command=("test",))
+    base.update(kw)
+    return job.BuildConfig(**base)
+
+
+def _leftovers(parent):
+    return [n for n in os.listdir(parent) if ".partial-" in n or n.endswith(".tmp")]
+
+
+def test_dfew_fold_reroots_lists_from_another_machine_and_reports_bad_clips(dfew_tree, tmp_path):
+    out = tmp_path / "shards"
+    manifest = job.build(_config(dataset="dfew", root=str(dfew_tree), fold=1, out=str(out), max_bad_fraction=0.6))
+
+    train = read_split(str(out), "train")
+    assert [r.clip_id for r in train] == ["DFEW_Frame_Face/00001", "DFEW_Frame_Face/00002", "DFEW_Frame_Face/00003"]
+    assert [r.label for r in train] == [0, 6, 3]
+    assert [r.num_frames for r in train] == [25, 10, 5]
+    # Frames keep their natural order and are stored square at the frame size.
+    frames = train[1].decode_frames(range(10))
+    assert frames.shape == (10, 32, 32, 3)
+    np.testing.assert_allclose(frames.mean(axis=(1, 2, 3)), [frame_value(i) for i in range(10)], atol=2)
+    test = read_split(str(out), "test")
+    assert [(r.clip_id, r.label, r.num_frames) for r in test] == [
+        ("DFEW_Frame_Face/00004", 4, 16),
+        ("DFEW_Frame_Face/00005", 5, 3),
+    ]
+
+    assert manifest["splits"]["train"]["num_clips"] == 3 and manifest["splits"]["test"]["num_clips"] == 2
+    assert manifest["class_names"][:3] == ["happiness", "sadness", "neutral"]
+    assert json.load(open(out / schema.MANIFEST_NAME))["frame_size"] == 32
+    bad = report.read_report(str(out / schema.BAD_CLIP_REPORT_NAME))
+    reasons = {b.source.rsplit(":", 1)[1]: b.reason for b in bad}
+    assert all(b.source.startswith(str(dfew_tree / "annotation" / "set_1_train.txt")) for b in bad)
+    assert "does not exist" in reasons["4"] and "00099" in reasons["4"]
+    assert "zero frames" in reasons["5"]
+    assert "unreadable" in reasons["6"] and "00003.jpg" in reasons["6"]
+    assert "label 9 out of range 0..6" in reasons["7"]
+    assert "malformed" in reasons["8"]
+    assert manifest["num_bad_clips"] == 5
+
+
+def test_too_many_bad_clips_fail_with_a_clear_message_and_write_nothing(dfew_tree, tmp_path):
+    out = tmp_path / "shards"
+    with pytest.raises(job.BuildError, match=r"3 of 10 listed clips are bad already \(30.0%\), above --max_bad_fraction=0.2") as e:
+        job.build(_config(dataset="dfew", root=str(dfew_tree), fold=1, out=str(out), max_bad_fraction=0.2))
+    # The job stops as soon as the bad fraction can no longer end below the limit, naming the files.
+    assert "set_1_train.txt:4: frame folder" in str(e.value) and "00099 does not exist" in str(e.value)
+    assert not out.exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_fold_is_required_when_lists_of_several_folds_exist(dfew_tree, tmp_path):
+    with pytest.raises(job.SourceError, match="--fold"):
+        job.build(_config(dataset="dfew", root=str(dfew_tree), out=str(tmp_path / "o")))
+    manifest = job.build(_config(dataset="dfew", root=str(dfew_tree), fold=2, out=str(tmp_path / "o2")))
+    assert [r.label for r in read_split(str(tmp_path / "o2"), "train")] == [1]
+    assert manifest["splits"]["test"]["num_clips"] == 1
+
+
+def test_ferv39k_layout_with_upper_case_folder_in_lists(tmp_path):
+    root = tmp_path / "FERV39k"
+    clips = {"Action/Sad/0015": (25, 1), "Action/Happy/0002": (8, 0), "Daily/Fear/0100": (12, 6)}
+    for rel, (n, _) in clips.items():
+        make_frame_folder(str(root / "2_ClipsforFaceCrop" / rel), n, size=(30, 30))
+    lines = [f"/mnt/storage/FERV39K/2_ClipsforFaceCrop/{rel} {n} {y}" for rel, (n, y) in clips.items()]
+    (root / "FERV39k_train.txt").write_text("\n".join(lines[:2]) + "\n")
+    (root / "FERV39k_test.txt").write_text(lines[2] + "\n")
+    out = tmp_path / "ferv"
+    job.build(_config(dataset="ferv39k", root=str(root), out=str(out), max_bad_fraction=0.0))
+    train = read_split(str(out), "train")
+    assert [(r.clip_id, r.label, r.num_frames) for r in train] == [
+        ("2_ClipsforFaceCrop/Action/Sad/0015", 1, 25),
+        ("2_ClipsforFaceCrop/Action/Happy/0002", 0, 8),
+    ]
+    assert [(r.label, r.num_frames) for r in read_split(str(out), "test")] == [(6, 12)]
+
+
+def test_mafw_eleven_classes_and_captions_round_trip(tmp_path):
+    root = tmp_path / "MAFW"
+    for clip, n in (("00025", 6), ("00026", 7), ("00027", 5)):
+        make_frame_folder(str(root / "data" / "frames" / clip), n)
+    other = "D:\\datasets\\MAFW\\data\\frames"  # a list written on Windows
+    (root / "lists").mkdir()
+    (root / "lists" / "set_2_train.txt").write_text(f"{other}\\00025 6 10\n{other}\\00026 7 7\n")
+    (root / "lists" / "set_2_test.txt").write_text(f"{other}\\00027 5 8\n")
+    (root / "lists" / "set_1_train.txt").write_text(f"{other}\\00027 5 0\n")
+    (root / "lists" / "set_1_test.txt").write_text(f"{other}\\00026 7 0\n")
+    captions = tmp_path / "captions.tsv"
+    captions.write_text("clip_id\ttext\n00025\tThe man frowns, lips pressed.\n00027\tShe looks around, worried.\n")
+    out = tmp_path / "mafw"
+    manifest = job.build(_config(dataset="mafw", root=str(root), fold=2, captions=str(captions), out=str(out)))
+    train = read_split(str(out), "train")
+    assert [(r.clip_id, r.label, r.caption) for r in train] == [
+        ("data/frames/00025", 10, "The man frowns, lips pressed."),
+        ("data/frames/00026", 7, None),
+    ]
+    assert read_split(str(out), "test")[0].caption == "She looks around, worried."
+    assert manifest["num_classes"] == 11 and manifest["class_names"][10] == "disappointment"
+    assert manifest["splits"]["train"]["num_captions"] == 1
+
+
+def test_rerun_refuses_and_overwrite_replaces_without_mixing_shards(tmp_path):
+    out = tmp_path / "synth"
+    job.build(_config(dataset="synth", out=str(out), synth_train=14, synth_test=7, num_shards=3))
+    assert len(glob.glob(str(out / "train-*"))) == 3
+    with pytest.raises(OutputExistsError, match="already exists"):
+        job.build(_config(dataset="synth", out=str(out), synth_train=7, synth_test=7, num_shards=1))
+    assert len(glob.glob(str(out / "train-*"))) == 3
+    job.build(_config(dataset="synth", out=str(out), synth_train=7, synth_test=7, num_shards=1, overwrite=True))
+    assert sorted(os.path.basename(p) for p in glob.glob(str(out / "*.array_record"))) == [
+        "test-00000-of-00001.array_record",
+        "train-00000-of-00001.array_record",
+    ]
+    assert len(read_split(str(out), "train")) == 7
+    assert _leftovers(tmp_path) == []
+
+
+def test_worker_processes_write_the_same_shards_as_one_process(tmp_path):
+    kw = dict(dataset="synth", synth_train=21, synth_test=7, num_shards=2)
+    job.build(_config(out=str(tmp_path / "a"), workers=1, **kw))
+    job.build(_config(out=str(tmp_path / "b"), workers=2, **kw))
+    for name in ("train-00000-of-00002.array_record", "train-00001-of-00002.array_record"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    records = read_split(str(tmp_path / "a"), "train")
+    assert sorted(r.label for r in records) == sorted(i % 7 for i in range(21))
+
+
+def test_command_line_writes_manifest_with_command_and_refuses_rerun(tmp_path):
+    out = tmp_path / "cli"
+    cmd = [sys.executable, "-m", "data_prep.build_dataset", "--dataset=synth", "--synth_train=7",
+           "--synth_test=7", "--frame_size=24", f"--out={out}", "--workers=1"]
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    first = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    manifest = json.load(open(out / "manifest.json"))
+    assert "--dataset=synth" in manifest["command"] and manifest["frame_size"] == 24
+    second = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=120)
+    assert second.returncode != 0
+    assert f"output {out} already exists" in second.stderr
