@@ -1,0 +1,1 @@
+"""Pieces of the grain input pipeline: segment sampling and per-clip transforms."""

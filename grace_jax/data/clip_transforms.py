@@ -1,0 +1,148 @@
+"""Per-clip work of the input pipeline: pick frames, decode only those, crop, flip, normalize.
+
+Elements entering these transforms come from `IndexedSource`: {"key": record index (or -1 for an eval
+padding row), "data": record bytes}. They leave as {"video": float32 [T,H,W,3], "label": int32,
+"mask": bool, "clip_index": int32} plus, with a tokenizer, {"caption_ids": int32 [L], "caption_eot":
+int32, "has_caption": bool}. Transforms are plain picklable objects so grain worker processes can run them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+from collections.abc import Callable, Sequence
+
+import grain
+import numpy as np
+from PIL import Image
+
+from data_prep import schema
+from grace_jax.data.segments import segment_indices
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+Tokenizer = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
+
+
+def normalize(frames: np.ndarray) -> np.ndarray:
+    """uint8 [..., 3] pixels -> float32 ((x / 255) - CLIP mean) / CLIP std, in one multiply-add."""
+    scale = (1.0 / (255.0 * np.asarray(CLIP_STD, np.float32))).astype(np.float32)
+    bias = (-np.asarray(CLIP_MEAN, np.float32) / np.asarray(CLIP_STD, np.float32)).astype(np.float32)
+    return frames.astype(np.float32) * scale + bias
+
+
+def random_resized_box(
+    width: int, height: int, rng: np.random.Generator, scale: tuple[float, float], ratio: tuple[float, float]
+) -> tuple[int, int, int, int]:
+    """Inception-style crop box (left, top, right, bottom): area fraction uniform in `scale`, aspect
+    ratio log-uniform in `ratio`; ten tries, then the largest centred box within `ratio`."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            left = int(rng.integers(0, width - w + 1))
+            top = int(rng.integers(0, height - h + 1))
+            return left, top, left + w, top + h
+    aspect = width / height
+    if aspect < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif aspect > ratio[1]:
+        w, h = int(round(height * ratio[1])), height
+    else:
+        w, h = width, height
+    left, top = (width - w) // 2, (height - h) // 2
+    return left, top, left + w, top + h
+
+
+def centre_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """The largest centred square (left, top, right, bottom)."""
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def decode_resized(
+    view: schema.RecordView, indices: np.ndarray, box_fn, size: int
+) -> np.ndarray:
+    """Decodes frames `indices` (each distinct frame once), crops `box_fn(width, height)` and resizes.
+
+    Returns:
+      uint8 [len(indices), size, size, 3].
+    """
+    cache: dict[int, np.ndarray] = {}
+    box = None
+    for i in dict.fromkeys(int(i) for i in indices):
+        with Image.open(io.BytesIO(view.frame_bytes(i))) as image:
+            image = image.convert("RGB")
+            if box is None:
+                box = box_fn(*image.size)
+            if box == (0, 0, size, size) and image.size == (size, size):
+                cache[i] = np.asarray(image)
+            else:
+                cache[i] = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR, box=box))
+    return np.stack([cache[int(i)] for i in indices])
+
+
+@dataclasses.dataclass
+class _ClipTransformBase:
+    num_frames: int
+    image_size: int
+    tokenizer: Tokenizer | None = None
+
+    def _finish(self, element: dict, view: schema.RecordView | None, frames: np.ndarray) -> dict:
+        valid = element["key"] >= 0
+        out = {
+            "video": normalize(frames),
+            "label": np.int32(view.label if valid else 0),
+            "mask": np.bool_(valid),
+            "clip_index": np.int32(element["key"]),
+        }
+        if self.tokenizer is not None:
+            caption = view.caption if valid else None
+            ids, eot = self.tokenizer([caption or ""])
+            out["caption_ids"] = np.asarray(ids[0], np.int32)
+            out["caption_eot"] = np.int32(eot[0])
+            out["has_caption"] = np.bool_(caption is not None)
+        return out
+
+
+@dataclasses.dataclass
+class TrainClipTransform(_ClipTransformBase, grain.transforms.RandomMap):
+    """Random frame per segment, one random resized crop and flip for the whole clip, normalization."""
+
+    crop_scale: Sequence[float] = (0.08, 1.0)
+    crop_ratio: Sequence[float] = (3 / 4, 4 / 3)
+    flip_probability: float = 0.5
+
+    def random_map(self, element: dict, rng: np.random.Generator) -> dict:
+        view = schema.parse(element["data"])
+        indices = segment_indices(view.num_frames, self.num_frames, train=True, rng=rng)
+        box_rng_seed = int(rng.integers(2**31))
+
+        def box_fn(width, height):
+            box_rng = np.random.default_rng(box_rng_seed)
+            return random_resized_box(width, height, box_rng, tuple(self.crop_scale), tuple(self.crop_ratio))
+
+        frames = decode_resized(view, indices, box_fn, self.image_size)
+        if rng.uniform() < self.flip_probability:
+            frames = frames[:, :, ::-1]
+        return self._finish(element, view, frames)
+
+
+@dataclasses.dataclass
+class EvalClipTransform(_ClipTransformBase, grain.transforms.Map):
+    """Centre frame per segment, centre crop, normalization; padding rows become masked zeros."""
+
+    def map(self, element: dict) -> dict:
+        if element["key"] < 0:
+            frames = np.zeros((self.num_frames, self.image_size, self.image_size, 3), np.uint8)
+            return self._finish(element, None, frames)
+        view = schema.parse(element["data"])
+        indices = segment_indices(view.num_frames, self.num_frames, train=False)
+        return self._finish(element, view, decode_resized(view, indices, centre_box, self.image_size))

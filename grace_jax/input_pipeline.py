@@ -1,0 +1,187 @@
+"""grain input pipelines over the ArrayRecord shards written by `python -m data_prep.build_dataset`.
+
+    loader = make_train_loader("/data/shards/ferv39k", "train", global_batch_size=48, num_frames=16,
+                               image_size=224, seed=0, worker_count=8)
+    it = iter(loader)
+    batch = next(it)   # {"video": f32 [B,16,224,224,3], "label": i32 [B], "mask": bool [B], "clip_index": i32 [B]}
+    state = it.get_state(); ...; it.set_state(state)   # or orbax: grain.checkpoint.CheckpointSave(it)
+
+B is the per-process batch, global_batch_size / shard_count. Train: seeded global shuffle repeated
+forever, one random frame per segment, one random resized crop and horizontal flip per clip, CLIP
+normalization. Eval: every clip of the split exactly once in order, centre frame per segment, centre
+crop; the last batches are padded to full size with rows whose `mask` is False and `clip_index` is -1,
+and every process gets the same number of batches. With `tokenizer` (a picklable callable
+`list[str] -> (ids [N,L] int32, eot [N] int32)`), batches also hold `caption_ids` [B,L], `caption_eot`
+[B] and `has_caption` [B] (False where a clip has no caption).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+
+import grain
+import jax
+
+from data_prep import schema
+from grace_jax.data.clip_transforms import (
+    CLIP_MEAN,
+    CLIP_STD,
+    EvalClipTransform,
+    Tokenizer,
+    TrainClipTransform,
+)
+
+__all__ = ["CLIP_MEAN", "CLIP_STD", "IndexedSource", "make_eval_loader", "make_train_loader", "read_manifest"]
+
+
+def read_manifest(data_dir: str) -> dict:
+    """The manifest.json of a built dataset (class names, frame size, clips per split, ...)."""
+    path = os.path.join(data_dir, schema.MANIFEST_NAME)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: {data_dir} is not a dataset built by data_prep.build_dataset")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def shard_paths(data_dir: str, split: str) -> list[str]:
+    """The split's shard files in order, checked against the manifest."""
+    manifest = read_manifest(data_dir)
+    if split not in manifest["splits"]:
+        raise ValueError(f"split {split!r} not in {data_dir}; it has {sorted(manifest['splits'])}")
+    paths = [os.path.join(data_dir, name) for name in manifest["splits"][split]["files"]]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(f"shard {missing[0]} listed in the manifest of {data_dir} is missing")
+    return paths
+
+
+class IndexedSource(grain.sources.RandomAccessDataSource):
+    """Records as {"key", "data"}, padded with {"key": -1} rows up to `length` records."""
+
+    def __init__(self, paths: Sequence[str], length: int | None = None):
+        self._source = grain.sources.ArrayRecordDataSource(list(paths))
+        self._num_records = len(self._source)
+        self._length = self._num_records if length is None else length
+        if self._length < self._num_records:
+            raise ValueError(f"padded length {self._length} is below the {self._num_records} records")
+
+    def __len__(self) -> int:
+        return self._length
+
+    @property
+    def num_records(self) -> int:
+        return self._num_records
+
+    def __getitem__(self, key: int) -> dict:
+        if key >= self._num_records:
+            return {"key": -1, "data": b""}
+        return {"key": int(key), "data": self._source[key]}
+
+    def __repr__(self) -> str:
+        return f"IndexedSource({self._source!r}, length={self._length})"
+
+
+def _per_process_batch(global_batch_size: int, shard_count: int) -> int:
+    if global_batch_size % shard_count:
+        raise ValueError(f"global_batch_size {global_batch_size} is not divisible by {shard_count} processes")
+    return global_batch_size // shard_count
+
+
+def make_train_loader(
+    data_dir: str,
+    split: str = "train",
+    *,
+    global_batch_size: int,
+    num_frames: int = 16,
+    image_size: int = 224,
+    seed: int = 0,
+    worker_count: int = 0,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+    tokenizer: Tokenizer | None = None,
+    crop_scale: tuple[float, float] = (0.08, 1.0),
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    flip_probability: float = 0.5,
+    num_epochs: int | None = None,
+    worker_buffer_size: int = 2,
+) -> grain.DataLoader:
+    """Training DataLoader: shuffled, augmented, repeated (`num_epochs=None`: forever), per-process batches.
+
+    The same seed gives the same batches whatever `worker_count`; iterate with `iter(loader)` and
+    checkpoint the iterator's `get_state()` (or `grain.checkpoint.CheckpointSave(iterator)` in orbax).
+    Crop defaults are DFER-CLIP's (GroupRandomSizedCrop: area 8%..100%, aspect 3/4..4/3).
+    """
+    shard_index = jax.process_index() if shard_index is None else shard_index
+    shard_count = jax.process_count() if shard_count is None else shard_count
+    batch = _per_process_batch(global_batch_size, shard_count)
+    source = IndexedSource(shard_paths(data_dir, split))
+    sampler = grain.samplers.IndexSampler(
+        num_records=len(source),
+        shard_options=grain.sharding.ShardOptions(shard_index, shard_count, drop_remainder=True),
+        shuffle=True,
+        num_epochs=num_epochs,
+        seed=seed,
+    )
+    transform = TrainClipTransform(
+        num_frames=num_frames,
+        image_size=image_size,
+        tokenizer=tokenizer,
+        crop_scale=tuple(crop_scale),
+        crop_ratio=tuple(crop_ratio),
+        flip_probability=flip_probability,
+    )
+    return grain.DataLoader(
+        data_source=source,
+        sampler=sampler,
+        operations=[transform, grain.transforms.Batch(batch, drop_remainder=True)],
+        worker_count=worker_count,
+        worker_buffer_size=worker_buffer_size,
+    )
+
+
+def eval_batches(num_records: int, global_batch_size: int) -> int:
+    """Batches per process for one pass over `num_records` clips (the last one padded)."""
+    return math.ceil(num_records / global_batch_size)
+
+
+def make_eval_loader(
+    data_dir: str,
+    split: str = "test",
+    *,
+    global_batch_size: int,
+    num_frames: int = 16,
+    image_size: int = 224,
+    worker_count: int = 0,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+    tokenizer: Tokenizer | None = None,
+    worker_buffer_size: int = 2,
+) -> grain.DataLoader:
+    """Evaluation DataLoader: one pass, every clip exactly once, padding rows masked.
+
+    The split is padded to a multiple of `global_batch_size` and cut into `shard_count` equal
+    contiguous parts, so every process yields `eval_batches(num_clips, global_batch_size)` batches.
+    """
+    shard_index = jax.process_index() if shard_index is None else shard_index
+    shard_count = jax.process_count() if shard_count is None else shard_count
+    batch = _per_process_batch(global_batch_size, shard_count)
+    paths = shard_paths(data_dir, split)
+    num_records = len(grain.sources.ArrayRecordDataSource(paths))
+    source = IndexedSource(paths, length=eval_batches(num_records, global_batch_size) * global_batch_size)
+    sampler = grain.samplers.IndexSampler(
+        num_records=len(source),
+        shard_options=grain.sharding.ShardOptions(shard_index, shard_count, drop_remainder=True),
+        shuffle=False,
+        num_epochs=1,
+    )
+    transform = EvalClipTransform(num_frames=num_frames, image_size=image_size, tokenizer=tokenizer)
+    return grain.DataLoader(
+        data_source=source,
+        sampler=sampler,
+        operations=[transform, grain.transforms.Batch(batch, drop_remainder=True)],
+        worker_count=worker_count,
+        worker_buffer_size=worker_buffer_size,
+    )
