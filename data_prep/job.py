@@ -104,9 +104,17 @@ def _results(clips: list[ClipSpec], options: LoadOptions, workers: int) -> Itera
     if workers <= 1:
         yield from map(load, clips)
         return
-    with multiprocessing.get_context().Pool(workers) as pool:
+    # forkserver: forking a process that already runs threads (JAX, a notebook) can deadlock.
+    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
         # imap keeps list order, so the same inputs always give the same shards.
         yield from pool.imap(load, clips, chunksize=max(1, min(16, len(clips) // (workers * 8) or 1)))
+
+
+def _write_clip_table(path: str, rows: list[tuple]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\t".join(schema.CLIP_TABLE_COLUMNS) + "\n")
+        for index, row in enumerate(rows):
+            f.write("\t".join(str(v) for v in (index, *row)) + "\n")
 
 
 def _split_stats(labels: list[int], lengths: list[int], captions: int, names: list[str], num_classes: int) -> dict:
@@ -162,18 +170,21 @@ def build(config: BuildConfig) -> dict:
                 if len(bad) > budget:
                     raise too_many(final=False)
                 continue
-            writers[spec.split].write(record)
+            num_frames = schema.parse(record).num_frames
+            writers[spec.split].write(record, (spec.clip_id, spec.label, num_frames, int(spec.caption is not None)))
             labels, lengths, captions = stats[spec.split]
             labels.append(spec.label)
-            lengths.append(schema.parse(record).num_frames)
+            lengths.append(num_frames)
             stats[spec.split] = (labels, lengths, captions + (spec.caption is not None))
         empty = [s for s in splits if not stats[s][0]]
         if empty:
             raise BuildError(f"split(s) {empty} have no readable clip; first problems:\n{report.summarize(bad)}")
         split_info = {}
         for s in splits:
+            _write_clip_table(os.path.join(staging.path, schema.clip_table_name(s)), writers[s].clip_table())
             names = writers.pop(s).close()
             split_info[s] = _split_stats(*stats[s], names, len(class_names))
+            split_info[s]["clip_table"] = schema.clip_table_name(s)
         report.write_report(os.path.join(staging.path, schema.BAD_CLIP_REPORT_NAME), bad)
         manifest = {
             "format_version": schema.FORMAT_VERSION,

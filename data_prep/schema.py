@@ -28,6 +28,12 @@ FORMAT_VERSION = 1
 WRITER_OPTIONS = "group_size:1"
 MANIFEST_NAME = "manifest.json"
 BAD_CLIP_REPORT_NAME = "bad_clips.tsv"
+CLIP_TABLE_COLUMNS = ("index", "clip_id", "label", "num_frames", "has_caption")
+
+
+def clip_table_name(split: str) -> str:
+    """Per-split TSV mapping record index (the pipeline's `clip_index`) to clip id, label and length."""
+    return f"{split}.clips.tsv"
 
 # Class order of DFEW and FERV39k (DESIGN section 3); MAFW appends four classes.
 BASIC_CLASSES = ("happiness", "sadness", "neutral", "anger", "surprise", "disgust", "fear")

@@ -96,12 +96,19 @@ class ShardSetWriter:
         self._tmp_paths = [os.path.join(folder, f"{split}-{i:05d}.array_record.tmp") for i in range(num_shards)]
         self._writers = [array_record_module.ArrayRecordWriter(p, schema.WRITER_OPTIONS) for p in self._tmp_paths]
         self._counts = [0] * num_shards
+        self._metadata: list[list[tuple]] = [[] for _ in range(num_shards)]
         self._next = 0
 
-    def write(self, record: bytes) -> None:
+    def write(self, record: bytes, metadata: tuple = ()) -> None:
+        """Appends `record` to the next shard; `metadata` (clip id, label, ...) goes to the clip table."""
         self._writers[self._next].write(record)
         self._counts[self._next] += 1
+        self._metadata[self._next].append(metadata)
         self._next = (self._next + 1) % self.num_shards
+
+    def clip_table(self) -> list[tuple]:
+        """Metadata of every record in reading order: shard 0's records, then shard 1's, ..."""
+        return [m for shard in self._metadata for m in shard]
 
     @property
     def num_records(self) -> int:

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import grain
 import jax
+from absl import flags
 
 from data_prep import schema
 from grace_jax.data.clip_transforms import (
@@ -34,7 +35,7 @@ from grace_jax.data.clip_transforms import (
     TrainClipTransform,
 )
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "IndexedSource", "make_eval_loader", "make_train_loader", "read_manifest"]
+__all__ = ["CLIP_MEAN", "CLIP_STD", "IndexedSource", "make_eval_loader", "make_train_loader", "read_clip_table", "read_manifest"]
 
 
 def read_manifest(data_dir: str) -> dict:
@@ -44,6 +45,27 @@ def read_manifest(data_dir: str) -> dict:
         raise FileNotFoundError(f"{path} not found: {data_dir} is not a dataset built by data_prep.build_dataset")
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def read_clip_table(data_dir: str, split: str) -> list[dict]:
+    """Rows {"index", "clip_id", "label", "num_frames", "has_caption"} in record order: row i describes
+    the clip that batches call `clip_index == i` (for per-clip predictions and error analysis)."""
+    path = os.path.join(data_dir, schema.clip_table_name(split))
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    rows = []
+    for line in lines[1:]:
+        index, clip_id, label, num_frames, has_caption = line.split("\t")
+        rows.append({"index": int(index), "clip_id": clip_id, "label": int(label), "num_frames": int(num_frames),
+                     "has_caption": has_caption == "1"})
+    return rows
+
+
+def _flags_for_workers(worker_count: int) -> None:
+    # grain worker processes read absl flags; outside an absl app (notebooks, tests) they are unparsed,
+    # and a worker would die on the first access. Defaults are what such callers want.
+    if worker_count > 0 and not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
 
 
 def shard_paths(data_dir: str, split: str) -> list[str]:
@@ -117,6 +139,7 @@ def make_train_loader(
     shard_index = jax.process_index() if shard_index is None else shard_index
     shard_count = jax.process_count() if shard_count is None else shard_count
     batch = _per_process_batch(global_batch_size, shard_count)
+    _flags_for_workers(worker_count)
     source = IndexedSource(shard_paths(data_dir, split))
     sampler = grain.samplers.IndexSampler(
         num_records=len(source),
@@ -168,6 +191,7 @@ def make_eval_loader(
     shard_index = jax.process_index() if shard_index is None else shard_index
     shard_count = jax.process_count() if shard_count is None else shard_count
     batch = _per_process_batch(global_batch_size, shard_count)
+    _flags_for_workers(worker_count)
     paths = shard_paths(data_dir, split)
     num_records = len(grain.sources.ArrayRecordDataSource(paths))
     source = IndexedSource(paths, length=eval_batches(num_records, global_batch_size) * global_batch_size)

@@ -42,6 +42,9 @@ def test_dfew_fold_reroots_lists_from_another_machine_and_reports_bad_clips(dfew
         ("DFEW_Frame_Face/00005", 5, 3),
     ]
 
+    table = (out / "train.clips.tsv").read_text().splitlines()
+    assert table == ["index\tclip_id\tlabel\tnum_frames\thas_caption", "0\tDFEW_Frame_Face/00001\t0\t25\t0",
+                     "1\tDFEW_Frame_Face/00002\t6\t10\t0", "2\tDFEW_Frame_Face/00003\t3\t5\t0"]
     assert manifest["splits"]["train"]["num_clips"] == 3 and manifest["splits"]["test"]["num_clips"] == 2
     assert manifest["class_names"][:3] == ["happiness", "sadness", "neutral"]
     assert json.load(open(out / schema.MANIFEST_NAME))["frame_size"] == 32

@@ -1,0 +1,188 @@
+"""grain pipelines over built shards: batches, determinism, state restore (also via orbax), eval padding,
+per-process sharding, segment sampling end to end, and caption tokens."""
+
+import json
+import os
+
+import grain
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from PIL import Image
+
+from data_prep import job
+from grace_jax import input_pipeline as ip
+from grace_jax.data.clip_transforms import CLIP_MEAN, CLIP_STD
+
+NUM_TRAIN, NUM_TEST = 28, 10
+
+
+def _build(out, **kw):
+    config = dict(frame_size=24, workers=1, progress=False, command=("test",), synth_min_frames=6, synth_max_frames=20)
+    config.update(kw)
+    job.build(job.BuildConfig(out=str(out), **config))
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    captions = {f"synth/train/{i:06d}": f"caption number {i}" for i in range(0, NUM_TRAIN, 3)}
+    (root / "captions.json").write_text(json.dumps(captions))
+    return _build(root / "synth", dataset="synth", synth_train=NUM_TRAIN, synth_test=NUM_TEST, num_shards=3,
+                  captions=str(root / "captions.json"))
+
+
+def fake_tokenizer(texts):
+    """Stands in for the CLIP tokenizer: [N,77] ids from character codes, eot after the last one."""
+    ids = np.zeros((len(texts), 77), np.int32)
+    eot = np.zeros(len(texts), np.int32)
+    for n, text in enumerate(texts):
+        codes = [49406] + [ord(c) for c in text[:75]] + [49407]
+        ids[n, : len(codes)] = codes
+        eot[n] = len(codes) - 1
+    return ids, eot
+
+
+def _train(data_dir, **kw):
+    args = dict(global_batch_size=4, num_frames=8, image_size=16, seed=0, worker_count=0, shard_index=0, shard_count=1)
+    args.update(kw)
+    return ip.make_train_loader(data_dir, "train", **args)
+
+
+def _take(iterator, n):
+    return [next(iterator) for _ in range(n)]
+
+
+def _assert_same(batches_a, batches_b):
+    assert len(batches_a) == len(batches_b)
+    for a, b in zip(batches_a, batches_b):
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_train_batch_structure_and_normalization(synth_dir):
+    batch = next(iter(_train(synth_dir, tokenizer=fake_tokenizer)))
+    assert batch["video"].shape == (4, 8, 16, 16, 3) and batch["video"].dtype == np.float32
+    assert batch["label"].dtype == np.int32 and batch["clip_index"].dtype == np.int32
+    assert batch["mask"].dtype == np.bool_ and batch["mask"].all()
+    lo = (0 - np.array(CLIP_MEAN)) / np.array(CLIP_STD)
+    hi = (1 - np.array(CLIP_MEAN)) / np.array(CLIP_STD)
+    assert np.all(batch["video"] >= lo - 1e-5) and np.all(batch["video"] <= hi + 1e-5)
+    table = ip.read_clip_table(synth_dir, "train")
+    rows = [table[i] for i in batch["clip_index"]]
+    np.testing.assert_array_equal(batch["label"], [r["label"] for r in rows])
+    # SynthFER labels cycle through the classes by clip number.
+    assert [r["label"] for r in rows] == [int(r["clip_id"].rsplit("/", 1)[1]) % 7 for r in rows]
+    assert batch["caption_ids"].shape == (4, 77) and batch["caption_ids"].dtype == np.int32
+    synth_numbers = [int(r["clip_id"].rsplit("/", 1)[1]) for r in rows]
+    np.testing.assert_array_equal(batch["has_caption"], [n % 3 == 0 for n in synth_numbers])
+    for row in range(4):
+        if batch["has_caption"][row]:
+            text = f"caption number {synth_numbers[row]}"
+            ids, eot = fake_tokenizer([text])
+            np.testing.assert_array_equal(batch["caption_ids"][row], ids[0])
+            assert batch["caption_eot"][row] == eot[0]
+
+
+def test_same_seed_same_batches_other_seed_other_batches(synth_dir):
+    a = _take(iter(_train(synth_dir, seed=5)), 3)
+    b = _take(iter(_train(synth_dir, seed=5)), 3)
+    c = _take(iter(_train(synth_dir, seed=6)), 3)
+    _assert_same(a, b)
+    assert not np.array_equal(a[0]["clip_index"], c[0]["clip_index"])
+
+
+def test_shuffle_visits_each_clip_once_per_epoch_and_reshuffles(synth_dir):
+    batches = _take(iter(_train(synth_dir)), 2 * NUM_TRAIN // 4)
+    seen = np.concatenate([b["clip_index"] for b in batches])
+    first, second = seen[:NUM_TRAIN], seen[NUM_TRAIN:]
+    assert sorted(first) == list(range(NUM_TRAIN)) and sorted(second) == list(range(NUM_TRAIN))
+    assert not np.array_equal(first, second)
+
+
+def test_restoring_iterator_state_reproduces_the_following_batches(synth_dir):
+    it = iter(_train(synth_dir, seed=3))
+    _take(it, 2)
+    state = it.get_state()
+    expected = _take(it, 4)  # crosses the epoch boundary at batch 7
+    fresh = iter(_train(synth_dir, seed=3))
+    fresh.set_state(state)
+    _assert_same(_take(fresh, 4), expected)
+
+
+def test_orbax_checkpoints_the_iterator(synth_dir, tmp_path):
+    it = iter(_train(synth_dir, seed=4))
+    _take(it, 3)
+    with ocp.CheckpointManager(str(tmp_path / "ckpt")) as manager:
+        manager.save(3, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
+        manager.wait_until_finished()
+    expected = _take(it, 2)
+    fresh = iter(_train(synth_dir, seed=4))
+    with ocp.CheckpointManager(str(tmp_path / "ckpt")) as manager:
+        manager.restore(3, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(fresh)))
+    _assert_same(_take(fresh, 2), expected)
+
+
+def test_one_worker_process_gives_the_same_batches(synth_dir):
+    _assert_same(_take(iter(_train(synth_dir, worker_count=1)), 2), _take(iter(_train(synth_dir)), 2))
+
+
+def test_train_processes_read_disjoint_clips(synth_dir):
+    parts = [
+        np.concatenate([b["clip_index"] for b in _take(iter(_train(synth_dir, shard_index=i, shard_count=2)), 7)])
+        for i in range(2)
+    ]
+    assert all(len(p) == 14 for p in parts)  # per-process batch 2, one epoch of a 14-clip half
+    assert set(parts[0]).isdisjoint(parts[1]) and set(parts[0]) | set(parts[1]) == set(range(NUM_TRAIN))
+
+
+@pytest.mark.parametrize("shard_count", [1, 2])
+def test_eval_sees_every_clip_once_with_masked_padding(synth_dir, shard_count):
+    seen, counts = [], []
+    labels = [r["label"] for r in ip.read_clip_table(synth_dir, "test")]
+    for i in range(shard_count):
+        loader = ip.make_eval_loader(synth_dir, "test", global_batch_size=4, num_frames=8, image_size=16,
+                                     shard_index=i, shard_count=shard_count)
+        batches = list(loader)
+        counts.append(len(batches))
+        for b in batches:
+            assert b["video"].shape == (4 // shard_count, 8, 16, 16, 3)
+            assert np.all(b["clip_index"][~b["mask"]] == -1)
+            seen += b["clip_index"][b["mask"]].tolist()
+            np.testing.assert_array_equal(b["label"][b["mask"]], [labels[i] for i in b["clip_index"][b["mask"]]])
+    assert counts == [ip.eval_batches(NUM_TEST, 4)] * shard_count == [3] * shard_count
+    assert sorted(seen) == list(range(NUM_TEST))
+
+
+def _grey_dataset(tmp_path):
+    """A folder dataset of one 25-frame and one 10-frame clip whose frame t has grey level 8 * t."""
+    for name, n in (("clip25", 25), ("clip10", 10)):
+        folder = tmp_path / "clips" / name
+        folder.mkdir(parents=True)
+        for t in range(n):
+            Image.fromarray(np.full((16, 16, 3), 8 * t, np.uint8)).save(folder / f"{t + 1:03d}.png")
+    (tmp_path / "test.csv").write_text("clip25,0\nclip10,1\n")
+    return _build(tmp_path / "grey", dataset="folder", videos=str(tmp_path / "clips"),
+                  labels=(f"test={tmp_path / 'test.csv'}",), frame_size=16)
+
+
+def _frame_numbers(video):
+    pixels = video * np.array(CLIP_STD, np.float32) + np.array(CLIP_MEAN, np.float32)
+    return np.round(pixels.mean(axis=(1, 2, 3)) * 255 / 8).astype(int)
+
+
+def test_pipeline_samples_the_protocol_frames(tmp_path):
+    data_dir = _grey_dataset(tmp_path)
+    batch = next(iter(ip.make_eval_loader(data_dir, "test", global_batch_size=2, num_frames=16, image_size=16,
+                                          shard_index=0, shard_count=1)))
+    np.testing.assert_array_equal(_frame_numbers(batch["video"][0]), [0, 2, 3, 5, 7, 8, 10, 11, 13, 14, 16, 17, 19, 21, 22, 24])
+    np.testing.assert_array_equal(_frame_numbers(batch["video"][1]), list(range(10)) + [9] * 6)
+    edges = [0, 1, 3, 4, 6, 7, 9, 10, 12, 14, 15, 17, 18, 20, 21, 23, 25]
+    train = ip.make_train_loader(data_dir, "test", global_batch_size=2, num_frames=16, image_size=16, seed=0,
+                                 shard_index=0, shard_count=1, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
+    for batch in _take(iter(train), 3):
+        long_clip = batch["video"][batch["clip_index"] == 0][0]
+        frames = _frame_numbers(long_clip)
+        assert all(edges[k] <= frames[k] < edges[k + 1] for k in range(16)), frames
