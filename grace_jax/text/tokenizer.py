@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -21,23 +22,30 @@ class Tokenizer:
     Over-long texts are truncated so that <|endoftext|> stays the last token.
     """
 
-    def __init__(self, hf_tokenizer, context_length: int = 77):
+    def __init__(self, hf_tokenizer, context_length: int = 77, source: str = "tokenizer"):
+        if len(hf_tokenizer) < 3:
+            raise ValueError(f"{source}: the tokenizer vocabulary has {len(hf_tokenizer)} entries.")
         self._tok = hf_tokenizer
         self.context_length = context_length
         self.sot_token_id = int(hf_tokenizer.bos_token_id)
         self.eot_token_id = int(hf_tokenizer.eos_token_id)
-        if len(hf_tokenizer) < 3:
-            raise ValueError(f"Tokenizer vocabulary has {len(hf_tokenizer)} entries; it is broken.")
 
     @classmethod
     def from_pretrained(cls, path_or_name: str, context_length: int = 77) -> "Tokenizer":
         import transformers
 
+        if os.path.isdir(path_or_name):
+            files = set(os.listdir(path_or_name))
+            if "tokenizer.json" not in files and not {"vocab.json", "merges.txt"} <= files:
+                raise ValueError(
+                    f"{path_or_name}: no CLIP tokenizer files (vocab.json + merges.txt, or "
+                    "tokenizer.json)."
+                )
         try:
             hf = transformers.CLIPTokenizer.from_pretrained(path_or_name)
         except (OSError, ValueError) as e:
             raise ValueError(f"{path_or_name}: cannot load a CLIP tokenizer ({e}).") from e
-        return cls(hf, context_length)
+        return cls(hf, context_length, source=path_or_name)
 
     @property
     def vocab_size(self) -> int:
