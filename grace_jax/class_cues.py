@@ -1,0 +1,135 @@
+"""Class names (coarse text) and facial-action cue descriptions (fine text) for CATE.
+
+GRACE's CATE builds emotion-aware text at two grains (DESIGN.md section 2.4). The paper's generated
+descriptions are not public, so the fine cues here are written from the Facial Action Coding System:
+each sentence spells out, in plain words CLIP's text encoder has seen, the action units (AUs) that the
+FACS/EMFACS literature associates with the emotion (Ekman & Friesen's prototypes for the six basic
+emotions and contempt; for MAFW's compound classes, the AU combinations reported for them in the DFER
+and affective-computing literature). The AU numbers are kept in ``action_units`` for reference only;
+the text never contains them, because CLIP has no notion of "AU12".
+
+Class order is the datasets' label order: DFEW and FERV39k use the first 7, MAFW all 11. Users replace
+any name or cue through ``config.model.class_names`` / ``config.model.class_cues``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassCue:
+    name: str  # coarse class name, as it goes into the learnable prompt
+    cue: str  # fine description of the facial actions
+    action_units: tuple[int, ...]  # FACS AUs the cue describes (documentation only)
+
+
+CLASS_CUES: tuple[ClassCue, ...] = (
+    ClassCue(
+        "happiness",
+        "cheeks raised and lip corners pulled up and back into a smile, lower eyelids pushed up "
+        "with crow's feet wrinkles at the outer eye corners, lips often parted.",
+        (6, 12, 25),
+    ),
+    ClassCue(
+        "sadness",
+        "inner corners of the eyebrows raised and drawn together, lip corners pulled down, chin "
+        "pushed up so the lower lip pouts, upper eyelids drooping.",
+        (1, 4, 15, 17),
+    ),
+    ClassCue(
+        "neutral",
+        "a relaxed face with no muscle tension, eyebrows level, eyes open normally, lips closed "
+        "and resting, no wrinkles around the eyes or mouth.",
+        (),
+    ),
+    ClassCue(
+        "anger",
+        "eyebrows lowered and pulled together into a frown, upper eyelids raised in a hard glare, "
+        "lower eyelids tensed, lips pressed tightly together or narrowed.",
+        (4, 5, 7, 23, 24),
+    ),
+    ClassCue(
+        "surprise",
+        "whole eyebrows raised high and curved, eyes opened wide with the upper eyelids lifted, "
+        "jaw dropped so the mouth falls open.",
+        (1, 2, 5, 26),
+    ),
+    ClassCue(
+        "disgust",
+        "nose wrinkled, upper lip raised, lower lip pulled down, eyebrows lowered and cheeks "
+        "pushed up toward the eyes.",
+        (9, 10, 15, 16),
+    ),
+    ClassCue(
+        "fear",
+        "eyebrows raised and pulled together, upper eyelids raised and lower eyelids tense, lips "
+        "stretched sideways toward the ears, mouth slightly open.",
+        (1, 2, 4, 5, 7, 20, 26),
+    ),
+    ClassCue(
+        "contempt",
+        "one lip corner tightened and raised on only one side of the face, a one-sided dimple, "
+        "a slight sneer with the head tilted back.",
+        (12, 14),
+    ),
+    ClassCue(
+        "anxiety",
+        "worried eyebrows with the inner corners raised and drawn together, tense eyelids, lips "
+        "pressed or bitten, eyes darting and blinking often.",
+        (1, 4, 7, 24, 28),
+    ),
+    ClassCue(
+        "helplessness",
+        "inner eyebrows raised, lip corners turned down, eyelids drooping, gaze and head "
+        "lowered, a slack and resigned face.",
+        (1, 15, 41, 54, 64),
+    ),
+    ClassCue(
+        "disappointment",
+        "lip corners pulled down, chin raised with the lips pressed together, eyebrows slightly "
+        "lowered, gaze dropping away.",
+        (4, 15, 17, 24, 64),
+    ),
+)
+
+NUM_BASIC = 7  # DFEW, FERV39k
+NUM_MAFW = 11
+
+
+def class_cues(
+    num_classes: int,
+    names: Sequence[str] | None = None,
+    cues: Sequence[str] | None = None,
+) -> tuple[ClassCue, ...]:
+    """The first ``num_classes`` classes, with optional per-class overrides.
+
+    Args:
+      num_classes: 7 (DFEW, FERV39k) or 11 (MAFW); any other count needs both ``names`` and ``cues``.
+      names: replaces the class names when non-empty (length ``num_classes``); an empty string
+        keeps that class's built-in name.
+      cues: replaces the cue sentences likewise.
+    """
+    names = list(names or ())
+    cues = list(cues or ())
+    for what, values in (("class_names", names), ("class_cues", cues)):
+        if values and len(values) != num_classes:
+            raise ValueError(f"{what} has {len(values)} entries but num_classes is {num_classes}")
+    if num_classes > len(CLASS_CUES) or num_classes < 1:
+        if not (names and cues):
+            raise ValueError(
+                f"num_classes={num_classes}: built-in cues cover 1..{len(CLASS_CUES)} classes; pass "
+                "both class_names and class_cues for other label sets"
+            )
+        return tuple(ClassCue(n, c, ()) for n, c in zip(names, cues))
+    out = []
+    for i, base in enumerate(CLASS_CUES[:num_classes]):
+        out.append(
+            ClassCue(
+                names[i] if names and names[i] else base.name,
+                cues[i] if cues and cues[i] else base.cue,
+                base.action_units,
+            )
+        )
+    return tuple(out)
