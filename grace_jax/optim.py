@@ -1,0 +1,107 @@
+"""Optimizer with parameter groups: per-group learning rate, frozen groups, step-decay schedule.
+
+DFER-CLIP's recipe trains the CLIP image tower, the new modules and the prompt contexts at different
+learning rates and keeps the text tower frozen. Groups are chosen by regular expressions over parameter
+paths written `a/b/0/c` (e.g. `clip/vision_model/encoder/layers/3/mlp/fc1/kernel`); the first group
+whose pattern matches wins, and a group with learning rate 0 is frozen (no update, no momentum state).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class Group(NamedTuple):
+    name: str
+    pattern: str
+    lr: float
+
+
+def path_str(path) -> str:
+    """A pytree key path as `a/b/0/c`."""
+    parts = []
+    for key in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    return "/".join(parts)
+
+
+def group_labels(params, groups: Sequence[Group]):
+    """A pytree like `params` holding each leaf's group name; raises if a leaf matches no group."""
+    compiled = [(g.name, re.compile(g.pattern)) for g in groups]
+    unmatched = []
+
+    def label(path, _):
+        text = path_str(path)
+        for name, pattern in compiled:
+            if pattern.search(text):
+                return name
+        unmatched.append(text)
+        return None
+
+    labels = jax.tree_util.tree_map_with_path(label, params)
+    if unmatched:
+        raise ValueError(
+            f"optim.groups: {len(unmatched)} parameters match no group pattern, e.g. {unmatched[:3]}; "
+            "add a catch-all group such as ('new', '.*', 1e-2)."
+        )
+    return labels
+
+
+def lr_schedule(
+    base_lr: float, *, decay_steps: Sequence[int], decay_factor: float, warmup_steps: int = 0
+) -> optax.Schedule:
+    """Step decay: `base_lr`, multiplied by `decay_factor` at each step in `decay_steps`."""
+    schedule = optax.piecewise_constant_schedule(
+        base_lr, {int(s): decay_factor for s in decay_steps}
+    )
+    if warmup_steps <= 0:
+        return schedule
+
+    def with_warmup(step):  # Decay steps stay absolute, unlike optax.join_schedules' shifted count.
+        return jnp.where(step < warmup_steps, base_lr * step / warmup_steps, schedule(step))
+
+    return with_warmup
+
+
+def make_optimizer(
+    params,
+    *,
+    groups: Sequence[Group],
+    momentum: float,
+    weight_decay: float,
+    decay_steps: Sequence[int],
+    decay_factor: float,
+    warmup_steps: int = 0,
+) -> optax.GradientTransformation:
+    """SGD with momentum and coupled weight decay (PyTorch `torch.optim.SGD` semantics) per group.
+
+    Args:
+      params: the parameter pytree the optimizer will update (e.g. an `nnx.State` of `nnx.Param`s).
+      groups: ordered groups; first matching pattern wins; lr 0 freezes a group.
+      momentum, weight_decay: SGD settings shared by every trained group.
+      decay_steps, decay_factor, warmup_steps: the learning-rate schedule, in optimizer steps.
+    """
+    transforms = {}
+    for g in groups:
+        if g.lr == 0:
+            transforms[g.name] = optax.set_to_zero()
+        else:
+            schedule = lr_schedule(
+                g.lr, decay_steps=decay_steps, decay_factor=decay_factor, warmup_steps=warmup_steps
+            )
+            transforms[g.name] = optax.chain(
+                optax.add_decayed_weights(weight_decay),
+                optax.sgd(schedule, momentum=momentum or None),
+            )
+    return optax.multi_transform(transforms, group_labels(params, groups))
