@@ -1,0 +1,88 @@
+"""Checkpoints of the whole training state: model, optimizer, step, RNG and the data iterator.
+
+Two orbax `CheckpointManager`s live under `<workdir>/checkpoints`: `last/` (the newest few, for
+resuming after a crash exactly where training stopped, data order included) and `best/` (the one with
+the best validation UAR, for prediction). Saves are asynchronous; `wait()` before the process exits.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import grain
+import orbax.checkpoint as ocp
+
+
+class Checkpoints:
+    """`last` and `best` checkpoint managers under one directory."""
+
+    def __init__(self, directory: str, *, max_to_keep: int = 2):
+        self.directory = directory
+
+        def manager(name, keep):
+            options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+            return ocp.CheckpointManager(os.path.join(directory, name), options=options)
+
+        self.last = manager("last", max_to_keep)
+        self.best = manager("best", 1)
+
+    def latest_step(self) -> int | None:
+        return self.last.latest_step()
+
+    def save(
+        self,
+        step: int,
+        state: Any,
+        *,
+        data_iterator=None,
+        metrics: dict | None = None,
+        best: bool = False,
+    ) -> None:
+        """Saves `state` (a pytree of arrays) and, when given, the grain iterator and metrics JSON."""
+        items = {"state": ocp.args.StandardSave(state)}
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+        if metrics is not None:
+            items["metrics"] = ocp.args.JsonSave(metrics)
+        (self.best if best else self.last).save(step, args=ocp.args.Composite(**items), force=True)
+
+    def restore(
+        self,
+        abstract_state: Any,
+        *,
+        data_iterator=None,
+        step: int | None = None,
+        best: bool = False,
+    ) -> tuple[int, Any]:
+        """Restores into the shapes, dtypes and shardings of `abstract_state`; returns (step, state).
+
+        The data iterator, when given, is restored in place.
+        """
+        manager = self.best if best else self.last
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(
+                f"{os.path.join(self.directory, 'best' if best else 'last')}: no checkpoint."
+            )
+        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+        restored = manager.restore(step, args=ocp.args.Composite(**items))
+        return step, restored["state"]
+
+    def best_metrics(self) -> dict | None:
+        step = self.best.latest_step()
+        if step is None:
+            return None
+        return self.best.restore(step, args=ocp.args.Composite(metrics=ocp.args.JsonRestore()))[
+            "metrics"
+        ]
+
+    def wait(self) -> None:
+        self.last.wait_until_finished()
+        self.best.wait_until_finished()
+
+    def close(self) -> None:
+        self.last.close()
+        self.best.close()
