@@ -3,83 +3,13 @@ Hugging Face CLIP checkpoints written by transformers itself."""
 
 from __future__ import annotations
 
-import collections
-import json
-import os
-
 from grace_jax.models import clip as clip_lib
-
-_CORPUS = (
-    "a photo of a face showing happiness sadness neutral anger surprise disgust fear contempt "
-    "anxiety helplessness disappointment cheeks raised lip corners pulled up brows lowered drawn "
-    "together eyes widened jaw dropped nose wrinkled upper lip raised mouth corners down tense lids "
-    "the person looks happy sad angry surprised disgusted afraid calm"
-)
-
-
-def _byte_alphabet() -> list[str]:
-    """The 256 printable stand-ins byte-level BPE uses for raw bytes, in byte order."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
-    extra = iter(range(256, 512))
-    return [chr(b) if b in keep else chr(next(extra)) for b in range(256)]
-
-
-def _learn_merges(words: list[str], count: int) -> list[tuple[str, str]]:
-    """Greedy BPE on a word list, symbols ending in '</w>' at word ends."""
-    vocab = collections.Counter(tuple(w[:-1]) + (w[-1] + "</w>",) for w in words)
-    merges = []
-    while len(merges) < count:
-        pairs = collections.Counter()
-        for symbols, n in vocab.items():
-            for pair in zip(symbols, symbols[1:]):
-                pairs[pair] += n
-        if not pairs:
-            break
-        best = max(pairs, key=lambda p: (pairs[p], p))
-        merges.append(best)
-        merged = collections.Counter()
-        for symbols, n in vocab.items():
-            out, i = [], 0
-            while i < len(symbols):
-                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
-                    out.append(symbols[i] + symbols[i + 1])
-                    i += 2
-                else:
-                    out.append(symbols[i])
-                    i += 1
-            merged[tuple(out)] += n
-        vocab = merged
-    return merges
+from grace_jax.text import tiny_vocab
 
 
 def write_tokenizer_dir(directory: str, vocab_size: int = 1024) -> str:
-    """Writes vocab.json + merges.txt for `CLIPTokenizer.from_pretrained(directory)`.
-
-    The vocabulary has exactly `vocab_size` entries with <|startoftext|> and <|endoftext|> last, as in
-    OpenAI's, so the tiny CLIP's eos_token_id (vocab_size - 1) is the tokenizer's.
-    """
-    alphabet = _byte_alphabet()
-    tokens = alphabet + [c + "</w>" for c in alphabet]
-    merges = _learn_merges(_CORPUS.split(), 200)
-    seen = set(tokens)
-    for a, b in merges:
-        seen.add(a + b)
-        tokens.append(a + b)
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    fillers = ((a, b) for a in letters for b in letters)
-    while len(tokens) < vocab_size - 2:  # Filler merges pad the vocabulary to its exact size.
-        a, b = next(fillers)
-        if a + b not in seen:
-            seen.add(a + b)
-            merges.append((a, b))
-            tokens.append(a + b)
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "vocab.json"), "w") as f:
-        json.dump({t: i for i, t in enumerate(tokens)}, f)
-    with open(os.path.join(directory, "merges.txt"), "w") as f:
-        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
-    return directory
+    """A tiny CLIP vocabulary (see grace_jax.text.tiny_vocab) in `directory`."""
+    return tiny_vocab.write_tiny_vocab(directory, vocab_size)
 
 
 def hf_config(config: clip_lib.CLIPConfig):
