@@ -1,0 +1,36 @@
+"""metrics.jsonl, TensorBoard events and the progress line."""
+
+import io
+import os
+
+from grace_jax import metric_writers
+
+
+def test_jsonl_and_tensorboard(tmp_path):
+    writer = metric_writers.MetricWriter(str(tmp_path))
+    writer.write(1, "train", {"loss": 2.5, "lr": 0.1, "bad": float("nan")})
+    writer.write(2, "eval", {"uar": 0.5})
+    writer.close()
+    records = metric_writers.read_metrics(str(tmp_path))
+    assert records == [
+        {"step": 1, "split": "train", "loss": 2.5, "lr": 0.1},
+        {"step": 2, "split": "eval", "uar": 0.5},
+    ]
+    events = os.listdir(tmp_path / "tensorboard")
+    assert any(name.startswith("events.out.tfevents") for name in events)
+
+
+def test_disabled_writer_writes_nothing(tmp_path):
+    writer = metric_writers.MetricWriter(str(tmp_path / "w"), enabled=False)
+    writer.write(1, "train", {"loss": 1.0})
+    assert not (tmp_path / "w").exists()
+
+
+def test_progress_line_has_rate_and_eta():
+    stream = io.StringIO()
+    progress = metric_writers.Progress(100, 8, stream=stream)
+    progress.start(0)
+    rate = progress.report(10, {"loss": 1.25})
+    line = stream.getvalue()
+    assert rate > 0
+    assert line.startswith("step 10/100 loss=1.25 ") and "clips/s ETA " in line
