@@ -13,6 +13,10 @@ crop; the last batches are padded to full size with rows whose `mask` is False a
 and every process gets the same number of batches. With `tokenizer` (a picklable callable
 `list[str] -> (ids [N,L] int32, eot [N] int32)`), batches also hold `caption_ids` [B,L], `caption_eot`
 [B] and `has_caption` [B] (False where a clip has no caption).
+
+`normalize_on_host=False` keeps `video` uint8 and leaves normalization to `normalize_on_device` inside
+the jitted step: a quarter of the bytes to batch, copy between processes and send to the accelerator
+(a 16x224x224 clip is 9.6 MB as float32, 2.4 MB as uint8), for the same values.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections.abc import Sequence
 
 import grain
 import jax
+import jax.numpy as jnp
 from absl import flags
 
 from data_prep import schema
@@ -35,7 +40,15 @@ from grace_jax.data.clip_transforms import (
     TrainClipTransform,
 )
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "IndexedSource", "make_eval_loader", "make_train_loader", "read_clip_table", "read_manifest"]
+__all__ = ["CLIP_MEAN", "CLIP_STD", "IndexedSource", "make_eval_loader", "make_train_loader", "normalize_on_device",
+           "read_clip_table", "read_manifest"]
+
+
+def normalize_on_device(video: jax.Array) -> jax.Array:
+    """uint8 video [..., 3] -> float32 CLIP-normalized, the same values as the host path."""
+    mean = jnp.asarray(CLIP_MEAN, jnp.float32)
+    std = jnp.asarray(CLIP_STD, jnp.float32)
+    return video.astype(jnp.float32) * (1.0 / (255.0 * std)) - mean / std
 
 
 def read_manifest(data_dir: str) -> dict:
@@ -129,6 +142,7 @@ def make_train_loader(
     flip_probability: float = 0.5,
     num_epochs: int | None = None,
     worker_buffer_size: int = 2,
+    normalize_on_host: bool = True,
 ) -> grain.DataLoader:
     """Training DataLoader: shuffled, augmented, repeated (`num_epochs=None`: forever), per-process batches.
 
@@ -155,6 +169,7 @@ def make_train_loader(
         crop_scale=tuple(crop_scale),
         crop_ratio=tuple(crop_ratio),
         flip_probability=flip_probability,
+        normalize_on_host=normalize_on_host,
     )
     return grain.DataLoader(
         data_source=source,
@@ -182,6 +197,7 @@ def make_eval_loader(
     shard_count: int | None = None,
     tokenizer: Tokenizer | None = None,
     worker_buffer_size: int = 2,
+    normalize_on_host: bool = True,
 ) -> grain.DataLoader:
     """Evaluation DataLoader: one pass, every clip exactly once, padding rows masked.
 
@@ -201,7 +217,8 @@ def make_eval_loader(
         shuffle=False,
         num_epochs=1,
     )
-    transform = EvalClipTransform(num_frames=num_frames, image_size=image_size, tokenizer=tokenizer)
+    transform = EvalClipTransform(num_frames=num_frames, image_size=image_size, tokenizer=tokenizer,
+                                  normalize_on_host=normalize_on_host)
     return grain.DataLoader(
         data_source=source,
         sampler=sampler,

@@ -86,6 +86,14 @@ def test_train_batch_structure_and_normalization(synth_dir):
             assert batch["caption_eot"][row] == eot[0]
 
 
+def test_uint8_batches_normalized_on_device_equal_host_normalization(synth_dir):
+    host = next(iter(_train(synth_dir, seed=9)))
+    raw = next(iter(_train(synth_dir, seed=9, normalize_on_host=False)))
+    assert raw["video"].dtype == np.uint8
+    np.testing.assert_array_equal(raw["clip_index"], host["clip_index"])
+    np.testing.assert_allclose(np.asarray(ip.normalize_on_device(raw["video"])), host["video"], atol=1e-5)
+
+
 def test_same_seed_same_batches_other_seed_other_batches(synth_dir):
     a = _take(iter(_train(synth_dir, seed=5)), 3)
     b = _take(iter(_train(synth_dir, seed=5)), 3)

@@ -1,0 +1,234 @@
+r"""Input throughput: ArrayRecord shards + grain vs. per-frame PIL reading from frame folders.
+
+Usage:
+
+  python -m benchmarks.input_pipeline                       # 64 clips x 32 frames, batches of 16x224x224
+  python -m benchmarks.input_pipeline --workers=0,1,2,4 --repeats=5 --num_clips=128
+
+It builds SynthFER clips at 224 px with data_prep (the shards), writes the very same JPEG bytes out as
+frame folders (00001.jpg, ...), and times training batches of 16 clips x 16 frames x 224 x 224 x 3
+(float32, CLIP-normalized) read four ways, each with 0, 1, 2, ... grain worker processes:
+
+  shards     this pipeline (grace_jax.input_pipeline.make_train_loader);
+  shards-u8  the same with normalize_on_host=False: uint8 batches, normalized on the accelerator;
+  pil-dfer   frame folders the way PyTorch DFER code reads them (DFER-CLIP's VideoDataset): glob the
+             folder, PIL-open each sampled frame, crop/resize/flip it, ToTensor (/255) per frame, then
+             Normalize the clip;
+  pil-ours   frame folders read per frame with PIL but this pipeline's transforms, to show how much of
+             the difference is storage and how much is transform code.
+
+CPU use is measured, not assumed: the CPU seconds of this process and all its children (grain workers)
+over the timed window, read from /proc. "clips/s per core" divides throughput by those cores, and
+"cores for 500 clips/s" is 500 / (clips/s per core). Every figure is the median of --repeats runs.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import statistics
+import tempfile
+import time
+
+import grain
+import numpy as np
+from absl import app, flags
+from PIL import Image
+
+from data_prep import job, schema
+from grace_jax import input_pipeline
+from grace_jax.data import clip_transforms
+from grace_jax.data.segments import segment_indices
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("num_clips", 64, "Clips in the benchmark dataset.")
+flags.DEFINE_integer("frames_per_clip", 32, "Frames per clip.")
+flags.DEFINE_integer("batch_size", 16, "Clips per batch.")
+flags.DEFINE_integer("num_frames", 16, "Frames sampled per clip (segments).")
+flags.DEFINE_integer("image_size", 224, "Frame side.")
+flags.DEFINE_list("workers", ["0", "1", "2"], "grain worker counts to time.")
+flags.DEFINE_integer("batches", 12, "Timed batches per run (after 2 warm-up batches).")
+flags.DEFINE_integer("repeats", 3, "Runs per configuration; medians are reported.")
+flags.DEFINE_string("workdir", None, "Where to build the data (default: a temporary folder, removed after).")
+
+TARGET_CLIPS_PER_S = 500
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and all its live descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents, times = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    mine, frontier = {os.getpid()}, [os.getpid()]
+    while frontier:
+        pid = frontier.pop()
+        children = [c for c, p in parents.items() if p == pid and c not in mine]
+        mine.update(children)
+        frontier += children
+    return sum(times.get(p, 0.0) for p in mine)
+
+
+class FrameFolderSource(grain.sources.RandomAccessDataSource):
+    """Clips as frame folders: {"key", "folder", "label"}."""
+
+    def __init__(self, folders: list[str], labels: list[int]):
+        self._folders, self._labels = folders, labels
+
+    def __len__(self) -> int:
+        return len(self._folders)
+
+    def __getitem__(self, key: int) -> dict:
+        return {"key": int(key), "folder": self._folders[key], "label": self._labels[key]}
+
+
+class DferPilTransform(grain.transforms.RandomMap):
+    """Per-frame reading as DFER-CLIP's VideoDataset does it, with numpy standing in for torch."""
+
+    def __init__(self, num_frames: int, image_size: int):
+        self.num_frames, self.image_size = num_frames, image_size
+        self.mean = np.asarray(clip_transforms.CLIP_MEAN, np.float32)
+        self.std = np.asarray(clip_transforms.CLIP_STD, np.float32)
+
+    def random_map(self, element: dict, rng: np.random.Generator) -> dict:
+        paths = sorted(glob.glob(os.path.join(element["folder"], "*")))
+        indices = segment_indices(len(paths), self.num_frames, train=True, rng=rng)
+        box, flip, frames = None, rng.uniform() < 0.5, []
+        for i in indices:
+            image = Image.open(paths[i]).convert("RGB")
+            if box is None:
+                box = clip_transforms.random_resized_box(*image.size, rng, (0.08, 1.0), (3 / 4, 4 / 3))
+            image = image.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR, box=box)
+            if flip:
+                image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            frames.append(np.asarray(image, np.float32) / 255.0)  # ToTensor
+        video = (np.stack(frames) - self.mean) / self.std  # Normalize
+        return {"video": video.astype(np.float32), "label": np.int32(element["label"]),
+                "mask": np.bool_(True), "clip_index": np.int32(element["key"])}
+
+
+class OursPilTransform(grain.transforms.RandomMap):
+    """Per-frame files, but this pipeline's decoding, crop and normalization code."""
+
+    def __init__(self, num_frames: int, image_size: int):
+        self.num_frames, self.image_size = num_frames, image_size
+
+    def random_map(self, element: dict, rng: np.random.Generator) -> dict:
+        paths = sorted(glob.glob(os.path.join(element["folder"], "*")))
+        indices = segment_indices(len(paths), self.num_frames, train=True, rng=rng)
+        frames_bytes = []
+        for i in dict.fromkeys(int(i) for i in indices):
+            with open(paths[i], "rb") as f:
+                frames_bytes.append(f.read())
+        view = schema.parse(schema.serialize(schema.ClipRecord(element["label"], "", tuple(frames_bytes), 0)))
+        positions = {i: n for n, i in enumerate(dict.fromkeys(int(i) for i in indices))}
+        local = np.array([positions[int(i)] for i in indices])
+        seed = int(rng.integers(2**31))
+
+        def box_fn(width, height):
+            return clip_transforms.random_resized_box(width, height, np.random.default_rng(seed), (0.08, 1.0), (3 / 4, 4 / 3))
+
+        frames = clip_transforms.decode_resized(view, local, box_fn, self.image_size)
+        if rng.uniform() < 0.5:
+            frames = frames[:, :, ::-1]
+        return {"video": clip_transforms.normalize(frames), "label": np.int32(element["label"]),
+                "mask": np.bool_(True), "clip_index": np.int32(element["key"])}
+
+
+def _folder_loader(source, transform, workers: int) -> grain.DataLoader:
+    sampler = grain.samplers.IndexSampler(len(source), shuffle=True, num_epochs=None, seed=0)
+    return grain.DataLoader(data_source=source, sampler=sampler, worker_count=workers, worker_buffer_size=2,
+                            operations=[transform, grain.transforms.Batch(FLAGS.batch_size, drop_remainder=True)])
+
+
+def _time(loader) -> tuple[float, float]:
+    """(clips/s, cores used) over FLAGS.batches batches after two warm-up batches."""
+    iterator = iter(loader)
+    for _ in range(2):
+        batch = next(iterator)
+    assert batch["video"].shape == (FLAGS.batch_size, FLAGS.num_frames, FLAGS.image_size, FLAGS.image_size, 3)
+    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    for _ in range(FLAGS.batches):
+        next(iterator)
+    wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+    del iterator
+    return FLAGS.batches * FLAGS.batch_size / wall, cpu / wall
+
+
+def _prepare(workdir: str) -> tuple[str, list[str], list[int]]:
+    """SynthFER shards at 224 px and frame folders holding the same JPEG bytes."""
+    shards = os.path.join(workdir, "shards")
+    job.build(job.BuildConfig(dataset="synth", out=shards, frame_size=FLAGS.image_size, synth_train=FLAGS.num_clips,
+                              synth_test=1, synth_min_frames=FLAGS.frames_per_clip,
+                              synth_max_frames=FLAGS.frames_per_clip, workers=os.cpu_count() or 1, progress=False,
+                              command=("benchmarks.input_pipeline",)))
+    folders, labels = [], []
+    source = grain.sources.ArrayRecordDataSource(input_pipeline.shard_paths(shards, "train"))
+    for key in range(len(source)):
+        view = schema.parse(source[key])
+        folder = os.path.join(workdir, "frames", f"{key:05d}")
+        os.makedirs(folder)
+        for i in range(view.num_frames):
+            with open(os.path.join(folder, f"{i + 1:05d}.jpg"), "wb") as f:
+                f.write(view.frame_bytes(i))
+        folders.append(folder)
+        labels.append(view.label)
+    return shards, folders, labels
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="grace_bench_")
+    try:
+        shards, folders, labels = _prepare(workdir)
+        folder_source = FrameFolderSource(folders, labels)
+        readers = {
+            "shards": lambda w: input_pipeline.make_train_loader(
+                shards, "train", global_batch_size=FLAGS.batch_size, num_frames=FLAGS.num_frames,
+                image_size=FLAGS.image_size, seed=0, worker_count=w, shard_index=0, shard_count=1),
+            "shards-u8": lambda w: input_pipeline.make_train_loader(
+                shards, "train", global_batch_size=FLAGS.batch_size, num_frames=FLAGS.num_frames,
+                image_size=FLAGS.image_size, seed=0, worker_count=w, shard_index=0, shard_count=1,
+                normalize_on_host=False),
+            "pil-dfer": lambda w: _folder_loader(folder_source, DferPilTransform(FLAGS.num_frames, FLAGS.image_size), w),
+            "pil-ours": lambda w: _folder_loader(folder_source, OursPilTransform(FLAGS.num_frames, FLAGS.image_size), w),
+        }
+        rows = {}
+        for workers in (int(w) for w in FLAGS.workers):
+            for name, make in readers.items():
+                runs = [_time(make(workers)) for _ in range(FLAGS.repeats)]
+                rate = statistics.median(r[0] for r in runs)
+                cores = statistics.median(r[1] for r in runs)
+                per_core = statistics.median(r[0] / r[1] for r in runs)
+                rows[name, workers] = (rate, cores, per_core)
+        load = os.getloadavg()
+        print(f"\nbatches of {FLAGS.batch_size}x{FLAGS.num_frames}x{FLAGS.image_size}x{FLAGS.image_size}x3 float32; "
+              f"{FLAGS.num_clips} clips of {FLAGS.frames_per_clip} frames; medians of {FLAGS.repeats} runs; "
+              f"{os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
+        header = f"{'reader':<10} {'workers':>7} {'clips/s':>9} {'cores used':>11} {'clips/s/core':>13} {'cores for 500 clips/s':>22}"
+        print(header)
+        print("-" * len(header))
+        for (name, workers), (rate, cores, per_core) in rows.items():
+            print(f"{name:<10} {workers:>7} {rate:>9.1f} {cores:>11.2f} {per_core:>13.1f} {TARGET_CLIPS_PER_S / per_core:>22.1f}")
+        print()
+        for workers in (int(w) for w in FLAGS.workers):
+            shard, dfer, ours = rows["shards", workers][2], rows["pil-dfer", workers][2], rows["pil-ours", workers][2]
+            u8 = rows["shards-u8", workers][2]
+            print(f"workers={workers}: clips/s per core, shards / pil-dfer = {shard / dfer:.2f}x, "
+                  f"shards-u8 / pil-dfer = {u8 / dfer:.2f}x, shards / pil-ours = {shard / ours:.2f}x")
+    finally:
+        if FLAGS.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
