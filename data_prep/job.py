@@ -148,9 +148,14 @@ def build(config: BuildConfig) -> dict:
 
     def too_many(final: bool) -> BuildError:
         where = f"{len(bad)} of {total} listed clips are bad" + ("" if final else " already")
+        missing = sum("does not exist" in b.reason for b in bad)
+        hint = ""
+        if missing > len(bad) // 2 and config.dataset not in ("folder", "synth"):
+            hint = ("\nMost listed folders do not exist: if the lists were written on another machine, pass "
+                    "--root=<this machine's dataset folder> to re-root their paths.")
         return BuildError(
             f"{where} ({len(bad) / total:.1%}), above --max_bad_fraction={config.max_bad_fraction}; "
-            f"nothing was written. First problems:\n{report.summarize(bad)}"
+            f"nothing was written. First problems:\n{report.summarize(bad)}{hint}"
         )
 
     if len(bad) > budget:

@@ -69,6 +69,14 @@ def test_too_many_bad_clips_fail_with_a_clear_message_and_write_nothing(dfew_tre
     assert _leftovers(tmp_path) == []
 
 
+def test_lists_from_another_machine_without_root_fail_with_a_hint(dfew_tree, tmp_path):
+    lists = [str(dfew_tree / "annotation" / n) for n in ("set_2_train.txt", "set_2_test.txt")]
+    with pytest.raises(job.BuildError, match="pass --root=") as e:
+        job.build(_config(dataset="dfew", annotations=tuple(lists), fold=2, out=str(tmp_path / "o")))
+    assert "/home/someone/datasets/DFEW/DFEW_Frame_Face/00001 does not exist" in str(e.value)
+    assert not (tmp_path / "o").exists()
+
+
 def test_fold_is_required_when_lists_of_several_folds_exist(dfew_tree, tmp_path):
     with pytest.raises(job.SourceError, match="--fold"):
         job.build(_config(dataset="dfew", root=str(dfew_tree), out=str(tmp_path / "o")))
