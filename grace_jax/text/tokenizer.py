@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
+
+
+# Names the tiny vocabulary built on the fly (grace_jax.text.tiny_vocab): no files, no download.
+BUILTIN_TINY = "builtin:tiny"
 
 
 class TokenizedText(NamedTuple):
@@ -32,7 +37,15 @@ class Tokenizer:
 
     @classmethod
     def from_pretrained(cls, path_or_name: str, context_length: int = 77) -> "Tokenizer":
+        """A tokenizer directory, a hub name, or `builtin:tiny` (the tiny CLIP's vocabulary)."""
         import transformers
+
+        if path_or_name == BUILTIN_TINY:
+            from grace_jax.text import tiny_vocab
+
+            path_or_name = tiny_vocab.write_tiny_vocab(
+                os.path.join(tempfile.gettempdir(), f"grace_jax_tiny_vocab_{os.getpid()}")
+            )
 
         if os.path.isdir(path_or_name):
             files = set(os.listdir(path_or_name))

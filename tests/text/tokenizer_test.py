@@ -47,3 +47,12 @@ def test_bad_inputs(vocab_dir, tmp_path):
         tok("a single string")
     with pytest.raises(ValueError, match=str(tmp_path)):
         tokenizer_lib.Tokenizer.from_pretrained(str(tmp_path))
+
+
+def test_builtin_tiny_matches_the_tiny_clip():
+    from grace_jax.models import clip
+
+    tok = tokenizer_lib.Tokenizer.from_pretrained(tokenizer_lib.BUILTIN_TINY)
+    tiny = clip.clip_config("tiny").text
+    assert tok.vocab_size == tiny.vocab_size and tok.eot_token_id == tiny.eos_token_id
+    assert tok(["a face showing fear"]).eot_index[0] < 10
