@@ -1,0 +1,268 @@
+"""GRACE: CLIP video pipeline + motion weighting + CATE + token-level OT (DESIGN.md section 2).
+
+Forward pass for B clips of T frames, C classes (D = CLIP joint dim, P patches per frame):
+
+  frames --CLIP ViT--> cls [B,T,D], patches [B,T,P,D]
+  motion weights w [B,T,P]  (pixel or feature differences; uniform when motion is off)
+  frame features cls + tanh(g) * pool_w(patches)  --temporal transformer--> video [B,D]
+  coarse prompts (learned contexts + class name) --text tower--> class embeddings [C,D], tokens
+  CATE: frozen cue tokens refined by the coarse tokens; importance = text marginal; pooled cue [C,D]
+  global logits = scale * cos(video, class embedding)
+  OT logits     = scale * sum(P * cos) between text tokens and the B*T*P visual tokens (marginal w)
+  logits        = (1 - fusion) * global + fusion * OT
+
+With motion, CATE and OT all off this is DFER-CLIP exactly (fixed scale 100, class-specific contexts,
+one temporal layer). The model is an NNX module whose forward is a pure function of its state, so it
+runs under ``nnx.split`` / ``nnx.merge`` inside ``jax.jit``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from grace_jax import class_cues as class_cues_lib
+from grace_jax.models import alignment, cate, motion, prompts, temporal
+from grace_jax.models import clip as clip_lib
+
+__all__ = ["GRACE", "build_model", "class_tokens_from_config"]
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def _normalize(x: jax.Array) -> jax.Array:
+    x = x.astype(jnp.float32)
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+
+
+class GRACE(nnx.Module):
+    """The model. ``cfg`` is the ``model`` section of a config (see ``configs/base.py``)."""
+
+    def __init__(
+        self,
+        cfg: Any,
+        class_tokens: prompts.ClassTokens,
+        *,
+        rngs: nnx.Rngs,
+        clip: clip_lib.CLIP | None = None,
+    ):
+        dtype = _DTYPES[cfg.clip.dtype]
+        if clip is None:
+            clip = clip_lib.CLIP(
+                clip_lib.clip_config(cfg.clip.variant), rngs=rngs, dtype=dtype, remat=cfg.clip.remat
+            )
+        self.clip = clip
+        dim = clip.config.projection_dim
+        self.patch_size = clip.config.vision.patch_size
+        self.num_classes = int(class_tokens.prompt_ids.shape[0])
+        if self.num_classes != cfg.num_classes:
+            raise ValueError(f"{self.num_classes} class texts but num_classes={cfg.num_classes}")
+        self.logit_scale = float(cfg.logit_scale)
+        self.use_motion = bool(cfg.motion.enabled)
+        self.use_cate = bool(cfg.cate.enabled)
+        self.use_ot = bool(cfg.ot.enabled)
+        self.use_captions = bool(cfg.cate.captions)
+        self.motion_cfg = dict(cfg.motion)
+        self.ot_cfg = dict(cfg.ot)
+
+        self.prompts = prompts.PromptLearner(
+            class_tokens.prompt_ids,
+            class_tokens.prompt_eot,
+            n_ctx=cfg.prompt.n_ctx,
+            width=clip.config.text.width,
+            class_specific=cfg.prompt.class_specific,
+            init_std=cfg.prompt.init_std,
+            rngs=rngs,
+        )
+        self.temporal = temporal.TemporalTransformer(
+            dim,
+            cfg.num_frames,
+            depth=cfg.temporal.depth,
+            heads=cfg.temporal.heads,
+            dim_head=cfg.temporal.dim_head,
+            mlp_dim=cfg.temporal.mlp_dim,
+            dtype=dtype,
+            rngs=rngs,
+        )
+        if self.use_motion and cfg.motion.pool:
+            # Zero-initialised so +motion starts from the DFER-CLIP function and learns the mix.
+            self.motion_gate = nnx.Param(jnp.zeros(()))
+        else:
+            self.motion_gate = None
+        if self.use_cate:
+            self.cue_ids = prompts.TokenIds(
+                jnp.asarray(prompts.trim(class_tokens.cue_ids, class_tokens.cue_eot), jnp.int32)
+            )  # [C,Lf]
+            self.cue_eot = prompts.TokenIds(jnp.asarray(class_tokens.cue_eot, jnp.int32))  # [C]
+            self.cate = cate.CATE(dim, heads=cfg.cate.heads, dtype=dtype, rngs=rngs)
+        else:
+            self.cue_ids = self.cue_eot = self.cate = None
+
+    # ----------------------------------------------------------------------------------------------
+    def _motion(self, images: jax.Array, patches: jax.Array) -> jax.Array:
+        b, t, p, _ = patches.shape
+        if not self.use_motion:
+            return jnp.full((b, t, p), 1.0 / (t * p), jnp.float32)
+        mode = self.motion_cfg["mode"]
+        if mode == "pixel":
+            m = motion.pixel_motion(images, self.patch_size)  # [B,T,P]
+        elif mode == "feature":
+            m = motion.feature_motion(patches)  # [B,T,P]
+        else:
+            raise ValueError(f"model.motion.mode must be 'pixel' or 'feature', got {mode!r}")
+        return motion.motion_weights(m, tau=self.motion_cfg["tau"], alpha=self.motion_cfg["alpha"])
+
+    def _frozen_text(self, ids: jax.Array, eot: jax.Array) -> jax.Array:
+        # The text tower is frozen: no gradient needs to flow back through it for fixed texts.
+        _, tokens = self.clip.encode_text(ids, eot)
+        return jax.lax.stop_gradient(tokens)  # [N,L,D]
+
+    def _ot(self, text, text_mass, visual, visual_mass):
+        c = self.ot_cfg
+        return alignment.ot_scores(
+            text.astype(jnp.float32),
+            text_mass,
+            visual.astype(jnp.float32),
+            visual_mass,
+            epsilon=c["epsilon"],
+            max_iterations=c["max_iterations"],
+            threshold=c["threshold"],
+            inner_iterations=c["inner_iterations"],
+            implicit=c["implicit"],
+        )
+
+    def __call__(
+        self,
+        images: jax.Array,
+        *,
+        captions: jax.Array | None = None,
+        caption_eot: jax.Array | None = None,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Classifies clips.
+
+        Args:
+          images: [B,T,H,W,3] frames normalised with CLIP's mean and std.
+          captions: optional [B,L] int32 per-clip caption token ids (used when cate.captions).
+          caption_eot: [B] int32 EOT positions of ``captions``.
+
+        Returns:
+          (logits [B,C], aux) with aux["motion_weights"] [B,T,P], aux["global_logits"] [B,C], and
+          with OT on: "ot_logits" [B,C], "ot_plan" [B,N,K] and "ot_visual_mass" [B,T,P] for the
+          predicted class, "text_mass" [C,N], "ot_converged" / "ot_iterations" / "ot_error" [B,C];
+          with captions: "caption_scores" [B,B] (clip x caption).
+        """
+        b, t, h, w, ch = images.shape
+        cls, patches = self.clip.encode_image(images.reshape(b * t, h, w, ch))
+        d = cls.shape[-1]
+        p = patches.shape[1]
+        cls = cls.reshape(b, t, d)  # [B,T,D]
+        patches = patches.reshape(b, t, p, d)  # [B,T,P,D]
+
+        weights = self._motion(images, patches)  # [B,T,P]
+        frames = cls
+        if self.motion_gate is not None:
+            pooled = motion.pool_patches(patches, weights)  # [B,T,D]
+            frames = cls + jnp.tanh(self.motion_gate[...]).astype(cls.dtype) * pooled
+        video = _normalize(self.temporal(frames))  # [B,D]
+
+        class_emb, coarse_tokens, coarse_valid = self.prompts(self.clip)  # [C,D],[C,Lp,D],[C,Lp]
+        coarse_keys = prompts.valid_token_mask(
+            coarse_tokens.shape[1], self.prompts.eot[...], include_eot=True
+        )  # [C,Lp]
+        class_emb = _normalize(class_emb)
+        if self.use_cate:
+            cue_eot = self.cue_eot[...]
+            fine = self._frozen_text(self.cue_ids[...], cue_eot)  # [C,Lf,D]
+            fine_valid = prompts.valid_token_mask(fine.shape[1], cue_eot)
+            text_tokens, text_mass, fine_emb = self.cate(
+                fine, fine_valid, coarse_tokens, coarse_keys
+            )
+            class_emb = _normalize(class_emb + _normalize(fine_emb))  # [C,D]
+        else:
+            text_tokens = coarse_tokens  # [C,Lp,D]
+            valid = coarse_valid.astype(jnp.float32)
+            text_mass = valid / valid.sum(-1, keepdims=True)  # uniform over the prompt's words
+
+        global_logits = self.logit_scale * video @ class_emb.T  # [B,C]
+        aux: dict[str, jax.Array] = {"motion_weights": weights, "global_logits": global_logits}
+        if not self.use_ot and not (self.use_captions and captions is not None):
+            return global_logits, aux
+
+        k = int(self.motion_cfg.get("top_k", 0) or 0)
+        vis, vis_mass, vis_idx = motion.select_top_k(
+            patches.reshape(b, t * p, d), weights.reshape(b, t * p), k
+        )  # [B,K,D], [B,K], [B,K]
+        logits = global_logits
+        if self.use_ot:
+            scores, res = self._ot(
+                text_tokens[None], text_mass[None], vis[:, None], vis_mass[:, None]
+            )  # [B,C], plan [B,C,N,K]
+            ot_logits = self.logit_scale * scores
+            fusion = self.ot_cfg["fusion_weight"]
+            logits = (1.0 - fusion) * global_logits + fusion * ot_logits
+            pred = jnp.argmax(logits, axis=-1)  # [B]
+            plan = jnp.take_along_axis(res.plan, pred[:, None, None, None], axis=1)[:, 0]
+            col_mass = plan.sum(axis=1)  # [B,K] transport mass received by each visual token
+            vis_mass_full = jnp.zeros((b, t * p), col_mass.dtype)
+            vis_mass_full = vis_mass_full.at[jnp.arange(b)[:, None], vis_idx].set(col_mass)
+            aux.update(
+                ot_logits=ot_logits,
+                ot_plan=plan,
+                ot_visual_mass=vis_mass_full.reshape(b, t, p),
+                text_mass=text_mass,
+                ot_converged=res.converged,
+                ot_iterations=res.n_iters,
+                ot_error=res.error,
+            )
+        if self.use_captions and captions is not None:
+            if caption_eot is None:
+                caption_eot = clip_lib.find_eot(captions, self.clip.config.text.eos_token_id)
+            cap = self._frozen_text(captions, caption_eot)  # [B,Lc,D]
+            cap_valid = prompts.valid_token_mask(cap.shape[1], caption_eot)
+            cap_mass = (
+                self.cate.importance(cap, cap_valid)
+                if self.use_cate
+                else cate.masked_softmax(jnp.zeros(cap_valid.shape), cap_valid)
+            )  # [B,Lc]
+            cap_scores, _ = self._ot(cap[None], cap_mass[None], vis[:, None], vis_mass[:, None])
+            aux["caption_scores"] = cap_scores  # [B clips, B captions]
+        return logits, aux
+
+
+def class_tokens_from_config(cfg: Any, tokenizer) -> prompts.ClassTokens:
+    """Tokenises the (possibly overridden) class names and cues of ``cfg`` (the model section)."""
+    cues = class_cues_lib.class_cues(
+        cfg.num_classes, names=list(cfg.class_names), cues=list(cfg.class_cues)
+    )
+    return prompts.tokenize_classes(
+        tokenizer, [c.name for c in cues], [c.cue for c in cues], cfg.prompt.n_ctx
+    )
+
+
+def build_model(
+    cfg: Any, *, rngs: nnx.Rngs, tokenizer=None, clip: clip_lib.CLIP | None = None
+) -> GRACE:
+    """Builds GRACE from the ``model`` config section.
+
+    CLIP comes from ``cfg.clip.init`` (a directory or hub name of Hugging Face CLIP weights; empty for
+    random weights of ``cfg.clip.variant``) unless ``clip`` is given. The tokenizer comes from
+    ``cfg.clip.tokenizer`` or else ``cfg.clip.init`` unless given.
+    """
+    dtype = _DTYPES[cfg.clip.dtype]
+    if clip is None and cfg.clip.init:
+        clip = clip_lib.load_pretrained(cfg.clip.init, dtype=dtype, remat=cfg.clip.remat)
+    if tokenizer is None:
+        from grace_jax.text.tokenizer import Tokenizer
+
+        source = cfg.clip.tokenizer or cfg.clip.init
+        if not source:
+            raise ValueError("model.clip.tokenizer (or model.clip.init) must name a CLIP tokenizer")
+        tokenizer = Tokenizer.from_pretrained(source)
+    tokens = class_tokens_from_config(cfg, tokenizer)
+    if clip is not None and int(np.max(tokens.cue_ids)) >= clip.config.text.vocab_size:
+        raise ValueError("the tokenizer's vocabulary is larger than the CLIP text tower's")
+    return GRACE(cfg, tokens, rngs=rngs, clip=clip)

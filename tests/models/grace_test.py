@@ -1,0 +1,198 @@
+"""The assembled GRACE model: DFER-CLIP equivalence, gradients, aux, jit over split state, shapes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import base
+from grace_jax import losses
+from grace_jax.models import grace, prompts
+
+SOT, EOT = 1022, 1023  # the tiny CLIP's vocabulary ends with them, as OpenAI's does
+
+
+def _tokens(num_classes=7, seed=0, n_ctx=8):
+    """Hand-built class texts: names of 1-3 tokens, cues of 5-14 tokens, 77 positions."""
+    rng = np.random.default_rng(seed)
+
+    def rows(lo, hi):
+        ids = np.zeros((num_classes, 77), np.int32)
+        eot = np.zeros(num_classes, np.int32)
+        for c in range(num_classes):
+            n = int(rng.integers(lo, hi))
+            ids[c, 0], ids[c, 1 : 1 + n], ids[c, 1 + n] = SOT, rng.integers(1, 1000, n), EOT
+            eot[c] = 1 + n
+        return ids, eot
+
+    name_ids, name_eot = rows(1, 4)
+    prompt_ids, prompt_eot = prompts.insert_context_slots(name_ids, name_eot, n_ctx)
+    cue_ids, cue_eot = rows(5, 15)
+    return prompts.ClassTokens(prompt_ids, prompt_eot, cue_ids, cue_eot)
+
+
+def _cfg(motion=True, cate=True, ot=True, captions=False, num_frames=4):
+    cfg = base.get_config().model
+    cfg.clip.variant = "tiny"
+    cfg.num_frames = num_frames
+    cfg.motion.enabled, cfg.cate.enabled, cfg.ot.enabled = motion, cate, ot
+    cfg.cate.captions = captions
+    cfg.cate.heads = 4
+    return cfg
+
+
+def _images(b, t, size=32, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=(b, t, size, size, 3)), jnp.float32)
+
+
+def _layer_norm(x, ln, eps=1e-5):
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / jnp.sqrt(var + eps) * ln.scale[...] + ln.bias[...]
+
+
+def _dferclip_logits(model, images, tokens: prompts.ClassTokens):
+    """DFER-CLIP written out: per-frame CLIP CLS -> temporal transformer -> cosine with the prompts'
+    EOT features (full 77-token prompts, contexts spliced in) / 0.01."""
+    clip = model.clip
+    b, t = images.shape[:2]
+    cls, _ = clip.encode_image(images.reshape((b * t,) + images.shape[2:]))
+    x = cls.reshape(b, t, -1)
+    tm = model.temporal
+    x = jnp.concatenate([jnp.broadcast_to(tm.cls_token[...], (b, 1, x.shape[-1])), x], axis=1)
+    x = x + tm.pos_embedding[...][:, : t + 1]
+    for blk in tm.blocks:
+        h = _layer_norm(x, blk.norm1) @ blk.to_qkv.kernel[...]
+        q, k, v = jnp.split(h.reshape(b, t + 1, 3 * 8, 64), 3, axis=2)  # 8 heads of 64
+        a = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k) / 8.0, axis=-1)
+        o = jnp.einsum("bhqk,bkhd->bqhd", a, v).reshape(b, t + 1, 512)
+        x = x + o @ blk.to_out.kernel[...] + blk.to_out.bias[...]
+        h = _layer_norm(x, blk.norm2) @ blk.fc1.kernel[...] + blk.fc1.bias[...]
+        x = x + jax.nn.gelu(h, approximate=False) @ blk.fc2.kernel[...] + blk.fc2.bias[...]
+    video = x[:, 0] / jnp.linalg.norm(x[:, 0], axis=-1, keepdims=True)
+    emb = clip.embed_tokens(jnp.asarray(tokens.prompt_ids))
+    emb = emb.at[:, 1:9].set(model.prompts.ctx[...])
+    text, _ = clip.encode_text_embeddings(emb, jnp.asarray(tokens.prompt_eot))
+    text = text / jnp.linalg.norm(text, axis=-1, keepdims=True)
+    return video @ text.T / 0.01
+
+
+def test_all_components_off_is_exactly_dferclip():
+    tokens = _tokens()
+    model = grace.GRACE(_cfg(False, False, False), tokens, rngs=nnx.Rngs(0))
+    images = _images(2, 4)
+    logits, aux = nnx.jit(lambda m, x: m(x))(model, images)
+    ref = nnx.jit(lambda m, x: _dferclip_logits(m, x, tokens))(model, images)
+    assert logits.shape == (2, 7)
+    np.testing.assert_allclose(logits, ref, rtol=1e-5, atol=1e-4)
+    assert set(aux) == {"motion_weights", "global_logits"}  # nothing else was computed
+    # No GRACE parameters exist in the baseline.
+    assert model.cate is None and model.motion_gate is None
+
+
+def _split_step(model, images, labels, captions=None):
+    """The hot step's shape: a pure function over the split state under jax.jit."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    @jax.jit
+    def step(params, rest, images, labels, captions):
+        def loss_fn(p):
+            logits, aux = nnx.merge(graphdef, p, rest)(images, captions=captions)
+            loss, _ = losses.grace_loss(logits=logits, labels=labels, aux=aux)
+            return loss, (logits, aux)
+
+        return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+    return step(params, rest, images, labels, captions)
+
+
+def test_full_grace_gradients_finite_for_every_parameter_group():
+    tokens = _tokens()
+    model = grace.GRACE(_cfg(captions=True), tokens, rngs=nnx.Rngs(0))
+    images = _images(3, 4)
+    captions = np.zeros((3, 20), np.int32)
+    captions[:, 0] = SOT
+    captions[:, 1:6] = np.arange(15).reshape(3, 5) + 10
+    captions[:, 6] = EOT
+    (loss, (logits, aux)), grads = _split_step(
+        model, images, jnp.array([0, 3, 6]), jnp.asarray(captions)
+    )
+    assert np.isfinite(float(loss)) and logits.shape == (3, 7)
+    assert aux["caption_scores"].shape == (3, 3)
+    flat = {"/".join(map(str, k)): np.asarray(v[...]) for k, v in nnx.to_flat_state(grads)}
+    for name, g in flat.items():
+        assert np.all(np.isfinite(g)), name
+    groups = {
+        "clip/vision_model": 0.0,
+        "clip/visual_projection": 0.0,
+        "prompts/ctx": 0.0,
+        "temporal/": 0.0,
+        "motion_gate": 0.0,
+        "cate/gate": 0.0,
+        "cate/score_out": 0.0,
+    }
+    for name, g in flat.items():
+        for prefix in groups:
+            if name.startswith(prefix):
+                groups[prefix] = max(groups[prefix], float(np.abs(g).max()))
+    for prefix, largest in groups.items():
+        assert largest > 0.0, f"no gradient reaches {prefix}"
+
+
+def test_aux_and_ot_outputs():
+    tokens = _tokens()
+    cfg = _cfg()
+    cfg.motion.top_k = 20
+    model = grace.GRACE(cfg, tokens, rngs=nnx.Rngs(1))
+    images = _images(2, 4, seed=3)
+    logits, aux = nnx.jit(lambda m, x: m(x))(model, images)
+    b, t, p, c = 2, 4, 16, 7
+    n = int(tokens.cue_eot.max()) + 1
+    assert aux["motion_weights"].shape == (b, t, p)
+    np.testing.assert_allclose(aux["motion_weights"].sum((1, 2)), 1.0, rtol=1e-5)
+    assert aux["ot_plan"].shape == (b, n, 20)  # predicted class, text tokens x top-k tokens
+    assert aux["ot_visual_mass"].shape == (b, t, p)
+    assert int((aux["ot_visual_mass"] > 0).sum(axis=(1, 2)).max()) <= 20
+    np.testing.assert_allclose(aux["ot_visual_mass"].sum((1, 2)), 1.0, rtol=1e-4)
+    assert aux["ot_converged"].shape == aux["ot_iterations"].shape == (b, c)
+    assert aux["ot_converged"].dtype == jnp.bool_
+    # Padding and special tokens of every cue carry no text mass, hence no transport.
+    mass = np.asarray(aux["text_mass"])
+    valid = np.asarray(prompts.valid_token_mask(n, jnp.asarray(tokens.cue_eot)))
+    assert np.all(mass[~valid] == 0.0) and np.allclose(mass.sum(-1), 1.0, rtol=1e-5)
+    pred = np.asarray(jnp.argmax(logits, -1))
+    plan = np.asarray(aux["ot_plan"])
+    for i in range(b):
+        assert np.all(plan[i][~valid[pred[i]]] == 0.0)
+    fused = 0.5 * aux["global_logits"] + 0.5 * aux["ot_logits"]
+    np.testing.assert_allclose(logits, fused, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["pixel", "feature"])
+def test_motion_only_and_ot_only_ablations_run(mode):
+    tokens = _tokens()
+    cfg = _cfg(motion=True, cate=False, ot=True)
+    cfg.motion.mode = mode
+    model = grace.GRACE(cfg, tokens, rngs=nnx.Rngs(2))
+    logits, aux = nnx.jit(lambda m, x: m(x))(model, _images(1, 4))
+    assert logits.shape == (1, 7) and np.all(np.isfinite(np.asarray(logits)))
+    # Without CATE the OT text side is the coarse prompt's words: uniform over 0 < p < EOT.
+    mass = np.asarray(aux["text_mass"])
+    eot = tokens.prompt_eot
+    for c in range(7):
+        np.testing.assert_allclose(mass[c, 1 : eot[c]], 1.0 / (eot[c] - 1), rtol=1e-6)
+        assert np.all(mass[c, eot[c] :] == 0.0) and mass[c, 0] == 0.0
+
+
+def test_vit_b16_sixteen_frames_forward_shapes():
+    """The paper's setting: ViT-B/16, T=16, 224 px; batch 1 to keep CPU time in check."""
+    cfg = base.get_config().model  # ViT-B/16, T=16, everything on
+    model = grace.GRACE(cfg, _tokens(), rngs=nnx.Rngs(0))
+    images = jnp.zeros((1, 16, 224, 224, 3)) + jnp.linspace(0, 1, 16)[None, :, None, None, None]
+    logits, aux = nnx.jit(lambda m, x: m(x))(model, images)
+    assert logits.shape == (1, 7)
+    assert aux["motion_weights"].shape == (1, 16, 196)
+    assert aux["ot_visual_mass"].shape == (1, 16, 196)
+    assert aux["ot_plan"].shape[-1] == 16 * 196
+    assert np.all(np.isfinite(np.asarray(logits)))

@@ -1,0 +1,59 @@
+"""Class text tokens and learnable prompt contexts."""
+
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
+import clip_fixtures  # noqa: E402
+
+from grace_jax import class_cues  # noqa: E402
+from grace_jax.models import clip as clip_lib  # noqa: E402
+from grace_jax.models import prompts  # noqa: E402
+from grace_jax.text.tokenizer import Tokenizer  # noqa: E402
+
+
+def test_insert_context_slots_and_valid_mask():
+    ids = np.array([[5, 7, 8, 9, 0, 0, 0, 0, 0, 0, 0, 0]], np.int32)  # SOT=5, EOT=9
+    out, eot = prompts.insert_context_slots(ids, np.array([3]), 4, placeholder=1)
+    np.testing.assert_array_equal(out[0], [5, 1, 1, 1, 1, 7, 8, 9, 0, 0, 0, 0])
+    assert eot.tolist() == [7]
+    mask = prompts.valid_token_mask(9, jnp.array([7]))
+    assert np.asarray(mask[0]).tolist() == [False] + [True] * 6 + [False, False]
+    with_eot = prompts.valid_token_mask(9, jnp.array([7]), include_eot=True)
+    assert bool(with_eot[0, 7]) and not bool(with_eot[0, 8])
+
+
+def test_tokenize_classes_and_prompt_learner(tmp_path):
+    tok = Tokenizer.from_pretrained(clip_fixtures.write_tokenizer_dir(str(tmp_path)))
+    cues = class_cues.class_cues(7)
+    ct = prompts.tokenize_classes(tok, [c.name for c in cues], [c.cue for c in cues], n_ctx=8)
+    assert ct.prompt_ids.shape == ct.cue_ids.shape == (7, 77)
+    assert np.all(ct.prompt_ids[:, 0] == tok.sot_token_id)
+    assert np.all(ct.prompt_ids[np.arange(7), ct.prompt_eot] == tok.eot_token_id)
+    assert np.all(ct.cue_ids[np.arange(7), ct.cue_eot] == tok.eot_token_id)
+    assert np.all(ct.prompt_ids[:, 1:9] == 0)  # the context slots
+
+    clip = clip_lib.CLIP(clip_lib.clip_config("tiny"), rngs=nnx.Rngs(0))
+    learner = prompts.PromptLearner(ct.prompt_ids, ct.prompt_eot, n_ctx=8, width=64,
+                                    rngs=nnx.Rngs(1))  # fmt: skip
+    # Sequences are cut after the longest prompt's EOT.
+    assert learner.ids.shape == (7, int(ct.prompt_eot.max()) + 1)
+    emb, tokens, valid = learner(clip)
+    assert emb.shape == (7, 32) and tokens.shape[:2] == valid.shape == learner.ids.shape
+    # Cutting is exact: the causal text tower gives the same EOT features on the full 77 tokens.
+    full = clip.embed_tokens(jnp.asarray(ct.prompt_ids))
+    full = full.at[:, 1:9].set(learner.ctx[...])
+    ref, _ = clip.encode_text_embeddings(full, jnp.asarray(ct.prompt_eot))
+    np.testing.assert_allclose(emb, ref, rtol=1e-5, atol=1e-5)
+    # Only the contexts learn through the prompts (the token table is frozen).
+    g = nnx.grad(lambda lr: lr(clip)[0].sum())(learner)
+    assert float(jnp.abs(g.ctx[...]).max()) > 0
+    shared = prompts.PromptLearner(ct.prompt_ids, ct.prompt_eot, n_ctx=8, width=64,
+                                   class_specific=False, rngs=nnx.Rngs(1))  # fmt: skip
+    assert shared.ctx.shape == (1, 8, 64)
+    assert np.all(np.isfinite(np.asarray(jax.jit(lambda m: m(clip)[0])(shared))))
