@@ -79,15 +79,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.image_size = 224
     d.num_frames = m.get_ref("num_frames")
     d.num_workers = 4
+    d.eval_batch_size = 0  # 0: optim.batch_size
 
     o = c.optim = ml_collections.ConfigDict()
     o.optimizer = "sgd"
     o.momentum = 0.9
     o.weight_decay = 1e-4
     o.batch_size = 48
-    o.epochs = 50
-    o.lr_milestones = (30, 40)  # epochs at which every lr is multiplied by lr_decay
+    o.num_epochs = 50
+    o.num_train_steps = -1  # > 0 overrides num_epochs
+    o.lr_decay_epochs = (30, 40)  # epochs at which every lr is multiplied by lr_decay
     o.lr_decay = 0.1
+    o.warmup_steps = 0  # DFER-CLIP uses none
     # Parameter groups: the first pattern (regex on the "/"-joined parameter path) that matches
     # decides. lr 0 freezes. Defaults from DFER-CLIP: visual 1e-5, new modules 1e-2, prompts 1e-3,
     # text encoder frozen.
@@ -98,9 +101,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         (".*", 1e-2),
     )
 
+    t = c.train = ml_collections.ConfigDict()
+    t.log_every_steps = 50
+    t.eval_every_epochs = 1
+    t.eval_every_steps = 0  # > 0 overrides eval_every_epochs
+    t.ckpt_every_steps = 1000
+    t.max_checkpoints = 2
+
     c.mesh = ml_collections.ConfigDict()
     c.mesh.shape = (-1, 1, 1)  # -1: all remaining devices
     c.mesh.axes = ("data", "fsdp", "model")
 
     c.seed = 0
+    c.multihost = False  # True: call jax.distributed.initialize() first
     return c

@@ -1,0 +1,20 @@
+"""Ablation `cate` (+CATE): DFER-CLIP + CATE (FACS cue tokens refined by the coarse prompts, fused into the class embedding).
+
+Same training recipe as configs/base.py; only the GRACE switches differ. Run:
+  python -m grace_jax.main --config=configs/ablations/cate.py --workdir=runs/cate \\
+      --config.data.dir=/data/shards/dfew_fold1
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import base
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    config = base.get_config(arg)
+    config.model.motion.enabled = False
+    config.model.cate.enabled = True
+    config.model.ot.enabled = False
+    return config

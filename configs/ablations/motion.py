@@ -1,0 +1,20 @@
+"""Ablation `motion` (+motion): DFER-CLIP + motion-difference weighting (pooled into the frame features).
+
+Same training recipe as configs/base.py; only the GRACE switches differ. Run:
+  python -m grace_jax.main --config=configs/ablations/motion.py --workdir=runs/motion \\
+      --config.data.dir=/data/shards/dfew_fold1
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import base
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    config = base.get_config(arg)
+    config.model.motion.enabled = True
+    config.model.cate.enabled = False
+    config.model.ot.enabled = False
+    return config
