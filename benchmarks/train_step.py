@@ -1,0 +1,151 @@
+"""Training-step cost of each ablation: compile time and median step time, ratio to DFER-CLIP.
+
+  python benchmarks/train_step.py                                  # ViT-B/16 and B/32, all ablations
+  python benchmarks/train_step.py --variants=ViT-B/32 --configs=dferclip,grace --steps=5
+  python benchmarks/train_step.py --variants=tiny --batch=8        # seconds, for a smoke run
+
+A step is what the trainer runs: forward, loss, backward, SGD with momentum and weight decay per
+parameter group (grace_jax.optim, the configs' groups; the frozen text tower is split off so it gets
+no gradient), under jax.jit with the train state donated. Random CLIP weights, random frames, the
+real class cue sentences tokenised with the built-in tiny vocabulary (its subword pieces make the
+cues somewhat longer than CLIP's own tokenizer would: a pessimistic case for CATE and OT).
+
+Each configuration is compiled first; timed steps then go round-robin over the configurations, so
+background load on a shared machine hits all of them alike. Prints one table per run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import time
+
+from absl import app, flags
+
+_VARIANTS = flags.DEFINE_list("variants", ["ViT-B/16", "ViT-B/32"], "CLIP variants.")
+_CONFIGS = flags.DEFINE_list(
+    "configs", ["dferclip", "motion", "cate", "ot", "grace"], "configs/ablations/ names."
+)
+_BATCH = flags.DEFINE_integer("batch", 2, "Clips per step.")
+_FRAMES = flags.DEFINE_integer("frames", 16, "Frames per clip.")
+_STEPS = flags.DEFINE_integer("steps", 3, "Timed steps per configuration (median reported).")
+_WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps per configuration after compiling.")
+
+
+def _build(name: str, variant: str, frames: int, tokenizer):
+    import importlib
+
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from grace_jax import optim
+    from grace_jax.models import grace
+
+    config = importlib.import_module(f"configs.ablations.{name}").get_config()
+    config.model.clip.variant = variant
+    config.model.num_frames = frames
+    if variant == "tiny":
+        config.model.cate.heads = 4
+    model = grace.build_model(config.model, rngs=nnx.Rngs(0), tokenizer=tokenizer)
+    groups = [optim.Group(f"g{i}", p, lr) for i, (p, lr) in enumerate(config.optim.groups)]
+    compiled = [(re.compile(g.pattern), g.lr) for g in groups]
+
+    def frozen(path, value):
+        text = "/".join(str(p) for p in path)
+        return next((lr == 0 for pat, lr in compiled if pat.search(text)), False)
+
+    graphdef, params, fixed, rest = nnx.split(
+        model, lambda p, v: isinstance(v, nnx.Param) and not frozen(p, v), nnx.Param, ...
+    )
+    tx = optim.make_optimizer(
+        params,
+        groups=[g for g in groups if g.lr > 0],
+        momentum=config.optim.momentum,
+        weight_decay=config.optim.weight_decay,
+        decay_steps=[30_000, 40_000],
+        decay_factor=config.optim.lr_decay,
+    )
+    loss_cfg = dict(config.model.loss)
+
+    def step(params, opt_state, fixed, rest, images, labels):
+        import optax
+
+        from grace_jax import losses
+
+        def loss_fn(p):
+            logits, aux = nnx.merge(graphdef, p, fixed, rest)(images)
+            return losses.grace_loss(logits=logits, labels=labels, aux=aux, **loss_cfg)[0]
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    fn = jax.jit(step, donate_argnums=(0, 1))
+    n_trainable = sum(x.size for x in jax.tree_util.tree_leaves(params))
+    return fn, [params, tx.init(params), fixed, rest], n_trainable, jnp
+
+
+def main(argv):
+    del argv
+    import jax
+    import numpy as np
+
+    from grace_jax.text.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_pretrained("builtin:tiny")
+    load = os.getloadavg()
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} CPUs), "
+        f"batch {_BATCH.value} x {_FRAMES.value} frames, median of {_STEPS.value} steps; "
+        f"load average at start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}",
+        flush=True,
+    )
+    rows = []
+    for variant in _VARIANTS.value:
+        size = 32 if variant == "tiny" else 224
+        rng = np.random.default_rng(0)
+        images = rng.normal(size=(_BATCH.value, _FRAMES.value, size, size, 3)).astype(np.float32)
+        labels = rng.integers(0, 7, _BATCH.value).astype(np.int32)
+        runs = {}
+        for name in _CONFIGS.value:
+            fn, state, n_trainable, jnp = _build(name, variant, _FRAMES.value, tokenizer)
+            args = state + [jnp.asarray(images), jnp.asarray(labels)]
+            t0 = time.perf_counter()
+            compiled = fn.lower(*args).compile()
+            compile_s = time.perf_counter() - t0
+            for _ in range(_WARMUP.value):
+                out = compiled(*args)
+                jax.block_until_ready(out)
+                args[0], args[1] = out[0], out[1]
+            runs[name] = dict(fn=compiled, args=args, compile=compile_s, times=[], n=n_trainable)
+            print(f"  {variant} {name}: compiled in {compile_s:.1f}s", flush=True)
+        for _ in range(_STEPS.value):
+            for name, r in runs.items():
+                t0 = time.perf_counter()
+                out = r["fn"](*r["args"])
+                jax.block_until_ready(out)
+                r["times"].append(time.perf_counter() - t0)
+                r["args"][0], r["args"][1] = out[0], out[1]
+                r["loss"] = float(out[2])
+        base = statistics.median(runs["dferclip"]["times"]) if "dferclip" in runs else None
+        for name, r in runs.items():
+            med = statistics.median(r["times"])
+            rows.append((variant, name, r["n"], r["compile"], med, min(r["times"]),
+                         med / base if base else float("nan"), r["loss"]))  # fmt: skip
+        del runs
+    load = os.getloadavg()
+    header = ("variant", "config", "trainable", "compile s", "step s (median)", "step s (min)",
+              "x dferclip", "loss")  # fmt: skip
+    print()
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for v, n, p, c, med, lo, ratio, loss in rows:
+        print(f"| {v} | {n} | {p / 1e6:.1f}M | {c:.1f} | {med:.2f} | {lo:.2f} | {ratio:.2f} | "
+              f"{loss:.3f} |")  # fmt: skip
+    print(f"\nload average at end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
+
+
+if __name__ == "__main__":
+    app.run(main)
