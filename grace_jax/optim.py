@@ -83,15 +83,23 @@ def make_optimizer(
     decay_steps: Sequence[int],
     decay_factor: float,
     warmup_steps: int = 0,
+    name: str = "sgd",
 ) -> optax.GradientTransformation:
-    """SGD with momentum and coupled weight decay (PyTorch `torch.optim.SGD` semantics) per group.
+    """Per-group optimizer; every group shares the schedule's shape at its own learning rate.
+
+    `sgd` is SGD with momentum and coupled weight decay (PyTorch `torch.optim.SGD` semantics, the
+    DFER-CLIP recipe); `adamw` is AdamW with decoupled weight decay (for models trained from scratch,
+    such as the demo's tiny CLIP).
 
     Args:
       params: the parameter pytree the optimizer will update (e.g. an `nnx.State` of `nnx.Param`s).
       groups: ordered groups; first matching pattern wins; lr 0 freezes a group.
-      momentum, weight_decay: SGD settings shared by every trained group.
+      momentum, weight_decay: settings shared by every trained group (momentum is SGD's only).
       decay_steps, decay_factor, warmup_steps: the learning-rate schedule, in optimizer steps.
+      name: "sgd" or "adamw".
     """
+    if name not in ("sgd", "adamw"):
+        raise ValueError(f"config.optim.optimizer must be 'sgd' or 'adamw', got {name!r}.")
     transforms = {}
     for g in groups:
         if g.lr == 0:
@@ -100,8 +108,11 @@ def make_optimizer(
             schedule = lr_schedule(
                 g.lr, decay_steps=decay_steps, decay_factor=decay_factor, warmup_steps=warmup_steps
             )
-            transforms[g.name] = optax.chain(
-                optax.add_decayed_weights(weight_decay),
-                optax.sgd(schedule, momentum=momentum or None),
-            )
+            if name == "adamw":
+                transforms[g.name] = optax.adamw(schedule, weight_decay=weight_decay)
+            else:
+                transforms[g.name] = optax.chain(
+                    optax.add_decayed_weights(weight_decay),
+                    optax.sgd(schedule, momentum=momentum or None),
+                )
     return optax.multi_transform(transforms, group_labels(params, groups))

@@ -70,3 +70,32 @@ def test_warmup_then_decay():
     schedule = optim.lr_schedule(1.0, decay_steps=[10], decay_factor=0.1, warmup_steps=4)
     assert float(schedule(0)) == 0.0 and float(schedule(2)) == pytest.approx(0.5)
     assert float(schedule(5)) == pytest.approx(1.0) and float(schedule(11)) == pytest.approx(0.1)
+
+
+def test_adamw_and_unknown_optimizer():
+    params = _params()
+    tx = optim.make_optimizer(
+        params,
+        groups=GROUPS,
+        momentum=0.9,
+        weight_decay=0.0,
+        decay_steps=[],
+        decay_factor=0.1,
+        name="adamw",
+    )
+    grads = {k: {"w": jnp.ones_like(v["w"])} for k, v in params.items()}
+    updates, _ = tx.update(grads, tx.init(params), params)
+    # Adam's first step moves every trained weight by -lr exactly.
+    np.testing.assert_allclose(updates["head"]["w"], -1.0, rtol=1e-5)
+    np.testing.assert_allclose(updates["visual"]["w"], -0.1, rtol=1e-5)
+    np.testing.assert_array_equal(updates["text"]["w"], 0.0)
+    with pytest.raises(ValueError, match="adamw"):
+        optim.make_optimizer(
+            params,
+            groups=GROUPS,
+            momentum=0.9,
+            weight_decay=0.0,
+            decay_steps=[],
+            decay_factor=0.1,
+            name="lamb",
+        )
