@@ -1,0 +1,1 @@
+"""Offline dataset preparation: DFER datasets and SynthFER to ArrayRecord shards (see build_dataset)."""

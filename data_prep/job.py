@@ -98,14 +98,23 @@ def gather(config: BuildConfig) -> tuple[list[ClipSpec], list[BadClip]]:
     return clips, bad
 
 
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """forkserver where possible: forking a process that already runs threads (JAX, a test runner) can
+    deadlock. forkserver re-imports the main script in each worker, which a script read from stdin or
+    an interactive session does not have; those get fork."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main_file and os.path.exists(main_file):
+        return multiprocessing.get_context("forkserver")
+    return multiprocessing.get_context("fork")
+
+
 def _results(clips: list[ClipSpec], options: LoadOptions, workers: int) -> Iterator[tuple]:
     """load_clip over all clips in order, on `workers` processes (in-process for 1)."""
     load = functools.partial(load_clip, options=options)
     if workers <= 1:
         yield from map(load, clips)
         return
-    # forkserver: forking a process that already runs threads (JAX, a notebook) can deadlock.
-    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
+    with _pool_context().Pool(workers) as pool:
         # imap keeps list order, so the same inputs always give the same shards.
         yield from pool.imap(load, clips, chunksize=max(1, min(16, len(clips) // (workers * 8) or 1)))
 
