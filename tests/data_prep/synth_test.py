@@ -4,7 +4,7 @@ import numpy as np
 
 from data_prep import synth
 
-CONFIG = synth.SynthConfig(frame_size=32, min_frames=8, max_frames=16)
+CONFIG = synth.SynthConfig(frame_size=32, min_frames=6, max_frames=10)
 
 
 def _clips(split: str, n: int, config=CONFIG, seed=0):
@@ -45,7 +45,7 @@ def test_same_seed_same_clip_and_shape():
     b = synth.sample_clip(synth.clip_seed(3, "train", 5), 4, CONFIG)
     c = synth.sample_clip(synth.clip_seed(3, "train", 6), 4, CONFIG)
     np.testing.assert_array_equal(a, b)
-    assert a.dtype == np.uint8 and a.shape[1:] == (32, 32, 3) and 8 <= a.shape[0] <= 16
+    assert a.dtype == np.uint8 and a.shape[1:] == (32, 32, 3) and 6 <= a.shape[0] <= 10
     assert not np.array_equal(a[0], c[0])
 
 
