@@ -80,6 +80,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.num_frames = m.get_ref("num_frames")
     d.num_workers = 4
     d.eval_batch_size = 0  # 0: optim.batch_size
+    d.crop_scale = (0.08, 1.0)  # random resized crop area range (DFER-CLIP's GroupRandomSizedCrop)
+    d.flip_probability = 0.5
+    # > 0 with an empty `dir`: generate SynthFER with this many clips under <workdir>/synthfer.
+    d.synth_train_clips = 0
+    d.synth_test_clips = 0
 
     o = c.optim = ml_collections.ConfigDict()
     o.optimizer = "sgd"

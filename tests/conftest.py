@@ -9,3 +9,52 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tests never touch the network: the Hugging Face hub is off.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def synthfer_dir(tmp_path_factory):
+    """A small SynthFER build (48 train / 20 test clips, 32 px), shared by the end-to-end tests."""
+    from data_prep import job
+
+    out = str(tmp_path_factory.mktemp("data") / "synthfer")
+    job.build(
+        job.BuildConfig(
+            dataset="synth",
+            out=out,
+            synth_train=48,
+            synth_test=20,
+            frame_size=32,
+            workers=1,
+            synth_min_frames=6,
+            synth_max_frames=10,
+        )
+    )
+    return out
+
+
+def tiny_run_config(data_dir: str, num_steps: int):
+    """The demo config shrunk to seconds per step: 4 frames, 32 px, batch 8."""
+    from configs import demo
+
+    c = demo.get_config()
+    c.data.dir = data_dir
+    c.data.num_frames = c.model.num_frames = 4
+    c.data.image_size = 32
+    c.optim.batch_size = 8
+    c.optim.num_train_steps = num_steps
+    c.train.log_every_steps = 2
+    c.train.eval_every_steps = 1000  # Only the final evaluation.
+    c.train.ckpt_every_steps = 1000  # Only the final checkpoint.
+    return c
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synthfer_dir, tmp_path_factory):
+    """(workdir, final summary) of a 6-step training run of the tiny model on SynthFER."""
+    from grace_jax import train
+
+    workdir = str(tmp_path_factory.mktemp("runs") / "tiny")
+    return workdir, train.train_and_evaluate(tiny_run_config(synthfer_dir, 6), workdir)

@@ -1,0 +1,357 @@
+"""Training and evaluation loop: `train_and_evaluate(config, workdir)`.
+
+The hot path is two pure module-level functions, `train_step` and `eval_step`, jitted once each with
+explicit input/output shardings over the mesh (and the train state donated). Everything else is
+host-side bookkeeping: data, checkpoints (model, optimizer, step and the grain iterator, so a
+restarted run continues exactly where it stopped), metrics, plots.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+from grace_jax import checkpointing, losses, metric_writers, metrics, optim, plots, sharding
+from grace_jax import input_pipeline
+from grace_jax.models import grace
+from grace_jax.text import tokenizer as tokenizer_lib
+
+TrainState = dict[str, Any]  # {"params", "frozen", "rest", "opt_state", "step"}
+
+
+# ------------------------------------------------------------------------------------ pure steps
+def _forward(graphdef, params, frozen, rest, batch, *, loss_cfg):
+    model = nnx.merge(graphdef, params, frozen, rest)
+    video = input_pipeline.normalize_on_device(batch["video"])  # uint8 -> f32 [B,T,H,W,3]
+    logits, aux = model(
+        video, captions=batch.get("caption_ids"), caption_eot=batch.get("caption_eot")
+    )
+    loss, terms = losses.grace_loss(
+        logits=logits,
+        labels=batch["label"],
+        aux=aux,
+        mask=batch["mask"],
+        caption_mask=batch.get("has_caption"),
+        **loss_cfg,
+    )
+    return loss, (terms, logits, aux)
+
+
+def train_step(state: TrainState, batch: dict, *, graphdef, tx, loss_cfg: dict):
+    """One SGD step. Returns (new state, scalar metrics)."""
+    grad_fn = jax.value_and_grad(_forward, argnums=1, has_aux=True)
+    (_, (terms, logits, aux)), grads = grad_fn(
+        graphdef, state["params"], state["frozen"], state["rest"], batch, loss_cfg=loss_cfg
+    )
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    mask = batch["mask"].astype(jnp.float32)
+    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+    out = dict(
+        terms,
+        accuracy=(correct * mask).sum() / jnp.maximum(mask.sum(), 1.0),
+        grad_norm=optax.tree.norm(grads),
+    )
+    if "ot_converged" in aux:
+        out["ot_converged"] = aux["ot_converged"].astype(jnp.float32).mean()
+        out["ot_iterations"] = aux["ot_iterations"].astype(jnp.float32).mean()
+    new_state = dict(state, params=params, opt_state=opt_state, step=state["step"] + 1)
+    return new_state, out
+
+
+def eval_step(state: TrainState, batch: dict, *, graphdef, loss_cfg: dict, num_classes: int):
+    """Confusion-matrix counts [C,C] and the summed loss of one batch; padding rows do not count."""
+    loss, (_, logits, _) = _forward(
+        graphdef, state["params"], state["frozen"], state["rest"], batch, loss_cfg=loss_cfg
+    )
+    confusion = metrics.confusion_matrix(
+        predictions=jnp.argmax(logits, -1),
+        labels=batch["label"],
+        mask=batch["mask"],
+        num_classes=num_classes,
+    )
+    return confusion, loss * batch["mask"].sum()
+
+
+# ------------------------------------------------------------------------------------ set-up
+def load_tokenizer(model_cfg) -> tokenizer_lib.Tokenizer:
+    source = model_cfg.clip.tokenizer or model_cfg.clip.init
+    if not source:
+        raise ValueError(
+            "config.model.clip.tokenizer (or model.clip.init) must name a CLIP "
+            "tokenizer; use 'builtin:tiny' for the tiny random CLIP."
+        )
+    return tokenizer_lib.Tokenizer.from_pretrained(source)
+
+
+def _groups(optim_cfg) -> list[optim.Group]:
+    return [
+        optim.Group(f"group{i}", pattern, lr) for i, (pattern, lr) in enumerate(optim_cfg.groups)
+    ]
+
+
+def _is_frozen(groups: list[optim.Group]):
+    """NNX filter: parameters whose first matching group has lr 0 (they get no gradient at all)."""
+    import re
+
+    compiled = [(re.compile(g.pattern), g.lr) for g in groups]
+
+    def frozen(path, value):
+        if not isinstance(value, nnx.Param):
+            return False
+        text = "/".join(str(p) for p in path)
+        for pattern, lr in compiled:
+            if pattern.search(text):
+                return lr == 0
+        return False
+
+    return frozen
+
+
+def _prepare_data(config, workdir: str) -> str:
+    """The shard directory; for SynthFER configs it is generated once under the workdir."""
+    if config.data.dir:
+        return config.data.dir
+    if not config.data.get("synth_train_clips"):
+        raise ValueError(
+            "config.data.dir is empty: point it at shards from data_prep.build_dataset."
+        )
+    out = os.path.join(workdir, "synthfer")
+    if not os.path.exists(os.path.join(out, "manifest.json")):
+        from data_prep import job
+
+        if jax.process_index() == 0:
+            logging.info("Generating SynthFER into %s", out)
+            job.build(
+                job.BuildConfig(
+                    dataset="synth",
+                    out=out,
+                    synth_train=config.data.synth_train_clips,
+                    synth_test=config.data.synth_test_clips,
+                    synth_seed=config.seed,
+                    frame_size=config.data.image_size,
+                    workers=os.cpu_count() or 1,
+                )
+            )
+    return out
+
+
+def _check_classes(config, manifest: dict, data_dir: str) -> list[str]:
+    names = list(manifest.get("class_names") or [])
+    if names and len(names) != config.model.num_classes:
+        raise ValueError(
+            f"{data_dir}/manifest.json lists {len(names)} classes but config.model.num_classes is "
+            f"{config.model.num_classes}."
+        )
+    return names or [str(i) for i in range(config.model.num_classes)]
+
+
+def _abstract(tree, shardings):
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
+    )
+
+
+def create_state(config, tokenizer, steps_per_epoch: int):
+    """Builds the model and optimizer; returns (graphdef, state, tx).
+
+    `state` is {"params": trained parameters, "frozen": parameters of lr-0 groups (never
+    differentiated), "rest": other model variables, "opt_state", "step"}.
+    """
+    model = grace.build_model(config.model, rngs=nnx.Rngs(config.seed), tokenizer=tokenizer)
+    groups = _groups(config.optim)
+    frozen = _is_frozen(groups)
+    graphdef, params, frozen_params, rest = nnx.split(
+        model, lambda p, v: isinstance(v, nnx.Param) and not frozen(p, v), nnx.Param, ...
+    )
+    tx = optim.make_optimizer(
+        params,
+        groups=[g for g in groups if g.lr > 0] or groups,
+        momentum=config.optim.momentum,
+        weight_decay=config.optim.weight_decay,
+        decay_steps=[e * steps_per_epoch for e in config.optim.lr_decay_epochs],
+        decay_factor=config.optim.lr_decay,
+        warmup_steps=config.optim.warmup_steps,
+        name=config.optim.optimizer,
+    )
+    state = {
+        "params": params,
+        "frozen": frozen_params,
+        "rest": rest,
+        "opt_state": tx.init(params),
+        "step": jnp.zeros((), jnp.int32),
+    }
+    return graphdef, state, tx
+
+
+# ------------------------------------------------------------------------------------ the loop
+def evaluate(eval_fn, state, loader, mesh, num_classes: int) -> tuple[np.ndarray, float]:
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    loss_sum = 0.0
+    for batch in loader:
+        cm, loss = eval_fn(state, sharding.global_batch(batch, mesh))
+        confusion += np.asarray(jax.device_get(cm))
+        loss_sum += float(loss)
+    return confusion, loss_sum / max(int(confusion.sum()), 1)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains with periodic evaluation; returns the final evaluation summary."""
+    if config.get("multihost"):
+        jax.distributed.initialize()
+    is_main = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
+    if is_main:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+    data_dir = _prepare_data(config, workdir)
+    manifest = input_pipeline.read_manifest(data_dir)
+    class_names = _check_classes(config, manifest, data_dir)
+    if is_main:  # What grace_jax.predict labels its outputs with.
+        with open(os.path.join(workdir, "classes.json"), "w") as f:
+            json.dump(class_names, f)
+    num_classes = config.model.num_classes
+    batch_size = config.optim.batch_size
+    train_clips = int(manifest["splits"][config.data.train_split]["num_clips"])
+    steps_per_epoch = max(train_clips // batch_size, 1)
+    total_steps = config.optim.num_epochs * steps_per_epoch
+    if config.optim.get("num_train_steps", -1) > 0:
+        total_steps = config.optim.num_train_steps
+
+    mesh = sharding.make_mesh(dict(zip(config.mesh.axes, config.mesh.shape)))
+    tokenizer = load_tokenizer(config.model)
+    graphdef, state, tx = create_state(config, tokenizer, steps_per_epoch)
+    state_sh = sharding.state_shardings(mesh, state)
+    state = jax.device_put(state, state_sh)
+    batch_sh = sharding.batch_sharding(mesh)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    loss_cfg = dict(config.model.loss)
+    train_fn = jax.jit(
+        functools.partial(train_step, graphdef=graphdef, tx=tx, loss_cfg=loss_cfg),
+        in_shardings=(state_sh, batch_sh),
+        out_shardings=(state_sh, replicated),
+        donate_argnums=0,
+    )
+    eval_fn = jax.jit(
+        functools.partial(eval_step, graphdef=graphdef, loss_cfg=loss_cfg, num_classes=num_classes),
+        in_shardings=(state_sh, batch_sh),
+        out_shardings=(replicated, replicated),
+    )
+
+    caption_tok = tokenizer if config.model.cate.captions else None
+    loader_kw = dict(
+        num_frames=config.data.num_frames,
+        image_size=config.data.image_size,
+        worker_count=config.data.num_workers,
+        tokenizer=caption_tok,
+        normalize_on_host=False,
+    )
+    train_iter = iter(
+        input_pipeline.make_train_loader(
+            data_dir,
+            config.data.train_split,
+            global_batch_size=batch_size,
+            seed=config.seed,
+            crop_scale=tuple(config.data.crop_scale),
+            flip_probability=config.data.flip_probability,
+            **loader_kw,
+        )
+    )
+
+    def eval_loader():
+        return input_pipeline.make_eval_loader(
+            data_dir,
+            config.data.eval_split,
+            global_batch_size=config.data.get("eval_batch_size") or batch_size,
+            **loader_kw,
+        )
+
+    ckpt = checkpointing.Checkpoints(
+        os.path.join(workdir, "checkpoints"), max_to_keep=config.train.max_checkpoints
+    )
+    step = 0
+    if ckpt.latest_step() is not None:
+        step, state = ckpt.restore(_abstract(state, state_sh), data_iterator=train_iter)
+        logging.info("Resumed from step %d", step)
+        if is_main:
+            print(f"Resumed from {workdir}/checkpoints at step {step}.", flush=True)
+    best = ckpt.best_metrics() or {"uar": -1.0}
+
+    writer = metric_writers.MetricWriter(workdir, enabled=is_main)
+    progress = metric_writers.Progress(total_steps, batch_size, enabled=is_main)
+    eval_every = config.train.eval_every_epochs * steps_per_epoch
+    if config.train.get("eval_every_steps", 0) > 0:
+        eval_every = config.train.eval_every_steps
+    summary: dict = {}
+    progress.start(step)
+    pending = []
+    while step < total_steps:
+        batch = sharding.global_batch(next(train_iter), mesh)
+        state, step_metrics = train_fn(state, batch)
+        step += 1
+        pending.append(step_metrics)
+        if step % config.train.log_every_steps == 0 or step == total_steps:
+            averaged = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
+            pending = []
+            averaged["clips_per_s"] = progress.report(step, averaged)
+            averaged["epoch"] = step / steps_per_epoch
+            writer.write(step, "train", averaged)
+            if not np.isfinite(averaged["loss"]):
+                raise FloatingPointError(f"Training loss is {averaged['loss']} at step {step}.")
+        last = step == total_steps
+        if step % eval_every == 0 or last:
+            start = time.perf_counter()
+            confusion, eval_loss = evaluate(eval_fn, state, eval_loader(), mesh, num_classes)
+            summary = metrics.summarize(confusion=confusion, class_names=class_names)
+            summary.update(step=step, loss=eval_loss, confusion=confusion.tolist())
+            writer.write(
+                step,
+                "eval",
+                {
+                    "uar": summary["uar"],
+                    "war": summary["war"],
+                    "loss": eval_loss,
+                    **{f"recall/{k}": v for k, v in summary["per_class_recall"].items()},
+                },
+            )
+            if is_main:
+                print(
+                    f"eval step {step}: UAR {summary['uar']:.4f} WAR {summary['war']:.4f} "
+                    f"({summary['num_examples']} clips, {time.perf_counter() - start:.1f} s)",
+                    flush=True,
+                )
+            if summary["uar"] > best["uar"]:
+                best = dict(summary)
+                ckpt.save(step, state, metrics=best, best=True)
+        if step % config.train.ckpt_every_steps == 0 or last:
+            ckpt.save(step, state, data_iterator=train_iter)
+
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
+    if is_main and summary:
+        plots.save_confusion_matrix(
+            os.path.join(workdir, "confusion_matrix.png"),
+            np.asarray(summary["confusion"]),
+            class_names,
+            f"step {summary['step']}: UAR {summary['uar']:.3f}",
+        )
+        plots.save_learning_curves(
+            os.path.join(workdir, "learning_curves.png"), metric_writers.read_metrics(workdir)
+        )
+        with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
+            json.dump({"last": summary, "best": best}, f, indent=2)
+    return summary
