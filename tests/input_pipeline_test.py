@@ -194,3 +194,17 @@ def test_pipeline_samples_the_protocol_frames(tmp_path):
         long_clip = batch["video"][batch["clip_index"] == 0][0]
         frames = _frame_numbers(long_clip)
         assert all(edges[k] <= frames[k] < edges[k + 1] for k in range(16)), frames
+
+
+def test_eval_padding_rows_have_no_caption_and_missing_data_is_named(synth_dir, tmp_path):
+    batches = list(ip.make_eval_loader(synth_dir, "test", global_batch_size=4, num_frames=4, image_size=16,
+                                       shard_index=0, shard_count=1, tokenizer=fake_tokenizer))
+    last = batches[-1]
+    assert not last["has_caption"][~last["mask"]].any()
+    assert np.all(last["caption_ids"][~last["mask"]][:, 0] == 49406)
+    with pytest.raises(FileNotFoundError, match="not a dataset built by data_prep.build_dataset"):
+        ip.make_eval_loader(str(tmp_path), "test", global_batch_size=4, shard_index=0, shard_count=1)
+    with pytest.raises(ValueError, match="split 'val' not in"):
+        ip.make_eval_loader(synth_dir, "val", global_batch_size=4, shard_index=0, shard_count=1)
+    with pytest.raises(ValueError, match="not divisible by 3 processes"):
+        ip.make_train_loader(synth_dir, "train", global_batch_size=4, shard_index=0, shard_count=3)
