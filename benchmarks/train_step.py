@@ -115,18 +115,22 @@ def main(argv):
             t0 = time.perf_counter()
             compiled = fn.lower(*args).compile()
             compile_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
             for _ in range(_WARMUP.value):
                 out = compiled(*args)
                 jax.block_until_ready(out)
                 args[0], args[1] = out[0], out[1]
+            warm_s = time.perf_counter() - t0
             runs[name] = dict(fn=compiled, args=args, compile=compile_s, times=[], n=n_trainable)
-            print(f"  {variant} {name}: compiled in {compile_s:.1f}s", flush=True)
-        for _ in range(_STEPS.value):
+            print(f"  {variant} {name}: compiled in {compile_s:.1f}s, warm-up {warm_s:.1f}s",
+                  flush=True)  # fmt: skip
+        for i in range(_STEPS.value):
             for name, r in runs.items():
                 t0 = time.perf_counter()
                 out = r["fn"](*r["args"])
                 jax.block_until_ready(out)
                 r["times"].append(time.perf_counter() - t0)
+                print(f"  {variant} {name}: step {i + 1} {r['times'][-1]:.2f}s", flush=True)
                 r["args"][0], r["args"][1] = out[0], out[1]
                 r["loss"] = float(out[2])
         base = statistics.median(runs["dferclip"]["times"]) if "dferclip" in runs else None
