@@ -10,17 +10,17 @@ from grace_jax.models import alignment
 
 
 def _problem(rng, n, m, zeros_a=0):
-  cost = rng.uniform(0.0, 2.0, (n, m))  # the range of 1 - cos
-  a = rng.uniform(0.1, 1.0, n)
-  a[n - zeros_a:] = 0.0
-  a /= a.sum()
-  b = rng.uniform(0.1, 1.0, m)
-  b /= b.sum()
-  return cost, a, b
+    cost = rng.uniform(0.0, 2.0, (n, m))  # the range of 1 - cos
+    a = rng.uniform(0.1, 1.0, n)
+    a[n - zeros_a :] = 0.0
+    a /= a.sum()
+    b = rng.uniform(0.1, 1.0, m)
+    b /= b.sum()
+    return cost, a, b
 
 
 def _f32(*xs):
-  return [jnp.asarray(x, jnp.float32) for x in xs]
+    return [jnp.asarray(x, jnp.float32) for x in xs]
 
 
 # Sizes span the model's range: a short cue x a few frames of patches, and epsilon down to 0.01.
@@ -29,121 +29,134 @@ def _f32(*xs):
     [(16, 40, 0.1), (32, 196, 0.05), (24, 300, 0.01), (8, 12, 0.01)],
 )
 def test_matches_pot_log_sinkhorn(n, m, eps):
-  rng = np.random.default_rng(n * 1000 + m)
-  cost, a, b = _problem(rng, n, m)
-  # POT in float64, run to a far tighter tolerance than ours so it is the reference fixed point.
-  ref = ot.sinkhorn(a, b, cost, eps, method="sinkhorn_log", numItermax=100_000, stopThr=1e-12)
-  out = alignment.solve_ot(*_f32(cost, a, b), epsilon=eps, max_iterations=20_000, threshold=1e-6)
-  plan = np.asarray(out.plan, np.float64)
-  assert np.all(np.isfinite(plan))
-  # float32 cannot always get the L1 marginal error under 1e-6 at epsilon=0.01 (it stalls near
-  # 1.3e-6 on the 8x12 problem), so the solver's own error is checked instead of its flag.
-  assert float(out.error) <= 2e-6
-  assert np.abs(plan - ref).max() <= 1e-5 * ref.max()
-  assert np.abs(plan.sum(1) - a).max() <= 1e-4
-  assert np.abs(plan.sum(0) - b).max() <= 1e-4
+    rng = np.random.default_rng(n * 1000 + m)
+    cost, a, b = _problem(rng, n, m)
+    # POT in float64, run to a far tighter tolerance than ours so it is the reference fixed point.
+    ref = ot.sinkhorn(a, b, cost, eps, method="sinkhorn_log", numItermax=100_000, stopThr=1e-12)
+    out = alignment.solve_ot(*_f32(cost, a, b), epsilon=eps, max_iterations=20_000, threshold=1e-6)
+    plan = np.asarray(out.plan, np.float64)
+    assert np.all(np.isfinite(plan))
+    # float32 cannot always get the L1 marginal error under 1e-6 at epsilon=0.01 (it stalls near
+    # 1.3e-6 on the 8x12 problem), so the solver's own error is checked instead of its flag.
+    assert float(out.error) <= 2e-6
+    assert np.abs(plan - ref).max() <= 1e-5 * ref.max()
+    assert np.abs(plan.sum(1) - a).max() <= 1e-4
+    assert np.abs(plan.sum(0) - b).max() <= 1e-4
 
 
 def test_matches_pot_in_float64():
-  """In float64 the same solver reaches POT's fixed point to 1e-9: differences above are rounding."""
-  rng = np.random.default_rng(7)
-  cost, a, b = _problem(rng, 24, 300)
-  ref = ot.sinkhorn(a, b, cost, 0.01, method="sinkhorn_log", numItermax=100_000, stopThr=1e-13)
-  with jax.enable_x64(True):
-    out = alignment.solve_ot(jnp.asarray(cost), jnp.asarray(a), jnp.asarray(b), epsilon=0.01,
-                             max_iterations=20_000, threshold=1e-11)
-    assert out.plan.dtype == jnp.float64 and bool(out.converged)
-    plan = np.asarray(out.plan)
-  assert np.abs(plan - ref).max() <= 1e-9 * ref.max()
+    """In float64 the same solver reaches POT's fixed point to 1e-9: differences above are rounding."""
+    rng = np.random.default_rng(7)
+    cost, a, b = _problem(rng, 24, 300)
+    ref = ot.sinkhorn(a, b, cost, 0.01, method="sinkhorn_log", numItermax=100_000, stopThr=1e-13)
+    with jax.enable_x64(True):
+        out = alignment.solve_ot(
+            jnp.asarray(cost),
+            jnp.asarray(a),
+            jnp.asarray(b),
+            epsilon=0.01,
+            max_iterations=20_000,
+            threshold=1e-11,
+        )
+        assert out.plan.dtype == jnp.float64 and bool(out.converged)
+        plan = np.asarray(out.plan)
+    assert np.abs(plan - ref).max() <= 1e-9 * ref.max()
 
 
 def test_zero_mass_rows_are_exactly_zero_and_rest_matches_pot():
-  rng = np.random.default_rng(1)
-  cost, a, b = _problem(rng, 12, 50, zeros_a=4)
-  out = alignment.solve_ot(*_f32(cost, a, b), epsilon=0.05, max_iterations=5000, threshold=1e-6)
-  plan = np.asarray(out.plan, np.float64)
-  assert np.all(plan[8:] == 0.0)
-  # Zero-mass tokens must not perturb the others: compare to POT on the support only.
-  ref = ot.sinkhorn(a[:8], b, cost[:8], 0.05, method="sinkhorn_log", numItermax=100_000,
-                    stopThr=1e-12)
-  assert np.abs(plan[:8] - ref).max() <= 1e-5 * ref.max()
+    rng = np.random.default_rng(1)
+    cost, a, b = _problem(rng, 12, 50, zeros_a=4)
+    out = alignment.solve_ot(*_f32(cost, a, b), epsilon=0.05, max_iterations=5000, threshold=1e-6)
+    plan = np.asarray(out.plan, np.float64)
+    assert np.all(plan[8:] == 0.0)
+    # Zero-mass tokens must not perturb the others: compare to POT on the support only.
+    ref = ot.sinkhorn(
+        a[:8], b, cost[:8], 0.05, method="sinkhorn_log", numItermax=100_000, stopThr=1e-12
+    )
+    assert np.abs(plan[:8] - ref).max() <= 1e-5 * ref.max()
 
 
 def test_properties_and_batching():
-  rng = np.random.default_rng(2)
-  probs = [_problem(rng, 10, 30, zeros_a=i) for i in range(6)]
-  cost = jnp.asarray(np.stack([p[0] for p in probs]).reshape(2, 3, 10, 30), jnp.float32)
-  a = jnp.asarray(np.stack([p[1] for p in probs]).reshape(2, 3, 10), jnp.float32)
-  b = jnp.asarray(np.stack([p[2] for p in probs]).reshape(2, 3, 30), jnp.float32)
-  kw = dict(epsilon=0.1, max_iterations=2000, threshold=1e-6)
-  out = jax.jit(lambda c, x, y: alignment.solve_ot(c, x, y, **kw))(cost, a, b)
-  assert out.plan.shape == (2, 3, 10, 30)
-  assert out.converged.shape == out.n_iters.shape == out.error.shape == (2, 3)
-  assert bool(jnp.all(out.plan >= 0.0))
-  np.testing.assert_allclose(out.plan.sum(-1), a, atol=1e-5)
-  np.testing.assert_allclose(out.plan.sum(-2), b, atol=1e-5)
-  single_fn = jax.jit(lambda c, x, y: alignment.sinkhorn_plan(c, x, y, **kw))
-  for i in range(2):
-    for j in range(3):
-      single = single_fn(cost[i, j], a[i, j], b[i, j])
-      np.testing.assert_allclose(out.plan[i, j], single, rtol=1e-5, atol=1e-8)
-  # Broadcasting: one b for every problem of a row.
-  bcast = alignment.sinkhorn_plan(cost, a, b[:, :1], **kw)
-  np.testing.assert_allclose(bcast.sum(-2), jnp.broadcast_to(b[:, :1], b.shape), atol=1e-5)
+    rng = np.random.default_rng(2)
+    probs = [_problem(rng, 10, 30, zeros_a=i) for i in range(6)]
+    cost = jnp.asarray(np.stack([p[0] for p in probs]).reshape(2, 3, 10, 30), jnp.float32)
+    a = jnp.asarray(np.stack([p[1] for p in probs]).reshape(2, 3, 10), jnp.float32)
+    b = jnp.asarray(np.stack([p[2] for p in probs]).reshape(2, 3, 30), jnp.float32)
+    kw = dict(epsilon=0.1, max_iterations=2000, threshold=1e-6)
+    out = jax.jit(lambda c, x, y: alignment.solve_ot(c, x, y, **kw))(cost, a, b)
+    assert out.plan.shape == (2, 3, 10, 30)
+    assert out.converged.shape == out.n_iters.shape == out.error.shape == (2, 3)
+    assert bool(jnp.all(out.plan >= 0.0))
+    np.testing.assert_allclose(out.plan.sum(-1), a, atol=1e-5)
+    np.testing.assert_allclose(out.plan.sum(-2), b, atol=1e-5)
+    single_fn = jax.jit(lambda c, x, y: alignment.sinkhorn_plan(c, x, y, **kw))
+    for i in range(2):
+        for j in range(3):
+            single = single_fn(cost[i, j], a[i, j], b[i, j])
+            np.testing.assert_allclose(out.plan[i, j], single, rtol=1e-5, atol=1e-8)
+    # Broadcasting: one b for every problem of a row.
+    bcast = alignment.sinkhorn_plan(cost, a, b[:, :1], **kw)
+    np.testing.assert_allclose(bcast.sum(-2), jnp.broadcast_to(b[:, :1], b.shape), atol=1e-5)
 
 
 def test_small_epsilon_has_no_nan_in_plan_or_gradient():
-  rng = np.random.default_rng(3)
-  cost, a, b = _problem(rng, 20, 64, zeros_a=5)
-  cost, a, b = _f32(cost, a, b)
+    rng = np.random.default_rng(3)
+    cost, a, b = _problem(rng, 20, 64, zeros_a=5)
+    cost, a, b = _f32(cost, a, b)
 
-  def loss(c, x, y):
-    plan = alignment.sinkhorn_plan(c, x, y, epsilon=0.01, max_iterations=3000, threshold=1e-5)
-    return jnp.sum(plan * c)
+    def loss(c, x, y):
+        plan = alignment.sinkhorn_plan(c, x, y, epsilon=0.01, max_iterations=3000, threshold=1e-5)
+        return jnp.sum(plan * c)
 
-  val, grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(cost, a, b)
-  assert np.isfinite(val)
-  for g in grads:
-    assert np.all(np.isfinite(np.asarray(g)))
+    val, grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(cost, a, b)
+    assert np.isfinite(val)
+    for g in grads:
+        assert np.all(np.isfinite(np.asarray(g)))
 
 
 @pytest.mark.parametrize("zeros", [0, 3])
 def test_implicit_and_unrolled_gradients_agree(zeros):
-  rng = np.random.default_rng(4)
-  cost, a, b = _f32(*_problem(rng, 8, 12, zeros_a=zeros))
-  w = jnp.asarray(rng.normal(size=(8, 12)), jnp.float32)
+    rng = np.random.default_rng(4)
+    cost, a, b = _f32(*_problem(rng, 8, 12, zeros_a=zeros))
+    w = jnp.asarray(rng.normal(size=(8, 12)), jnp.float32)
 
-  @jax.jit
-  def grads(c, x):
-    def loss(c, x, implicit):
-      plan = alignment.sinkhorn_plan(c, x, b, epsilon=0.1, max_iterations=300, threshold=1e-7,
-                                     implicit=implicit)
-      return jnp.sum(plan * w)
-    return jax.grad(loss, (0, 1))(c, x, True), jax.grad(loss, (0, 1))(c, x, False)
+    @jax.jit
+    def grads(c, x):
+        def loss(c, x, implicit):
+            plan = alignment.sinkhorn_plan(
+                c, x, b, epsilon=0.1, max_iterations=300, threshold=1e-7, implicit=implicit
+            )
+            return jnp.sum(plan * w)
 
-  (gc_imp, ga_imp), (gc_unr, ga_unr) = grads(cost, a)
-  np.testing.assert_allclose(gc_imp, gc_unr, atol=1e-4 * float(jnp.abs(gc_unr).max()))
-  # Marginal gradients are defined up to a constant on the simplex: compare them centred, on the
-  # support (absent tokens get no gradient at all).
-  on = slice(0, 8 - zeros)
-  np.testing.assert_allclose(ga_imp[on] - ga_imp[on].mean(), ga_unr[on] - ga_unr[on].mean(),
-                             atol=2e-4 * float(jnp.abs(ga_unr[on]).max()))
-  assert np.all(np.asarray(ga_imp[8 - zeros:]) == 0.0)
-  assert np.all(np.asarray(ga_unr[8 - zeros:]) == 0.0)
+        return jax.grad(loss, (0, 1))(c, x, True), jax.grad(loss, (0, 1))(c, x, False)
+
+    (gc_imp, ga_imp), (gc_unr, ga_unr) = grads(cost, a)
+    np.testing.assert_allclose(gc_imp, gc_unr, atol=1e-4 * float(jnp.abs(gc_unr).max()))
+    # Marginal gradients are defined up to a constant on the simplex: compare them centred, on the
+    # support (absent tokens get no gradient at all).
+    on = slice(0, 8 - zeros)
+    np.testing.assert_allclose(
+        ga_imp[on] - ga_imp[on].mean(),
+        ga_unr[on] - ga_unr[on].mean(),
+        atol=2e-4 * float(jnp.abs(ga_unr[on]).max()),
+    )
+    assert np.all(np.asarray(ga_imp[8 - zeros :]) == 0.0)
+    assert np.all(np.asarray(ga_unr[8 - zeros :]) == 0.0)
 
 
 def test_ot_scores_broadcast_over_classes():
-  rng = np.random.default_rng(5)
-  text = jnp.asarray(rng.normal(size=(1, 3, 5, 8)), jnp.float32)
-  visual = jnp.asarray(rng.normal(size=(2, 1, 7, 8)), jnp.float32)
-  tmass = jnp.full((1, 3, 5), 0.2)
-  vmass = jnp.full((2, 1, 7), 1 / 7)
-  scores, res = alignment.ot_scores(text, tmass, visual, vmass, epsilon=0.1, threshold=1e-5,
-                                    max_iterations=1000)
-  assert scores.shape == (2, 3) and res.plan.shape == (2, 3, 5, 7)
-  assert bool(jnp.all(jnp.abs(scores) <= 1.0 + 1e-5))
+    rng = np.random.default_rng(5)
+    text = jnp.asarray(rng.normal(size=(1, 3, 5, 8)), jnp.float32)
+    visual = jnp.asarray(rng.normal(size=(2, 1, 7, 8)), jnp.float32)
+    tmass = jnp.full((1, 3, 5), 0.2)
+    vmass = jnp.full((2, 1, 7), 1 / 7)
+    scores, res = alignment.ot_scores(
+        text, tmass, visual, vmass, epsilon=0.1, threshold=1e-5, max_iterations=1000
+    )
+    assert scores.shape == (2, 3) and res.plan.shape == (2, 3, 5, 7)
+    assert bool(jnp.all(jnp.abs(scores) <= 1.0 + 1e-5))
 
 
 def test_rejects_missing_epsilon():
-  with pytest.raises(ValueError, match="epsilon"):
-    alignment.solve_ot(jnp.zeros((2, 3)), jnp.full(2, .5), jnp.full(3, 1 / 3), epsilon=None)
+    with pytest.raises(ValueError, match="epsilon"):
+        alignment.solve_ot(jnp.zeros((2, 3)), jnp.full(2, 0.5), jnp.full(3, 1 / 3), epsilon=None)
