@@ -24,19 +24,20 @@ def get_config(arg: str | None = None):
     m.temporal.dim_head = 8
     m.temporal.mlp_dim = 64
     m.cate.heads = 4
+    m.motion.top_k = 64  # OT over the 64 most moving of 8 x 36 patch tokens: 3x faster steps.
     m.logit_scale = 10.0  # Random text features are far from CLIP's; a softer scale trains stabler.
 
     c.data.dir = ""  # Empty: SynthFER is generated under the workdir.
     c.data.synth_train_clips = 1400
     c.data.synth_test_clips = 350
     c.data.image_size = 48  # SynthFER's native size; the tiny ViT interpolates its positions.
-    c.data.crop_scale = (0.6, 1.0)  # Faces fill the frame: tiny crops would cut the expression off.
+    c.data.crop_scale = (0.8, 1.0)  # Faces fill the frame: tiny crops would cut the expression off.
     c.data.num_workers = 0
 
     o = c.optim
     o.batch_size = 32
-    o.num_epochs = 12
-    o.lr_decay_epochs = (8, 11)
+    o.num_epochs = 15
+    o.lr_decay_epochs = (10, 13)
     o.warmup_steps = 20
     # From scratch: AdamW on every module, the random text tower included.
     o.optimizer = "adamw"
@@ -44,6 +45,6 @@ def get_config(arg: str | None = None):
     o.groups = ((".*", 1e-3),)
 
     c.train.log_every_steps = 10
-    c.train.eval_every_epochs = 4
+    c.train.eval_every_epochs = 5
     c.train.ckpt_every_steps = 100
     return c
