@@ -10,6 +10,8 @@ INSTALL_REQUIRES = [
     "optax==0.2.8",
     "orbax-checkpoint==0.12.8",
     "ott-jax==0.6.0",
+    # alignment.py calls lineax directly (a non-raising solve for ott's implicit backward pass).
+    "lineax==0.1.1",
     "grain==0.2.18",
     "array-record==0.8.6",
     "ml-collections==1.1.0",

@@ -84,3 +84,25 @@ def write_tiny_vocab(directory: str, vocab_size: int = 1024) -> str:
     with open(os.path.join(directory, "merges.txt"), "w") as f:
         f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
     return directory
+
+
+def cached_tiny_vocab(vocab_size: int = 1024) -> str:
+    """The tiny vocabulary in one shared temp folder, written once and atomically.
+
+    The vocabulary is deterministic, so every process can share it; a process writes a private copy
+    and renames it into place, so a reader never sees a half-written folder.
+    """
+    import tempfile
+
+    final = os.path.join(tempfile.gettempdir(), f"grace_jax_tiny_vocab_{vocab_size}")
+    if os.path.exists(os.path.join(final, "merges.txt")):
+        return final
+    staging = tempfile.mkdtemp(prefix=f"grace_jax_tiny_vocab_{vocab_size}.")
+    write_tiny_vocab(staging, vocab_size)
+    try:
+        os.rename(staging, final)
+    except OSError:  # Another process got there first; its copy is identical.
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+    return final

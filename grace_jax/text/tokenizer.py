@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -43,10 +42,7 @@ class Tokenizer:
         if path_or_name == BUILTIN_TINY:
             from grace_jax.text import tiny_vocab
 
-            path_or_name = tiny_vocab.write_tiny_vocab(
-                os.path.join(tempfile.gettempdir(), f"grace_jax_tiny_vocab_{os.getpid()}")
-            )
-
+            path_or_name = tiny_vocab.cached_tiny_vocab()
         if os.path.isdir(path_or_name):
             files = set(os.listdir(path_or_name))
             if "tokenizer.json" not in files and not {"vocab.json", "merges.txt"} <= files:
