@@ -144,6 +144,10 @@ def _prepare_data(config, workdir: str) -> str:
                     workers=os.cpu_count() or 1,
                 )
             )
+        if jax.process_count() > 1:  # The others wait until process 0 has written it.
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("synthfer_ready")
     return out
 
 

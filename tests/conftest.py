@@ -58,3 +58,9 @@ def tiny_run(synthfer_dir, tmp_path_factory):
 
     workdir = str(tmp_path_factory.mktemp("runs") / "tiny")
     return workdir, train.train_and_evaluate(tiny_run_config(synthfer_dir, 6), workdir)
+
+
+@pytest.fixture
+def tiny_config():
+    """`tiny_run_config` itself, for tests that build their own runs."""
+    return tiny_run_config

@@ -9,7 +9,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import tiny_run_config
 from grace_jax import train
 
 
@@ -45,11 +44,11 @@ def test_run_writes_config_metrics_plots_checkpoints(tiny_run):
         assert json.load(f)[0] == "happiness"
 
 
-def test_train_then_resume_matches_uninterrupted(tiny_run, synthfer_dir, tmp_path):
+def test_train_then_resume_matches_uninterrupted(tiny_run, tiny_config, synthfer_dir, tmp_path):
     straight, _ = tiny_run
     resumed = str(tmp_path / "resumed")
-    train.train_and_evaluate(tiny_run_config(synthfer_dir, 3), resumed)  # "Crashes" after step 3
-    train.train_and_evaluate(tiny_run_config(synthfer_dir, 6), resumed)  # and is restarted.
+    train.train_and_evaluate(tiny_config(synthfer_dir, 3), resumed)  # "Crashes" after step 3
+    train.train_and_evaluate(tiny_config(synthfer_dir, 6), resumed)  # and is restarted.
     step_a, params_a = _params(straight)
     step_b, params_b = _params(resumed)
     assert step_a == step_b == 6
@@ -59,8 +58,8 @@ def test_train_then_resume_matches_uninterrupted(tiny_run, synthfer_dir, tmp_pat
         np.testing.assert_array_equal(a, b)
 
 
-def test_class_count_mismatch_is_a_clear_error(synthfer_dir, tmp_path):
-    config = tiny_run_config(synthfer_dir, 1)
+def test_class_count_mismatch_is_a_clear_error(tiny_config, synthfer_dir, tmp_path):
+    config = tiny_config(synthfer_dir, 1)
     config.model.num_classes = 11
     with pytest.raises(ValueError, match="manifest.json lists 7 classes"):
         train.train_and_evaluate(config, str(tmp_path / "bad"))
