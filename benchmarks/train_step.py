@@ -4,9 +4,9 @@
   python benchmarks/train_step.py --variants=ViT-B/32 --configs=dferclip,grace --steps=5
   python benchmarks/train_step.py --variants=tiny --batch=8        # seconds, for a smoke run
 
-A step is what the trainer runs: forward, loss, backward, SGD with momentum and weight decay per
-parameter group (grace_jax.optim, the configs' groups; the frozen text tower is split off so it gets
-no gradient), under jax.jit with the train state donated. Random CLIP weights, random frames, the
+A step is the trainer's own `grace_jax.train.train_step` on the state of `train.create_state`:
+forward, loss, backward, SGD with momentum and weight decay per parameter group (the frozen text tower
+is split off so it gets no gradient), under jax.jit with the train state donated. Random CLIP weights, random frames, the
 real class cue sentences tokenised with the built-in tiny vocabulary (its subword pieces make the
 cues somewhat longer than CLIP's own tokenizer would: a pessimistic case for CATE and OT).
 
@@ -17,7 +17,6 @@ background load on a shared machine hits all of them alike. Prints one table per
 from __future__ import annotations
 
 import os
-import re
 import statistics
 import time
 
@@ -34,57 +33,27 @@ _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps per configuration aft
 
 
 def _build(name: str, variant: str, frames: int, tokenizer):
+    """The trainer's own state and jitted `train.train_step` for one ablation config."""
+    import functools
     import importlib
 
     import jax
-    import jax.numpy as jnp
-    from flax import nnx
 
-    from grace_jax import optim
-    from grace_jax.models import grace
+    from grace_jax import train
 
     config = importlib.import_module(f"configs.ablations.{name}").get_config()
     config.model.clip.variant = variant
     config.model.num_frames = frames
     if variant == "tiny":
         config.model.cate.heads = 4
-    model = grace.build_model(config.model, rngs=nnx.Rngs(0), tokenizer=tokenizer)
-    groups = [optim.Group(f"g{i}", p, lr) for i, (p, lr) in enumerate(config.optim.groups)]
-    compiled = [(re.compile(g.pattern), g.lr) for g in groups]
-
-    def frozen(path, value):
-        text = "/".join(str(p) for p in path)
-        return next((lr == 0 for pat, lr in compiled if pat.search(text)), False)
-
-    graphdef, params, fixed, rest = nnx.split(
-        model, lambda p, v: isinstance(v, nnx.Param) and not frozen(p, v), nnx.Param, ...
+    # A long epoch keeps the step-decay boundaries out of the few timed steps.
+    graphdef, state, tx = train.create_state(config, tokenizer, steps_per_epoch=1000)
+    step = functools.partial(
+        train.train_step, graphdef=graphdef, tx=tx, loss_cfg=dict(config.model.loss)
     )
-    tx = optim.make_optimizer(
-        params,
-        groups=[g for g in groups if g.lr > 0],
-        momentum=config.optim.momentum,
-        weight_decay=config.optim.weight_decay,
-        decay_steps=[30_000, 40_000],
-        decay_factor=config.optim.lr_decay,
-    )
-    loss_cfg = dict(config.model.loss)
-
-    def step(params, opt_state, fixed, rest, images, labels):
-        import optax
-
-        from grace_jax import losses
-
-        def loss_fn(p):
-            logits, aux = nnx.merge(graphdef, p, fixed, rest)(images)
-            return losses.grace_loss(logits=logits, labels=labels, aux=aux, **loss_cfg)[0]
-
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    fn = jax.jit(step, donate_argnums=(0, 1))
-    n_trainable = sum(x.size for x in jax.tree_util.tree_leaves(params))
-    return fn, [params, tx.init(params), fixed, rest], n_trainable, jnp
+    fn = jax.jit(step, donate_argnums=0)
+    n_trainable = sum(x.size for x in jax.tree_util.tree_leaves(state["params"]))
+    return fn, state, n_trainable
 
 
 def main(argv):
@@ -106,12 +75,15 @@ def main(argv):
     for variant in _VARIANTS.value:
         size = 32 if variant == "tiny" else 224
         rng = np.random.default_rng(0)
-        images = rng.normal(size=(_BATCH.value, _FRAMES.value, size, size, 3)).astype(np.float32)
-        labels = rng.integers(0, 7, _BATCH.value).astype(np.int32)
+        batch = {  # uint8 frames, normalized inside the step, as the trainer feeds them.
+            "video": rng.integers(0, 256, (_BATCH.value, _FRAMES.value, size, size, 3), np.uint8),
+            "label": rng.integers(0, 7, _BATCH.value).astype(np.int32),
+            "mask": np.ones(_BATCH.value, bool),
+        }
         runs = {}
         for name in _CONFIGS.value:
-            fn, state, n_trainable, jnp = _build(name, variant, _FRAMES.value, tokenizer)
-            args = state + [jnp.asarray(images), jnp.asarray(labels)]
+            fn, state, n_trainable = _build(name, variant, _FRAMES.value, tokenizer)
+            args = [state, jax.device_put(batch)]
             t0 = time.perf_counter()
             compiled = fn.lower(*args).compile()
             compile_s = time.perf_counter() - t0
@@ -119,7 +91,7 @@ def main(argv):
             for _ in range(_WARMUP.value):
                 out = compiled(*args)
                 jax.block_until_ready(out)
-                args[0], args[1] = out[0], out[1]
+                args[0] = out[0]
             warm_s = time.perf_counter() - t0
             runs[name] = dict(fn=compiled, args=args, compile=compile_s, times=[], n=n_trainable)
             print(f"  {variant} {name}: compiled in {compile_s:.1f}s, warm-up {warm_s:.1f}s",
@@ -131,8 +103,8 @@ def main(argv):
                 jax.block_until_ready(out)
                 r["times"].append(time.perf_counter() - t0)
                 print(f"  {variant} {name}: step {i + 1} {r['times'][-1]:.2f}s", flush=True)
-                r["args"][0], r["args"][1] = out[0], out[1]
-                r["loss"] = float(out[2])
+                r["args"][0] = out[0]
+                r["loss"] = float(out[1]["loss"])
         base = statistics.median(runs["dferclip"]["times"]) if "dferclip" in runs else None
         # Minimum over steps is the least load-sensitive figure on a shared machine: report both.
         base_lo = min(runs["dferclip"]["times"]) if base else None
