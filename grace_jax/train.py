@@ -299,6 +299,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     eval_every = config.train.eval_every_epochs * steps_per_epoch
     if config.train.get("eval_every_steps", 0) > 0:
         eval_every = config.train.eval_every_steps
+    for field in ("log_every_steps", "ckpt_every_steps"):
+        if config.train[field] <= 0:
+            raise ValueError(f"config.train.{field} must be > 0, got {config.train[field]}.")
+    eval_every = max(eval_every, 1)  # eval_every_epochs=0 means every step, not a crash.
     summary: dict = {}
     progress.start(step)
     pending = []
