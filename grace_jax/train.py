@@ -302,7 +302,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     for field in ("log_every_steps", "ckpt_every_steps"):
         if config.train[field] <= 0:
             raise ValueError(f"config.train.{field} must be > 0, got {config.train[field]}.")
-    eval_every = max(eval_every, 1)  # eval_every_epochs=0 means every step, not a crash.
+    if eval_every <= 0:  # eval_every_epochs=0: evaluate once, at the end.
+        eval_every = total_steps
     summary: dict = {}
     progress.start(step)
     pending = []
