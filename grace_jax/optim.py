@@ -36,18 +36,22 @@ def path_str(path) -> str:
     return "/".join(parts)
 
 
+def first_match(text: str, groups: Sequence[Group]) -> Group | None:
+    """The group deciding for the parameter path `text`: the first whose pattern matches."""
+    return next((g for g in groups if re.search(g.pattern, text)), None)
+
+
 def group_labels(params, groups: Sequence[Group]):
     """A pytree like `params` holding each leaf's group name; raises if a leaf matches no group."""
-    compiled = [(g.name, re.compile(g.pattern)) for g in groups]
     unmatched = []
 
     def label(path, _):
         text = path_str(path)
-        for name, pattern in compiled:
-            if pattern.search(text):
-                return name
-        unmatched.append(text)
-        return None
+        group = first_match(text, groups)
+        if group is None:
+            unmatched.append(text)
+            return None
+        return group.name
 
     labels = jax.tree_util.tree_map_with_path(label, params)
     if unmatched:

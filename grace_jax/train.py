@@ -101,22 +101,16 @@ def _groups(optim_cfg) -> list[optim.Group]:
     ]
 
 
-def _is_frozen(groups: list[optim.Group]):
-    """NNX filter: parameters whose first matching group has lr 0 (they get no gradient at all)."""
-    import re
+def _trainable(groups: list[optim.Group]):
+    """NNX filter: parameters whose deciding group has lr > 0 (lr-0 groups get no gradient at all)."""
 
-    compiled = [(re.compile(g.pattern), g.lr) for g in groups]
-
-    def frozen(path, value):
+    def trainable(path, value):
         if not isinstance(value, nnx.Param):
             return False
-        text = "/".join(str(p) for p in path)
-        for pattern, lr in compiled:
-            if pattern.search(text):
-                return lr == 0
-        return False
+        group = optim.first_match(optim.path_str(path), groups)
+        return group is None or group.lr != 0
 
-    return frozen
+    return trainable
 
 
 def _prepare_data(config, workdir: str) -> str:
@@ -175,10 +169,7 @@ def create_state(config, tokenizer, steps_per_epoch: int):
     """
     model = grace.build_model(config.model, rngs=nnx.Rngs(config.seed), tokenizer=tokenizer)
     groups = _groups(config.optim)
-    frozen = _is_frozen(groups)
-    graphdef, params, frozen_params, rest = nnx.split(
-        model, lambda p, v: isinstance(v, nnx.Param) and not frozen(p, v), nnx.Param, ...
-    )
+    graphdef, params, frozen_params, rest = nnx.split(model, _trainable(groups), nnx.Param, ...)
     tx = optim.make_optimizer(
         params,
         groups=[g for g in groups if g.lr > 0] or groups,
