@@ -82,6 +82,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.eval_batch_size = 0  # 0: optim.batch_size
     d.crop_scale = (0.08, 1.0)  # random resized crop area range (DFER-CLIP's GroupRandomSizedCrop)
     d.flip_probability = 0.5
+    # True: hosts only decode frames; the crop, resize and flip run inside the jitted train step
+    # (benchmarks/input_pipeline.py). False: PIL does them on the host.
+    d.augment_on_device = True
     # > 0 with an empty `dir`: generate SynthFER with this many clips under <workdir>/synthfer.
     d.synth_train_clips = 0
     d.synth_test_clips = 0

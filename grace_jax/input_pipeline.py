@@ -17,6 +17,9 @@ and every process gets the same number of batches. With `tokenizer` (a picklable
 `normalize_on_host=False` keeps `video` uint8 and leaves normalization to `normalize_on_device` inside
 the jitted step: a quarter of the bytes to batch, copy between processes and send to the accelerator
 (a 16x224x224 clip is 9.6 MB as float32, 2.4 MB as uint8), for the same values.
+`augment_on_device=True` (with `normalize_on_host=False`) also leaves the train crop and flip to the
+accelerator: `video` is then the decoded frames at their stored size, and batches carry `crop_box`
+[B,4] and `flip` [B] for `device_transforms.crop_resize_flip`; the host only reads and decodes.
 """
 
 from __future__ import annotations
@@ -143,6 +146,7 @@ def make_train_loader(
     num_epochs: int | None = None,
     worker_buffer_size: int = 2,
     normalize_on_host: bool = True,
+    augment_on_device: bool = False,
 ) -> grain.DataLoader:
     """Training DataLoader: shuffled, augmented, repeated (`num_epochs=None`: forever), per-process batches.
 
@@ -170,6 +174,7 @@ def make_train_loader(
         crop_ratio=tuple(crop_ratio),
         flip_probability=flip_probability,
         normalize_on_host=normalize_on_host,
+        augment_on_device=augment_on_device,
     )
     return grain.DataLoader(
         data_source=source,

@@ -24,6 +24,7 @@ from flax import nnx
 
 from grace_jax import checkpointing, losses, metric_writers, metrics, optim, plots, sharding
 from grace_jax import input_pipeline
+from grace_jax.data import device_transforms
 from grace_jax.models import grace
 from grace_jax.text import tokenizer as tokenizer_lib
 
@@ -31,9 +32,14 @@ TrainState = dict[str, Any]  # {"params", "frozen", "rest", "opt_state", "step"}
 
 
 # ------------------------------------------------------------------------------------ pure steps
-def _forward(graphdef, params, frozen, rest, batch, *, loss_cfg):
+def _forward(graphdef, params, frozen, rest, batch, *, loss_cfg, image_size=None):
     model = nnx.merge(graphdef, params, frozen, rest)
-    video = input_pipeline.normalize_on_device(batch["video"])  # uint8 -> f32 [B,T,H,W,3]
+    video = batch["video"]  # uint8 [B,T,H,W,3]
+    if "crop_box" in batch:  # train batches with augment_on_device: frames at their stored size
+        video = device_transforms.crop_resize_flip(
+            video, batch["crop_box"], batch["flip"], size=image_size
+        )  # f32 [B,T,image_size,image_size,3]
+    video = input_pipeline.normalize_on_device(video)  # f32 [B,T,H,W,3]
     logits, aux = model(
         video, captions=batch.get("caption_ids"), caption_eot=batch.get("caption_eot")
     )
@@ -48,11 +54,23 @@ def _forward(graphdef, params, frozen, rest, batch, *, loss_cfg):
     return loss, (terms, logits, aux)
 
 
-def train_step(state: TrainState, batch: dict, *, graphdef, tx, loss_cfg: dict):
-    """One SGD step. Returns (new state, scalar metrics)."""
+def train_step(
+    state: TrainState, batch: dict, *, graphdef, tx, loss_cfg: dict, image_size: int | None = None
+):
+    """One SGD step. Returns (new state, scalar metrics).
+
+    `image_size` is the model input side, needed when the batch carries `crop_box`/`flip` (frames
+    cropped and resized here, on the accelerator).
+    """
     grad_fn = jax.value_and_grad(_forward, argnums=1, has_aux=True)
     (_, (terms, logits, aux)), grads = grad_fn(
-        graphdef, state["params"], state["frozen"], state["rest"], batch, loss_cfg=loss_cfg
+        graphdef,
+        state["params"],
+        state["frozen"],
+        state["rest"],
+        batch,
+        loss_cfg=loss_cfg,
+        image_size=image_size,
     )
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
@@ -235,7 +253,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     loss_cfg = dict(config.model.loss)
     train_fn = jax.jit(
-        functools.partial(train_step, graphdef=graphdef, tx=tx, loss_cfg=loss_cfg),
+        functools.partial(
+            train_step,
+            graphdef=graphdef,
+            tx=tx,
+            loss_cfg=loss_cfg,
+            image_size=config.data.image_size,
+        ),
         in_shardings=(state_sh, batch_sh),
         out_shardings=(state_sh, replicated),
         donate_argnums=0,
@@ -262,6 +286,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             seed=config.seed,
             crop_scale=tuple(config.data.crop_scale),
             flip_probability=config.data.flip_probability,
+            augment_on_device=config.data.augment_on_device,
             **loader_kw,
         )
     )

@@ -12,6 +12,7 @@ from PIL import Image
 
 from data_prep import job
 from grace_jax import input_pipeline as ip
+from grace_jax.data import device_transforms
 from grace_jax.data.clip_transforms import CLIP_MEAN, CLIP_STD
 
 NUM_TRAIN, NUM_TEST = 28, 10
@@ -208,3 +209,22 @@ def test_eval_padding_rows_have_no_caption_and_missing_data_is_named(synth_dir, 
         ip.make_eval_loader(synth_dir, "val", global_batch_size=4, shard_index=0, shard_count=1)
     with pytest.raises(ValueError, match="not divisible by 3 processes"):
         ip.make_train_loader(synth_dir, "train", global_batch_size=4, shard_index=0, shard_count=3)
+
+
+def test_augment_on_device_gives_the_host_crops_and_flips(synth_dir):
+    # 24-px stored frames cropped to 16: the host path and the accelerator path draw the same boxes and flips.
+    host = _take(iter(_train(synth_dir, seed=2)), 2)
+    device = _take(iter(_train(synth_dir, seed=2, normalize_on_host=False, augment_on_device=True)), 2)
+    flips = 0
+    for h, d in zip(host, device):
+        assert d["video"].shape == (4, 8, 24, 24, 3) and d["video"].dtype == np.uint8
+        assert d["crop_box"].shape == (4, 4) and d["crop_box"].dtype == np.float32 and d["flip"].dtype == np.bool_
+        for key in ("clip_index", "label", "mask"):
+            np.testing.assert_array_equal(d[key], h[key])
+        video = ip.normalize_on_device(device_transforms.crop_resize_flip(d["video"], d["crop_box"], d["flip"], size=16))
+        # One grey level (PIL's two uint8 roundings), in normalized units.
+        np.testing.assert_allclose(np.asarray(video), h["video"], atol=1.0 / (255 * min(CLIP_STD)) + 1e-4)
+        flips += d["flip"].sum()
+    assert 0 < flips < 8
+    with pytest.raises(ValueError, match="needs normalize_on_host=False"):
+        _train(synth_dir, augment_on_device=True)

@@ -104,6 +104,19 @@ def decode_resized(
     return np.stack([cache[int(i)] for i in indices])
 
 
+def decode_frames(view: schema.RecordView, indices: np.ndarray) -> np.ndarray:
+    """Decodes frames `indices` (each distinct frame once) at their stored size.
+
+    Returns:
+      uint8 [len(indices), H, W, 3].
+    """
+    cache: dict[int, np.ndarray] = {}
+    for i in dict.fromkeys(int(i) for i in indices):
+        with Image.open(io.BytesIO(view.frame_bytes(i))) as image:
+            cache[i] = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    return np.stack([cache[int(i)] for i in indices])
+
+
 @dataclasses.dataclass
 class _ClipTransformBase:
     num_frames: int
@@ -130,11 +143,23 @@ class _ClipTransformBase:
 
 @dataclasses.dataclass
 class TrainClipTransform(_ClipTransformBase, grain.transforms.RandomMap):
-    """Random frame per segment, one random resized crop and flip for the whole clip, normalization."""
+    """Random frame per segment, one random resized crop and flip for the whole clip, normalization.
+
+    With `augment_on_device` the crop and flip are drawn here but not applied: `video` holds the
+    decoded frames at their stored size (uint8 [T,H,W,3]), and the element gains `crop_box` (float32
+    [4], left, top, right, bottom in stored pixels) and `flip` (bool) for
+    `device_transforms.crop_resize_flip`. The draws are the same as the host path's for the same seed.
+    """
 
     crop_scale: Sequence[float] = (0.08, 1.0)
     crop_ratio: Sequence[float] = (3 / 4, 4 / 3)
     flip_probability: float = 0.5
+    augment_on_device: bool = False
+
+    def __post_init__(self):
+        if self.augment_on_device and self.normalize_on_host:
+            raise ValueError("augment_on_device=True needs normalize_on_host=False: normalization must follow "
+                             "the crop, which then happens on the accelerator.")
 
     def random_map(self, element: dict, rng: np.random.Generator) -> dict:
         view = schema.parse(element["data"])
@@ -145,8 +170,15 @@ class TrainClipTransform(_ClipTransformBase, grain.transforms.RandomMap):
             box_rng = np.random.default_rng(box_rng_seed)
             return random_resized_box(width, height, box_rng, tuple(self.crop_scale), tuple(self.crop_ratio))
 
+        flip = rng.uniform() < self.flip_probability
+        if self.augment_on_device:
+            frames = decode_frames(view, indices)
+            out = self._finish(element, view, frames)
+            out["crop_box"] = np.asarray(box_fn(frames.shape[2], frames.shape[1]), np.float32)
+            out["flip"] = np.bool_(flip)
+            return out
         frames = decode_resized(view, indices, box_fn, self.image_size)
-        if rng.uniform() < self.flip_probability:
+        if flip:
             frames = frames[:, :, ::-1]
         return self._finish(element, view, frames)
 
