@@ -22,8 +22,16 @@ import optax
 from absl import logging
 from flax import nnx
 
-from grace_jax import checkpointing, losses, metric_writers, metrics, optim, plots, sharding
-from grace_jax import input_pipeline
+from grace_jax import (
+    checkpointing,
+    input_pipeline,
+    losses,
+    metric_writers,
+    metrics,
+    optim,
+    plots,
+    sharding,
+)
 from grace_jax.data import device_transforms
 from grace_jax.models import grace
 from grace_jax.text import tokenizer as tokenizer_lib

@@ -2,7 +2,6 @@
 per-process sharding, segment sampling end to end, and caption tokens."""
 
 import json
-import os
 
 import grain
 import numpy as np
