@@ -19,6 +19,9 @@ INSTALL_REQUIRES = [
     "numpy==2.4.6",
     "av==18.1.0",
     "pillow==13.0.0",
+    # libjpeg-turbo straight into numpy: the same pixels as Pillow's decoder at ~0.6x its time per frame,
+    # and decoding is most of the input pipeline's host work (benchmarks/input_pipeline.py).
+    "simplejpeg==1.9.0",
     "transformers==5.23.0",
     "tokenizers==0.23.3",
     "safetensors==0.8.0",

@@ -7,9 +7,12 @@ Usage:
 
 It builds SynthFER clips at 224 px with data_prep (the shards), writes the very same JPEG bytes out as
 frame folders (00001.jpg, ...), and times training batches of 16 clips x 16 frames x 224 x 224 x 3
-(float32, CLIP-normalized) read four ways, each with 0, 1, 2, ... grain worker processes:
+read five ways, each with 0, 1, 2, ... grain worker processes:
 
-  shards     this pipeline (grace_jax.input_pipeline.make_train_loader);
+  shards-dev what the trainer uses (config.data.augment_on_device): the host reads and decodes the
+             sampled frames and draws crop boxes and flips; uint8 batches; the crop/resize/flip and
+             normalization run in the jitted train step (timed separately below the table);
+  shards     this pipeline with every step on the host: float32 CLIP-normalized batches;
   shards-u8  the same with normalize_on_host=False: uint8 batches, normalized on the accelerator;
   pil-dfer   frame folders the way PyTorch DFER code reads them (DFER-CLIP's VideoDataset): glob the
              folder, PIL-open each sampled frame, crop/resize/flip it, ToTensor (/255) per frame, then
@@ -20,6 +23,9 @@ frame folders (00001.jpg, ...), and times training batches of 16 clips x 16 fram
 CPU use is measured, not assumed: the CPU seconds of this process and all its children (grain workers)
 over the timed window, read from /proc. "clips/s per core" divides throughput by those cores, and
 "cores for 500 clips/s" is 500 / (clips/s per core). Every figure is the median of --repeats runs.
+
+Below the table: the work shards-dev leaves to the accelerator, as XLA's FLOP count per clip and as
+the time the same jitted function takes on this machine's CPU (an upper bound for an accelerator).
 """
 
 from __future__ import annotations
@@ -32,13 +38,14 @@ import tempfile
 import time
 
 import grain
+import jax
 import numpy as np
 from absl import app, flags
 from PIL import Image
 
 from data_prep import job, schema
 from grace_jax import input_pipeline
-from grace_jax.data import clip_transforms
+from grace_jax.data import clip_transforms, device_transforms
 from grace_jax.data.segments import segment_indices
 
 FLAGS = flags.FLAGS
@@ -164,6 +171,28 @@ def _time(loader) -> tuple[float, float]:
     return FLAGS.batches * FLAGS.batch_size / wall, cpu / wall
 
 
+def _device_work(loader) -> tuple[float, float]:
+    """(GFLOP per clip, ms per batch on this CPU) of the jitted crop/resize/flip + normalization."""
+    batch = next(iter(loader))
+    args = (batch["video"], batch["crop_box"], batch["flip"])
+
+    def augment(video, crop_box, flip):
+        video = device_transforms.crop_resize_flip(video, crop_box, flip, size=FLAGS.image_size)
+        return input_pipeline.normalize_on_device(video)
+
+    compiled = jax.jit(augment).lower(*args).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    args = jax.device_put(args)
+    jax.block_until_ready(compiled(*args))
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        times.append(time.perf_counter() - t0)
+    return cost["flops"] / FLAGS.batch_size / 1e9, statistics.median(times) * 1e3
+
+
 def _prepare(workdir: str) -> tuple[str, list[str], list[int]]:
     """SynthFER shards at 224 px and frame folders holding the same JPEG bytes."""
     shards = os.path.join(workdir, "shards")
@@ -192,6 +221,10 @@ def main(argv: list[str]) -> None:
         shards, folders, labels = _prepare(workdir)
         folder_source = FrameFolderSource(folders, labels)
         readers = {
+            "shards-dev": lambda w: input_pipeline.make_train_loader(
+                shards, "train", global_batch_size=FLAGS.batch_size, num_frames=FLAGS.num_frames,
+                image_size=FLAGS.image_size, seed=0, worker_count=w, shard_index=0, shard_count=1,
+                normalize_on_host=False, augment_on_device=True),
             "shards": lambda w: input_pipeline.make_train_loader(
                 shards, "train", global_batch_size=FLAGS.batch_size, num_frames=FLAGS.num_frames,
                 image_size=FLAGS.image_size, seed=0, worker_count=w, shard_index=0, shard_count=1),
@@ -211,7 +244,7 @@ def main(argv: list[str]) -> None:
                 per_core = statistics.median(r[0] / r[1] for r in runs)
                 rows[name, workers] = (rate, cores, per_core)
         load = os.getloadavg()
-        print(f"\nbatches of {FLAGS.batch_size}x{FLAGS.num_frames}x{FLAGS.image_size}x{FLAGS.image_size}x3 float32; "
+        print(f"\nbatches of {FLAGS.batch_size}x{FLAGS.num_frames}x{FLAGS.image_size}x{FLAGS.image_size}x3; "
               f"{FLAGS.num_clips} clips of {FLAGS.frames_per_clip} frames; medians of {FLAGS.repeats} runs; "
               f"{os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
         header = f"{'reader':<10} {'workers':>7} {'clips/s':>9} {'cores used':>11} {'clips/s/core':>13} {'cores for 500 clips/s':>22}"
@@ -222,9 +255,13 @@ def main(argv: list[str]) -> None:
         print()
         for workers in (int(w) for w in FLAGS.workers):
             shard, dfer, ours = rows["shards", workers][2], rows["pil-dfer", workers][2], rows["pil-ours", workers][2]
-            u8 = rows["shards-u8", workers][2]
-            print(f"workers={workers}: clips/s per core, shards / pil-dfer = {shard / dfer:.2f}x, "
-                  f"shards-u8 / pil-dfer = {u8 / dfer:.2f}x, shards / pil-ours = {shard / ours:.2f}x")
+            u8, dev = rows["shards-u8", workers][2], rows["shards-dev", workers][2]
+            print(f"workers={workers}: clips/s per core, shards-dev / pil-dfer = {dev / dfer:.2f}x, "
+                  f"shards / pil-dfer = {shard / dfer:.2f}x, shards-u8 / pil-dfer = {u8 / dfer:.2f}x, "
+                  f"shards / pil-ours = {shard / ours:.2f}x")
+        gflop, ms = _device_work(readers["shards-dev"](0))
+        print(f"\nshards-dev leaves to the accelerator: crop/resize/flip + normalization, {gflop:.2f} GFLOP per clip "
+              f"(XLA cost analysis); {ms:.0f} ms per batch of {FLAGS.batch_size} on this CPU (median of 5)")
     finally:
         if FLAGS.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -9,12 +9,12 @@ int32, "has_caption": bool}. Transforms are plain picklable objects so grain wor
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 from collections.abc import Callable, Sequence
 
 import grain
 import numpy as np
+import simplejpeg
 from PIL import Image
 
 from data_prep import schema
@@ -82,26 +82,12 @@ def centre_box(width: int, height: int) -> tuple[int, int, int, int]:
     return left, top, left + side, top + side
 
 
-def decode_resized(
-    view: schema.RecordView, indices: np.ndarray, box_fn, size: int
-) -> np.ndarray:
-    """Decodes frames `indices` (each distinct frame once), crops `box_fn(width, height)` and resizes.
-
-    Returns:
-      uint8 [len(indices), size, size, 3].
-    """
-    cache: dict[int, np.ndarray] = {}
-    box = None
-    for i in dict.fromkeys(int(i) for i in indices):
-        with Image.open(io.BytesIO(view.frame_bytes(i))) as image:
-            image = image.convert("RGB")
-            if box is None:
-                box = box_fn(*image.size)
-            if box == (0, 0, size, size) and image.size == (size, size):
-                cache[i] = np.asarray(image)
-            else:
-                cache[i] = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR, box=box))
-    return np.stack([cache[int(i)] for i in indices])
+def _decode_into(data: bytes, out: np.ndarray) -> None:
+    """Decodes one stored JPEG frame into `out` (uint8 [H,W,3]), refusing a frame of another size."""
+    height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+    if (height, width) != out.shape[:2]:
+        raise ValueError(f"a stored frame is {height}x{width}, the clip's first frame {out.shape[0]}x{out.shape[1]}")
+    simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
 
 
 def decode_frames(view: schema.RecordView, indices: np.ndarray) -> np.ndarray:
@@ -110,11 +96,37 @@ def decode_frames(view: schema.RecordView, indices: np.ndarray) -> np.ndarray:
     Returns:
       uint8 [len(indices), H, W, 3].
     """
-    cache: dict[int, np.ndarray] = {}
-    for i in dict.fromkeys(int(i) for i in indices):
-        with Image.open(io.BytesIO(view.frame_bytes(i))) as image:
-            cache[i] = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
-    return np.stack([cache[int(i)] for i in indices])
+    height, width, _, _ = simplejpeg.decode_jpeg_header(view.frame_bytes(int(indices[0])))
+    out = np.empty((len(indices), height, width, 3), np.uint8)
+    first: dict[int, int] = {}
+    for k, i in enumerate(int(i) for i in indices):
+        if i in first:  # a short clip's repeated last frame
+            out[k] = out[first[i]]
+        else:
+            _decode_into(view.frame_bytes(i), out[k])
+            first[i] = k
+    return out
+
+
+def decode_resized(
+    view: schema.RecordView, indices: np.ndarray, box_fn, size: int
+) -> np.ndarray:
+    """Decodes frames `indices` (each distinct frame once), crops `box_fn(width, height)` and resizes.
+
+    Returns:
+      uint8 [len(indices), size, size, 3].
+    """
+    frames = decode_frames(view, indices)
+    box = box_fn(frames.shape[2], frames.shape[1])
+    if box == (0, 0, size, size) and frames.shape[1:3] == (size, size):
+        return frames
+    out = np.empty((len(indices), size, size, 3), np.uint8)
+    for k, frame in enumerate(frames):
+        if k and indices[k] == indices[k - 1]:
+            out[k] = out[k - 1]
+        else:
+            out[k] = np.asarray(Image.fromarray(frame).resize((size, size), Image.Resampling.BILINEAR, box=box))
+    return out
 
 
 @dataclasses.dataclass

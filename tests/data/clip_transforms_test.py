@@ -1,6 +1,10 @@
 """Per-clip transforms: CLIP normalization, crop boxes, decoding only the sampled frames."""
 
+import io
+
 import numpy as np
+import pytest
+from PIL import Image
 
 from data_prep import schema
 from grace_jax.data import clip_transforms as ct
@@ -31,3 +35,18 @@ def test_decode_resized_reads_requested_frames_once_each():
     out = ct.decode_resized(view, np.array([0, 5, 5, 19]), ct.centre_box, 16)
     assert out.shape == (4, 16, 16, 3) and out.dtype == np.uint8
     np.testing.assert_allclose(out.mean(axis=(1, 2, 3)), [0, 50, 50, 190], atol=2)
+
+
+def test_decode_frames_gives_pillows_pixels_and_refuses_mixed_sizes():
+    rng = np.random.default_rng(0)
+    frames = [(rng.normal(120, 50, (40, 40, 3)) + 60 * np.sin(np.arange(40) / 5)[:, None, None]).clip(0, 255)
+              .astype(np.uint8) for _ in range(3)]
+    encoded = tuple(schema.encode_jpeg(f, q) for f, q in zip(frames, (95, 75, 50)))
+    view = schema.parse(schema.serialize(schema.ClipRecord(0, "c", encoded, 40)))
+    out = ct.decode_frames(view, np.array([0, 1, 2, 2]))
+    pillow = [np.asarray(Image.open(io.BytesIO(e)).convert("RGB")) for e in encoded]
+    np.testing.assert_array_equal(out, np.stack(pillow + pillow[2:]))
+    mixed = encoded + (schema.encode_jpeg(frames[0][:32, :32], 95),)
+    view = schema.parse(schema.serialize(schema.ClipRecord(0, "c", mixed, 40)))
+    with pytest.raises(ValueError, match="a stored frame is 32x32, the clip's first frame 40x40"):
+        ct.decode_frames(view, np.array([0, 3]))
