@@ -243,9 +243,10 @@ def _prepare(workdir: str) -> tuple[str, list[str], list[int], float]:
         folder = os.path.join(workdir, "frames", f"{key:05d}")
         os.makedirs(folder)
         for i in range(view.num_frames):
+            data = view.frame_bytes(i)
             with open(os.path.join(folder, f"{i + 1:05d}.jpg"), "wb") as f:
-                f.write(view.frame_bytes(i))
-            sizes.append(len(view.frame_bytes(i)))
+                f.write(data)
+            sizes.append(len(data))
         folders.append(folder)
         labels.append(view.label)
     return shards, folders, labels, float(np.mean(sizes))
@@ -257,18 +258,15 @@ def main(argv: list[str]) -> None:
     try:
         shards, folders, labels, frame_bytes = _prepare(workdir)
         folder_source = FrameFolderSource(folders, labels)
+        def shard_loader(workers: int, **kw) -> grain.DataLoader:
+            return input_pipeline.make_train_loader(
+                shards, "train", global_batch_size=FLAGS.batch_size, num_frames=FLAGS.num_frames,
+                image_size=FLAGS.image_size, seed=0, worker_count=workers, shard_index=0, shard_count=1, **kw)
+
         readers = {
-            "shards-dev": lambda w: input_pipeline.make_train_loader(
-                shards, "train", global_batch_size=FLAGS.batch_size, num_frames=FLAGS.num_frames,
-                image_size=FLAGS.image_size, seed=0, worker_count=w, shard_index=0, shard_count=1,
-                normalize_on_host=False, augment_on_device=True),
-            "shards": lambda w: input_pipeline.make_train_loader(
-                shards, "train", global_batch_size=FLAGS.batch_size, num_frames=FLAGS.num_frames,
-                image_size=FLAGS.image_size, seed=0, worker_count=w, shard_index=0, shard_count=1),
-            "shards-u8": lambda w: input_pipeline.make_train_loader(
-                shards, "train", global_batch_size=FLAGS.batch_size, num_frames=FLAGS.num_frames,
-                image_size=FLAGS.image_size, seed=0, worker_count=w, shard_index=0, shard_count=1,
-                normalize_on_host=False),
+            "shards-dev": lambda w: shard_loader(w, normalize_on_host=False, augment_on_device=True),
+            "shards": shard_loader,
+            "shards-u8": lambda w: shard_loader(w, normalize_on_host=False),
             "pil-dfer": lambda w: _folder_loader(folder_source, DferPilTransform(FLAGS.num_frames, FLAGS.image_size), w),
             "pil-ours": lambda w: _folder_loader(folder_source, OursPilTransform(FLAGS.num_frames, FLAGS.image_size), w),
         }
