@@ -13,12 +13,14 @@ from typing import Any
 import grain
 import orbax.checkpoint as ocp
 
+from grace_jax import paths
+
 
 class Checkpoints:
     """`last` and `best` checkpoint managers under one directory."""
 
     def __init__(self, directory: str, *, max_to_keep: int = 2):
-        self.directory = directory
+        self.directory = directory = paths.resolve(directory)
 
         def manager(name, keep):
             options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)

@@ -28,7 +28,7 @@ from flax import nnx
 from data_prep.sources.errors import ClipError
 from data_prep.sources.frames import read_frame_folder
 from data_prep.sources.video import read_video
-from grace_jax import checkpointing, heatmaps, input_pipeline, train
+from grace_jax import checkpointing, heatmaps, input_pipeline, paths, train
 from grace_jax.data.segments import segment_indices
 
 _WORKDIR = flags.DEFINE_string(
@@ -108,6 +108,7 @@ def run(
     workdir: str, inputs: list[str], out_dir: str, *, which: str = "best", pictures: bool = True
 ) -> tuple[list[dict], list[str]]:
     """Predicts every input; returns (results, errors)."""
+    workdir, out_dir = paths.resolve(workdir), paths.resolve(out_dir)
     config, names, graphdef, state = load_run(workdir, which)
     step = jax.jit(functools.partial(predict_step, graphdef=graphdef))
     os.makedirs(out_dir, exist_ok=True)

@@ -29,6 +29,7 @@ from grace_jax import (
     metric_writers,
     metrics,
     optim,
+    paths,
     plots,
     sharding,
 )
@@ -142,7 +143,7 @@ def _trainable(groups: list[optim.Group]):
 def _prepare_data(config, workdir: str) -> str:
     """The shard directory; for SynthFER configs it is generated once under the workdir."""
     if config.data.dir:
-        return config.data.dir
+        return paths.resolve(config.data.dir)
     if not config.data.get("synth_train_clips"):
         raise ValueError(
             "config.data.dir is empty: point it at shards from data_prep.build_dataset."
@@ -229,6 +230,7 @@ def evaluate(eval_fn, state, loader, mesh, num_classes: int) -> tuple[np.ndarray
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains with periodic evaluation; returns the final evaluation summary."""
+    workdir = paths.resolve(workdir)
     if config.get("multihost"):
         jax.distributed.initialize()
     is_main = jax.process_index() == 0

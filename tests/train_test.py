@@ -63,3 +63,26 @@ def test_class_count_mismatch_is_a_clear_error(tiny_config, synthfer_dir, tmp_pa
     config.model.num_classes = 11
     with pytest.raises(ValueError, match="manifest.json lists 7 classes"):
         train.train_and_evaluate(config, str(tmp_path / "bad"))
+
+
+def test_relative_workdir_trains_saves_and_predicts(tiny_config, synthfer_dir, tmp_path, monkeypatch):
+    # The README's commands use --workdir=runs/demo: orbax refuses relative checkpoint paths, so the
+    # trainer must resolve it before the first (mid-run) save, and predict must find the run again.
+    from grace_jax import predict
+
+    monkeypatch.chdir(tmp_path)
+    config = tiny_config(synthfer_dir, 4)
+    config.train.ckpt_every_steps = 2
+    train.train_and_evaluate(config, "runs/rel")
+    step, _ = _params(str(tmp_path / "runs" / "rel"))
+    assert step == 4
+    assert not any("orbax-checkpoint-tmp" in p for p in os.listdir(tmp_path / "runs/rel/checkpoints/last"))
+    clip = tmp_path / "frames"
+    clip.mkdir()
+    from PIL import Image
+
+    for i in range(4):
+        Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(clip / f"{i + 1:05d}.jpg")
+    results, errors = predict.run("runs/rel", ["frames"], "runs/rel/predictions")
+    assert not errors and len(results) == 1
+    assert os.path.isfile(tmp_path / "runs/rel/predictions/predictions.json")
