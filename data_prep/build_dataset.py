@@ -88,7 +88,10 @@ def main(argv: list[str]) -> None:
     except (job.BuildError, SourceError, OutputExistsError) as e:
         raise SystemExit(f"build_dataset: error: {e}") from None
     counts = ", ".join(f"{s}: {v['num_clips']} clips" for s, v in manifest["splits"].items())
-    print(f"wrote {config.out} ({counts}; {manifest['num_bad_clips']} bad clips, see {manifest['bad_clip_report']})")
+    mismatches = manifest.get("num_frame_count_mismatches", 0)
+    fixed = f", {mismatches} listed frame counts corrected" if mismatches else ""
+    print(f"wrote {config.out} ({counts}; {manifest['num_bad_clips']} bad clips{fixed}, "
+          f"see {manifest['bad_clip_report']})")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ from data_prep.sources.errors import ClipError
 from data_prep.sources.frames import read_frame_folder
 from data_prep.sources.video import read_video
 
+# Reason prefix of report lines for kept clips whose listed frame count is wrong.
+FRAME_COUNT_MISMATCH = "frame count mismatch"
+
 
 @dataclasses.dataclass(frozen=True)
 class LoadOptions:
@@ -43,19 +46,38 @@ def _frames_of(spec: ClipSpec, options: LoadOptions):
     raise ValueError(f"unknown clip kind {spec.kind!r} for {spec.path}")
 
 
-def load_clip(spec: ClipSpec, options: LoadOptions) -> tuple[ClipSpec, bytes | None, BadClip | None]:
+def frame_count_note(spec: ClipSpec, num_frames: int) -> BadClip | None:
+    """A report line for a kept clip whose annotation line gives a frame count other than the frames
+    found on disk (DFER-CLIP's own DFEW lists carried such counts until its PR #1); None if they agree
+    or the list gives no count. The clip keeps all the frames on disk: the real count is used."""
+    if spec.listed_frames is None or spec.listed_frames == num_frames:
+        return None
+    return BadClip(
+        spec.split,
+        spec.source,
+        spec.path,
+        f"{FRAME_COUNT_MISMATCH} (clip kept): the list says {spec.listed_frames} frames, "
+        f"{num_frames} found; {num_frames} used",
+    )
+
+
+def load_clip(
+    spec: ClipSpec, options: LoadOptions
+) -> tuple[ClipSpec, bytes | None, BadClip | None, BadClip | None]:
     """Reads, resizes and JPEG-encodes one clip.
 
     Returns:
-      (spec, record bytes, None) for a good clip, (spec, None, BadClip) for one that cannot be used.
-      Unexpected exceptions are reported as bad clips too, so one odd file cannot kill a long job.
+      (spec, record bytes, None, note) for a good clip, where `note` is `frame_count_note`'s line or
+      None; (spec, None, BadClip, None) for one that cannot be used. Unexpected exceptions are reported
+      as bad clips too, so one odd file cannot kill a long job.
     """
     try:
         frames = _frames_of(spec, options)
     except ClipError as e:
-        return spec, None, BadClip(spec.split, spec.source, spec.path, str(e))
+        return spec, None, BadClip(spec.split, spec.source, spec.path, str(e)), None
     except Exception as e:  # noqa: BLE001 - any decoder failure is a property of this clip
-        return spec, None, BadClip(spec.split, spec.source, spec.path, f"{type(e).__name__}: {e}")
+        bad = BadClip(spec.split, spec.source, spec.path, f"{type(e).__name__}: {e}")
+        return spec, None, bad, None
     record = schema.ClipRecord(
         label=spec.label,
         clip_id=spec.clip_id,
@@ -63,4 +85,4 @@ def load_clip(spec: ClipSpec, options: LoadOptions) -> tuple[ClipSpec, bytes | N
         frame_size=options.frame_size,
         caption=spec.caption,
     )
-    return spec, schema.serialize(record), None
+    return spec, schema.serialize(record), None, frame_count_note(spec, len(frames))

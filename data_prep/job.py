@@ -171,19 +171,22 @@ def build(config: BuildConfig) -> dict:
         raise too_many(final=False)
     staging = StagingDir(out)
     writers: dict[str, ShardSetWriter] = {}
+    mismatched: list[BadClip] = []  # kept clips whose list gives a wrong frame count
     try:
         stats = {s: ([], [], 0) for s in splits}
         for s in splits:
             n = config.num_shards or math.ceil(listed[s] / CLIPS_PER_SHARD)
             writers[s] = ShardSetWriter(staging.path, s, max(1, min(n, listed[s])))
         results = _results(clips, options, config.workers)
-        for spec, record, problem in tqdm(results, total=len(clips), desc=f"{config.dataset} -> {out}",
+        for spec, record, problem, note in tqdm(results, total=len(clips), desc=f"{config.dataset} -> {out}",
                                           unit="clip", disable=not config.progress):
             if problem is not None:
                 bad.append(problem)
                 if len(bad) > budget:
                     raise too_many(final=False)
                 continue
+            if note is not None:
+                mismatched.append(note)
             num_frames = schema.parse(record).num_frames
             writers[spec.split].write(record, (spec.clip_id, spec.label, num_frames, int(spec.caption is not None)))
             labels, lengths, captions = stats[spec.split]
@@ -199,7 +202,8 @@ def build(config: BuildConfig) -> dict:
             names = writers.pop(s).close()
             split_info[s] = _split_stats(*stats[s], names, len(class_names))
             split_info[s]["clip_table"] = schema.clip_table_name(s)
-        report.write_report(os.path.join(staging.path, schema.BAD_CLIP_REPORT_NAME), bad)
+        # Skipped clips first, then the kept clips whose listed frame count was wrong.
+        report.write_report(os.path.join(staging.path, schema.BAD_CLIP_REPORT_NAME), bad + mismatched)
         manifest = {
             "format_version": schema.FORMAT_VERSION,
             "dataset": config.dataset,
@@ -211,6 +215,11 @@ def build(config: BuildConfig) -> dict:
             "num_bad_clips": len(bad),
             "bad_clips_per_split": {s: sum(b.split == s for b in bad) for s in dict.fromkeys(b.split for b in bad)},
             "bad_clip_report": schema.BAD_CLIP_REPORT_NAME,
+            # Clips kept with the frames found on disk although their list line gives another count.
+            "num_frame_count_mismatches": len(mismatched),
+            "frame_count_mismatches_per_split": {
+                s: sum(m.split == s for m in mismatched) for s in dict.fromkeys(m.split for m in mismatched)
+            },
             "source": {
                 "root": config.root, "annotations": list(config.annotations), "fold": config.fold,
                 "videos": config.videos, "labels": list(config.labels), "captions": config.captions,

@@ -1,4 +1,9 @@
-"""The bad-clip report: one line per skipped clip or list line, with the file and the reason."""
+"""The bad-clip report: one line per skipped clip or list line, with the file and the reason.
+
+After the skipped ones come the clips that were kept although their annotation line gives a frame
+count other than the frames on disk; their reason starts with "frame count mismatch (clip kept)" and
+says which count was used (the real one).
+"""
 
 from __future__ import annotations
 

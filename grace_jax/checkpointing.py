@@ -2,12 +2,13 @@
 
 Two orbax `CheckpointManager`s live under `<workdir>/checkpoints`: `last/` (the newest few, for
 resuming after a crash exactly where training stopped, data order included) and `best/` (the one with
-the best validation UAR, for prediction). Saves are asynchronous; `wait()` before the process exits.
+the best validation UAR, for prediction). The directory may be local (made absolute: orbax refuses
+relative paths) or a gs:// URI (orbax writes it through tensorstore and etils.epath). Saves are
+asynchronous; `wait()` before the process exits.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import grain
@@ -24,7 +25,7 @@ class Checkpoints:
 
         def manager(name, keep):
             options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-            return ocp.CheckpointManager(os.path.join(directory, name), options=options)
+            return ocp.CheckpointManager(paths.join(directory, name), options=options)
 
         self.last = manager("last", max_to_keep)
         self.best = manager("best", 1)
@@ -59,16 +60,20 @@ class Checkpoints:
     ) -> tuple[int, Any]:
         """Restores into the shapes, dtypes and shardings of `abstract_state`; returns (step, state).
 
-        The data iterator, when given, is restored in place.
+        The data iterator, when given and saved with the checkpoint, is restored in place.
         """
         manager = self.best if best else self.last
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(
-                f"{os.path.join(self.directory, 'best' if best else 'last')}: no checkpoint."
+                f"{paths.join(self.directory, 'best' if best else 'last')}: no checkpoint."
             )
         items = {"state": ocp.args.StandardRestore(abstract_state)}
-        if data_iterator is not None:
+        # A checkpoint written outside training (grace_jax.convert, at step 0) holds no data iterator:
+        # the iterator is then left as it is, at the start of the data, where a run at step 0 is.
+        if data_iterator is not None and paths.exists(
+            paths.join(str(manager.directory), str(step), "data")
+        ):
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         restored = manager.restore(step, args=ocp.args.Composite(**items))
         return step, restored["state"]

@@ -8,6 +8,11 @@ emotions and contempt; for MAFW's compound classes, the AU combinations reported
 and affective-computing literature). The AU numbers are kept in ``action_units`` for reference only;
 the text never contains them, because CLIP has no notion of "AU12".
 
+Each cue is a plain description of how the face looks (our words; facts from FACS), so it also serves
+as the coarse prompt's text after the learnable contexts with ``config.model.prompt.text="cue"``, the
+form of DFER-CLIP's class-descriptor prompts (its own sentences are not reproduced here; pass them
+through ``config.model.class_cues`` to train with them verbatim).
+
 Class order is the datasets' label order: DFEW and FERV39k use the first 7, MAFW all 11. Users replace
 any name or cue through ``config.model.class_names`` / ``config.model.class_cues``.
 """

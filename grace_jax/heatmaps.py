@@ -6,11 +6,13 @@ of the predicted class (which regions the class's text tokens were matched to).
 
 from __future__ import annotations
 
-import os
+import io
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from grace_jax import paths
 
 _STOPS = np.array(  # dark blue -> cyan -> yellow -> red: readable over skin tones.
     [[0, 0, 128], [0, 200, 255], [255, 230, 0], [220, 0, 0]], np.float32
@@ -44,7 +46,7 @@ def clip_figure(
     """Saves a PNG: the T frames on top, then one row of overlays per (label, weights [T, P]).
 
     Each row is scaled by its own maximum over the clip, so the brightest patch is the clip's most
-    weighted one. Written to a temporary name and renamed: no half-written pictures.
+    weighted one. Written in one go (local or gs:// `path`): no half-written pictures.
     """
     t = frames.shape[0]
     grid = []
@@ -64,8 +66,8 @@ def clip_figure(
     for r, (label, strip) in enumerate(grid):
         canvas.paste(Image.fromarray(strip), (label_w, title_h + r * cell))
         draw.text((4, title_h + r * cell + cell // 2 - 6), label, fill="black")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    canvas.save(tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    paths.makedirs(paths.dirname(path))
+    paths.write_bytes(path, buffer.getvalue())
     return path

@@ -6,7 +6,11 @@
     batch = next(it)   # {"video": f32 [B,16,224,224,3], "label": i32 [B], "mask": bool [B], "clip_index": i32 [B]}
     state = it.get_state(); ...; it.set_state(state)   # or orbax: grain.checkpoint.CheckpointSave(it)
 
-B is the per-process batch, global_batch_size / shard_count. Train: seeded global shuffle repeated
+`data_dir` is a local folder or a gs:// URI: ArrayRecord reads Cloud Storage objects itself (with
+random access; give the loaders the URI string, not a path object). B is the per-process batch,
+global_batch_size / shard_count: process `shard_index` gets rows [shard_index * B, (shard_index + 1) * B)
+of every global batch, so the global batches (and every random draw) are the same whatever the number
+of processes (`BatchSliceSampler`). Train: seeded global shuffle repeated
 forever, one random frame per segment, one random resized crop and horizontal flip per clip, CLIP
 normalization. Eval: every clip of the split exactly once in order, centre frame per segment, centre
 crop; the last batches are padded to full size with rows whose `mask` is False and `clip_index` is -1,
@@ -19,14 +23,17 @@ the jitted step: a quarter of the bytes to batch, copy between processes and sen
 (a 16x224x224 clip is 9.6 MB as float32, 2.4 MB as uint8), for the same values.
 `augment_on_device=True` (with `normalize_on_host=False`) also leaves the train crop and flip to the
 accelerator: `video` is then the decoded frames at their stored size, and batches carry `crop_box`
-[B,4] and `flip` [B] for `device_transforms.crop_resize_flip`; the host only reads and decodes.
+[B,4] and `flip` [B] (plus `crop_inside`, `rotation`, `brightness` when the augmentation uses them)
+for `device_transforms.augment`; the host only reads and decodes.
+`augment="dferclip"` gives DFER-CLIP's official transforms instead of ours (crop, eval resize),
+`brightness`/`rotation_degrees` its ColorJitter/RandomRotation, `normalize="unit"` its [0,1] input.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
+import sys
 from collections.abc import Sequence
 
 import grain
@@ -35,20 +42,27 @@ import jax.numpy as jnp
 from absl import flags
 
 from data_prep import schema
+from grace_jax import paths as paths_lib
 from grace_jax.data.clip_transforms import (
     CLIP_MEAN,
     CLIP_STD,
+    NORMALIZE_MODES,
     EvalClipTransform,
     Tokenizer,
     TrainClipTransform,
+    check_mode,
 )
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "IndexedSource", "make_eval_loader", "make_train_loader", "normalize_on_device",
+__all__ = ["BatchSliceSampler", "CLIP_MEAN", "CLIP_STD", "IndexedSource", "make_eval_loader", "make_train_loader", "normalize_on_device",
            "read_clip_table", "read_manifest"]
 
 
-def normalize_on_device(video: jax.Array) -> jax.Array:
-    """uint8 video [..., 3] -> float32 CLIP-normalized, the same values as the host path."""
+def normalize_on_device(video: jax.Array, mode: str = "clip") -> jax.Array:
+    """Pixel values 0..255 (uint8, or float after `device_transforms`) [..., 3] -> float32, as the host
+    path's `clip_transforms.normalize(frames, mode)`: "clip": CLIP mean/std; "unit": x / 255 (DFER-CLIP)."""
+    check_mode("normalize", mode, NORMALIZE_MODES)
+    if mode == "unit":
+        return video.astype(jnp.float32) / 255.0
     mean = jnp.asarray(CLIP_MEAN, jnp.float32)
     std = jnp.asarray(CLIP_STD, jnp.float32)
     return video.astype(jnp.float32) * (1.0 / (255.0 * std)) - mean / std
@@ -56,19 +70,26 @@ def normalize_on_device(video: jax.Array) -> jax.Array:
 
 def read_manifest(data_dir: str) -> dict:
     """The manifest.json of a built dataset (class names, frame size, clips per split, ...)."""
-    path = os.path.join(data_dir, schema.MANIFEST_NAME)
-    if not os.path.isfile(path):
+    _check_readable(data_dir)
+    path = paths_lib.join(data_dir, schema.MANIFEST_NAME)
+    if not paths_lib.isfile(path):
         raise FileNotFoundError(f"{path} not found: {data_dir} is not a dataset built by data_prep.build_dataset")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(paths_lib.read_text(path))
+
+
+def _check_readable(data_dir: str) -> None:
+    # ArrayRecord's reader (and so grain's) opens local files and gs:// objects, nothing else.
+    if paths_lib.is_uri(data_dir) and not paths_lib.is_gcs(data_dir):
+        raise ValueError(
+            f"data.dir={data_dir}: shards are read from a local folder or gs://bucket/folder only "
+            "(ArrayRecord has no other remote reader); copy them to local disk or mount the bucket."
+        )
 
 
 def read_clip_table(data_dir: str, split: str) -> list[dict]:
     """Rows {"index", "clip_id", "label", "num_frames", "has_caption"} in record order: row i describes
     the clip that batches call `clip_index == i` (for per-clip predictions and error analysis)."""
-    path = os.path.join(data_dir, schema.clip_table_name(split))
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    lines = paths_lib.read_text(paths_lib.join(data_dir, schema.clip_table_name(split))).splitlines()
     rows = []
     for line in lines[1:]:
         index, clip_id, label, num_frames, has_caption = line.split("\t")
@@ -89,11 +110,14 @@ def shard_paths(data_dir: str, split: str) -> list[str]:
     manifest = read_manifest(data_dir)
     if split not in manifest["splits"]:
         raise ValueError(f"split {split!r} not in {data_dir}; it has {sorted(manifest['splits'])}")
-    paths = [os.path.join(data_dir, name) for name in manifest["splits"][split]["files"]]
-    missing = [p for p in paths if not os.path.isfile(p)]
+    names = manifest["splits"][split]["files"]
+    present = set(paths_lib.listdir(data_dir))  # One listing, not one request per shard on GCS.
+    missing = [n for n in names if n not in present]
     if missing:
-        raise FileNotFoundError(f"shard {missing[0]} listed in the manifest of {data_dir} is missing")
-    return paths
+        raise FileNotFoundError(
+            f"shard {paths_lib.join(data_dir, missing[0])} listed in the manifest of {data_dir} is missing"
+        )
+    return [paths_lib.join(data_dir, n) for n in names]  # str paths: ArrayRecord takes no path objects.
 
 
 class IndexedSource(grain.sources.RandomAccessDataSource):
@@ -128,6 +152,49 @@ def _per_process_batch(global_batch_size: int, shard_count: int) -> int:
     return global_batch_size // shard_count
 
 
+class BatchSliceSampler:
+    """One process's rows of every global batch of `sampler`, whatever the number of processes.
+
+    `sampler` (unsharded) gives the global order: position k * G + r is row r of global batch k
+    (G = `shard_count * per_process_batch`). grain's DataLoader, sharded `ShardOptions(shard_index,
+    shard_count)`, asks this sampler for indices `i * shard_count + shard_index`; its i-th local element
+    is mapped to row `shard_index * per_process_batch + i % per_process_batch` of global batch
+    `i // per_process_batch`. So process p's batch k is rows [p * b, (p + 1) * b) of global batch k, the
+    rows its devices hold, and the processes' batches put together are exactly the one-process batches,
+    random draws included (grain seeds each element's RNG from its global position). The DataLoader's
+    iterator state stays grain's own (checkpointable; restored under the same process count).
+    """
+
+    def __init__(self, sampler, *, per_process_batch: int, shard_index: int, shard_count: int):
+        if not 0 <= shard_index < shard_count:
+            raise ValueError(f"shard_index {shard_index} is not in [0, {shard_count})")
+        self._sampler = sampler
+        self._batch = per_process_batch
+        self._index = shard_index
+        self._count = shard_count
+        self._global = per_process_batch * shard_count
+
+    def __len__(self) -> int:
+        n = len(self._sampler)
+        return n if n == sys.maxsize else n // self._global * self._global  # whole global batches
+
+    def __getitem__(self, index: int):
+        local, shard = divmod(index, self._count)
+        if shard != self._index or index >= len(self):
+            raise IndexError(f"index {index} is not one of shard {self._index} of {self._count} in {self!r}")
+        batch, row = divmod(local, self._batch)
+        return self._sampler[batch * self._global + shard * self._batch + row]
+
+    def __repr__(self) -> str:
+        return (f"BatchSliceSampler({self._sampler!r}, per_process_batch={self._batch}, "
+                f"shard_index={self._index}, shard_count={self._count})")
+
+    @property
+    def shard_options(self) -> grain.sharding.ShardOptions:
+        """What the DataLoader must be given: it asks for this shard's indices only."""
+        return grain.sharding.ShardOptions(self._index, self._count, drop_remainder=True)
+
+
 def make_train_loader(
     data_dir: str,
     split: str = "train",
@@ -147,24 +214,35 @@ def make_train_loader(
     worker_buffer_size: int = 2,
     normalize_on_host: bool = True,
     augment_on_device: bool = False,
+    normalize: str = "clip",
+    augment: str = "grace",
+    brightness: float = 0.0,
+    rotation_degrees: float = 0.0,
 ) -> grain.DataLoader:
     """Training DataLoader: shuffled, augmented, repeated (`num_epochs=None`: forever), per-process batches.
 
     The same seed gives the same batches whatever `worker_count`; iterate with `iter(loader)` and
     checkpoint the iterator's `get_state()` (or `grain.checkpoint.CheckpointSave(iterator)` in orbax).
-    Crop defaults are DFER-CLIP's (GroupRandomSizedCrop: area 8%..100%, aspect 3/4..4/3).
+    Crop defaults are DFER-CLIP's (GroupRandomSizedCrop: area 8%..100%, aspect 3/4..4/3); `augment`
+    "grace" or "dferclip", `brightness`, `rotation_degrees` and `normalize` ("clip" or "unit", used when
+    `normalize_on_host`) are described in `clip_transforms`.
     """
     shard_index = jax.process_index() if shard_index is None else shard_index
     shard_count = jax.process_count() if shard_count is None else shard_count
     batch = _per_process_batch(global_batch_size, shard_count)
     _flags_for_workers(worker_count)
     source = IndexedSource(shard_paths(data_dir, split))
-    sampler = grain.samplers.IndexSampler(
-        num_records=len(source),
-        shard_options=grain.sharding.ShardOptions(shard_index, shard_count, drop_remainder=True),
-        shuffle=True,
-        num_epochs=num_epochs,
-        seed=seed,
+    sampler = BatchSliceSampler(  # one global shuffle; this process's rows of each global batch
+        grain.samplers.IndexSampler(
+            num_records=len(source),
+            shard_options=grain.sharding.ShardOptions(0, 1, drop_remainder=True),
+            shuffle=True,
+            num_epochs=num_epochs,
+            seed=seed,
+        ),
+        per_process_batch=batch,
+        shard_index=shard_index,
+        shard_count=shard_count,
     )
     transform = TrainClipTransform(
         num_frames=num_frames,
@@ -175,10 +253,15 @@ def make_train_loader(
         flip_probability=flip_probability,
         normalize_on_host=normalize_on_host,
         augment_on_device=augment_on_device,
+        normalize=normalize,
+        augment=augment,
+        brightness=brightness,
+        rotation_degrees=rotation_degrees,
     )
     return grain.DataLoader(
         data_source=source,
         sampler=sampler,
+        shard_options=sampler.shard_options,
         operations=[transform, grain.transforms.Batch(batch, drop_remainder=True)],
         worker_count=worker_count,
         worker_buffer_size=worker_buffer_size,
@@ -203,11 +286,16 @@ def make_eval_loader(
     tokenizer: Tokenizer | None = None,
     worker_buffer_size: int = 2,
     normalize_on_host: bool = True,
+    normalize: str = "clip",
+    augment: str = "grace",
 ) -> grain.DataLoader:
     """Evaluation DataLoader: one pass, every clip exactly once, padding rows masked.
 
-    The split is padded to a multiple of `global_batch_size` and cut into `shard_count` equal
-    contiguous parts, so every process yields `eval_batches(num_clips, global_batch_size)` batches.
+    `augment` "grace": centre square crop; "dferclip": the whole frame resized (DFER-CLIP's test loader).
+
+    The split is padded to a multiple of `global_batch_size`; each global batch is cut into
+    `shard_count` equal slices, one per process, so every process yields
+    `eval_batches(num_clips, global_batch_size)` batches and each clip is in exactly one of them.
     """
     shard_index = jax.process_index() if shard_index is None else shard_index
     shard_count = jax.process_count() if shard_count is None else shard_count
@@ -216,17 +304,23 @@ def make_eval_loader(
     paths = shard_paths(data_dir, split)
     num_records = len(grain.sources.ArrayRecordDataSource(paths))
     source = IndexedSource(paths, length=eval_batches(num_records, global_batch_size) * global_batch_size)
-    sampler = grain.samplers.IndexSampler(
-        num_records=len(source),
-        shard_options=grain.sharding.ShardOptions(shard_index, shard_count, drop_remainder=True),
-        shuffle=False,
-        num_epochs=1,
+    sampler = BatchSliceSampler(
+        grain.samplers.IndexSampler(
+            num_records=len(source),
+            shard_options=grain.sharding.ShardOptions(0, 1, drop_remainder=True),
+            shuffle=False,
+            num_epochs=1,
+        ),
+        per_process_batch=batch,
+        shard_index=shard_index,
+        shard_count=shard_count,
     )
     transform = EvalClipTransform(num_frames=num_frames, image_size=image_size, tokenizer=tokenizer,
-                                  normalize_on_host=normalize_on_host)
+                                  normalize_on_host=normalize_on_host, normalize=normalize, augment=augment)
     return grain.DataLoader(
         data_source=source,
         sampler=sampler,
+        shard_options=sampler.shard_options,
         operations=[transform, grain.transforms.Batch(batch, drop_remainder=True)],
         worker_count=worker_count,
         worker_buffer_size=worker_buffer_size,

@@ -1,8 +1,8 @@
-"""PNG figures written into the workdir: confusion matrix and learning curves."""
+"""PNG figures written into the workdir (local or gs://): confusion matrix and learning curves."""
 
 from __future__ import annotations
 
-import os
+import io
 from collections.abc import Sequence
 
 import matplotlib
@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")  # Headless: training machines have no display.
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from grace_jax import paths  # noqa: E402
 
 
 def save_confusion_matrix(
@@ -67,9 +69,11 @@ def save_learning_curves(path: str, records: Sequence[dict]) -> str:
 
 
 def _save(fig, path: str) -> None:
-    # Written beside and renamed, so a crash never leaves a half-written PNG.
-    tmp = path + ".tmp.png"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    # Rendered in memory and written in one go (local or gs://): never a half-written PNG.
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    paths.makedirs(paths.dirname(path))
+    paths.write_bytes(path, buffer.getvalue())

@@ -2,17 +2,21 @@ r"""Classifies videos or frame folders with a trained run; writes probabilities 
 
   python -m grace_jax.predict --workdir=runs/dfew3 clip.mp4 /data/faces/clip_0042/
   python -m grace_jax.predict --workdir=runs/demo --out=preds --checkpoint=last *.mp4
+  python -m grace_jax.predict --model=your-name/grace-dfew3 clip.mp4     # grace_jax.export's folder
 
 For every input: per-class probabilities (in <out>/predictions.json and predictions.csv) and a picture
 <out>/<name>.png with the sampled frames, the motion weights and, when the model uses optimal
 transport, the transport mass of the predicted class overlaid as heat maps. Inputs that cannot be read
 are reported by name with the reason and skipped; the exit status is 1 if any input failed.
+--workdir and --out may be gs:// URIs (outputs default into the workdir, so a gs:// run gets them in
+its bucket); the inputs are local files or folders.
 """
 
 from __future__ import annotations
 
 import csv
 import functools
+import io
 import json
 import os
 import re
@@ -20,7 +24,6 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import app, flags
 from flax import nnx
@@ -28,13 +31,19 @@ from flax import nnx
 from data_prep.sources.errors import ClipError
 from data_prep.sources.frames import read_frame_folder
 from data_prep.sources.video import read_video
-from grace_jax import checkpointing, heatmaps, input_pipeline, paths, train
+from grace_jax import heatmaps, input_pipeline, paths, runs
 from grace_jax.data.segments import segment_indices
 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Training run directory (config.json, checkpoints)."
 )
-_OUT = flags.DEFINE_string("out", None, "Output directory; default <workdir>/predictions.")
+_MODEL = flags.DEFINE_string(
+    "model", None, "Instead of --workdir: a folder written by grace_jax.export, or its hub name "
+    "(owner/name; fetched once into the Hugging Face cache, HF_HUB_OFFLINE=1 reads only the cache).",
+)
+_OUT = flags.DEFINE_string(
+    "out", None, "Output directory; default <workdir>/predictions (./predictions with --model)."
+)
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint to use.")
 _PICTURES = flags.DEFINE_bool("pictures", True, "Write the heat-map picture of every input.")
 
@@ -43,29 +52,14 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 def load_run(workdir: str, which: str = "best"):
     """(config, class names, graphdef, state) of a training run; falls back to `last` if no best."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: not found; --workdir must be a grace_jax training run.")
-    with open(path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    tokenizer = train.load_tokenizer(config.model)
-    graphdef, state, _ = train.create_state(config, tokenizer, steps_per_epoch=1)
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
-    ckpt = checkpointing.Checkpoints(os.path.join(workdir, "checkpoints"))
-    use_best = which == "best" and ckpt.best.latest_step() is not None
-    _, state = ckpt.restore(abstract, best=use_best)
-    ckpt.close()
-    names_path = os.path.join(workdir, "classes.json")
-    if os.path.exists(names_path):
-        with open(names_path) as f:
-            names = json.load(f)
-    else:
-        names = [str(i) for i in range(config.model.num_classes)]
-    return config, names, graphdef, state
+    run = runs.load_run(workdir, which)
+    return run.config, run.class_names, run.graphdef, run.state
 
 
 def read_clip(path: str, num_frames: int, image_size: int) -> np.ndarray:
     """A video file or frame folder -> uint8 [T, S, S, 3], the evaluation protocol's frames."""
+    if paths.is_uri(path):
+        raise ClipError(f"{path}: inputs must be local files or folders (copy it first, e.g. gcloud storage cp)")
     if os.path.isdir(path):
         frames = read_frame_folder(path, image_size)
     elif not os.path.exists(path):
@@ -77,10 +71,13 @@ def read_clip(path: str, num_frames: int, image_size: int) -> np.ndarray:
     return frames[segment_indices(len(frames), num_frames, train=False)]
 
 
-def predict_step(state, video, *, graphdef):
-    """uint8 video [B,T,H,W,3] -> probabilities [B,C] and the maps the pictures show."""
+def predict_step(state, video, *, graphdef, normalize: str = "clip"):
+    """uint8 video [B,T,H,W,3] -> probabilities [B,C] and the maps the pictures show.
+
+    `normalize` is the run's config.data.normalize: the model gets the input scale it was trained on.
+    """
     model = nnx.merge(graphdef, state["params"], state["frozen"], state["rest"])
-    logits, aux = model(input_pipeline.normalize_on_device(video))
+    logits, aux = model(input_pipeline.normalize_on_device(video, normalize))
     maps = {"motion": aux["motion_weights"]}  # [B,T,P]
     if "ot_visual_mass" in aux:
         maps["ot"] = aux["ot_visual_mass"]  # [B,T,P]
@@ -88,10 +85,10 @@ def predict_step(state, video, *, graphdef):
 
 
 def _write_atomic(path: str, write) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        write(f)
-    os.replace(tmp, path)
+    # Rendered in memory, then written in one go (local: temporary file renamed; gs://: one object).
+    buffer = io.StringIO(newline="")
+    write(buffer)
+    paths.write_text(path, buffer.getvalue())
 
 
 def _safe_name(path: str, taken: set) -> str:
@@ -105,13 +102,27 @@ def _safe_name(path: str, taken: set) -> str:
 
 
 def run(
-    workdir: str, inputs: list[str], out_dir: str, *, which: str = "best", pictures: bool = True
+    workdir: str | None,
+    inputs: list[str],
+    out_dir: str,
+    *,
+    which: str = "best",
+    pictures: bool = True,
+    model: str | None = None,
 ) -> tuple[list[dict], list[str]]:
-    """Predicts every input; returns (results, errors)."""
-    workdir, out_dir = paths.resolve(workdir), paths.resolve(out_dir)
-    config, names, graphdef, state = load_run(workdir, which)
-    step = jax.jit(functools.partial(predict_step, graphdef=graphdef))
-    os.makedirs(out_dir, exist_ok=True)
+    """Predicts every input with the run `workdir`, or with the exported `model` (a folder or hub
+    name, see grace_jax.export); returns (results, errors)."""
+    out_dir = paths.resolve(out_dir)
+    if model:
+        from grace_jax import export
+
+        config, names, graphdef, state = export.load_exported(model)
+    else:
+        config, names, graphdef, state = load_run(paths.resolve(workdir), which)
+    # Runs saved before data.normalize existed were trained on CLIP-normalized frames.
+    normalize = config.data.get("normalize", "clip")
+    step = jax.jit(functools.partial(predict_step, graphdef=graphdef, normalize=normalize))
+    paths.makedirs(out_dir)
     results, errors, taken = [], [], set()
     for path in inputs:
         try:
@@ -132,7 +143,7 @@ def run(
             rows = [("motion weight", np.asarray(maps["motion"][0]))]
             if "ot" in maps:
                 rows.append((f"OT mass: {names[top]}", np.asarray(maps["ot"][0])))
-            picture = os.path.join(out_dir, _safe_name(path, taken) + ".png")
+            picture = paths.join(out_dir, _safe_name(path, taken) + ".png")
             heatmaps.clip_figure(
                 picture,
                 frames,
@@ -144,7 +155,7 @@ def run(
         print(f"{path}: {names[top]} ({probs[top]:.3f})")
 
     _write_atomic(
-        os.path.join(out_dir, "predictions.json"),
+        paths.join(out_dir, "predictions.json"),
         lambda f: json.dump({"results": results, "errors": errors}, f, indent=2),
     )
 
@@ -154,7 +165,7 @@ def run(
         for r in results:
             writer.writerow([r["input"], r["prediction"], *(r["probabilities"][n] for n in names)])
 
-    _write_atomic(os.path.join(out_dir, "predictions.csv"), write_csv)
+    _write_atomic(paths.join(out_dir, "predictions.csv"), write_csv)
     return results, errors
 
 
@@ -162,13 +173,22 @@ def main(argv):
     inputs = argv[1:]
     if not inputs:
         raise app.UsageError("Give one or more videos or frame folders after the flags.")
-    out = _OUT.value or os.path.join(_WORKDIR.value, "predictions")
-    _, errors = run(_WORKDIR.value, inputs, out, which=_CHECKPOINT.value, pictures=_PICTURES.value)
+    if bool(_WORKDIR.value) == bool(_MODEL.value):
+        raise app.UsageError("Give exactly one of --workdir (a run) and --model (an exported model).")
+    default_out = paths.join(_WORKDIR.value, "predictions") if _WORKDIR.value else "predictions"
+    out = paths.resolve(_OUT.value or default_out)
+    _, errors = run(
+        _WORKDIR.value,
+        inputs,
+        out,
+        which=_CHECKPOINT.value,
+        pictures=_PICTURES.value,
+        model=_MODEL.value,
+    )
     print(f"Wrote {out}/predictions.json and predictions.csv.")
     if errors:
         sys.exit(1)
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["workdir"])
     app.run(main)

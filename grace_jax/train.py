@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
+import tempfile
 import time
 from typing import Any
 
@@ -24,6 +26,7 @@ from flax import nnx
 
 from grace_jax import (
     checkpointing,
+    distributed,
     input_pipeline,
     losses,
     metric_writers,
@@ -41,14 +44,13 @@ TrainState = dict[str, Any]  # {"params", "frozen", "rest", "opt_state", "step"}
 
 
 # ------------------------------------------------------------------------------------ pure steps
-def _forward(graphdef, params, frozen, rest, batch, *, loss_cfg, image_size=None):
+def _forward(graphdef, params, frozen, rest, batch, *, loss_cfg, image_size=None, normalize="clip"):
     model = nnx.merge(graphdef, params, frozen, rest)
     video = batch["video"]  # uint8 [B,T,H,W,3]
     if "crop_box" in batch:  # train batches with augment_on_device: frames at their stored size
-        video = device_transforms.crop_resize_flip(
-            video, batch["crop_box"], batch["flip"], size=image_size
-        )  # f32 [B,T,image_size,image_size,3]
-    video = input_pipeline.normalize_on_device(video)  # f32 [B,T,H,W,3]
+        # rotation, brightness (when drawn), crop, resize, flip
+        video = device_transforms.augment(batch, size=image_size)  # f32 [B,T,image_size,image_size,3]
+    video = input_pipeline.normalize_on_device(video, normalize)  # f32 [B,T,H,W,3]
     logits, aux = model(
         video, captions=batch.get("caption_ids"), caption_eot=batch.get("caption_eot")
     )
@@ -64,12 +66,19 @@ def _forward(graphdef, params, frozen, rest, batch, *, loss_cfg, image_size=None
 
 
 def train_step(
-    state: TrainState, batch: dict, *, graphdef, tx, loss_cfg: dict, image_size: int | None = None
+    state: TrainState,
+    batch: dict,
+    *,
+    graphdef,
+    tx,
+    loss_cfg: dict,
+    image_size: int | None = None,
+    normalize: str = "clip",
 ):
     """One SGD step. Returns (new state, scalar metrics).
 
     `image_size` is the model input side, needed when the batch carries `crop_box`/`flip` (frames
-    cropped and resized here, on the accelerator).
+    cropped and resized here, on the accelerator). `normalize`: config.data.normalize.
     """
     grad_fn = jax.value_and_grad(_forward, argnums=1, has_aux=True)
     (_, (terms, logits, aux)), grads = grad_fn(
@@ -80,6 +89,7 @@ def train_step(
         batch,
         loss_cfg=loss_cfg,
         image_size=image_size,
+        normalize=normalize,
     )
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
@@ -97,10 +107,18 @@ def train_step(
     return new_state, out
 
 
-def eval_step(state: TrainState, batch: dict, *, graphdef, loss_cfg: dict, num_classes: int):
+def eval_step(
+    state: TrainState, batch: dict, *, graphdef, loss_cfg: dict, num_classes: int, normalize: str = "clip"
+):
     """Confusion-matrix counts [C,C] and the summed loss of one batch; padding rows do not count."""
     loss, (_, logits, _) = _forward(
-        graphdef, state["params"], state["frozen"], state["rest"], batch, loss_cfg=loss_cfg
+        graphdef,
+        state["params"],
+        state["frozen"],
+        state["rest"],
+        batch,
+        loss_cfg=loss_cfg,
+        normalize=normalize,
     )
     confusion = metrics.confusion_matrix(
         predictions=jnp.argmax(logits, -1),
@@ -112,7 +130,11 @@ def eval_step(state: TrainState, batch: dict, *, graphdef, loss_cfg: dict, num_c
 
 
 # ------------------------------------------------------------------------------------ set-up
-def load_tokenizer(model_cfg) -> tokenizer_lib.Tokenizer:
+def load_tokenizer(model_cfg) -> tokenizer_lib.Tokenizer | None:
+    """The CLIP tokenizer of the config; None when nothing needs one (the config stores its class
+    texts' token ids, as converted and exported runs do, and reads no captions)."""
+    if not grace.needs_tokenizer(model_cfg) and not model_cfg.cate.captions:
+        return None
     source = model_cfg.clip.tokenizer or model_cfg.clip.init
     if not source:
         raise ValueError(
@@ -148,23 +170,32 @@ def _prepare_data(config, workdir: str) -> str:
         raise ValueError(
             "config.data.dir is empty: point it at shards from data_prep.build_dataset."
         )
-    out = os.path.join(workdir, "synthfer")
-    if not os.path.exists(os.path.join(out, "manifest.json")):
+    out = paths.join(workdir, "synthfer")
+    if not paths.exists(paths.join(out, "manifest.json")):
         from data_prep import job
 
         if jax.process_index() == 0:
             logging.info("Generating SynthFER into %s", out)
-            job.build(
-                job.BuildConfig(
-                    dataset="synth",
-                    out=out,
-                    synth_train=config.data.synth_train_clips,
-                    synth_test=config.data.synth_test_clips,
-                    synth_seed=config.seed,
-                    frame_size=config.data.image_size,
-                    workers=os.cpu_count() or 1,
+            # ArrayRecord writes local files only: for a gs:// workdir, build in a local temporary
+            # folder and upload it, manifest last (its presence means "complete").
+            local = tempfile.mkdtemp(prefix="synthfer-") if paths.is_uri(out) else None
+            try:
+                job.build(
+                    job.BuildConfig(
+                        dataset="synth",
+                        out=os.path.join(local, "synthfer") if local else out,
+                        synth_train=config.data.synth_train_clips,
+                        synth_test=config.data.synth_test_clips,
+                        synth_seed=config.seed,
+                        frame_size=config.data.image_size,
+                        workers=os.cpu_count() or 1,
+                    )
                 )
-            )
+                if local:
+                    paths.upload_tree(os.path.join(local, "synthfer"), out, last=["manifest.json"])
+            finally:
+                if local:
+                    shutil.rmtree(local, ignore_errors=True)
         if jax.process_count() > 1:  # The others wait until process 0 has written it.
             from jax.experimental import multihost_utils
 
@@ -228,23 +259,35 @@ def evaluate(eval_fn, state, loader, mesh, num_classes: int) -> tuple[np.ndarray
     return confusion, loss_sum / max(int(confusion.sum()), 1)
 
 
+def _process_rows(batch_sh, global_batch_size: int) -> dict:
+    """The loaders' shard_index/shard_count: the block of every global batch this process's devices
+    hold (input_pipeline.BatchSliceSampler), so batches do not depend on the number of processes."""
+    index, count = distributed.batch_rows(batch_sh, global_batch_size)
+    return dict(shard_index=index, shard_count=count)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains with periodic evaluation; returns the final evaluation summary."""
+    """Trains with periodic evaluation; returns the final evaluation summary.
+
+    On SIGTERM (a preemption notice) it finishes the current step, saves a checkpoint of it (every
+    process at the same step; grace_jax.distributed) and returns {"preempted": True, "step": step}
+    without the final evaluation; called again with the same workdir, it resumes from there.
+    """
+    # First: jax.distributed must start before anything starts jax's backend.
+    distributed.initialize(config.get("distributed"))
     workdir = paths.resolve(workdir)
-    if config.get("multihost"):
-        jax.distributed.initialize()
     is_main = jax.process_index() == 0
-    os.makedirs(workdir, exist_ok=True)
+    paths.makedirs(workdir)
     if is_main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+        paths.write_text(
+            paths.join(workdir, "config.json"), config.to_json_best_effort(indent=2, sort_keys=True)
+        )
 
     data_dir = _prepare_data(config, workdir)
     manifest = input_pipeline.read_manifest(data_dir)
     class_names = _check_classes(config, manifest, data_dir)
     if is_main:  # What grace_jax.predict labels its outputs with.
-        with open(os.path.join(workdir, "classes.json"), "w") as f:
-            json.dump(class_names, f)
+        paths.write_text(paths.join(workdir, "classes.json"), json.dumps(class_names))
     num_classes = config.model.num_classes
     batch_size = config.optim.batch_size
     train_clips = int(manifest["splits"][config.data.train_split]["num_clips"])
@@ -262,6 +305,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
     loss_cfg = dict(config.model.loss)
+    normalize = config.data.get("normalize", "clip")  # configs saved before the field: CLIP mean/std
     train_fn = jax.jit(
         functools.partial(
             train_step,
@@ -269,13 +313,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             tx=tx,
             loss_cfg=loss_cfg,
             image_size=config.data.image_size,
+            normalize=normalize,
         ),
         in_shardings=(state_sh, batch_sh),
         out_shardings=(state_sh, replicated),
         donate_argnums=0,
     )
     eval_fn = jax.jit(
-        functools.partial(eval_step, graphdef=graphdef, loss_cfg=loss_cfg, num_classes=num_classes),
+        functools.partial(
+            eval_step,
+            graphdef=graphdef,
+            loss_cfg=loss_cfg,
+            num_classes=num_classes,
+            normalize=normalize,
+        ),
         in_shardings=(state_sh, batch_sh),
         out_shardings=(replicated, replicated),
     )
@@ -287,6 +338,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         worker_count=config.data.num_workers,
         tokenizer=caption_tok,
         normalize_on_host=False,
+        augment=config.data.get("augment", "grace"),
     )
     train_iter = iter(
         input_pipeline.make_train_loader(
@@ -297,6 +349,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             crop_scale=tuple(config.data.crop_scale),
             flip_probability=config.data.flip_probability,
             augment_on_device=config.data.augment_on_device,
+            brightness=config.data.get("brightness", 0.0),
+            rotation_degrees=config.data.get("rotation_degrees", 0.0),
+            **_process_rows(batch_sh, batch_size),
             **loader_kw,
         )
     )
@@ -306,11 +361,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             data_dir,
             config.data.eval_split,
             global_batch_size=config.data.get("eval_batch_size") or batch_size,
+            **_process_rows(batch_sh, config.data.get("eval_batch_size") or batch_size),
             **loader_kw,
         )
 
     ckpt = checkpointing.Checkpoints(
-        os.path.join(workdir, "checkpoints"), max_to_keep=config.train.max_checkpoints
+        paths.join(workdir, "checkpoints"), max_to_keep=config.train.max_checkpoints
     )
     step = 0
     if ckpt.latest_step() is not None:
@@ -320,7 +376,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             print(f"Resumed from {workdir}/checkpoints at step {step}.", flush=True)
     best = ckpt.best_metrics() or {"uar": -1.0}
 
-    writer = metric_writers.MetricWriter(workdir, enabled=is_main)
+    writer = metric_writers.MetricWriter(workdir, enabled=is_main, resume_step=step)
     progress = metric_writers.Progress(total_steps, batch_size, enabled=is_main)
     eval_every = config.train.eval_every_epochs * steps_per_epoch
     if config.train.get("eval_every_steps", 0) > 0:
@@ -333,60 +389,78 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     summary: dict = {}
     progress.start(step)
     pending = []
-    while step < total_steps:
-        batch = sharding.global_batch(next(train_iter), mesh)
-        state, step_metrics = train_fn(state, batch)
-        step += 1
-        pending.append(step_metrics)
-        if step % config.train.log_every_steps == 0 or step == total_steps:
-            averaged = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
-            pending = []
-            averaged["clips_per_s"] = progress.report(step, averaged)
-            averaged["epoch"] = step / steps_per_epoch
-            writer.write(step, "train", averaged)
-            if not np.isfinite(averaged["loss"]):
-                raise FloatingPointError(f"Training loss is {averaged['loss']} at step {step}.")
-        last = step == total_steps
-        if step % eval_every == 0 or last:
-            start = time.perf_counter()
-            confusion, eval_loss = evaluate(eval_fn, state, eval_loader(), mesh, num_classes)
-            summary = metrics.summarize(confusion=confusion, class_names=class_names)
-            summary.update(step=step, loss=eval_loss, confusion=confusion.tolist())
-            writer.write(
-                step,
-                "eval",
-                {
-                    "uar": summary["uar"],
-                    "war": summary["war"],
-                    "loss": eval_loss,
-                    **{f"recall/{k}": v for k, v in summary["per_class_recall"].items()},
-                },
-            )
-            if is_main:
-                print(
-                    f"eval step {step}: UAR {summary['uar']:.4f} WAR {summary['war']:.4f} "
-                    f"({summary['num_examples']} clips, {time.perf_counter() - start:.1f} s)",
-                    flush=True,
+    preempted = False
+    with distributed.PreemptionWatcher() as preemption:
+        while step < total_steps:
+            batch = sharding.global_batch(next(train_iter), mesh)
+            state, step_metrics = train_fn(state, batch)
+            step += 1
+            pending.append(step_metrics)
+            if step % config.train.log_every_steps == 0 or step == total_steps:
+                averaged = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
+                pending = []
+                averaged["clips_per_s"] = progress.report(step, averaged)
+                averaged["epoch"] = step / steps_per_epoch
+                writer.write(step, "train", averaged)
+                if not np.isfinite(averaged["loss"]):
+                    raise FloatingPointError(f"Training loss is {averaged['loss']} at step {step}.")
+            # SIGTERM (preemption): every process asks at every step and all agree on this step.
+            if step < total_steps and preemption.reached(step):
+                ckpt.save(step, state, data_iterator=train_iter)
+                preempted = True
+                break
+            last = step == total_steps
+            if step % eval_every == 0 or last:
+                start = time.perf_counter()
+                confusion, eval_loss = evaluate(eval_fn, state, eval_loader(), mesh, num_classes)
+                summary = metrics.summarize(confusion=confusion, class_names=class_names)
+                summary.update(step=step, loss=eval_loss, confusion=confusion.tolist())
+                writer.write(
+                    step,
+                    "eval",
+                    {
+                        "uar": summary["uar"],
+                        "war": summary["war"],
+                        "loss": eval_loss,
+                        **{f"recall/{k}": v for k, v in summary["per_class_recall"].items()},
+                    },
                 )
-            if summary["uar"] > best["uar"]:
-                best = dict(summary)
-                ckpt.save(step, state, metrics=best, best=True)
-        if step % config.train.ckpt_every_steps == 0 or last:
-            ckpt.save(step, state, data_iterator=train_iter)
+                if is_main:
+                    print(
+                        f"eval step {step}: UAR {summary['uar']:.4f} WAR {summary['war']:.4f} "
+                        f"({summary['num_examples']} clips, {time.perf_counter() - start:.1f} s)",
+                        flush=True,
+                    )
+                if summary["uar"] > best["uar"]:
+                    best = dict(summary)
+                    ckpt.save(step, state, metrics=best, best=True)
+            if step % config.train.ckpt_every_steps == 0 or last:
+                ckpt.save(step, state, data_iterator=train_iter)
 
     ckpt.wait()
     ckpt.close()
     writer.close()
+    if preempted:
+        logging.info("Preempted: saved the checkpoint of step %d", step)
+        if is_main:
+            print(
+                f"Preempted (SIGTERM): saved the checkpoint of step {step} to {ckpt.directory}; "
+                "run the same command again to resume.",
+                flush=True,
+            )
+        return {"preempted": True, "step": step}
     if is_main and summary:
         plots.save_confusion_matrix(
-            os.path.join(workdir, "confusion_matrix.png"),
+            paths.join(workdir, "confusion_matrix.png"),
             np.asarray(summary["confusion"]),
             class_names,
             f"step {summary['step']}: UAR {summary['uar']:.3f}",
         )
         plots.save_learning_curves(
-            os.path.join(workdir, "learning_curves.png"), metric_writers.read_metrics(workdir)
+            paths.join(workdir, "learning_curves.png"), metric_writers.read_metrics(workdir)
         )
-        with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
-            json.dump({"last": summary, "best": best}, f, indent=2)
+        paths.write_text(
+            paths.join(workdir, "final_metrics.json"),
+            json.dumps({"last": summary, "best": best}, indent=2),
+        )
     return summary

@@ -6,6 +6,11 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Importing grace_jax appends --xla_cpu_experimental_ynn_fusion_type= (XLA:CPU's ynn fusion off:
+# jaxlib 0.10.2 miscompiles it) unless the caller set that flag or GRACE_JAX_KEEP_YNN_FUSION=1;
+# here, so that it precedes every test module's first jax computation (grace_jax/cpu_numerics.py).
+import grace_jax  # noqa: E402, F401
+
 # Tests never touch the network: the Hugging Face hub is off.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"

@@ -146,6 +146,29 @@ def test_train_processes_read_disjoint_clips(synth_dir):
     assert set(parts[0]).isdisjoint(parts[1]) and set(parts[0]) | set(parts[1]) == set(range(NUM_TRAIN))
 
 
+def test_process_batches_put_together_are_the_one_process_batches(synth_dir):
+    # Process p reads rows [p * B/n, (p + 1) * B/n) of every global batch, random draws included, so
+    # n processes train on exactly the batches of one (here across the epoch boundary at batch 7).
+    # The per-process iterator state restores too.
+    kw = dict(seed=1, normalize_on_host=False, augment_on_device=True)
+    one = _take(iter(_train(synth_dir, **kw)), 9)
+    its = [iter(_train(synth_dir, shard_index=i, shard_count=2, **kw)) for i in range(2)]
+    parts = [_take(it, 6) for it in its]
+    states = [it.get_state() for it in its]
+    parts = [p + _take(it, 3) for p, it in zip(parts, its)]
+    _assert_same(one, [{k: np.concatenate([a[k], b[k]]) for k in a} for a, b in zip(*parts)])
+    fresh = iter(_train(synth_dir, shard_index=1, shard_count=2, **kw))
+    fresh.set_state(states[1])
+    _assert_same(_take(fresh, 3), parts[1][6:])
+    evals = [list(ip.make_eval_loader(synth_dir, "test", global_batch_size=4, num_frames=8, image_size=16,
+                                      shard_index=i, shard_count=2, normalize_on_host=False)) for i in range(2)]
+    one_eval = list(ip.make_eval_loader(synth_dir, "test", global_batch_size=4, num_frames=8, image_size=16,
+                                        shard_index=0, shard_count=1, normalize_on_host=False))
+    _assert_same(one_eval, [{k: np.concatenate([a[k], b[k]]) for k in a} for a, b in zip(*evals)])
+    with pytest.raises(ValueError, match="shard_index 2 is not in"):
+        _train(synth_dir, shard_index=2, shard_count=2)
+
+
 @pytest.mark.parametrize("shard_count", [1, 2])
 def test_eval_sees_every_clip_once_with_masked_padding(synth_dir, shard_count):
     seen, counts = [], []
@@ -227,3 +250,46 @@ def test_augment_on_device_gives_the_host_crops_and_flips(synth_dir):
     assert 0 < flips < 8
     with pytest.raises(ValueError, match="needs normalize_on_host=False"):
         _train(synth_dir, augment_on_device=True)
+
+
+# ----------------------------------------------------------------------------- DFER-CLIP's recipe
+def test_unit_normalization_on_host_and_on_device(synth_dir):
+    raw = next(iter(_train(synth_dir, seed=9, normalize_on_host=False)))
+    unit = next(iter(_train(synth_dir, seed=9, normalize="unit")))
+    assert unit["video"].dtype == np.float32 and 0.0 <= unit["video"].min() and unit["video"].max() <= 1.0
+    # DFER-CLIP's ToTorchFormatTensor: float32(x) / 255, no mean/std. Same values on the accelerator.
+    np.testing.assert_array_equal(unit["video"], raw["video"].astype(np.float32) / np.float32(255))
+    np.testing.assert_array_equal(np.asarray(ip.normalize_on_device(raw["video"], "unit")), unit["video"])
+    evaluated = next(iter(ip.make_eval_loader(synth_dir, "test", global_batch_size=4, num_frames=8, image_size=16,
+                                              shard_index=0, shard_count=1, normalize="unit")))
+    assert 0.0 <= evaluated["video"].min() and evaluated["video"].max() <= 1.0
+    with pytest.raises(ValueError, match="normalize='imagenet'"):
+        ip.normalize_on_device(raw["video"], "imagenet")
+
+
+def test_dferclip_augment_on_device_gives_the_host_clips(synth_dir):
+    # DFEW's and FERV39k's recipes at once (brightness 0.5 and rotation 4): 24-px stored frames cropped
+    # and resized to 16 by PIL on the host, or by device_transforms.augment from the same draws.
+    kw = dict(seed=2, augment="dferclip", brightness=0.5, rotation_degrees=4.0)
+    host = _take(iter(_train(synth_dir, normalize="unit", **kw)), 2)
+    device = _take(iter(_train(synth_dir, normalize_on_host=False, augment_on_device=True, **kw)), 2)
+    for h, d in zip(host, device):
+        assert d["video"].shape == (4, 8, 24, 24, 3) and d["video"].dtype == np.uint8
+        assert d["crop_inside"].all() and d["rotation"].shape == (4, 6) and d["brightness"].shape == (4,)
+        for key in ("clip_index", "label", "mask"):
+            np.testing.assert_array_equal(d[key], h[key])
+        video = np.asarray(ip.normalize_on_device(device_transforms.augment(d, size=16), "unit"))
+        # Rotation and brightness agree exactly; PIL rounds to uint8 after each resize pass: one level.
+        np.testing.assert_allclose(video, h["video"], atol=(1.0 + 2e-3) / 255)
+    grace = next(iter(_train(synth_dir, seed=2, normalize_on_host=False, augment_on_device=True)))
+    assert "crop_inside" not in grace and "rotation" not in grace and "brightness" not in grace
+
+
+def test_dferclip_eval_resize_equals_the_centre_crop_on_square_shards(synth_dir):
+    # Shards hold square frames (data_prep resizes the shorter side and centre-crops), where resizing
+    # the whole frame (DFER-CLIP's GroupResize) and the centre square crop are the same image.
+    kw = dict(global_batch_size=4, num_frames=8, image_size=16, shard_index=0, shard_count=1, normalize_on_host=False)
+    _assert_same(list(ip.make_eval_loader(synth_dir, "test", augment="dferclip", **kw)),
+                 list(ip.make_eval_loader(synth_dir, "test", **kw)))
+    with pytest.raises(ValueError, match="augment='dfer'"):
+        ip.make_eval_loader(synth_dir, "test", augment="dfer", **kw)

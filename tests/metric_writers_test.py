@@ -34,3 +34,19 @@ def test_progress_line_has_rate_and_eta():
     line = stream.getvalue()
     assert rate > 0
     assert line.startswith("step 10/100 loss=1.25 ") and "clips/s ETA " in line
+
+
+def test_resumed_writer_keeps_earlier_records_and_drops_redone_steps(tmp_path):
+    # A run checkpointed at step 4 and stopped after logging step 6 is resumed from 4: its records up
+    # to 4 stay, the step-6 record (about to be redone) goes, and the new ones are appended.
+    first = metric_writers.MetricWriter(str(tmp_path))
+    for step in (2, 4, 6):
+        first.write(step, "train", {"loss": float(step)})
+    first.close()
+    second = metric_writers.MetricWriter(str(tmp_path), resume_step=4)
+    second.write(6, "train", {"loss": 0.5})
+    second.close()
+    records = metric_writers.read_metrics(str(tmp_path))
+    assert [(r["step"], r["loss"]) for r in records] == [(2, 2.0), (4, 4.0), (6, 0.5)]
+    events = [n for n in os.listdir(tmp_path / "tensorboard") if n.startswith("events.out.tfevents")]
+    assert len(events) == 2  # One event file per run, never shared.

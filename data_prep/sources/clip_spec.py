@@ -15,7 +15,9 @@ class ClipSpec:
     split: str
     source: str  # "<list file>:<line>" that named this clip, for reports
     kind: str = "frames"  # "frames" or "video"
-    listed_frames: int | None = None  # frame count the list claims; informational only
+    # Frame count the list claims; checked against the frames on disk (a mismatch is reported, and the
+    # real count is used).
+    listed_frames: int | None = None
     caption: str | None = None
 
 

@@ -1,9 +1,24 @@
-"""Per-clip work of the input pipeline: pick frames, decode only those, crop, flip, normalize.
+"""Per-clip work of the input pipeline: pick frames, decode only those, augment, normalize.
 
 Elements entering these transforms come from `IndexedSource`: {"key": record index (or -1 for an eval
 padding row), "data": record bytes}. They leave as {"video": float32 [T,H,W,3], "label": int32,
 "mask": bool, "clip_index": int32} (`video` stays uint8 when normalize_on_host is False) plus, with a tokenizer, {"caption_ids": int32 [L], "caption_eot":
 int32, "has_caption": bool}. Transforms are plain picklable objects so grain worker processes can run them.
+
+Two augmentations (`augment`):
+  "grace": torchvision-style RandomResizedCrop (aspect ratio log-uniform, the box resampled out of the
+    whole frame, fallback the largest centred box within the ratio range), flip; eval: centre square.
+  "dferclip": DFER-CLIP's official train transforms (dataloader/video_transform.py,
+    GroupRandomSizedCrop and GroupRandomHorizontalFlip): area fraction uniform in [0.08, 1], aspect
+    ratio uniform (not log-uniform) in [3/4, 4/3], width and height swapped with probability 1/2, ten
+    attempts, the crop cut out and resized to the model side; if no attempt fits, the shorter side is
+    resized to the model side and a random square is cut out; then the flip. Eval: the whole frame
+    resized to the model side (its GroupResize), no centre crop. Train frames are also sampled as
+    DFER-CLIP's loader does (`segments.segment_indices(scheme="dferclip")`).
+Either can add, before the crop and with one draw per clip as DFER-CLIP's ColorJitter and
+RandomRotation do: a brightness factor uniform in [max(0, 1 - b), 1 + b] (PIL ImageEnhance.Brightness,
+what torchvision's adjust_brightness does for PIL images) and a rotation by an angle uniform in
+[-d, d] degrees (PIL `Image.rotate(angle)` with its defaults: nearest neighbour, same size, black fill).
 """
 
 from __future__ import annotations
@@ -15,7 +30,7 @@ from collections.abc import Callable, Sequence
 import grain
 import numpy as np
 import simplejpeg
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from data_prep import schema
 from grace_jax.data.segments import segment_indices
@@ -26,25 +41,39 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 Tokenizer = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
 
 
-def _normalization_table() -> np.ndarray:
+NORMALIZE_MODES = ("clip", "unit")
+AUGMENT_MODES = ("grace", "dferclip")
+
+
+def check_mode(name: str, value: str, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r}: expected one of {', '.join(map(repr, allowed))}")
+    return value
+
+
+def _normalization_table(mode: str) -> np.ndarray:
     """float32 [3, 256]: the normalized value of every uint8 level in each channel."""
+    levels = np.arange(256, dtype=np.float32)
+    if mode == "unit":  # DFER-CLIP's ToTorchFormatTensor: float32(x) / 255, no mean/std
+        return np.ascontiguousarray(np.broadcast_to(levels / np.float32(255.0), (3, 256)))
     scale = (1.0 / (255.0 * np.asarray(CLIP_STD, np.float32))).astype(np.float32)
     bias = (-np.asarray(CLIP_MEAN, np.float32) / np.asarray(CLIP_STD, np.float32)).astype(np.float32)
-    return np.ascontiguousarray((np.arange(256, dtype=np.float32)[:, None] * scale + bias).T)
+    return np.ascontiguousarray((levels[:, None] * scale + bias).T)
 
 
-_TABLE = _normalization_table()
+_TABLES = {mode: _normalization_table(mode) for mode in NORMALIZE_MODES}
 
 
-def normalize(frames: np.ndarray) -> np.ndarray:
-    """uint8 [..., 3] pixels -> float32 ((x / 255) - CLIP mean) / CLIP std.
+def normalize(frames: np.ndarray, mode: str = "clip") -> np.ndarray:
+    """uint8 [..., 3] pixels -> float32: "clip": ((x / 255) - CLIP mean) / CLIP std; "unit": x / 255.
 
     A per-channel lookup table: about 2.4x faster than converting and scaling the whole clip, and
     normalization is the largest single cost of a 16x224x224 clip on the host.
     """
+    table = _TABLES[check_mode("normalize", mode, NORMALIZE_MODES)]
     out = np.empty(frames.shape, np.float32)
     for channel in range(3):
-        np.take(_TABLE[channel], frames[..., channel], out=out[..., channel])
+        np.take(table[channel], frames[..., channel], out=out[..., channel])
     return out
 
 
@@ -82,6 +111,108 @@ def centre_box(width: int, height: int) -> tuple[int, int, int, int]:
     return left, top, left + side, top + side
 
 
+def full_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """The whole frame: DFER-CLIP's evaluation resizes it to the model side (GroupResize)."""
+    return 0, 0, width, height
+
+
+@dataclasses.dataclass(frozen=True)
+class SizedCrop:
+    """One clip's crop under DFER-CLIP's GroupRandomSizedCrop.
+
+    `resized` is None: cut `box` (whole pixels) out of the frame and resize it to the model side.
+    Otherwise (the fallback) resize the frame to `resized` (width, height) and cut `box` out of that.
+    """
+
+    box: tuple[int, int, int, int]
+    resized: tuple[int, int] | None = None
+
+    def device_box(self, width: int, height: int) -> tuple[tuple[float, float, float, float], bool]:
+        """(box in stored pixels, inside) for `device_transforms.crop_resize_flip`: the fallback's
+        resize-then-cut is the window `box` sampled out of the whole frame (inside=False)."""
+        if self.resized is None:
+            return tuple(float(v) for v in self.box), True
+        sx, sy = width / self.resized[0], height / self.resized[1]
+        left, top, right, bottom = self.box
+        return (left * sx, top * sy, right * sx, bottom * sy), False
+
+
+def dferclip_crop(width: int, height: int, size: int, rng: np.random.Generator,
+                  scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> SizedCrop:
+    """DFER-CLIP's GroupRandomSizedCrop (dataloader/video_transform.py) with its draws made by `rng`.
+
+    Up to ten attempts, each drawing in this order: area fraction uniform in `scale`, aspect ratio
+    uniform in `ratio` (linear, not log), w = round(sqrt(area * aspect)), h = round(sqrt(area / aspect))
+    (Python's round), then a swap of w and h when a uniform draw in [0, 1) is below 1/2. The first
+    (w, h) with w <= width and h <= height is placed at left ~ U{0..width-w}, top ~ U{0..height-h}.
+    If none fits: torchvision's Resize(size) (shorter side to `size`, longer to int(size * long /
+    short), unchanged when the shorter side already is `size`) and a size x size square at
+    left ~ U{0..new_w-size}, top ~ U{0..new_h-size} (its GroupScale + GroupRandomCrop).
+    """
+    area = width * height
+    for _ in range(10):
+        target = rng.uniform(*scale) * area
+        aspect = rng.uniform(*ratio)
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if rng.random() < 0.5:
+            w, h = h, w
+        if w <= width and h <= height:
+            left = int(rng.integers(0, width - w + 1))
+            top = int(rng.integers(0, height - h + 1))
+            return SizedCrop((left, top, left + w, top + h))
+    short, long = min(width, height), max(width, height)
+    if short == size:
+        new_w, new_h = width, height
+    elif width <= height:
+        new_w, new_h = size, int(size * long / short)
+    else:
+        new_w, new_h = int(size * long / short), size
+    left = int(rng.integers(0, new_w - size + 1))
+    top = int(rng.integers(0, new_h - size + 1))
+    resized = None if (new_w, new_h) == (width, height) else (new_w, new_h)
+    return SizedCrop((left, top, left + size, top + size), resized)
+
+
+def rotation_affine(degrees: float, width: int, height: int) -> np.ndarray:
+    """PIL's `Image.rotate(degrees)` as the 16.16 fixed-point inverse map its nearest-neighbour affine
+    transform steps through (Image.rotate's matrix, then libImaging/Geometry.c's FIX rounding, pixel
+    centres folded into the offsets): int32 [6] (a0, a1, a2, a3, a4, a5) for `device_transforms.rotate`.
+    """
+    angle = -math.radians(degrees % 360.0)
+    cos, sin = round(math.cos(angle), 15), round(math.sin(angle), 15)
+    cx, cy = width / 2, height / 2
+    a = [cos, sin, cos * -cx + sin * -cy + cx, -sin, cos, -sin * -cx + cos * -cy + cy]
+
+    def fix(v: float) -> int:
+        return math.floor(v * 65536.0 + 0.5)
+
+    return np.array([fix(a[0]), fix(a[1]), fix(a[2] + a[0] * 0.5 + a[1] * 0.5),
+                     fix(a[3]), fix(a[4]), fix(a[5] + a[3] * 0.5 + a[4] * 0.5)], np.int32)
+
+
+def rotate_and_brighten(frames: np.ndarray, indices: np.ndarray, degrees: float | None,
+                        factor: float | None) -> np.ndarray:
+    """PIL's `rotate(degrees)` and `ImageEnhance.Brightness(.).enhance(factor)` on every frame (None: skip).
+
+    The two commute exactly (nearest-neighbour rotation with black fill, a per-pixel scale keeping 0).
+    """
+    if degrees is None and factor is None:
+        return frames
+    out = np.empty_like(frames)
+    for k, frame in enumerate(frames):
+        if k and indices[k] == indices[k - 1]:
+            out[k] = out[k - 1]
+            continue
+        image = Image.fromarray(frame)
+        if degrees is not None:
+            image = image.rotate(degrees)
+        if factor is not None:
+            image = ImageEnhance.Brightness(image).enhance(factor)
+        out[k] = np.asarray(image)
+    return out
+
+
 def _decode_into(data: bytes, out: np.ndarray) -> None:
     """Decodes one stored JPEG frame into `out` (uint8 [H,W,3]), refusing a frame of another size."""
     height, width, _, _ = simplejpeg.decode_jpeg_header(data)
@@ -117,8 +248,12 @@ def decode_resized(
       uint8 [len(indices), size, size, 3].
     """
     frames = decode_frames(view, indices)
-    box = box_fn(frames.shape[2], frames.shape[1])
-    if box == (0, 0, size, size) and frames.shape[1:3] == (size, size):
+    return resize_box(frames, indices, box_fn(frames.shape[2], frames.shape[1]), size)
+
+
+def resize_box(frames: np.ndarray, indices: np.ndarray, box, size: int) -> np.ndarray:
+    """PIL's bilinear `resize((size, size), box=box)` of every frame (repeated frames done once)."""
+    if tuple(box) == (0, 0, size, size) and frames.shape[1:3] == (size, size):
         return frames
     out = np.empty((len(indices), size, size, 3), np.uint8)
     for k, frame in enumerate(frames):
@@ -129,17 +264,54 @@ def decode_resized(
     return out
 
 
+def sized_crop(frames: np.ndarray, indices: np.ndarray, crop: SizedCrop, size: int) -> np.ndarray:
+    """DFER-CLIP's crop with PIL: `crop(box).resize((size, size))` bilinear, or for the fallback
+    `resize(resized)` then `crop(box)` (repeated frames done once)."""
+    out = np.empty((len(indices), size, size, 3), np.uint8)
+    for k, frame in enumerate(frames):
+        if k and indices[k] == indices[k - 1]:
+            out[k] = out[k - 1]
+            continue
+        image = Image.fromarray(frame)
+        if crop.resized is None:
+            image = image.crop(crop.box)
+            if image.size != (size, size):
+                image = image.resize((size, size), Image.Resampling.BILINEAR)
+        else:
+            image = image.resize(crop.resized, Image.Resampling.BILINEAR).crop(crop.box)
+        out[k] = np.asarray(image)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipDraw:
+    """One training clip's random choices: frame indices, crop (a box for "grace", a `SizedCrop` for
+    "dferclip"), flip, rotation in degrees and brightness factor (None: not enabled)."""
+
+    indices: np.ndarray
+    crop: tuple[int, int, int, int] | SizedCrop
+    flip: bool
+    degrees: float | None
+    factor: float | None
+
+
 @dataclasses.dataclass
 class _ClipTransformBase:
     num_frames: int
     image_size: int
     tokenizer: Tokenizer | None = None
     normalize_on_host: bool = True
+    normalize: str = "clip"  # NORMALIZE_MODES, used when normalize_on_host
+    augment: str = "grace"  # AUGMENT_MODES
+
+    def __post_init__(self):
+        check_mode("normalize", self.normalize, NORMALIZE_MODES)
+        check_mode("augment", self.augment, AUGMENT_MODES)
 
     def _finish(self, element: dict, view: schema.RecordView | None, frames: np.ndarray) -> dict:
         valid = element["key"] >= 0
         out = {
-            "video": normalize(frames) if self.normalize_on_host else np.ascontiguousarray(frames),
+            "video": normalize(frames, self.normalize) if self.normalize_on_host else np.ascontiguousarray(frames),
             "label": np.int32(view.label if valid else 0),
             "mask": np.bool_(valid),
             "clip_index": np.int32(element["key"]),
@@ -155,49 +327,84 @@ class _ClipTransformBase:
 
 @dataclasses.dataclass
 class TrainClipTransform(_ClipTransformBase, grain.transforms.RandomMap):
-    """Random frame per segment, one random resized crop and flip for the whole clip, normalization.
+    """Random frame per segment; for the whole clip one rotation and brightness factor (when enabled),
+    one random crop (`augment`, see the module docstring) and flip; normalization.
 
-    With `augment_on_device` the crop and flip are drawn here but not applied: `video` holds the
-    decoded frames at their stored size (uint8 [T,H,W,3]), and the element gains `crop_box` (float32
-    [4], left, top, right, bottom in stored pixels) and `flip` (bool) for
-    `device_transforms.crop_resize_flip`. The draws are the same as the host path's for the same seed.
+    With `augment_on_device` all of it is drawn here but not applied: `video` holds the decoded frames
+    at their stored size (uint8 [T,H,W,3]), and the element gains `crop_box` (float32 [4], left, top,
+    right, bottom in stored pixels) and `flip` (bool), under "dferclip" `crop_inside` (bool), and when
+    enabled `rotation` (int32 [6], `rotation_affine`) and `brightness` (float32 factor) for
+    `device_transforms.augment`. The draws are the same as the host path's for the same seed.
     """
 
     crop_scale: Sequence[float] = (0.08, 1.0)
     crop_ratio: Sequence[float] = (3 / 4, 4 / 3)
     flip_probability: float = 0.5
     augment_on_device: bool = False
+    brightness: float = 0.0  # b: factor uniform in [max(0, 1 - b), 1 + b]; 0 = off
+    rotation_degrees: float = 0.0  # d: angle uniform in [-d, d]; 0 = off
 
     def __post_init__(self):
+        super().__post_init__()
         if self.augment_on_device and self.normalize_on_host:
             raise ValueError("augment_on_device=True needs normalize_on_host=False: normalization must follow "
                              "the crop, which then happens on the accelerator.")
+        if self.brightness < 0 or self.rotation_degrees < 0:
+            raise ValueError(f"brightness ({self.brightness}) and rotation_degrees ({self.rotation_degrees}) "
+                             "must be >= 0 (0 switches them off)")
+
+    def draw(self, view: schema.RecordView, rng: np.random.Generator) -> ClipDraw:
+        """The clip's random choices, in the order the rng makes them."""
+        # augment="dferclip" is DFER-CLIP's whole train loader, its frame sampling included.
+        scheme = "dferclip" if self.augment == "dferclip" else "grace"
+        indices = segment_indices(view.num_frames, self.num_frames, train=True, rng=rng, scheme=scheme)
+        box_rng = np.random.default_rng(int(rng.integers(2**31)))
+        flip = bool(rng.uniform() < self.flip_probability)
+        # Drawn after the flip, and only when enabled, so that the other draws do not depend on them.
+        degrees = float(rng.uniform(-self.rotation_degrees, self.rotation_degrees)) if self.rotation_degrees else None
+        factor = (float(rng.uniform(max(0.0, 1.0 - self.brightness), 1.0 + self.brightness))
+                  if self.brightness else None)
+        height, width, _, _ = simplejpeg.decode_jpeg_header(view.frame_bytes(int(indices[0])))
+        if self.augment == "dferclip":
+            crop = dferclip_crop(width, height, self.image_size, box_rng, tuple(self.crop_scale),
+                                 tuple(self.crop_ratio))
+        else:
+            crop = random_resized_box(width, height, box_rng, tuple(self.crop_scale), tuple(self.crop_ratio))
+        return ClipDraw(indices, crop, flip, degrees, factor)
 
     def random_map(self, element: dict, rng: np.random.Generator) -> dict:
         view = schema.parse(element["data"])
-        indices = segment_indices(view.num_frames, self.num_frames, train=True, rng=rng)
-        box_rng_seed = int(rng.integers(2**31))
-
-        def box_fn(width, height):
-            box_rng = np.random.default_rng(box_rng_seed)
-            return random_resized_box(width, height, box_rng, tuple(self.crop_scale), tuple(self.crop_ratio))
-
-        flip = rng.uniform() < self.flip_probability
+        d = self.draw(view, rng)
+        frames = decode_frames(view, d.indices)
+        height, width = frames.shape[1:3]
         if self.augment_on_device:
-            frames = decode_frames(view, indices)
             out = self._finish(element, view, frames)
-            out["crop_box"] = np.asarray(box_fn(frames.shape[2], frames.shape[1]), np.float32)
-            out["flip"] = np.bool_(flip)
+            if isinstance(d.crop, SizedCrop):
+                box, inside = d.crop.device_box(width, height)
+                out["crop_inside"] = np.bool_(inside)
+            else:
+                box = d.crop
+            out["crop_box"] = np.asarray(box, np.float32)
+            out["flip"] = np.bool_(d.flip)
+            if d.degrees is not None:
+                out["rotation"] = rotation_affine(d.degrees, width, height)
+            if d.factor is not None:
+                out["brightness"] = np.float32(d.factor)
             return out
-        frames = decode_resized(view, indices, box_fn, self.image_size)
-        if flip:
+        frames = rotate_and_brighten(frames, d.indices, d.degrees, d.factor)
+        if isinstance(d.crop, SizedCrop):
+            frames = sized_crop(frames, d.indices, d.crop, self.image_size)
+        else:
+            frames = resize_box(frames, d.indices, d.crop, self.image_size)
+        if d.flip:
             frames = frames[:, :, ::-1]
         return self._finish(element, view, frames)
 
 
 @dataclasses.dataclass
 class EvalClipTransform(_ClipTransformBase, grain.transforms.Map):
-    """Centre frame per segment, centre crop, normalization; padding rows become masked zeros."""
+    """Centre frame per segment; "grace": centre square crop, "dferclip": the whole frame, resized to
+    `image_size` (bilinear); normalization; padding rows become masked zeros."""
 
     def map(self, element: dict) -> dict:
         if element["key"] < 0:
@@ -205,4 +412,5 @@ class EvalClipTransform(_ClipTransformBase, grain.transforms.Map):
             return self._finish(element, None, frames)
         view = schema.parse(element["data"])
         indices = segment_indices(view.num_frames, self.num_frames, train=False)
-        return self._finish(element, view, decode_resized(view, indices, centre_box, self.image_size))
+        box_fn = full_box if self.augment == "dferclip" else centre_box
+        return self._finish(element, view, decode_resized(view, indices, box_fn, self.image_size))

@@ -88,6 +88,38 @@ def clip_config(variant: str) -> CLIPConfig:
     return _VARIANTS[variant]
 
 
+def config_to_dict(config: CLIPConfig) -> dict:
+    """The architecture as plain data, `{"vision": {...}, "text": {...}, "projection_dim": D}`: what
+    `model.clip.architecture` holds in runs whose CLIP sizes are not a named variant (converted or
+    exported models)."""
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(d) -> CLIPConfig:
+    """Inverse of `config_to_dict`; a mapping (dict or ConfigDict) with every field given."""
+    d = dict(d)
+    fields = {f.name for f in dataclasses.fields(CLIPConfig)}
+    if set(d) != fields:
+        raise ValueError(f"a CLIP architecture needs exactly the keys {sorted(fields)}, got {sorted(d)}")
+    return CLIPConfig(
+        VisionConfig(**dict(d["vision"])), TextConfig(**dict(d["text"])), int(d["projection_dim"])
+    )
+
+
+def variant_name(config: CLIPConfig) -> str | None:
+    """The named variant with exactly this architecture, or None."""
+    return next((name for name, c in _VARIANTS.items() if c == config), None)
+
+
+def config_for(clip_cfg) -> CLIPConfig:
+    """The architecture a `model.clip` config section asks for: `architecture` when it is set (it
+    wins over `variant`), else the named `variant`."""
+    architecture = clip_cfg.get("architecture")
+    if architecture:
+        return config_from_dict(architecture)
+    return clip_config(clip_cfg.variant)
+
+
 def _activation(name: str):
     if name == "quick_gelu":
         return lambda x: x * jax.nn.sigmoid(1.702 * x)

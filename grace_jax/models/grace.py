@@ -5,15 +5,17 @@ Forward pass for B clips of T frames, C classes (D = CLIP joint dim, P patches p
   frames --CLIP ViT--> cls [B,T,D], patches [B,T,P,D]
   motion weights w [B,T,P]  (pixel or feature differences; uniform when motion is off)
   frame features cls + tanh(g) * pool_w(patches)  --temporal transformer--> video [B,D]
-  coarse prompts (learned contexts + class name) --text tower--> class embeddings [C,D], tokens
+  coarse prompts (learned contexts + class name or cue) --text tower--> class embeddings [C,D], tokens
   CATE: frozen cue tokens refined by the coarse tokens; importance = text marginal; pooled cue [C,D]
   global logits = scale * cos(video, class embedding)
   OT logits     = scale * sum(P * cos) between text tokens and the B*T*P visual tokens (marginal w)
   logits        = (1 - fusion) * global + fusion * OT
 
 With motion, CATE and OT all off this is DFER-CLIP exactly (fixed scale 100, class-specific contexts,
-one temporal layer). The model is an NNX module whose forward is a pure function of its state, so it
-runs under ``nnx.split`` / ``nnx.merge`` inside ``jax.jit``.
+one temporal layer; with ``prompt.text="cue"`` its class-descriptor prompts; see
+configs/ablations/dferclip.py and tests/models/dferclip_parity_test.py). The model is an NNX module
+whose forward is a pure function of its state, so it runs under ``nnx.split`` / ``nnx.merge`` inside
+``jax.jit``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from grace_jax import class_cues as class_cues_lib
 from grace_jax.models import alignment, cate, motion, prompts, temporal
 from grace_jax.models import clip as clip_lib
 
-__all__ = ["GRACE", "build_model", "class_tokens_from_config"]
+__all__ = ["GRACE", "build_model", "class_tokens_from_config", "needs_tokenizer"]
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -53,7 +55,7 @@ class GRACE(nnx.Module):
         dtype = _DTYPES[cfg.clip.dtype]
         if clip is None:
             clip = clip_lib.CLIP(
-                clip_lib.clip_config(cfg.clip.variant), rngs=rngs, dtype=dtype, remat=cfg.clip.remat
+                clip_lib.config_for(cfg.clip), rngs=rngs, dtype=dtype, remat=cfg.clip.remat
             )
         self.clip = clip
         dim = clip.config.projection_dim
@@ -145,7 +147,8 @@ class GRACE(nnx.Module):
         """Classifies clips.
 
         Args:
-          images: [B,T,H,W,3] frames normalised with CLIP's mean and std.
+          images: [B,T,H,W,3] float frames as ``data.normalize`` prepares them (CLIP's mean and std,
+            or [0,1] for DFER-CLIP's recipe).
           captions: optional [B,L] int32 per-clip caption token ids (used when cate.captions).
           caption_eot: [B] int32 EOT positions of ``captions``.
 
@@ -233,13 +236,57 @@ class GRACE(nnx.Module):
         return logits, aux
 
 
+def _stored_cue_rows(cfg: Any):
+    """The cue token ids to use with stored prompt ids, or None when the cues must be tokenised."""
+    rows = cfg.cate.get("token_ids")
+    if rows:
+        return rows
+    if cfg.prompt.get("text", "name") == "cue" or not cfg.cate.enabled:
+        # The prompt texts are the cues; or CATE, the only reader of cue ids, is off.
+        return cfg.prompt.token_ids
+    return None
+
+
+def needs_tokenizer(cfg: Any) -> bool:
+    """False when ``cfg`` (the model section) stores the token ids of its class texts
+    (``model.prompt.token_ids``, and ``model.cate.token_ids`` where CATE reads other cues): converted
+    and exported models are built without a tokenizer, so without a download."""
+    return not cfg.prompt.get("token_ids") or _stored_cue_rows(cfg) is None
+
+
 def class_tokens_from_config(cfg: Any, tokenizer) -> prompts.ClassTokens:
-    """Tokenises the (possibly overridden) class names and cues of ``cfg`` (the model section)."""
+    """Tokenises the (possibly overridden) class names and cues of ``cfg`` (the model section).
+
+    With ``model.prompt.token_ids`` set (per class, the ids of the text after the contexts, ``[SOT]
+    .. [EOT]``; written by grace_jax.convert and grace_jax.export) those ids are used as they are and
+    ``class_names``/``class_cues`` are for display only; ``model.cate.token_ids`` likewise holds the
+    cue ids, which default to the prompt ids when the prompts are the cues (``prompt.text="cue"``).
+    """
+    if cfg.prompt.get("token_ids"):
+        cue_rows = _stored_cue_rows(cfg)
+        if cue_rows is None:
+            cues = class_cues_lib.class_cues(
+                cfg.num_classes, names=list(cfg.class_names), cues=list(cfg.class_cues)
+            )
+            tok = tokenizer([c.cue for c in cues])
+            cue_rows = prompts.rows_from_ids(tok.ids, tok.eot_index)
+        tokens = prompts.tokens_from_ids(cfg.prompt.token_ids, cue_rows, cfg.prompt.n_ctx)
+        if len(tokens.prompt_ids) != cfg.num_classes or len(tokens.cue_ids) != cfg.num_classes:
+            raise ValueError(
+                f"model.prompt.token_ids / model.cate.token_ids hold {len(tokens.prompt_ids)} / "
+                f"{len(tokens.cue_ids)} texts but num_classes={cfg.num_classes}"
+            )
+        return tokens
     cues = class_cues_lib.class_cues(
         cfg.num_classes, names=list(cfg.class_names), cues=list(cfg.class_cues)
     )
     return prompts.tokenize_classes(
-        tokenizer, [c.name for c in cues], [c.cue for c in cues], cfg.prompt.n_ctx
+        tokenizer,
+        [c.name for c in cues],
+        [c.cue for c in cues],
+        cfg.prompt.n_ctx,
+        # Configs saved before the field existed put the class name there.
+        prompt_text=cfg.prompt.get("text", "name"),
     )
 
 
@@ -249,13 +296,14 @@ def build_model(
     """Builds GRACE from the ``model`` config section.
 
     CLIP comes from ``cfg.clip.init`` (a directory or hub name of Hugging Face CLIP weights; empty for
-    random weights of ``cfg.clip.variant``) unless ``clip`` is given. The tokenizer comes from
-    ``cfg.clip.tokenizer`` or else ``cfg.clip.init`` unless given.
+    random weights of ``cfg.clip.architecture`` or else ``cfg.clip.variant``) unless ``clip`` is given.
+    The tokenizer comes from ``cfg.clip.tokenizer`` or else ``cfg.clip.init`` unless given; none is
+    needed when the config stores its token ids (``needs_tokenizer``).
     """
     dtype = _DTYPES[cfg.clip.dtype]
     if clip is None and cfg.clip.init:
         clip = clip_lib.load_pretrained(cfg.clip.init, dtype=dtype, remat=cfg.clip.remat)
-    if tokenizer is None:
+    if tokenizer is None and needs_tokenizer(cfg):
         from grace_jax.text.tokenizer import Tokenizer
 
         source = cfg.clip.tokenizer or cfg.clip.init

@@ -1,10 +1,18 @@
 """Class text: tokenisation of names and cues, and DFER-CLIP's learnable prompt contexts.
 
-The coarse prompt of class c is ``[SOT] ctx_1 .. ctx_n <class name>. [EOT]`` where the ctx are learned
-word embeddings, class-specific by default (CoOp's class-specific context as DFER-CLIP uses it, 8
-tokens). The prompt's token ids keep placeholder ids at the context slots; their embeddings are
-replaced before the text encoder, exactly as DFER-CLIP's ``PromptLearner`` concatenates
-prefix/context/suffix embeddings.
+The coarse prompt of class c is ``[SOT] ctx_1 .. ctx_n <text> [EOT]`` where the ctx are learned word
+embeddings, class-specific by default (CoOp's class-specific context as DFER-CLIP uses it, 8 tokens),
+and ``<text>`` is chosen by ``config.model.prompt.text``:
+
+- ``"name"``: the class name followed by a period ("happiness."), DFER-CLIP's ``--text-type
+  class_names`` form; GRACE's default, since CATE brings the descriptive cue in as the fine text;
+- ``"cue"``: the class's cue sentence verbatim (``grace_jax.class_cues``, or ``model.class_cues``),
+  the form of DFER-CLIP's ``--text-type class_descriptor`` that all its training scripts use.
+
+DFER-CLIP tokenises ``"X X .. X " + text`` (n_ctx placeholder words) and swaps the placeholders'
+embeddings for the contexts; CLIP's BPE splits words independently, so that is ``text``'s own tokens
+with n_ctx slots opened after SOT, which is what we build (the slot ids are never embedded for real).
+The EOT position (DFER-CLIP: the argmax of the ids) is kept explicitly.
 
 Token ids of all class texts are fixed at construction. Sequences are cut to the longest text's EOT + 1
 (a static length): CLIP's text encoder is causal, so the features of the kept positions do not change,
@@ -23,9 +31,14 @@ from flax import nnx
 
 __all__ = [
     "ClassTokens",
+    "PROMPT_TEXTS",
     "TokenIds",
+    "ids_from_rows",
     "insert_context_slots",
+    "prompt_texts",
+    "rows_from_ids",
     "tokenize_classes",
+    "tokens_from_ids",
     "trim",
     "valid_token_mask",
     "PromptLearner",
@@ -73,19 +86,67 @@ def insert_context_slots(
     return out, (eot + n_ctx).astype(np.int32)
 
 
+PROMPT_TEXTS = ("name", "cue")
+
+
+def prompt_texts(names: Sequence[str], cues: Sequence[str], mode: str = "name") -> list[str]:
+    """The text that follows the contexts in each class's coarse prompt (``model.prompt.text``)."""
+    if mode == "name":
+        return [f"{n}." for n in names]
+    if mode == "cue":
+        return list(cues)
+    raise ValueError(f"model.prompt.text must be one of {PROMPT_TEXTS}, got {mode!r}")
+
+
 def tokenize_classes(
-    tokenizer, names: Sequence[str], cues: Sequence[str], n_ctx: int
+    tokenizer, names: Sequence[str], cues: Sequence[str], n_ctx: int, prompt_text: str = "name"
 ) -> ClassTokens:
     """Builds :class:`ClassTokens` with a ``grace_jax.text.tokenizer.Tokenizer``.
 
-    The coarse text is "<name>." behind ``n_ctx`` context slots (DFER-CLIP's prompt form).
+    The coarse text behind the ``n_ctx`` context slots is ``prompt_texts(names, cues, prompt_text)``;
+    the fine text is the cue sentences either way.
     """
-    name_tok = tokenizer([f"{n}." for n in names])
-    prompt_ids, prompt_eot = insert_context_slots(name_tok.ids, name_tok.eot_index, n_ctx)
+    prompt_tok = tokenizer(prompt_texts(names, cues, prompt_text))
+    # Raises when a text and the contexts do not fit the positions (DFER-CLIP's tokenizer refuses
+    # such a prompt too).
+    prompt_ids, prompt_eot = insert_context_slots(prompt_tok.ids, prompt_tok.eot_index, n_ctx)
     cue_tok = tokenizer(list(cues))
     return ClassTokens(
         prompt_ids.astype(np.int32), prompt_eot, cue_tok.ids.astype(np.int32), cue_tok.eot_index
     )
+
+
+def ids_from_rows(rows: Sequence[Sequence[int]], length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token id lists, one per text, each ``[SOT] w.. [EOT]`` (as ``model.prompt.token_ids`` stores
+    them) -> ([N,length] int32 ids padded with 0, [N] int32 EOT positions = the last of each list)."""
+    if not rows or any(len(r) < 2 for r in rows):
+        raise ValueError("token id lists must each hold at least [SOT] and [EOT]")
+    longest = max(len(r) for r in rows)
+    if longest > length:
+        raise ValueError(f"a token id list has {longest} ids, more than the {length} positions")
+    ids = np.zeros((len(rows), length), np.int32)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = [int(t) for t in row]
+    return ids, np.asarray([len(r) - 1 for r in rows], np.int32)
+
+
+def rows_from_ids(ids: np.ndarray, eot: np.ndarray, n_ctx: int = 0) -> list[list[int]]:
+    """Inverse of ``ids_from_rows`` (after ``insert_context_slots`` when ``n_ctx`` > 0): each row's ids
+    up to its EOT, the ``n_ctx`` context slots after SOT left out."""
+    ids, eot = np.asarray(ids), np.asarray(eot)
+    return [[int(row[0])] + [int(t) for t in row[1 + n_ctx : e + 1]] for row, e in zip(ids, eot)]
+
+
+def tokens_from_ids(
+    prompt_rows: Sequence[Sequence[int]], cue_rows: Sequence[Sequence[int]], n_ctx: int
+) -> ClassTokens:
+    """:class:`ClassTokens` from stored token ids instead of a tokenizer (``model.prompt.token_ids``,
+    ``model.cate.token_ids``): the same arrays ``tokenize_classes`` gives for texts with these ids, up
+    to padding after each EOT, which no feature we use depends on (the text tower is causal)."""
+    prompt_ids, prompt_eot = ids_from_rows(prompt_rows, max(len(r) for r in prompt_rows) + n_ctx)
+    prompt_ids, prompt_eot = insert_context_slots(prompt_ids, prompt_eot, n_ctx)
+    cue_ids, cue_eot = ids_from_rows(cue_rows, max(len(r) for r in cue_rows))
+    return ClassTokens(prompt_ids, prompt_eot, cue_ids, cue_eot)
 
 
 def trim(ids: np.ndarray, eot: np.ndarray) -> np.ndarray:

@@ -60,6 +60,11 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return len(self._tok)
 
+    def decode(self, ids: Sequence[int]) -> str:
+        """Token ids -> text without the special tokens, as CLIP decodes (lower case; its BPE does
+        not keep the spacing around punctuation)."""
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=True).strip()
+
     def __call__(self, texts: Sequence[str]) -> TokenizedText:
         if isinstance(texts, str):
             raise TypeError("Pass a list of strings, not a single string.")

@@ -45,3 +45,37 @@ def test_same_rng_state_same_indices_and_errors():
         segment_indices(0, 16, train=False)
     with pytest.raises(ValueError, match="needs an rng"):
         segment_indices(40, 16, train=True)
+
+
+def _dferclip_train_reference(n: int, t: int, rng: np.random.Generator) -> np.ndarray:
+    # DFER-CLIP's _get_train_indices (duration 1) written out: segments of n // t frames from 0.
+    average = n // t
+    if average > 0:
+        return np.arange(t) * average + rng.integers(0, average, size=t)
+    return np.pad(np.arange(n), (0, t - n), "edge")
+
+
+@pytest.mark.parametrize("n", [10, 16, 25, 31, 47, 96])
+def test_dferclip_train_sampling_is_dferclip_loaders(n):
+    rng_a, rng_b = np.random.default_rng(n), np.random.default_rng(n)
+    for _ in range(50):
+        ours = segment_indices(n, 16, train=True, rng=rng_a, scheme="dferclip")
+        np.testing.assert_array_equal(ours, _dferclip_train_reference(n, 16, rng_b))
+
+
+def test_dferclip_train_sampling_never_reaches_the_tail():
+    # 31 frames: segments of one frame, frames 16..30 are never drawn (ours spreads over all 31).
+    rng = np.random.default_rng(0)
+    draws = {int(i) for _ in range(200) for i in segment_indices(31, 16, train=True, rng=rng, scheme="dferclip")}
+    assert draws == set(range(16))
+    ours = {int(i) for _ in range(200) for i in segment_indices(31, 16, train=True, rng=rng)}
+    assert max(ours) == 30
+    with pytest.raises(ValueError, match="sampling scheme"):
+        segment_indices(31, 16, train=True, rng=rng, scheme="tsn")
+
+
+@pytest.mark.parametrize("n", [16, 17, 25, 47, 96, 200])
+def test_eval_centres_equal_dferclip_test_indices(n):
+    tick = n / 16.0
+    expected = [int(tick / 2.0 + tick * k) for k in range(16)]
+    np.testing.assert_array_equal(segment_indices(n, 16, train=False), expected)

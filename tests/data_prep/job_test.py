@@ -165,3 +165,31 @@ def test_command_line_writes_manifest_with_command_and_refuses_rerun(tmp_path):
     second = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=120)
     assert second.returncode != 0
     assert f"output {out} already exists" in second.stderr
+
+
+def test_listed_frame_counts_are_checked_against_the_frames_on_disk(tmp_path):
+    # DFER-CLIP's own DFEW lists carried wrong counts until its PR #1: the clip is kept with the frames
+    # that exist, and the mismatch is reported per clip.
+    root = tmp_path / "DFEW"
+    for clip, n in (("00001", 12), ("00002", 7), ("00003", 9)):
+        make_frame_folder(str(root / "DFEW_Frame_Face" / clip), n)
+    (root / "annotation").mkdir()
+    train = root / "annotation" / "set_1_train.txt"
+    train.write_text("/elsewhere/DFEW/DFEW_Frame_Face/00001 12 0\n/elsewhere/DFEW/DFEW_Frame_Face/00002 9 1\n")
+    test = root / "annotation" / "set_1_test.txt"
+    test.write_text("/elsewhere/DFEW/DFEW_Frame_Face/00003 4 2\n")
+    out = tmp_path / "shards"
+    manifest = job.build(_config(dataset="dfew", root=str(root), fold=1, out=str(out), max_bad_fraction=0.0))
+    assert [r.num_frames for r in read_split(str(out), "train")] == [12, 7]
+    assert [r.num_frames for r in read_split(str(out), "test")] == [9]
+    assert manifest["splits"]["train"]["max_frames"] == 12 and manifest["splits"]["test"]["min_frames"] == 9
+    assert manifest["num_bad_clips"] == 0
+    assert manifest["num_frame_count_mismatches"] == 2
+    assert manifest["frame_count_mismatches_per_split"] == {"train": 1, "test": 1}
+    lines = report.read_report(str(out / schema.BAD_CLIP_REPORT_NAME))
+    assert [(b.split, b.source, b.path) for b in lines] == [  # in build order: lists sorted by name
+        ("test", f"{test}:1", str(root / "DFEW_Frame_Face" / "00003")),
+        ("train", f"{train}:2", str(root / "DFEW_Frame_Face" / "00002")),
+    ]
+    assert lines[0].reason == "frame count mismatch (clip kept): the list says 4 frames, 9 found; 9 used"
+    assert lines[1].reason == "frame count mismatch (clip kept): the list says 9 frames, 7 found; 7 used"

@@ -69,7 +69,9 @@ def _dferclip_logits(model, images, tokens: prompts.ClassTokens):
         o = jnp.einsum("bhqk,bkhd->bqhd", a, v).reshape(b, t + 1, 512)
         x = x + o @ blk.to_out.kernel[...] + blk.to_out.bias[...]
         h = _layer_norm(x, blk.norm2) @ blk.fc1.kernel[...] + blk.fc1.bias[...]
-        x = x + jax.nn.gelu(h, approximate=False) @ blk.fc2.kernel[...] + blk.fc2.bias[...]
+        # DFER-CLIP's Temporal_Model.py defines its GELU as the tanh approximation.
+        h = 0.5 * h * (1 + jnp.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h**3)))
+        x = x + h @ blk.fc2.kernel[...] + blk.fc2.bias[...]
     video = x[:, 0] / jnp.linalg.norm(x[:, 0], axis=-1, keepdims=True)
     emb = clip.embed_tokens(jnp.asarray(tokens.prompt_ids))
     emb = emb.at[:, 1:9].set(model.prompts.ctx[...])

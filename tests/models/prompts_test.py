@@ -6,6 +6,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
@@ -57,3 +58,70 @@ def test_tokenize_classes_and_prompt_learner(tmp_path):
                                    class_specific=False, rngs=nnx.Rngs(1))  # fmt: skip
     assert shared.ctx.shape == (1, 8, 64)
     assert np.all(np.isfinite(np.asarray(jax.jit(lambda m: m(clip)[0])(shared))))
+
+
+def _dferclip_ids(tok, texts, n_ctx):
+    """What DFER-CLIP's PromptLearner tokenises: n_ctx "X" placeholder words, a space, the text."""
+    placeholders = " ".join(["X"] * n_ctx)
+    return tok([placeholders + " " + t for t in texts])
+
+
+def _check_prompts(tok, ct, texts, n_ctx):
+    ref = _dferclip_ids(tok, texts, n_ctx)
+    x_id = tok(["X"]).ids[0, 1]
+    assert np.all(ref.ids[:, 1 : 1 + n_ctx] == x_id)  # one token per placeholder
+    # Our ids are DFER-CLIP's with the placeholder slots left empty; EOT at the same position, which
+    # is where DFER-CLIP's argmax finds it.
+    np.testing.assert_array_equal(ct.prompt_eot, ref.eot_index)
+    np.testing.assert_array_equal(ct.prompt_eot, ref.ids.argmax(-1))
+    assert np.all(ct.prompt_ids[:, 1 : 1 + n_ctx] == 0)
+    for c in range(len(texts)):
+        end = ct.prompt_eot[c] + 1
+        np.testing.assert_array_equal(ct.prompt_ids[c, :1], ref.ids[c, :1])
+        np.testing.assert_array_equal(ct.prompt_ids[c, 1 + n_ctx : end], ref.ids[c, 1 + n_ctx : end])
+
+
+def test_prompt_text_modes_tokenise_like_dferclip():
+    tok = Tokenizer.from_pretrained("builtin:tiny")
+    names = ["happiness", "sadness", "neutral"]
+    cues = ["a wide smile, lifted cheeks.", "a drooping mouth.", "a still face, level brows."]
+    for n_ctx in (8, 4):
+        name = prompts.tokenize_classes(tok, names, cues, n_ctx, prompt_text="name")
+        _check_prompts(tok, name, ["happiness.", "sadness.", "neutral."], n_ctx)  # name + "."
+        cue = prompts.tokenize_classes(tok, names, cues, n_ctx, prompt_text="cue")
+        _check_prompts(tok, cue, cues, n_ctx)  # the sentence verbatim, its own period only
+        # The fine text is the cue sentence in both modes.
+        np.testing.assert_array_equal(name.cue_ids, cue.cue_ids)
+        np.testing.assert_array_equal(cue.cue_ids, tok(cues).ids)
+    assert prompts.prompt_texts(names, cues, "name") == ["happiness.", "sadness.", "neutral."]
+    with pytest.raises(ValueError, match="prompt.text"):
+        prompts.tokenize_classes(tok, names, cues, 8, prompt_text="class_descriptor")
+    # A sentence that does not fit 77 positions behind the contexts is refused, not cut.
+    with pytest.raises(ValueError, match="too long"):
+        prompts.tokenize_classes(tok, names[:1], ["smile " * 70], 8, prompt_text="cue")
+
+
+def test_config_overrides_work_in_both_modes():
+    """model.class_names / model.class_cues reach the prompts in the mode that uses them; the
+    built-in cue sentences fill the classes an override leaves empty."""
+    from configs import base
+    from grace_jax.models import grace
+
+    tok = Tokenizer.from_pretrained("builtin:tiny")
+    cfg = base.get_config().model
+    assert cfg.prompt.text == "name"  # full GRACE's default
+    builtin = class_cues.class_cues(7)
+    cfg.class_names = ("joy",) + ("",) * 6
+    ct = grace.class_tokens_from_config(cfg, tok)
+    _check_prompts(tok, ct, ["joy."] + [f"{c.name}." for c in builtin[1:]], 8)
+
+    sentences = ("a wide smile.", "", "a still face.", "", "", "", "")
+    cfg.prompt.text = "cue"
+    cfg.class_cues = sentences
+    ct = grace.class_tokens_from_config(cfg, tok)
+    texts = [s or builtin[i].cue for i, s in enumerate(sentences)]
+    # (The tiny vocabulary spells unseen words nearly letter by letter; the two classes overridden
+    # here are the ones whose built-in sentence would not fit behind 8 contexts in it. With CLIP's
+    # vocabulary every built-in sentence takes 21-35 tokens.)
+    _check_prompts(tok, ct, texts, 8)
+    np.testing.assert_array_equal(ct.cue_ids, tok(texts).ids)
