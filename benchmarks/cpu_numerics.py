@@ -16,8 +16,9 @@ XLA reads XLA_FLAGS once per process, so every measurement is its own subprocess
 on/off then off/on, for --rounds rounds, so background load on a shared machine hits both alike.
 Each subprocess compiles, runs --warmup untimed steps, then --steps timed ones; the table gives,
 per setting, the median over all timed steps of all rounds and the minimum (the least
-load-sensitive figure), the ratio off/on of each, and how many ynn fusions the compiled step holds
-(0 confirms `off` took effect).
+load-sensitive figure), the ratio of each to `on`, and how many ynn fusions the compiled step
+holds (0 confirms `off` took effect). --settings=on,off,noreduce adds XLA's narrower switch,
+--xla_cpu_experimental_ynn_fusion_type=-reduce (reductions kept out of ynn, dots left in it).
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ _FRAMES = flags.DEFINE_integer("frames", 8, "Frames per clip for vit-b32.")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Subprocesses per setting (alternated).")
 _STEPS = flags.DEFINE_integer("steps", 3, "Timed steps per subprocess.")
 _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps per subprocess after compiling.")
+_SETTINGS = flags.DEFINE_list(
+    "settings", ["on", "off"], "on | off | noreduce (--xla_cpu_experimental_ynn_fusion_type=-reduce)."
+)
 _CHILD = flags.DEFINE_string("child", "", "Internal: run one measurement of this model and exit.")
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,17 +109,17 @@ def _child(model: str) -> None:
 
 def _run(model: str, setting: str) -> dict:
     env = dict(os.environ)
-    flags_ = " ".join(
-        t
-        for t in env.get("XLA_FLAGS", "").split()
-        if "xla_cpu_experimental_ynn_fusion_type" not in t
-    )
+    kept = [t for t in env.get("XLA_FLAGS", "").split() if _OFF_FLAG.rstrip("=") not in t]
     env.pop("GRACE_JAX_KEEP_YNN_FUSION", None)
     if setting == "on":
         env["GRACE_JAX_KEEP_YNN_FUSION"] = "1"
+    elif setting == "off":
+        kept.append(_OFF_FLAG)
+    elif setting == "noreduce":
+        kept.append(_OFF_FLAG + "-reduce")
     else:
-        flags_ = f"{flags_} {_OFF_FLAG}".strip()
-    env["XLA_FLAGS"] = flags_
+        raise app.UsageError(f"unknown setting {setting!r}")
+    env["XLA_FLAGS"] = " ".join(kept)
     env.setdefault("JAX_PLATFORMS", "cpu")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [_REPO, env.get("PYTHONPATH")]))
     argv = [sys.executable, os.path.abspath(__file__), f"--child={model}",
@@ -145,9 +149,10 @@ def main(argv):
     )
     rows = []
     for model in _MODELS.value:
-        res = {"on": [], "off": []}
+        settings = _SETTINGS.value
+        res = {setting: [] for setting in settings}
         for r in range(_ROUNDS.value):
-            for setting in ("on", "off") if r % 2 == 0 else ("off", "on"):
+            for setting in settings if r % 2 == 0 else settings[::-1]:
                 out = _run(model, setting)
                 res[setting].append(out)
                 print(f"  {model} {setting}: compile {out['compile_s']:.1f}s, steps "
@@ -164,17 +169,17 @@ def main(argv):
             )  # fmt: skip
         rows.append((model, stats))
     load = os.getloadavg()
-    header = ("model", "batch x frames x px", "fusion", "ynn fusions", "compile s",
-              "step s (median)", "step s (min)", "off/on (median)", "off/on (min)", "loss")  # fmt: skip
+    header = ("model", "batch x frames x px", "ynn fusion", "ynn fusions", "compile s",
+              "step s (median)", "step s (min)", "x on (median)", "x on (min)", "loss")  # fmt: skip
     print()
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for model, s in rows:
-        shape = "x".join(map(str, s["on"]["shape"]))
-        for setting in ("on", "off"):
-            x = s[setting]
-            ratio = (f"{x['med'] / s['on']['med']:.2f} | {x['lo'] / s['on']['lo']:.2f}"
-                     if setting == "off" else " | ")  # fmt: skip
+        shape = "x".join(map(str, next(iter(s.values()))["shape"]))
+        base = s.get("on")
+        for setting, x in s.items():
+            ratio = (f"{x['med'] / base['med']:.2f} | {x['lo'] / base['lo']:.2f}"
+                     if base is not None and setting != "on" else " | ")  # fmt: skip
             print(f"| {model} | {shape} | {setting} | {x['ynn']} | {x['compile']:.1f} | "
                   f"{x['med']:.3f} | {x['lo']:.3f} | {ratio} | {x['loss']:.4f} |")  # fmt: skip
     print(f"\nload average at end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")

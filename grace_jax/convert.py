@@ -509,7 +509,7 @@ def convert_dferclip(
         "recipe": f"configs/ablations/dferclip.py:{_recipe_arg(dataset, fold)}",
         "texts": texts,
         "token_ids": token_rows,
-        "command": command or shlex.join([sys.executable, "-m", "grace_jax.convert", *sys.argv[1:]]),
+        "command": command or shlex.join(["python", "-m", "grace_jax.convert", *sys.argv[1:]]),
         "converted_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     _write_run(workdir, config, class_names, state, info)

@@ -18,8 +18,9 @@ value of the flag: if `XLA_FLAGS` (or a `--flagfile` it names) already mentions
 `GRACE_JAX_KEEP_YNN_FUSION=1`, which keeps XLA's default.
 
 Only XLA:CPU reads the flag: on GPU/TPU it is harmless, and it still applies there to the
-computations jax runs on its host CPU backend. It is added only for jaxlib >= 0.10.2 (the first
-release with the bugs; older jaxlibs never get a flag they might not know, which would be fatal).
+computations jax runs on its host CPU backend. It is added only for jaxlib >= 0.10.2, the first
+release with the bugs: older ones compute correctly, and a flag an older XLA did not know would be
+fatal to it.
 Cost: see benchmarks/cpu_numerics.py and the README's "CPU numerics" section.
 """
 
@@ -36,8 +37,8 @@ OFF = FLAG + "="  # empty list of fusion types: the ynn fusion is off
 OPT_OUT_ENV = "GRACE_JAX_KEEP_YNN_FUSION"
 FIRST_AFFECTED_JAXLIB = (0, 10, 2)
 
-# What the last `apply()` did, for logs: "added", "user-set", "opted-out", "jaxlib <version>",
-# "no jaxlib", "not applied".
+# What `apply()` did to os.environ, for logs: "added", "user-set", "opted-out", "jaxlib <version>",
+# "no jaxlib", or "not applied".
 status = "not applied"
 
 
@@ -96,24 +97,28 @@ def _backend_started() -> bool:
 
 
 def apply(environ=None) -> str:
-    """Turns XLA:CPU's ynn fusion off in `environ` (default `os.environ`); returns `status`."""
+    """Turns XLA:CPU's ynn fusion off in `environ` (default `os.environ`); returns what it did.
+
+    For `os.environ` the result is also kept in `status` (see `describe()`).
+    """
     global status
+    own = environ is None or environ is os.environ
     environ = os.environ if environ is None else environ
     xla_flags = environ.get("XLA_FLAGS", "")
     if environ.get(OPT_OUT_ENV, "").strip().lower() not in ("", "0", "false", "no", "off"):
-        status = "opted-out"
+        result = "opted-out"
     elif mentions_flag(xla_flags):
-        status = "user-set"
+        result = "user-set"
     else:
         version = _jaxlib_version()
         if version is None:
-            status = "no jaxlib"
+            result = "no jaxlib"
         elif version < FIRST_AFFECTED_JAXLIB:
-            status = "jaxlib " + ".".join(map(str, version))
+            result = "jaxlib " + ".".join(map(str, version))
         else:
             environ["XLA_FLAGS"] = with_fusion_off(xla_flags)
-            status = "added"
-            if environ is os.environ and _backend_started():
+            result = "added"
+            if own and _backend_started():
                 warnings.warn(
                     "grace_jax was imported after jax started its backend, so XLA:CPU's ynn fusion "
                     f"stays on in this process (jaxlib miscompiles it: jax-ml/jax#39103). Import "
@@ -121,4 +126,19 @@ def apply(environ=None) -> str:
                     RuntimeWarning,
                     stacklevel=3,
                 )
-    return status
+    if own:
+        status = result
+    return result
+
+
+def describe() -> str:
+    """One line for logs: what `apply()` did about the ynn fusion in this process."""
+    if status == "added":
+        return f"XLA:CPU ynn fusion off (grace_jax's default; {OPT_OUT_ENV}=1 keeps XLA's)"
+    if status == "user-set":
+        return f"XLA:CPU ynn fusion as the caller's XLA_FLAGS set it ({FLAG})"
+    if status == "opted-out":
+        return f"XLA:CPU ynn fusion at XLA's default ({OPT_OUT_ENV} is set)"
+    if status.startswith("jaxlib "):
+        return f"XLA:CPU ynn fusion at XLA's default ({status} predates the miscompiles)"
+    return f"XLA:CPU ynn fusion at XLA's default ({status})"

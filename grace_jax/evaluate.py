@@ -134,7 +134,7 @@ def evaluate_run(
             "normalize": config.data.get("normalize", "clip"),
         },
         seconds=round(seconds, 2),
-        command=command or shlex.join([sys.executable, "-m", "grace_jax.evaluate", *sys.argv[1:]]),
+        command=command or shlex.join(["python", "-m", "grace_jax.evaluate", *sys.argv[1:]]),
         evaluated_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
     if jax.process_index() == 0:

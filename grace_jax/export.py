@@ -103,6 +103,13 @@ def _evaluations(workdir: str) -> list[dict]:
     return found
 
 
+def _clip_name(clip_cfg) -> str:
+    if clip_cfg.variant != "custom" or not clip_cfg.get("architecture"):
+        return clip_cfg.variant
+    v = clip_cfg.architecture.vision
+    return f"ViT (width {v.width}, {v.layers} layers, patch {v.patch_size})"
+
+
 def _fmt(x) -> str:
     return "-" if x is None else f"{100 * x:.2f}"
 
@@ -137,7 +144,7 @@ def model_card(
         f"# {name}",
         "",
         f"{kind}: a dynamic facial expression recognition model that classifies a face video into "
-        f"{m.num_classes} emotions. CLIP {m.clip.variant} image tower on {d.num_frames} frames of "
+        f"{m.num_classes} emotions. CLIP {_clip_name(m.clip)} image tower on {d.num_frames} frames of "
         f"{d.image_size}x{d.image_size} px, a temporal transformer, and learned text prompts "
         f"({m.prompt.n_ctx} context tokens followed by the class {'description' if m.prompt.text == 'cue' else 'name'})."
         + ("" if is_dferclip else " Motion weighting, CATE and token-level optimal transport: "
@@ -165,9 +172,11 @@ def model_card(
         "",
     ]  # fmt: skip
     if conversion:
+        recipe = str(conversion.get("recipe", "")).partition(":")[2] or "?"
         lines.append(
-            f"Trained by DFER-CLIP's official code ({conversion.get('recipe', 'dferclip')}); "
-            "converted from its released checkpoint."
+            f"Trained with DFER-CLIP's official code ({recipe.replace(',fold=', ' fold ')}); its "
+            "checkpoint converted with `grace_jax.convert` (recipe: "
+            f"`{conversion.get('recipe')}`)."
         )
     if manifest:
         splits = ", ".join(f"{s}: {v.get('num_clips')} clips" for s, v in manifest.get("splits", {}).items())
@@ -269,6 +278,7 @@ def export_run(
                 ),
             },
         )
+        os.chmod(os.path.join(staging, WEIGHTS), 0o644)  # safetensors writes it owner-only
         with open(os.path.join(staging, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2, sort_keys=True))
         with open(os.path.join(staging, "classes.json"), "w") as f:

@@ -126,8 +126,12 @@ def read_text(path: str) -> str:
 def write_bytes(path: str, data: bytes) -> None:
     """Writes the whole file at once; readers never see a half-written one."""
     if is_uri(path):
-        with open(path, "wb") as f:
-            f.write(data)
+        try:
+            with open(path, "wb") as f:
+                f.write(data)
+        except FileNotFoundError as e:  # gcsfs names only the upload URL
+            bucket = path.split("://", 1)[1].split("/", 1)[0]
+            raise FileNotFoundError(f"{path}: cannot write it: no bucket {bucket!r} ({e})") from e
         return
     tmp = f"{path}.tmp-{os.getpid()}"
     try:

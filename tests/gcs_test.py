@@ -75,6 +75,8 @@ def test_path_layer_reads_writes_lists_on_gcs(gcs_env):
     with pytest.raises(ValueError, match="append mode"):
         paths.open(paths.join(root, "a.json"), "a")
     assert paths.dirname(paths.join(root, "sub", "b.bin")) == f"{root}/sub"
+    with pytest.raises(FileNotFoundError, match="gs://nobucket/run/config.json: cannot write it: no bucket 'nobucket'"):
+        paths.write_text("gs://nobucket/run/config.json", "{}")
 
 
 def test_upload_tree_puts_the_marker_last(gcs_env, tmp_path):
@@ -190,8 +192,8 @@ def _run(args, env, cwd, timeout):
 
 
 @pytest.fixture(scope="module")
-def gcs_run(gcs, gcs_data, tmp_path_factory):
-    """Trains the tiny config 2 steps into gs://bucket/run, then restarts the same command with 4."""
+def gcs_first_run(gcs, gcs_data, tmp_path_factory):
+    """Trains the tiny config 2 steps into gs://bucket/run; returns its stdout and what the bucket then held."""
     root = tmp_path_factory.mktemp("gcs_e2e")
     cwd = root / "cwd"  # Empty: anything written locally by mistake (a "gs:" folder) shows up here.
     cwd.mkdir()
@@ -199,30 +201,52 @@ def gcs_run(gcs, gcs_data, tmp_path_factory):
     env.update(
         PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""),
         JAX_PLATFORMS="cpu",
-        XLA_FLAGS="",
+        # One CPU device, and XLA's quick compile: a third less CPU for the same run (this test is
+        # about files, and the few steps it runs are not worth optimizing).
+        XLA_FLAGS="--xla_backend_optimization_level=0",
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         # The restart compiles the same steps (and predict the same initializers): read them back
-        # from disk instead of compiling again (a 2-step run: ~100 s of CPU cold, ~30 s warm).
+        # from disk instead of compiling again (a 2-step run: ~3x less CPU warm than cold).
         JAX_COMPILATION_CACHE_DIR=str(root / "jax_cache"),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
     )
-    config = _write_config(root)
-    workdir = f"gs://{BUCKET}/run"
-    outs = [
-        _run(["-m", "grace_jax.main", f"--config={config}:{steps},{gcs_data}", f"--workdir={workdir}"],
-             env, str(cwd), timeout=900)
-        for steps in (2, 4)
-    ]
-    return {"root": root, "cwd": cwd, "env": env, "workdir": workdir, "outs": outs}
+    run = {"root": root, "cwd": cwd, "env": env, "workdir": f"gs://{BUCKET}/run", "config": _write_config(root)}
+    run["out"] = _train(run, 2, gcs_data)
+    run["objects"] = gcs.list_objects(BUCKET, "run/")
+    run["metrics"] = gcs.read(BUCKET, "run/metrics.jsonl").decode()
+    return run
+
+
+@pytest.fixture(scope="module")
+def gcs_run(gcs_first_run, gcs_data):
+    """gcs_first_run restarted with the same command and 4 steps: it resumes from the bucket."""
+    return dict(gcs_first_run, first_out=gcs_first_run["out"], out=_train(gcs_first_run, 4, gcs_data))
+
+
+def _train(run, steps, data_dir):
+    return _run(["-m", "grace_jax.main", f"--config={run['config']}:{steps},{data_dir}", f"--workdir={run['workdir']}"],
+                run["env"], str(run["cwd"]), timeout=900)
+
+
+def test_gcs_first_run_wrote_its_outputs_to_the_bucket(gcs_first_run):
+    assert "Resumed from" not in gcs_first_run["out"] and "step 2/2" in gcs_first_run["out"]
+    objects = gcs_first_run["objects"]
+    for name in ("config.json", "classes.json", "metrics.jsonl", "final_metrics.json", "confusion_matrix.png",
+                 "learning_curves.png"):
+        assert f"run/{name}" in objects, name
+    assert any(o.startswith("run/checkpoints/last/2/") for o in objects)
+    records = [json.loads(line) for line in gcs_first_run["metrics"].splitlines()]
+    assert [(r["step"], r["split"]) for r in records] == [(2, "train"), (2, "eval")]
+    assert os.listdir(gcs_first_run["cwd"]) == []
 
 
 def test_gcs_run_resumes_and_keeps_every_record(gcs, gcs_run):
-    first, second = gcs_run["outs"]
-    assert "Resumed from" not in first
+    second = gcs_run["out"]
     assert "Resumed from gs://bucket/run/checkpoints at step 2." in second
     assert "step 2/4" not in second and "step 4/4" in second  # Continued, not restarted.
+    # No append on GCS: the first run's records must have survived the second run's writes.
     records = [json.loads(line) for line in gcs.read(BUCKET, "run/metrics.jsonl").decode().splitlines()]
     assert [(r["step"], r["split"]) for r in records] == [(2, "train"), (2, "eval"), (4, "train"), (4, "eval")]
     objects = gcs.list_objects(BUCKET, "run/")
