@@ -12,6 +12,11 @@ The process id comes from `config.distributed.process_id` (>= 0) or the env var 
 what is still unset is left to jax's cluster auto-detection. A plain single-process run calls
 nothing.
 
+Each process feeds the rows of every global batch that its devices hold (`batch_rows`, used with
+`input_pipeline.BatchSliceSampler`). `CompiledTogether` compiles a step on every process before any
+runs it and `barrier` waits on the coordination service, not on a device collective: XLA:CPU's gloo
+gives a late peer only 30 s at the first collective.
+
 Preemption: `PreemptionWatcher.reached(step)` is asked after every training step on every process and
 is True on all of them at the same step once any of them got SIGTERM. In a distributed job that is
 jax's preemption sync point (`jax.distributed.initialize` installs jax's own C++ SIGTERM handler and
@@ -25,6 +30,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 import jax
 from absl import logging
@@ -126,6 +132,51 @@ def batch_rows(batch_sharding: jax.sharding.Sharding, global_batch_size: int) ->
             "give each process its own block of rows."
         )
     return lo // size, global_batch_size // size
+
+
+_barriers = 0
+
+
+def barrier(name: str, timeout_s: float = 3600.0) -> None:
+    """Waits until every process gets here; does nothing in a single process.
+
+    The coordination service's barrier, not a device collective: XLA:CPU's gloo gives a peer only 30 s
+    to turn up for the first collective (a process still compiling or building data that much longer
+    than the others kills the job), and jax's `multihost_utils.sync_global_devices` is one.
+    """
+    global _barriers
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed as jax_distributed
+
+    _barriers += 1  # every process calls the same barriers in the same order
+    jax_distributed.global_state.client.wait_at_barrier(f"grace_jax/{_barriers}/{name}", int(timeout_s * 1000))
+
+
+class CompiledTogether:
+    """A jitted function that, with several processes, is compiled for its first call's arguments on
+    every process and run only once all have compiled it (`barrier`); later calls run that executable.
+
+    The arguments' shapes and shardings must not change between calls (the trainer's batches are
+    padded to one shape). A single process calls the jitted function as it is.
+    """
+
+    def __init__(self, jitted, name: str):
+        self._jitted = jitted
+        self._name = name
+        self._compiled = None
+
+    def __call__(self, *args):
+        if self._compiled is None:
+            if jax.process_count() > 1:
+                start = time.perf_counter()
+                self._compiled = self._jitted.lower(*args).compile()
+                logging.info("%s compiled in %.1f s; waiting for the other processes", self._name,
+                             time.perf_counter() - start)
+                barrier(f"compiled {self._name}")
+            else:
+                self._compiled = self._jitted
+        return self._compiled(*args)
 
 
 class PreemptionWatcher:

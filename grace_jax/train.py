@@ -197,9 +197,7 @@ def _prepare_data(config, workdir: str) -> str:
                 if local:
                     shutil.rmtree(local, ignore_errors=True)
         if jax.process_count() > 1:  # The others wait until process 0 has written it.
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices("synthfer_ready")
+            distributed.barrier("synthfer ready")
     return out
 
 
@@ -306,7 +304,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     loss_cfg = dict(config.model.loss)
     normalize = config.data.get("normalize", "clip")  # configs saved before the field: CLIP mean/std
-    train_fn = jax.jit(
+    # CompiledTogether: with several processes, the first step runs once every process compiled it.
+    train_fn = distributed.CompiledTogether(jax.jit(
         functools.partial(
             train_step,
             graphdef=graphdef,
@@ -318,8 +317,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         in_shardings=(state_sh, batch_sh),
         out_shardings=(state_sh, replicated),
         donate_argnums=0,
-    )
-    eval_fn = jax.jit(
+    ), "train_step")
+    eval_fn = distributed.CompiledTogether(jax.jit(
         functools.partial(
             eval_step,
             graphdef=graphdef,
@@ -329,7 +328,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         ),
         in_shardings=(state_sh, batch_sh),
         out_shardings=(replicated, replicated),
-    )
+    ), "eval_step")
 
     caption_tok = tokenizer if config.model.cate.captions else None
     loader_kw = dict(

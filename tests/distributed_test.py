@@ -1,10 +1,10 @@
 """Several real processes and SIGTERM, end to end through `python -m grace_jax.main`.
 
-- 2 processes x 4 CPU devices (loopback coordinator, gloo) train the tiny config to the parameters and
-  eval confusion matrix of 1 process x 8 devices (the `tiny_run` fixture);
-- SIGTERM mid-run: the process finishes its step, saves it, says so and exits 0; the same command then
-  resumes to the bit-identical parameters of the uninterrupted run. With 2 processes, SIGTERM to one
-  stops both at the same step.
+- 2 processes x 4 CPU devices (loopback coordinator, gloo) train the tiny config (with SGD) to the
+  parameters and eval confusion matrix of 1 process x 8 devices; a SIGTERM to one of them on the way
+  stops both at the same step, and the same commands resume;
+- SIGTERM mid-run to one process: it finishes its step, saves it, says so and exits 0; the same
+  command then resumes to the bit-identical parameters of the uninterrupted run (`tiny_run`).
 - the pieces: config/env -> jax.distributed.initialize arguments, each process's block of rows.
 
 After jax.distributed.initialize a process ignores SIGTERM (jax's handler only notes it), so the
@@ -226,6 +226,13 @@ def test_batch_rows_follow_the_devices_of_each_process():
         distributed.batch_rows(Scattered(), 8)
 
 
+def test_single_process_barrier_and_compile_are_plain():
+    distributed.barrier("nothing to wait for")
+    add = jax.jit(lambda x: x + 1)
+    together = distributed.CompiledTogether(add, "add")
+    assert int(together(1)) == 2 and together._compiled is add  # one process: the jitted function itself
+
+
 def test_single_process_watcher_turns_sigterm_into_a_flag():
     previous = signal.getsignal(signal.SIGTERM)
     with distributed.PreemptionWatcher() as watcher:
@@ -259,20 +266,52 @@ def _sgd_config(tiny_config, synthfer_dir):
 @pytest.fixture(scope="module")
 def sgd_one_process(synthfer_dir, tmp_path_factory):
     """(workdir, summary) of the SGD tiny run in this process: 1 process x 8 devices."""
-    from conftest import tiny_run_config
+    import importlib.util
+
     from grace_jax import train
+
+    # By file path: under the whole suite the module name "conftest" may be tests/data_prep's.
+    spec = importlib.util.spec_from_file_location(
+        "_grace_tests_conftest", os.path.join(os.path.dirname(os.path.abspath(__file__)), "conftest.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tiny_run_config = module.tiny_run_config
 
     workdir = str(tmp_path_factory.mktemp("sgd") / "one")
     return workdir, train.train_and_evaluate(_sgd_config(tiny_run_config, synthfer_dir), workdir)
 
 
-def test_two_processes_train_like_one(sgd_one_process, tiny_config, synthfer_dir, tmp_path):
+def test_two_processes_train_like_one_and_stop_together(sgd_one_process, tiny_config, synthfer_dir, tmp_path):
+    # 2 processes x 4 devices for 6 steps, with a SIGTERM to process 1 on the way: both stop at one
+    # step, save it together and exit 0; the same 2 commands resume and end where 1 process x 8 ends.
     one_workdir, one_summary = sgd_one_process
+    config = _sgd_config(tiny_config, synthfer_dir)
+    config.train.log_every_steps = 1  # process 0 prints a line per step: we know it is mid-run
     workdir = tmp_path / "two"
     start = time.monotonic()
-    runs = _two_processes(_sgd_config(tiny_config, synthfer_dir), workdir)
-    assert _run_all(runs, RUN_TIMEOUT_S) == [0, 0], "\n---\n".join(r.output() for r in runs)
-    print(f"2 processes x 4 devices, 6 steps: {time.monotonic() - start:.1f} s")
+    runs = _two_processes(config, workdir)
+    try:
+        runs[0].wait_for_line(r"^step 1/6 ", RUN_TIMEOUT_S)
+        sent = time.monotonic()
+        runs[1].proc.send_signal(signal.SIGTERM)
+        assert _run_all(runs, 180) == [0, 0], "\n---\n".join(r.output() for r in runs)
+        print(f"2 processes: SIGTERM to process 1 -> both exited {time.monotonic() - sent:.1f} s later")
+    finally:
+        for r in runs:
+            r.kill()
+    line = runs[0].wait_for_line(r"^Preempted \(SIGTERM\): saved the checkpoint of step \d+", 1)
+    stopped = int(re.search(r"step (\d+)", line).group(1))
+    assert 1 <= stopped < 6
+    assert not any(line.startswith("Preempted (SIGTERM)") for line in runs[1].lines)  # one line, from process 0
+    assert _last_checkpoint(str(workdir))[0] == stopped
+    # Both took part in the checkpoint.
+    assert {p.name for p in (workdir / f"checkpoints/last/{stopped}/state").glob("ocdbt.process_*")} == {
+        "ocdbt.process_0", "ocdbt.process_1"}
+    again = _two_processes(config, workdir)
+    assert _run_all(again, RUN_TIMEOUT_S) == [0, 0], "\n---\n".join(r.output() for r in again)
+    print(f"2 processes x 4 devices, 6 steps in two runs: {time.monotonic() - start:.1f} s")
+    assert f"at step {stopped}." in again[0].output(last=None)
     step_one, params_one = _last_checkpoint(one_workdir)
     step_two, params_two = _last_checkpoint(str(workdir))
     assert step_one == step_two == 6
@@ -282,12 +321,10 @@ def test_two_processes_train_like_one(sgd_one_process, tiny_config, synthfer_dir
     assert max(diffs) <= 1e-6
     np.testing.assert_array_equal(_final_confusion(str(workdir)), np.asarray(one_summary["confusion"]))
     assert _final_confusion(str(workdir)).sum() == 20  # every test clip once across the two processes
-    # Both took part in the checkpoint; only process 0 wrote metrics (one line per logged step).
-    assert {p.name for p in (workdir / "checkpoints/last/6/state").glob("ocdbt.process_*")} == {
-        "ocdbt.process_0", "ocdbt.process_1"}
+    # Only process 0 wrote metrics: one line per step, across the stop and the resume.
     with open(workdir / "metrics.jsonl") as f:
-        assert [r["step"] for r in map(json.loads, f) if r["split"] == "train"] == [2, 4, 6]
-    assert "Resumed" not in runs[1].output(last=None) and "eval step 6" not in runs[1].output(last=None)
+        assert [r["step"] for r in map(json.loads, f) if r["split"] == "train"] == [1, 2, 3, 4, 5, 6]
+    assert "eval step 6" not in again[1].output(last=None)
 
 
 def test_sigterm_saves_the_step_exits_0_and_the_restart_matches(tiny_run, tiny_config, synthfer_dir, tmp_path):

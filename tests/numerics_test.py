@@ -16,9 +16,22 @@ import textwrap
 import grain
 import numpy as np
 import pytest
-from conftest import tiny_run_config
 
 from grace_jax import cpu_numerics
+
+
+def _load_tests_conftest():
+    # By file path: under the whole suite, the module name "conftest" may be tests/data_prep's.
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conftest.py")
+    spec = importlib.util.spec_from_file_location("_grace_tests_conftest", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tiny_run_config = _load_tests_conftest().tiny_run_config
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
