@@ -33,7 +33,7 @@ import sys
 import warnings
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type"
-OFF = FLAG + "="  # empty list of fusion types: the ynn fusion is off
+OFF = FLAG + "="  # an empty list of fusion types: no ynn fusion at all
 OPT_OUT_ENV = "GRACE_JAX_KEEP_YNN_FUSION"
 FIRST_AFFECTED_JAXLIB = (0, 10, 2)
 
