@@ -46,6 +46,11 @@ _OUT = flags.DEFINE_string(
 )
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint to use.")
 _PICTURES = flags.DEFINE_bool("pictures", True, "Write the heat-map picture of every input.")
+# Only "none" so far: frames go to the model as given (face-cropped datasets, frame folders already
+# cropped). Detecting and cropping faces in raw videos ("auto") is the face issue's, not here yet.
+_FACE_CROP = flags.DEFINE_enum(
+    "face_crop", "none", ["none"], "Face cropping of the inputs: none = the frames as given."
+)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 

@@ -6,6 +6,17 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent XLA compilation cache for the whole session, this process and every subprocess the
+# tests start (they inherit the environment): many tests compile the same tiny train and eval steps,
+# and on 2 cores compiling them again dominates the suite's time. Fresh per session, removed at its end.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    _SESSION_XLA_CACHE = tempfile.mkdtemp(prefix="grace_jax_tests_xla_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_XLA_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+else:
+    _SESSION_XLA_CACHE = None
 # Importing grace_jax appends --xla_cpu_experimental_ynn_fusion_type= (XLA:CPU's ynn fusion off:
 # jaxlib 0.10.2 miscompiles it) unless the caller set that flag or GRACE_JAX_KEEP_YNN_FUSION=1;
 # here, so that it precedes every test module's first jax computation (grace_jax/cpu_numerics.py).
@@ -17,6 +28,14 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
 import pytest  # noqa: E402
+
+
+def pytest_sessionfinish(session, exitstatus):
+    del session, exitstatus
+    if _SESSION_XLA_CACHE:
+        import shutil
+
+        shutil.rmtree(_SESSION_XLA_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

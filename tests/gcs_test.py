@@ -267,7 +267,8 @@ def gcs_predicted(gcs_run):
     for i in range(6):
         Image.fromarray(np.full((32, 32, 3), 30 * i, np.uint8)).save(clip / f"{i + 1:05d}.jpg")
     env, cwd, workdir = gcs_run["env"], str(gcs_run["cwd"]), gcs_run["workdir"]
-    predict_out = _run(["-m", "grace_jax.predict", f"--workdir={workdir}", str(clip)], env, cwd, timeout=600)
+    predict_out = _run(["-m", "grace_jax.predict", f"--workdir={workdir}", "--face_crop=none", str(clip)], env, cwd,
+                       timeout=600)
     folds_out = _run(["-m", "grace_jax.folds", workdir, workdir], env, cwd, timeout=300)
     return dict(gcs_run, predict_out=predict_out, folds_out=folds_out)
 
