@@ -23,6 +23,15 @@ def _f32(*xs):
     return [jnp.asarray(x, jnp.float32) for x in xs]
 
 
+# The solvers jitted, as the model runs them. Called op by op instead, every problem size compiled each
+# of the ~40 operations around the Sinkhorn loop on its own: most of this file's time, for the same
+# computation.
+_OT_OPTIONS = ("epsilon", "max_iterations", "threshold", "inner_iterations", "implicit")
+_solve_ot = jax.jit(alignment.solve_ot, static_argnames=_OT_OPTIONS)
+_sinkhorn_plan = jax.jit(alignment.sinkhorn_plan, static_argnames=_OT_OPTIONS)
+_ot_scores = jax.jit(alignment.ot_scores, static_argnames=_OT_OPTIONS)
+
+
 # Sizes span the model's range: a short cue x a few frames of patches, and epsilon down to 0.01.
 @pytest.mark.parametrize(
     "n,m,eps",
@@ -33,7 +42,7 @@ def test_matches_pot_log_sinkhorn(n, m, eps):
     cost, a, b = _problem(rng, n, m)
     # POT in float64, run to a far tighter tolerance than ours so it is the reference fixed point.
     ref = ot.sinkhorn(a, b, cost, eps, method="sinkhorn_log", numItermax=100_000, stopThr=1e-12)
-    out = alignment.solve_ot(*_f32(cost, a, b), epsilon=eps, max_iterations=20_000, threshold=1e-6)
+    out = _solve_ot(*_f32(cost, a, b), epsilon=eps, max_iterations=20_000, threshold=1e-6)
     plan = np.asarray(out.plan, np.float64)
     assert np.all(np.isfinite(plan))
     # float32 cannot always get the L1 marginal error under 1e-6 at epsilon=0.01 (it stalls near
@@ -50,7 +59,7 @@ def test_matches_pot_in_float64():
     cost, a, b = _problem(rng, 24, 300)
     ref = ot.sinkhorn(a, b, cost, 0.01, method="sinkhorn_log", numItermax=100_000, stopThr=1e-13)
     with jax.enable_x64(True):
-        out = alignment.solve_ot(
+        out = _solve_ot(
             jnp.asarray(cost),
             jnp.asarray(a),
             jnp.asarray(b),
@@ -66,7 +75,7 @@ def test_matches_pot_in_float64():
 def test_zero_mass_rows_are_exactly_zero_and_rest_matches_pot():
     rng = np.random.default_rng(1)
     cost, a, b = _problem(rng, 12, 50, zeros_a=4)
-    out = alignment.solve_ot(*_f32(cost, a, b), epsilon=0.05, max_iterations=5000, threshold=1e-6)
+    out = _solve_ot(*_f32(cost, a, b), epsilon=0.05, max_iterations=5000, threshold=1e-6)
     plan = np.asarray(out.plan, np.float64)
     assert np.all(plan[8:] == 0.0)
     # Zero-mass tokens must not perturb the others: compare to POT on the support only.
@@ -95,7 +104,7 @@ def test_properties_and_batching():
             single = single_fn(cost[i, j], a[i, j], b[i, j])
             np.testing.assert_allclose(out.plan[i, j], single, rtol=1e-5, atol=1e-8)
     # Broadcasting: one b for every problem of a row.
-    bcast = alignment.sinkhorn_plan(cost, a, b[:, :1], **kw)
+    bcast = _sinkhorn_plan(cost, a, b[:, :1], **kw)
     np.testing.assert_allclose(bcast.sum(-2), jnp.broadcast_to(b[:, :1], b.shape), atol=1e-5)
 
 
@@ -114,23 +123,26 @@ def test_small_epsilon_has_no_nan_in_plan_or_gradient():
         assert np.all(np.isfinite(np.asarray(g)))
 
 
+@jax.jit
+def _implicit_and_unrolled_grads(c, x, b, w):
+    """d <plan, w> / d (cost, a), by implicit differentiation and by unrolling."""
+
+    def loss(c, x, implicit):
+        plan = alignment.sinkhorn_plan(
+            c, x, b, epsilon=0.1, max_iterations=300, threshold=1e-7, implicit=implicit
+        )
+        return jnp.sum(plan * w)
+
+    return jax.grad(loss, (0, 1))(c, x, True), jax.grad(loss, (0, 1))(c, x, False)
+
+
+# Both cases run one compiled program: which tokens are absent is data (a > 0), not structure.
 @pytest.mark.parametrize("zeros", [0, 3])
 def test_implicit_and_unrolled_gradients_agree(zeros):
     rng = np.random.default_rng(4)
     cost, a, b = _f32(*_problem(rng, 8, 12, zeros_a=zeros))
     w = jnp.asarray(rng.normal(size=(8, 12)), jnp.float32)
-
-    @jax.jit
-    def grads(c, x):
-        def loss(c, x, implicit):
-            plan = alignment.sinkhorn_plan(
-                c, x, b, epsilon=0.1, max_iterations=300, threshold=1e-7, implicit=implicit
-            )
-            return jnp.sum(plan * w)
-
-        return jax.grad(loss, (0, 1))(c, x, True), jax.grad(loss, (0, 1))(c, x, False)
-
-    (gc_imp, ga_imp), (gc_unr, ga_unr) = grads(cost, a)
+    (gc_imp, ga_imp), (gc_unr, ga_unr) = _implicit_and_unrolled_grads(cost, a, b, w)
     np.testing.assert_allclose(gc_imp, gc_unr, atol=1e-4 * float(jnp.abs(gc_unr).max()))
     # Marginal gradients are defined up to a constant on the simplex: compare them centred, on the
     # support (absent tokens get no gradient at all).
@@ -150,7 +162,7 @@ def test_ot_scores_broadcast_over_classes():
     visual = jnp.asarray(rng.normal(size=(2, 1, 7, 8)), jnp.float32)
     tmass = jnp.full((1, 3, 5), 0.2)
     vmass = jnp.full((2, 1, 7), 1 / 7)
-    scores, res = alignment.ot_scores(
+    scores, res = _ot_scores(
         text, tmass, visual, vmass, epsilon=0.1, threshold=1e-5, max_iterations=1000
     )
     assert scores.shape == (2, 3) and res.plan.shape == (2, 3, 5, 7)
