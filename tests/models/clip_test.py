@@ -1,5 +1,6 @@
 """CLIP towers: shapes, parameter names, parity with transformers' PyTorch CLIP, compilation."""
 
+import dataclasses
 import os
 import sys
 
@@ -48,11 +49,25 @@ def test_shapes_and_names_match_hugging_face(variant):
     assert ours == expected
 
 
+def _two_layers(config: clip_lib.CLIPConfig) -> clip_lib.CLIPConfig:
+    """`config` cut to 2 layers per tower; widths, heads, MLP sizes, patch size, image size and context
+    length stay the variant's."""
+    return dataclasses.replace(
+        config,
+        vision=dataclasses.replace(config.vision, layers=2),
+        text=dataclasses.replace(config.text, layers=2),
+    )
+
+
+# Random weights at realistic sizes: ViT-B/16's widths, heads, patch size, 224 px and 77 tokens. Every
+# encoder layer runs the same code, so two per tower (what tiny has) cover it, the hand-over between
+# layers included; the 12 layers' names and shapes are test_shapes_and_names_match_hugging_face's.
 @pytest.mark.parametrize("variant", ["tiny", "ViT-B/16"])
 def test_parity_with_transformers(variant, tmp_path):
-    config = clip_lib.clip_config(variant)
+    config = _two_layers(clip_lib.clip_config(variant))
     reference = clip_fixtures.write_hf_clip(str(tmp_path), config, seed=1)
     model = clip_lib.load_pretrained(str(tmp_path))
+    assert model.config == config  # the checkpoint's sizes, the depth included
     rng = np.random.RandomState(0)
     size = config.vision.image_size
     images = rng.randn(2, size, size, 3).astype(np.float32)
@@ -89,7 +104,7 @@ def test_position_interpolation_matches_transformers(tmp_path):
         )
         hidden = reference.vision_model.post_layernorm(out.last_hidden_state)
         ref = reference.visual_projection(hidden).numpy()
-    cls, patches = model.encode_image(jnp.asarray(images))
+    cls, patches = jax.jit(lambda m, x: m.encode_image(x))(model, jnp.asarray(images))
     assert patches.shape == (2, 35, config.projection_dim)
     np.testing.assert_allclose(np.asarray(cls), ref[:, 0], atol=1e-4, rtol=0)
     np.testing.assert_allclose(np.asarray(patches), ref[:, 1:], atol=1e-4, rtol=0)
@@ -122,12 +137,25 @@ def test_remat_and_bf16_agree_with_default():
         cls, patches = m.encode_image(images)
         return jnp.sum(cls**2) + jnp.sum(patches.astype(jnp.float32) ** 2)
 
-    grads_plain = nnx.grad(loss)(plain)
-    grads_remat = nnx.grad(loss)(remat)
+    # Jitted, as training runs them (eagerly, compiling every primitive of the backward pass one by
+    # one took most of this test's time). `remat` is part of the graph definition: the plain and the
+    # rematerialised model are two programs, compiled separately, as are float32 and bfloat16.
+    def primitives(m):
+        graphdef, state = nnx.split(m)
+        jaxpr = jax.make_jaxpr(lambda s: loss(nnx.merge(graphdef, s)))(state).jaxpr
+        return {eqn.primitive.name for eqn in jaxpr.eqns}
+
+    # jax.checkpoint's primitive ("remat2" in jax 0.10) wraps each block in the remat model only.
+    is_remat = lambda name: name.startswith(("remat", "checkpoint"))  # noqa: E731
+    assert any(map(is_remat, primitives(remat))) and not any(map(is_remat, primitives(plain)))
+    grad = nnx.jit(nnx.grad(loss))
+    grads_plain = grad(plain)
+    grads_remat = grad(remat)
     for a, b in zip(jax.tree.leaves(grads_plain), jax.tree.leaves(grads_remat)):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
-    cls_half, _ = half.encode_image(images)
-    cls_plain, _ = plain.encode_image(images)
+    encode = nnx.jit(lambda m: m.encode_image(images))
+    cls_half, _ = encode(half)
+    cls_plain, _ = encode(plain)
     assert cls_half.dtype == jnp.bfloat16
     assert jax.tree.leaves(nnx.state(half, nnx.Param))[0].dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(cls_half, np.float32), cls_plain, atol=0.1)
