@@ -44,15 +44,22 @@ def test_tokenize_classes_and_prompt_learner(tmp_path):
                                     rngs=nnx.Rngs(1))  # fmt: skip
     # Sequences are cut after the longest prompt's EOT.
     assert learner.ids.shape == (7, int(ct.prompt_eot.max()) + 1)
-    emb, tokens, valid = learner(clip)
+    # The text tower runs jitted below, as in the model: op by op, each of its primitives was compiled
+    # on its own for each pass (cut, full, backward), which took most of this test's time.
+    emb, tokens, valid = nnx.jit(lambda lr, c: lr(c))(learner, clip)
     assert emb.shape == (7, 32) and tokens.shape[:2] == valid.shape == learner.ids.shape
+
     # Cutting is exact: the causal text tower gives the same EOT features on the full 77 tokens.
-    full = clip.embed_tokens(jnp.asarray(ct.prompt_ids))
-    full = full.at[:, 1:9].set(learner.ctx[...])
-    ref, _ = clip.encode_text_embeddings(full, jnp.asarray(ct.prompt_eot))
+    @nnx.jit
+    def full_prompts(c, ctx):
+        full = c.embed_tokens(jnp.asarray(ct.prompt_ids))
+        full = full.at[:, 1:9].set(ctx)
+        return c.encode_text_embeddings(full, jnp.asarray(ct.prompt_eot))[0]
+
+    ref = full_prompts(clip, learner.ctx[...])
     np.testing.assert_allclose(emb, ref, rtol=1e-5, atol=1e-5)
     # Only the contexts learn through the prompts (the token table is frozen).
-    g = nnx.grad(lambda lr: lr(clip)[0].sum())(learner)
+    g = nnx.jit(nnx.grad(lambda lr, c: lr(c)[0].sum()))(learner, clip)
     assert float(jnp.abs(g.ctx[...]).max()) > 0
     shared = prompts.PromptLearner(ct.prompt_ids, ct.prompt_eot, n_ctx=8, width=64,
                                    class_specific=False, rngs=nnx.Rngs(1))  # fmt: skip
