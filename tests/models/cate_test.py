@@ -21,6 +21,11 @@ def _inputs(rng, c=3, lf=12, lc=10, d=32):
     )
 
 
+# CATE's forward, jitted as in the model; one compiled program for every call below (the same sizes,
+# only parameter values differ). Called op by op instead, each primitive compiled on its own.
+_forward = nnx.jit(lambda model, *inputs: model(*inputs))
+
+
 def test_padding_and_special_tokens_get_exactly_zero_mass():
     rng = np.random.default_rng(0)
     fine, fine_valid, coarse, keys = _inputs(rng)
@@ -28,7 +33,7 @@ def test_padding_and_special_tokens_get_exactly_zero_mass():
     # Train the scorer off its zero init so the check is not only about a uniform start.
     model.score_out.kernel[...] = jnp.asarray(rng.normal(size=model.score_out.kernel.shape))
     model.gate[...] = jnp.asarray(0.7)
-    refined, mass, pooled = model(fine, fine_valid, coarse, keys)
+    refined, mass, pooled = _forward(model, fine, fine_valid, coarse, keys)
     mass = np.asarray(mass)
     valid = np.asarray(fine_valid)
     assert np.all(mass[~valid] == 0.0)  # SOT, EOT, padding: exactly zero, not just small
@@ -37,14 +42,14 @@ def test_padding_and_special_tokens_get_exactly_zero_mass():
     assert refined.shape == fine.shape and pooled.shape == (3, 32)
     # Padding in the coarse prompt must not be attended: changing it changes nothing.
     noisy = coarse.at[2, 7:].set(100.0)
-    np.testing.assert_allclose(model(fine, fine_valid, noisy, keys)[0], refined, atol=1e-5)
+    np.testing.assert_allclose(_forward(model, fine, fine_valid, noisy, keys)[0], refined, atol=1e-5)
 
 
 def test_starts_as_identity_with_uniform_importance_and_learns():
     rng = np.random.default_rng(1)
     fine, fine_valid, coarse, keys = _inputs(rng)
     model = cate.CATE(32, heads=4, rngs=nnx.Rngs(0))
-    refined, mass, _ = model(fine, fine_valid, coarse, keys)
+    refined, mass, _ = _forward(model, fine, fine_valid, coarse, keys)
     np.testing.assert_array_equal(refined, fine)
     np.testing.assert_allclose(mass[1, 1:4], 1 / 3, rtol=1e-6)  # clip 1's words: positions 1..3
 
@@ -52,7 +57,7 @@ def test_starts_as_identity_with_uniform_importance_and_learns():
         r, w, p = m(fine, fine_valid, coarse, keys)
         return jnp.sum(p**2) + jnp.sum(w * jnp.arange(12.0))
 
-    g = nnx.grad(loss)(model)
+    g = nnx.jit(nnx.grad(loss))(model)
     assert float(jnp.abs(g.gate[...])) > 0  # the zero gate opens from its first step
     assert float(jnp.abs(g.score_out.kernel[...]).max()) > 0
     leaves = jax.tree_util.tree_leaves(nnx.state(g))
