@@ -32,9 +32,15 @@ def _pil_coefficients(start, stop, in_size, out_size):
     return weights
 
 
+# Jitted, as the train step runs them (the box traced, the sizes static). Against PIL, op-by-op execution
+# adds nothing but compile time; `_jit_equals_eager` below checks the kernels both ways.
+_resize_weights = jax.jit(dt.resize_weights, static_argnums=(2, 3))
+_crop_resize_flip = jax.jit(dt.crop_resize_flip, static_argnames="size")
+
+
 @pytest.mark.parametrize("start,stop,out_size", [(0, 64, 64), (3, 50, 24), (10, 30, 64), (0, 64, 17), (41, 64, 90)])
 def test_resize_weights_are_pil_coefficients(start, stop, out_size):
-    weights = np.asarray(dt.resize_weights(start, stop, 64, out_size))
+    weights = np.asarray(_resize_weights(start, stop, 64, out_size))
     # float32 pixel coordinates near 64 are good to ~4e-6 (PIL computes in double).
     np.testing.assert_allclose(weights, _pil_coefficients(start, stop, 64, out_size), atol=1e-5)
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-6)
@@ -54,7 +60,7 @@ def test_matches_pil_bilinear_resize_with_box(stored, size):
     boxes = np.array([[0, 0, stored, stored], [5, 2, 5 + stored // 3, 2 + stored // 2], [stored - 20, 10, stored, 40]],
                      np.float32)
     flips = np.array([False, True, True])
-    out = np.asarray(dt.crop_resize_flip(frames, boxes, flips, size=size))
+    out = np.asarray(_crop_resize_flip(frames, boxes, flips, size=size))
     assert out.shape == (3, 2, size, size, 3) and out.dtype == np.float32
     expected = np.stack([[_pil(f, tuple(int(v) for v in box), size, flip) for f in clip]
                          for clip, box, flip in zip(frames, boxes, flips)])
@@ -99,7 +105,7 @@ def test_crop_inside_is_pil_crop_then_resize():
                          for clip, box, flip in zip(frames, boxes, flips)])
     np.testing.assert_allclose(out, expected, atol=_LEVEL)
     # Letting the filter reach past the crop's edges (what resize(box=) does) gives another image.
-    outside = np.asarray(dt.crop_resize_flip(frames, boxes, flips, size=24))
+    outside = np.asarray(_crop_resize_flip(frames, boxes, flips, size=24))
     assert all(np.abs(outside[b] - expected[b]).max() > 5 for b in (0, 2, 3))
 
 
