@@ -187,7 +187,9 @@ def test_jaxlib_sum_miscompile(fusion):
 # (flags below: compile time per primitive about halved; no change to what an operation computes),
 # concurrently with the jitted side here. The subprocess also initialises the model (the trainer's
 # `create_state`, eagerly) and hands the state over, while this process compiles the jitted step
-# from the state's shapes alone, with this test process's XLA flags: the suite's.
+# from the state's shapes alone, with this test process's XLA flags: the suite's. It starts with this
+# module's first test (`_eager_side`), so that it also overlaps the tests above, which mostly wait on
+# interpreters of their own starting up.
 _EAGER_XLA_FLAGS = (
     "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
     "--xla_cpu_use_fusion_emitters=false"
@@ -259,20 +261,41 @@ def _eager_main(out_dir: str) -> None:
     np.savez(os.path.join(out_dir, "eager.npz"), **out)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _eager_side(request, tmp_path_factory):
+    """(folder, process): the eager side of `jit_and_eager`, started before this module's first test;
+    None when no selected test uses `jit_and_eager`."""
+    if not any(
+        "jit_and_eager" in getattr(item, "fixturenames", ())
+        for item in request.session.items
+        if getattr(item, "module", None) is request.module
+    ):
+        yield None
+        return
+    tmp = tmp_path_factory.mktemp("numerics")
+    env = _env("off")
+    env["XLA_FLAGS"] += " " + _EAGER_XLA_FLAGS
+    with open(tmp / "eager.log", "w") as log:  # a file, not a pipe: nothing reads it until the end
+        child = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), str(tmp)],
+            env=env, cwd=_REPO, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        yield tmp, child
+    finally:
+        child.kill()
+        child.wait()
+
+
 @pytest.fixture(scope="module")
-def jit_and_eager(tmp_path_factory):
+def jit_and_eager(_eager_side):
     """({name: jitted value}, {name: eager value}) of the tiny GRACE's loss, outputs, gradients."""
     import time
 
     import jax
 
-    tmp = tmp_path_factory.mktemp("numerics")
-    env = _env("off")
-    env["XLA_FLAGS"] += " " + _EAGER_XLA_FLAGS
-    child = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), str(tmp)],
-        env=env, cwd=_REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    assert _eager_side is not None
+    tmp, child = _eager_side
     try:
         build, loss_and_grads = _case()
         abstract = jax.eval_shape(build)
@@ -285,10 +308,10 @@ def jit_and_eager(tmp_path_factory):
             treedef = jax.tree_util.tree_structure(abstract)
             state = jax.tree_util.tree_unflatten(treedef, [given[k] for k in _flat(abstract)])
             jitted = _outputs(compiled(*(state[k] for k in names)))
-        log, _ = child.communicate(timeout=900)
+        child.wait(timeout=900)
     finally:
         child.kill()
-    assert child.returncode == 0, log[-3000:]
+    assert child.wait() == 0, (tmp / "eager.log").read_text()[-3000:]
     return jitted, dict(np.load(tmp / "eager.npz"))
 
 
