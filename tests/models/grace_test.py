@@ -109,17 +109,25 @@ def _split_step(model, images, labels, captions=None):
     return step(params, rest, images, labels, captions)
 
 
-def test_full_grace_gradients_finite_for_every_parameter_group():
+@pytest.fixture(scope="module")
+def full_step():
+    """(((loss, (logits, aux)), grads), tokens): full GRACE (motion, CATE with captions, OT over the
+    20 most moving visual tokens) through `_split_step` on 3 clips. One compiled program of the train
+    step's shape serves the gradient test and the aux test (compiling it takes most of their time)."""
     tokens = _tokens()
-    model = grace.GRACE(_cfg(captions=True), tokens, rngs=nnx.Rngs(0))
+    cfg = _cfg(captions=True)
+    cfg.motion.top_k = 20
+    model = grace.GRACE(cfg, tokens, rngs=nnx.Rngs(0))
     images = _images(3, 4)
     captions = np.zeros((3, 20), np.int32)
     captions[:, 0] = SOT
     captions[:, 1:6] = np.arange(15).reshape(3, 5) + 10
     captions[:, 6] = EOT
-    (loss, (logits, aux)), grads = _split_step(
-        model, images, jnp.array([0, 3, 6]), jnp.asarray(captions)
-    )
+    return _split_step(model, images, jnp.array([0, 3, 6]), jnp.asarray(captions)), tokens
+
+
+def test_full_grace_gradients_finite_for_every_parameter_group(full_step):
+    (loss, (logits, aux)), grads = full_step[0]
     assert np.isfinite(float(loss)) and logits.shape == (3, 7)
     assert aux["caption_scores"].shape == (3, 3)
     flat = {"/".join(map(str, k)): np.asarray(v[...]) for k, v in nnx.to_flat_state(grads)}
@@ -142,14 +150,10 @@ def test_full_grace_gradients_finite_for_every_parameter_group():
         assert largest > 0.0, f"no gradient reaches {prefix}"
 
 
-def test_aux_and_ot_outputs():
-    tokens = _tokens()
-    cfg = _cfg()
-    cfg.motion.top_k = 20
-    model = grace.GRACE(cfg, tokens, rngs=nnx.Rngs(1))
-    images = _images(2, 4, seed=3)
-    logits, aux = nnx.jit(lambda m, x: m(x))(model, images)
-    b, t, p, c = 2, 4, 16, 7
+def test_aux_and_ot_outputs(full_step):
+    (_, (logits, aux)), _ = full_step[0]
+    tokens = full_step[1]
+    b, t, p, c = 3, 4, 16, 7
     n = int(tokens.cue_eot.max()) + 1
     assert aux["motion_weights"].shape == (b, t, p)
     np.testing.assert_allclose(aux["motion_weights"].sum((1, 2)), 1.0, rtol=1e-5)
