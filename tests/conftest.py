@@ -84,7 +84,7 @@ def tiny_run(synthfer_dir, tmp_path_factory):
     return workdir, train.train_and_evaluate(tiny_run_config(synthfer_dir, 6), workdir)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")  # a function, no state: module-scoped fixtures can use it too
 def tiny_config():
     """`tiny_run_config` itself, for tests that build their own runs."""
     return tiny_run_config

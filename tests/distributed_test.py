@@ -279,22 +279,12 @@ def _sgd_config(tiny_config, synthfer_dir):
 
 
 @pytest.fixture(scope="module")
-def sgd_one_process(synthfer_dir, tmp_path_factory):
+def sgd_one_process(tiny_config, synthfer_dir, tmp_path_factory):
     """(workdir, summary) of the SGD tiny run in this process: 1 process x 8 devices."""
-    import importlib.util
-
     from grace_jax import train
 
-    # By file path: under the whole suite the module name "conftest" may be tests/data_prep's.
-    spec = importlib.util.spec_from_file_location(
-        "_grace_tests_conftest", os.path.join(os.path.dirname(os.path.abspath(__file__)), "conftest.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    tiny_run_config = module.tiny_run_config
-
     workdir = str(tmp_path_factory.mktemp("sgd") / "one")
-    return workdir, train.train_and_evaluate(_sgd_config(tiny_run_config, synthfer_dir), workdir)
+    return workdir, train.train_and_evaluate(_sgd_config(tiny_config, synthfer_dir), workdir)
 
 
 def test_two_processes_train_like_one_and_stop_together(sgd_one_process, tiny_config, synthfer_dir, tmp_path):
