@@ -1,0 +1,1 @@
+"""Face detection (BlazeFace full-range, in JAX), tracking and cropping."""
