@@ -1,1 +1,23 @@
-"""Face detection (BlazeFace full-range, in JAX), tracking and cropping."""
+"""Faces in people's own videos: detect (BlazeFace full-range in JAX), follow and crop them.
+
+    from grace_jax import faces
+    detector = faces.FaceDetector()
+    track = faces.track_face(detector.detect(frames), frames.shape[1:3])
+    crops = faces.crop_frames(frames, track.squares, 224)
+
+The weights ship with the package (blazeface_full_range.npz, MediaPipe's, Apache-2.0: see NOTICE).
+"""
+
+from grace_jax.faces.detector import Detections, FaceDetector, Letterbox, letterbox
+from grace_jax.faces.track import FaceTrack, crop_frames, faces_fill_frame, track_face
+
+__all__ = [
+    "Detections",
+    "FaceDetector",
+    "FaceTrack",
+    "Letterbox",
+    "crop_frames",
+    "faces_fill_frame",
+    "letterbox",
+    "track_face",
+]
