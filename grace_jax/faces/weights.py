@@ -53,19 +53,22 @@ def check_complete(params: Mapping[str, jax.Array], path: str = "<params>") -> N
     Traces the network abstractly (no compute) over a dict that records the names it is asked for.
     """
     read: set[str] = set()
+    missing: list[str] = []
 
     class _Recorder(dict):
         def __getitem__(self, key):
             read.add(key)
             if key not in self.keys():
-                raise ValueError(f"BlazeFace weights file {path} has no tensor {key!r}")
+                missing.append(key)
             return dict.__getitem__(self, key)
 
     spec = jax.ShapeDtypeStruct((1, blazeface.INPUT_SIZE, blazeface.INPUT_SIZE, 3), jnp.float32)
     try:
         jax.eval_shape(lambda x: blazeface.forward(_Recorder(params), x), spec)
-    except TypeError as e:  # shape mismatches surface as conv/einsum TypeErrors
-        raise ValueError(f"BlazeFace weights file {path} does not fit the network: {e}") from e
+    except Exception as e:  # a missing name (KeyError) or shapes that do not chain (einsum, asserts)
+        if missing:
+            raise ValueError(f"BlazeFace weights file {path} has no tensor {missing[0]!r}") from None
+        raise ValueError(f"BlazeFace weights file {path} does not fit the network: {e!r}") from e
     unused = sorted(set(params) - read)
     if unused:
         raise ValueError(f"BlazeFace weights file {path} has tensors the network does not use: {unused}")
