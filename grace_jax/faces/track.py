@@ -9,7 +9,8 @@ Steps: detections in consecutive sampled frames are linked into tracks (nearest 
 size); the clip's face is the track with the largest sum of box sides over the frames it appears
 in (large and persistent beat small or brief); frames where that face was missed take a box
 interpolated between the nearest frames where it was found (the nearest one's box before the first
-and after the last); centres and sizes are smoothed with a centred moving average; each box becomes
+and after the last); centres and sizes are smoothed over time (a centred moving average, a local
+line fit near the clip's ends); each box becomes
 a square of side max(w, h) * (1 + 2 * margin) around its centre, shrunk to the frame's shorter side
 if larger and moved inside the frame. Boxes are (x0, y0, x1, y1) in frame pixels (see
 `grace_jax.faces.detector`).
@@ -96,11 +97,18 @@ def _fill_and_smooth(frames: np.ndarray, values: np.ndarray, num_frames: int, wi
     filled = np.stack([np.interp(t, frames, values[:, j]) for j in range(values.shape[1])], 1)
     if window <= 1:
         return filled
+    half = window // 2
     out = np.empty_like(filled)
     for i in range(num_frames):
-        # Centred and symmetric, so narrower near the clip's ends: a steady motion stays unbiased.
-        half = min(window // 2, i, num_frames - 1 - i)
-        out[i] = filled[i - half : i + half + 1].mean(axis=0)
+        # A straight line fitted over the window, read at frame i: the moving average where the
+        # window is whole, and near the clip's ends (window cut short) still unbiased for a face
+        # moving steadily, where a plain average would lag behind it.
+        lo, hi = max(0, i - half), min(num_frames, i + half + 1)
+        dt = np.arange(lo, hi) - i
+        v = filled[lo:hi]
+        var = np.mean((dt - dt.mean()) ** 2)
+        slope = ((dt - dt.mean())[:, None] * (v - v.mean(axis=0))).mean(axis=0) / var if var > 0 else 0.0
+        out[i] = v.mean(axis=0) - slope * dt.mean()
     return out
 
 
