@@ -24,7 +24,15 @@ class Checkpoints:
         self.directory = directory = paths.resolve(directory)
 
         def manager(name, keep):
-            options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+            # Each manager's own barrier names: orbax names its cross-process barriers after the
+            # step ("_async_write_complete.6"), so `best` and `last` saving one step at once (after an
+            # evaluation) met in one barrier, and several processes aborted with "Barrier ... is
+            # already ongoing".
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=keep,
+                create=True,
+                multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name),
+            )
             return ocp.CheckpointManager(paths.join(directory, name), options=options)
 
         self.last = manager("last", max_to_keep)

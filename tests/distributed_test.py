@@ -129,15 +129,15 @@ class Run:
 
 
 def _run_all(runs: list[Run], timeout: float) -> list[int]:
-    """Every run's exit code. A run that fails, or that is still running past `timeout` or 90 s after
-    a peer exited (a peer that left cleanly leaves the others waiting in a collective), fails the test
-    at once with every run's output."""
+    """Every run's exit code when all exit 0. A run that fails, or that is still running past `timeout`
+    or 90 s after a peer exited (a peer that left cleanly leaves the others waiting in a collective),
+    fails the test at once with every run's output."""
     deadline = time.monotonic() + timeout
     first_exit = None
     try:
         while True:
             codes = [r.proc.poll() for r in runs]
-            if all(c is not None for c in codes):
+            if all(c == 0 for c in codes):
                 for r in runs:
                     r._reader.join(timeout=10)
                 return codes
