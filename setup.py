@@ -53,6 +53,8 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["grace_jax*", "data_prep*", "configs*"]),
+    # The face detector's weights (MediaPipe's, Apache-2.0) and their licence notice.
+    package_data={"grace_jax.faces": ["*.npz", "NOTICE", "LICENSE-APACHE-2.0"]},
     install_requires=INSTALL_REQUIRES,
     # torch: grace_jax.convert reads DFER-CLIP's PyTorch checkpoints with it (nothing else needs it).
     extras_require={"test": TEST_REQUIRES, "torch": ["torch==2.13.0"]},

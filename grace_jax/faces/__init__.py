@@ -2,20 +2,24 @@
 
     from grace_jax import faces
     detector = faces.FaceDetector()
+    result = faces.crop_clip(frames, detector, size=224, face_crop="auto")   # all of it, or:
     track = faces.track_face(detector.detect(frames), frames.shape[1:3])
     crops = faces.crop_frames(frames, track.squares, 224)
 
 The weights ship with the package (blazeface_full_range.npz, MediaPipe's, Apache-2.0: see NOTICE).
 """
 
+from grace_jax.faces.clip_crop import ClipFaces, crop_clip
 from grace_jax.faces.detector import Detections, FaceDetector, Letterbox, letterbox
 from grace_jax.faces.track import FaceTrack, crop_frames, faces_fill_frame, track_face
 
 __all__ = [
+    "ClipFaces",
     "Detections",
     "FaceDetector",
     "FaceTrack",
     "Letterbox",
+    "crop_clip",
     "crop_frames",
     "faces_fill_frame",
     "letterbox",

@@ -25,7 +25,6 @@ INPUT_SIZE = 192
 GRID = 48
 NUM_ANCHORS = GRID * GRID
 NUM_REGRESSORS = 16  # box (cx, cy, w, h) + 6 keypoints (x, y)
-STEM_CHANNELS = 32
 
 # Backbone blocks in graph order: (bottleneck channels, output channels, stride). A stride-2 block
 # halves the grid: 96 -> 48 -> 24 -> 12 -> 6.
@@ -160,13 +159,15 @@ def _residual(x: jax.Array, y: jax.Array, stride: int) -> jax.Array:
 
 
 def forward(params: dict[str, jax.Array], x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The raw network: x [B,192,192,3] float32 in [-1, 1] -> (regressors [B,2304,16], logits [B,2304]).
+    """The network: x [B,192,192,3] float32 in [-1, 1] -> (regressors [B,2304,16], logits [B,2304]).
 
     Same outputs, in the same anchor order, as the .tflite's `reshaped_regressor_face_4` and
     `reshaped_classifier_face_4` (the latter without its trailing axis of 1).
     """
     if x.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
-        raise ValueError(f"BlazeFace full-range takes [B,{INPUT_SIZE},{INPUT_SIZE},3], got {x.shape}")
+        raise ValueError(
+            f"BlazeFace full-range takes [B,{INPUT_SIZE},{INPUT_SIZE},3], got {x.shape}"
+        )
     names = _Names()
     x = jax.nn.relu(_conv3x3(params, names.next_conv(), x, 2))
     taps = []
@@ -187,4 +188,3 @@ def forward(params: dict[str, jax.Array], x: jax.Array) -> tuple[jax.Array, jax.
     regressors = _conv1x1(params, "regressor_face_4", x)
     b = x.shape[0]
     return regressors.reshape(b, NUM_ANCHORS, NUM_REGRESSORS), logits.reshape(b, NUM_ANCHORS)
-

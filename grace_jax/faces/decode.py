@@ -23,7 +23,9 @@ from grace_jax.faces.blazeface import GRID, INPUT_SIZE, NUM_ANCHORS
 SCORE_THRESHOLD = 0.6
 IOU_THRESHOLD = 0.3
 LOGIT_CLIP = 100.0
-NUM_KEYPOINTS = 6  # right eye, left eye, nose tip, mouth centre, right ear tragion, left ear tragion
+NUM_KEYPOINTS = (
+    6  # right eye, left eye, nose tip, mouth centre, right ear tragion, left ear tragion
+)
 
 
 def anchor_centres() -> np.ndarray:
@@ -33,7 +35,7 @@ def anchor_centres() -> np.ndarray:
 
 
 def decode(regressors: jax.Array, logits: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Raw outputs [B,2304,16], [B,2304] -> boxes [B,2304,4], keypoints [B,2304,6,2], scores [B,2304].
+    """Raw [B,2304,16], [B,2304] -> boxes [B,2304,4], keypoints [B,2304,6,2], scores [B,2304].
 
     Boxes are (x0, y0, x1, y1) and keypoints (x, y), normalized to the network input.
     """

@@ -49,7 +49,9 @@ class Letterbox:
     top: int
 
     @classmethod
-    def fit(cls, frame_height: int, frame_width: int, size: int = SIZE, fill: float = 1.0) -> Letterbox:
+    def fit(
+        cls, frame_height: int, frame_width: int, size: int = SIZE, fill: float = 1.0
+    ) -> Letterbox:
         """The frame fitted into the centred square of side `fill` * `size`."""
         inner = max(1, round(fill * size))
         scale = inner / max(frame_height, frame_width)
@@ -60,15 +62,22 @@ class Letterbox:
     def to_frame(self, xy: np.ndarray) -> np.ndarray:
         """Points [..., 2] normalized to the 192 input -> frame pixels (x, y)."""
         offset = np.array([self.left, self.top], np.float32)
-        scale = np.array([self.width / self.frame_width, self.height / self.frame_height], np.float32)
+        scale = np.array(
+            [self.width / self.frame_width, self.height / self.frame_height], np.float32
+        )
         return (xy * SIZE - offset) / scale
 
 
-def letterbox(frames: np.ndarray, size: int = SIZE, fill: float = 1.0) -> tuple[np.ndarray, Letterbox]:
+def letterbox(
+    frames: np.ndarray, size: int = SIZE, fill: float = 1.0
+) -> tuple[np.ndarray, Letterbox]:
     """uint8 [T,H,W,3] -> (uint8 [T,size,size,3], the placement), Pillow's bilinear resize.
 
     The frame is fitted into the centred square of side `fill` * `size`, black around it. Pillow
-    widens its filter when shrinking (antialiasing), so a 1080p frame is not aliased down.
+    widens its filter when shrinking (antialiasing), so a 1080p frame is not aliased down;
+    `reducing_gap=3` first box-reduces by an integer factor to within 3x of the target (half the
+    time on 1080p frames, 14 -> 7 ms; Pillow documents the result as indistinguishable in most
+    cases from resampling in one pass).
     """
     t, h, w, _ = frames.shape
     box = Letterbox.fit(h, w, size, fill)
@@ -76,7 +85,10 @@ def letterbox(frames: np.ndarray, size: int = SIZE, fill: float = 1.0) -> tuple[
     for i in range(t):
         small = frames[i]
         if (box.width, box.height) != (w, h):
-            small = np.asarray(Image.fromarray(frames[i]).resize((box.width, box.height), Image.BILINEAR))
+            image = Image.fromarray(frames[i])
+            small = np.asarray(
+                image.resize((box.width, box.height), Image.BILINEAR, reducing_gap=3.0)
+            )
         out[i, box.top : box.top + box.height, box.left : box.left + box.width] = small
     return out, box
 
@@ -114,7 +126,9 @@ class FaceDetector:
         DFEW-style face-crop datasets and of close-up selfies.
         """
         if batch_size < 1 or not 1 <= max_candidates <= blazeface.NUM_ANCHORS:
-            raise ValueError(f"batch_size {batch_size} / max_candidates {max_candidates} out of range")
+            raise ValueError(
+                f"batch_size {batch_size} / max_candidates {max_candidates} out of range"
+            )
         if retry_fill is not None and not 0 < retry_fill < 1:
             raise ValueError(f"retry_fill must be in (0, 1) or None, got {retry_fill}")
         self.retry_fill = retry_fill
@@ -149,15 +163,23 @@ class FaceDetector:
         """
         inputs = _check_frames(inputs)
         if inputs.shape[1:3] != (SIZE, SIZE):
-            raise ValueError(f"run_network takes letterboxed [N,{SIZE},{SIZE},3] inputs, got {inputs.shape}")
+            raise ValueError(
+                f"run_network takes letterboxed [N,{SIZE},{SIZE},3] inputs, got {inputs.shape}"
+            )
         n, b = len(inputs), self.batch_size
         chunks = []
         for start in range(0, n, b):
             chunk = inputs[start : start + b]
             if len(chunk) < b:  # pad so that every call reuses the one compiled program
-                chunk = np.concatenate([chunk, np.zeros((b - len(chunk),) + chunk.shape[1:], np.uint8)])
+                chunk = np.concatenate(
+                    [chunk, np.zeros((b - len(chunk),) + chunk.shape[1:], np.uint8)]
+                )
             chunks.append(self._program(self.params, chunk))  # dispatches asynchronously
-        out = {k: np.concatenate([np.asarray(c[k]) for c in chunks])[:n] for k in chunks[0]} if chunks else {}
+        out = (
+            {k: np.concatenate([np.asarray(c[k]) for c in chunks])[:n] for k in chunks[0]}
+            if chunks
+            else {}
+        )
         return out
 
     def _detect_at(self, frames: np.ndarray, fill: float) -> list[Detections]:

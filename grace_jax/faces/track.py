@@ -76,7 +76,11 @@ def link_tracks(
             side = np.maximum(prev[2], cs[:, 2])
             dist = np.linalg.norm(cs[:, :2] - prev[:2], axis=1) / np.maximum(side, 1e-6)
             ratio = np.maximum(cs[:, 2], prev[2]) / np.maximum(np.minimum(cs[:, 2], prev[2]), 1e-6)
-            pairs += [(d, k, i) for i, (d, r) in enumerate(zip(dist, ratio)) if d < max_jump and r < max_scale]
+            pairs += [
+                (d, k, i)
+                for i, (d, r) in enumerate(zip(dist, ratio))
+                if d < max_jump and r < max_scale
+            ]
         used_tracks, used_dets = set(), set()
         for _, k, i in sorted(pairs):
             if k not in used_tracks and i not in used_dets:
@@ -91,7 +95,9 @@ def link_tracks(
     return tracks
 
 
-def _fill_and_smooth(frames: np.ndarray, values: np.ndarray, num_frames: int, window: int) -> np.ndarray:
+def _fill_and_smooth(
+    frames: np.ndarray, values: np.ndarray, num_frames: int, window: int
+) -> np.ndarray:
     """(cx, cy, side) known at `frames` -> [T,3]: interpolated between them, then averaged."""
     t = np.arange(num_frames)
     filled = np.stack([np.interp(t, frames, values[:, j]) for j in range(values.shape[1])], 1)
@@ -107,12 +113,18 @@ def _fill_and_smooth(frames: np.ndarray, values: np.ndarray, num_frames: int, wi
         dt = np.arange(lo, hi) - i
         v = filled[lo:hi]
         var = np.mean((dt - dt.mean()) ** 2)
-        slope = ((dt - dt.mean())[:, None] * (v - v.mean(axis=0))).mean(axis=0) / var if var > 0 else 0.0
+        slope = (
+            ((dt - dt.mean())[:, None] * (v - v.mean(axis=0))).mean(axis=0) / var
+            if var > 0
+            else 0.0
+        )
         out[i] = v.mean(axis=0) - slope * dt.mean()
     return out
 
 
-def square_crops(centre_side: np.ndarray, frame_size: tuple[int, int], margin: float) -> tuple[np.ndarray, np.ndarray]:
+def square_crops(
+    centre_side: np.ndarray, frame_size: tuple[int, int], margin: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(cx, cy, side) [T,3] -> (squares [T,4] inside the frame, wanted sides [T]).
 
     The square's side is the box side times (1 + 2 * margin), capped at the frame's shorter side;
@@ -147,7 +159,14 @@ def track_face(
     detected = np.zeros(num_frames, bool)
     if not tracks:
         nan = np.full((num_frames, 4), np.nan, np.float32)
-        return FaceTrack(nan, nan.copy(), detected, tuple(frame_size), margin, np.full(num_frames, np.nan, np.float32))
+        return FaceTrack(
+            nan,
+            nan.copy(),
+            detected,
+            tuple(frame_size),
+            margin,
+            np.full(num_frames, np.nan, np.float32),
+        )
 
     def weight(track: dict[int, int]) -> float:
         return float(sum(_centre_side(detections[t].boxes[i])[0, 2] for t, i in track.items()))
