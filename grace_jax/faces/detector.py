@@ -7,8 +7,10 @@
 Frames are letterboxed as MediaPipe's ImageToTensor does for this model: scaled to fit 192x192
 keeping their aspect ratio, centred, the border black (zero, so -1 after the x/127.5 - 1
 normalization). Frames go through the network `batch_size` at a time (the last batch padded), so a
-detector compiles one program whatever the clip length. Coordinates are continuous frame pixels:
-pixel (i, j) covers [j, j+1) x [i, i+1), so a box of the whole frame is (0, 0, W, H).
+detector compiles one program whatever the clip length. Frames without a face go through once
+more shrunk to half the input (`retry_fill`): the full-range model misses faces that fill its input.
+Coordinates are continuous frame pixels: pixel (i, j) covers [j, j+1) x [i, i+1), so a box of the
+whole frame is (0, 0, W, H).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from PIL import Image
 from grace_jax.faces import blazeface, decode, weights
 
 SIZE = blazeface.INPUT_SIZE
+OUTPUTS = ("regressors", "logits", "boxes", "keypoints", "scores")  # of FaceDetector's program
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +148,10 @@ class FaceDetector:
         regressors, logits = blazeface.forward(params, x)
         boxes, keypoints, scores = decode.decode(regressors, logits)
         top_scores, top = jax.lax.top_k(scores, self.max_candidates)
-        take = lambda a: jnp.take_along_axis(a, top.reshape(top.shape + (1,) * (a.ndim - 2)), 1)  # noqa: E731
+
+        def take(a: jax.Array) -> jax.Array:  # [B,2304,...] -> [B,K,...] at the top anchors
+            return jnp.take_along_axis(a, top.reshape(top.shape + (1,) * (a.ndim - 2)), axis=1)
+
         return {
             "regressors": regressors,
             "logits": logits,
@@ -154,37 +160,37 @@ class FaceDetector:
             "scores": top_scores,
         }
 
-    def run_network(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+    def run_network(
+        self, inputs: np.ndarray, keys: tuple[str, ...] = OUTPUTS
+    ) -> dict[str, np.ndarray]:
         """Letterboxed uint8 inputs [N,192,192,3] -> the program's outputs, batch by batch, on host.
 
-        Keys: `regressors` [N,2304,16] and `logits` [N,2304] (the .tflite's raw outputs), and the
-        best `max_candidates` anchors per input: `boxes` [N,K,4], `keypoints` [N,K,6,2] (normalized
-        to the input), `scores` [N,K].
+        Keys (only `keys` are fetched from the device): `regressors` [N,2304,16] and `logits`
+        [N,2304] (the .tflite's raw outputs), and the best `max_candidates` anchors per input:
+        `boxes` [N,K,4], `keypoints` [N,K,6,2] (normalized to the input), `scores` [N,K].
         """
         inputs = _check_frames(inputs)
         if inputs.shape[1:3] != (SIZE, SIZE):
             raise ValueError(
                 f"run_network takes letterboxed [N,{SIZE},{SIZE},3] inputs, got {inputs.shape}"
             )
+        if unknown := set(keys) - set(OUTPUTS):
+            raise ValueError(f"run_network: unknown outputs {sorted(unknown)}; it has {OUTPUTS}")
         n, b = len(inputs), self.batch_size
         chunks = []
         for start in range(0, n, b):
             chunk = inputs[start : start + b]
             if len(chunk) < b:  # pad so that every call reuses the one compiled program
-                chunk = np.concatenate(
-                    [chunk, np.zeros((b - len(chunk),) + chunk.shape[1:], np.uint8)]
-                )
+                pad = np.zeros((b - len(chunk),) + chunk.shape[1:], np.uint8)
+                chunk = np.concatenate([chunk, pad])
             chunks.append(self._program(self.params, chunk))  # dispatches asynchronously
-        out = (
-            {k: np.concatenate([np.asarray(c[k]) for c in chunks])[:n] for k in chunks[0]}
-            if chunks
-            else {}
-        )
-        return out
+        if not chunks:
+            return {}
+        return {k: np.concatenate([np.asarray(c[k]) for c in chunks])[:n] for k in keys}
 
     def _detect_at(self, frames: np.ndarray, fill: float) -> list[Detections]:
         inputs, box = letterbox(frames, fill=fill)
-        out = self.run_network(inputs)
+        out = self.run_network(inputs, keys=("boxes", "keypoints", "scores"))
         result = []
         for t in range(len(frames)):
             boxes, keypoints, scores = decode.weighted_nms(

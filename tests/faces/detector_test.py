@@ -98,6 +98,10 @@ def test_batches_and_padding_do_not_change_results(detector):
     np.testing.assert_allclose(alone.boxes, found[-1].boxes, atol=1e-4)
     assert np.abs(alone.boxes[0] - box).max() <= 300 / 192 + 0.04 * (box[2] - box[0])
     assert detector.detect(np.zeros((0, 10, 10, 3), np.uint8)) == []
+    with pytest.raises(ValueError, match="unknown outputs"):
+        detector.run_network(np.zeros((1, 192, 192, 3), np.uint8), keys=("boxes", "nope"))
+    with pytest.raises(ValueError, match="letterboxed"):
+        detector.run_network(frames)
 
 
 def test_letterbox_geometry():
