@@ -14,7 +14,8 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 
     _SESSION_XLA_CACHE = tempfile.mkdtemp(prefix="grace_jax_tests_xla_cache_")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_XLA_CACHE
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+    # Every program, however quick to compile: a training subprocess then starts in 30 s instead of 37.
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 else:
     _SESSION_XLA_CACHE = None
 # Importing grace_jax appends --xla_cpu_experimental_ynn_fusion_type= (XLA:CPU's ynn fusion off:
