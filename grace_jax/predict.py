@@ -27,9 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from flax import nnx
+from PIL import Image
 
 from data_prep.sources.errors import ClipError
 from data_prep.sources.frames import read_frame_folder
+from data_prep.sources.resize import to_square
 from data_prep.sources.video import read_video
 from grace_jax import heatmaps, input_pipeline, paths, runs
 from grace_jax.data.segments import segment_indices
@@ -46,13 +48,21 @@ _OUT = flags.DEFINE_string(
 )
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint to use.")
 _PICTURES = flags.DEFINE_bool("pictures", True, "Write the heat-map picture of every input.")
-# Only "none" so far: frames go to the model as given (face-cropped datasets, frame folders already
-# cropped). Detecting and cropping faces in raw videos ("auto") is the face issue's, not here yet.
 _FACE_CROP = flags.DEFINE_enum(
-    "face_crop", "none", ["none"], "Face cropping of the inputs: none = the frames as given."
+    "face_crop", "none", ["auto", "none"],
+    "auto: find the face in the sampled frames (BlazeFace, grace_jax.faces) and crop them to it, unless "
+    "it already fills the frames; a clip with a face in fewer than --min_face_fraction of them is "
+    "reported as 'no face' and not classified. none: the frames as given (face-cropped datasets).",
+)
+_MIN_FACE_FRACTION = flags.DEFINE_float(
+    "min_face_fraction", 0.25, "With --face_crop=auto: below this fraction of sampled frames with a "
+    "face, a clip is 'no face'.",
 )
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+# --face_crop=auto reads whole frames at most this long a side: the detector sees 192 px, and a face a
+# third of such a frame is still ~210 px for the model's 224.
+FACE_READ_SIDE = 640
 
 
 def load_run(workdir: str, which: str = "best"):
@@ -61,19 +71,35 @@ def load_run(workdir: str, which: str = "best"):
     return run.config, run.class_names, run.graphdef, run.state
 
 
-def read_clip(path: str, num_frames: int, image_size: int) -> np.ndarray:
-    """A video file or frame folder -> uint8 [T, S, S, 3], the evaluation protocol's frames."""
+def read_clip(path: str, num_frames: int, image_size: int, *, whole_frame: bool = False) -> np.ndarray:
+    """A video file or frame folder -> uint8 [T, S, S, 3], the evaluation protocol's frames
+    (whole_frame: [T, h, w, 3], the whole frames, longer side at most `image_size`)."""
     if paths.is_uri(path):
         raise ClipError(f"{path}: inputs must be local files or folders (copy it first, e.g. gcloud storage cp)")
     if os.path.isdir(path):
-        frames = read_frame_folder(path, image_size)
+        frames = read_frame_folder(path, image_size, whole_frame=whole_frame)
     elif not os.path.exists(path):
         raise ClipError(f"{path}: no such file or folder")
     elif path.lower().endswith(VIDEO_EXTENSIONS):
-        frames = read_video(path, image_size)
+        frames = read_video(path, image_size, whole_frame=whole_frame)
     else:
         raise ClipError(f"{path}: not a video ({', '.join(VIDEO_EXTENSIONS)}) or frame folder")
     return frames[segment_indices(len(frames), num_frames, train=False)]
+
+
+def _face_frames(frames: np.ndarray, detector, image_size: int, min_face_fraction: float):
+    """Whole sampled frames [T,h,w,3] -> (model frames [T,S,S,3] or None for no face, result fields)."""
+    from grace_jax.faces import crop_clip
+
+    faces = crop_clip(frames, detector, size=image_size, face_crop="auto",
+                      min_face_fraction=min_face_fraction)
+    fields = {"face_fraction": round(float(faces.face_fraction), 4), "face": faces.reason}
+    if faces.no_face:
+        return None, fields
+    if faces.cropped:
+        return faces.frames, fields
+    # Faces that fill the frame: the centre square, as without face cropping.
+    return np.stack([to_square(Image.fromarray(f), image_size) for f in faces.frames]), fields
 
 
 def predict_step(state, video, *, graphdef, normalize: str = "clip"):
@@ -114,9 +140,15 @@ def run(
     which: str = "best",
     pictures: bool = True,
     model: str | None = None,
+    face_crop: str = "none",
+    min_face_fraction: float = 0.25,
 ) -> tuple[list[dict], list[str]]:
     """Predicts every input with the run `workdir`, or with the exported `model` (a folder or hub
-    name, see grace_jax.export); returns (results, errors)."""
+    name, see grace_jax.export); returns (results, errors).
+
+    face_crop="auto" (see the flag): every result gets `face_fraction` and `face` (what was done); a
+    clip without a face gets prediction and probabilities None.
+    """
     out_dir = paths.resolve(out_dir)
     if model:
         from grace_jax import export
@@ -127,15 +159,32 @@ def run(
     # Runs saved before data.normalize existed were trained on CLIP-normalized frames.
     normalize = config.data.get("normalize", "clip")
     step = jax.jit(functools.partial(predict_step, graphdef=graphdef, normalize=normalize))
+    detector = None
+    if face_crop == "auto":
+        from grace_jax.faces import FaceDetector
+
+        detector = FaceDetector()
+    elif face_crop != "none":
+        raise ValueError(f"face_crop must be 'auto' or 'none', got {face_crop!r}")
     paths.makedirs(out_dir)
     results, errors, taken = [], [], set()
     for path in inputs:
         try:
-            frames = read_clip(path, config.data.num_frames, config.data.image_size)
+            if detector is None:
+                frames = read_clip(path, config.data.num_frames, config.data.image_size)
+            else:
+                frames = read_clip(path, config.data.num_frames, FACE_READ_SIDE, whole_frame=True)
         except ClipError as e:
             errors.append(str(e))
             print(f"skipped: {e}", file=sys.stderr)
             continue
+        face = {}
+        if detector is not None:
+            frames, face = _face_frames(frames, detector, config.data.image_size, min_face_fraction)
+            if frames is None:
+                results.append({"input": path, "prediction": None, "probabilities": None, **face})
+                print(f"{path}: {face['face']}")
+                continue
         probs, maps = jax.device_get(step(state, frames[None]))
         probs = np.asarray(probs[0], np.float64)
         top = int(probs.argmax())
@@ -143,6 +192,7 @@ def run(
             "input": path,
             "prediction": names[top],
             "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs)},
+            **face,
         }
         if pictures:
             rows = [("motion weight", np.asarray(maps["motion"][0]))]
@@ -157,7 +207,8 @@ def run(
             )
             result["picture"] = picture
         results.append(result)
-        print(f"{path}: {names[top]} ({probs[top]:.3f})")
+        seen = f", face in {face['face_fraction']:.0%} of the frames" if face else ""
+        print(f"{path}: {names[top]} ({probs[top]:.3f}){seen}")
 
     _write_atomic(
         paths.join(out_dir, "predictions.json"),
@@ -166,9 +217,11 @@ def run(
 
     def write_csv(f):
         writer = csv.writer(f)
-        writer.writerow(["input", "prediction", *names])
+        writer.writerow(["input", "prediction", *names, "face_fraction"])
         for r in results:
-            writer.writerow([r["input"], r["prediction"], *(r["probabilities"][n] for n in names)])
+            probs = r["probabilities"] or {}
+            writer.writerow([r["input"], r["prediction"] or "no face", *(probs.get(n, "") for n in names),
+                             r.get("face_fraction", "")])
 
     _write_atomic(paths.join(out_dir, "predictions.csv"), write_csv)
     return results, errors
@@ -189,6 +242,8 @@ def main(argv):
         which=_CHECKPOINT.value,
         pictures=_PICTURES.value,
         model=_MODEL.value,
+        face_crop=_FACE_CROP.value,
+        min_face_fraction=_MIN_FACE_FRACTION.value,
     )
     print(f"Wrote {out}/predictions.json and predictions.csv.")
     if errors:

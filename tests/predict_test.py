@@ -59,3 +59,39 @@ def test_colormap_and_overlay():
     frame = np.zeros((8, 8, 3), np.uint8)
     hot = heatmaps.overlay(frame, np.array([[0.0, 1.0], [0.0, 0.0]]), scale=1.0)
     assert hot[0, 7, 0] > hot[0, 0, 0]  # The top-right patch is the hot one.
+
+
+def test_face_crop_auto_crops_to_the_face_and_reports_a_clip_without_one(tiny_run, tmp_path):
+    # The face is the stored crop of matplotlib's portrait of Grace Hopper (tests/faces/data), moving
+    # right across a 16:9 noise scene; the other video is the scene alone.
+    workdir, _ = tiny_run
+    reference = os.path.join(os.path.dirname(__file__), "faces", "data", "blazeface_reference.npz")
+    with np.load(reference) as f:
+        face = np.asarray(Image.fromarray(f["face"]).resize((90, 90), Image.BILINEAR))
+    rng = np.random.RandomState(1)
+    scene = rng.randint(60, 200, size=(180, 320, 3)).astype(np.uint8)
+    moving = []
+    for t in range(12):
+        frame = scene.copy()
+        frame[50:140, 20 + 15 * t : 110 + 15 * t] = face
+        moving.append(frame)
+    face_video, faceless_video = str(tmp_path / "face.mp4"), str(tmp_path / "nobody.mp4")
+    _write_mp4(face_video, np.stack(moving))
+    _write_mp4(faceless_video, np.stack([scene] * 12))
+    out = str(tmp_path / "out")
+
+    results, errors = predict.run(workdir, [face_video, faceless_video], out, face_crop="auto")
+    assert errors == []
+    found, nobody = results
+    assert found["face_fraction"] > 0.5 and found["face"].startswith("cropped to the face")
+    assert abs(sum(found["probabilities"].values()) - 1) < 1e-4
+    assert found["prediction"] == max(found["probabilities"], key=found["probabilities"].get)
+    assert os.path.exists(found["picture"])
+    assert nobody["face_fraction"] == 0 and nobody["face"].startswith("no face")
+    assert nobody["prediction"] is None and nobody["probabilities"] is None and "picture" not in nobody
+    with open(os.path.join(out, "predictions.json")) as f:
+        assert json.load(f)["results"][1]["probabilities"] is None
+    with open(os.path.join(out, "predictions.csv")) as f:
+        header, face_row, nobody_row = list(csv.reader(f))
+    assert header[-1] == "face_fraction" and float(face_row[-1]) == found["face_fraction"]
+    assert nobody_row[1] == "no face" and nobody_row[2:-1] == [""] * 7 and float(nobody_row[-1]) == 0

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from data_prep.sources.errors import ClipError
-from data_prep.sources.resize import to_square
+from data_prep.sources.resize import fit_within, to_square
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -29,11 +29,14 @@ def list_frames(folder: str) -> list[str]:
     return sorted(names, key=natural_key)
 
 
-def read_frame_folder(folder: str, side: int) -> np.ndarray:
+def read_frame_folder(folder: str, side: int, *, whole_frame: bool = False) -> np.ndarray:
     """All frames of a frame folder at the stored side.
 
+    `whole_frame`: as in `video.read_video` (every frame at the first one's size).
+
     Returns:
-      uint8 [N, side, side, 3]. Raises ClipError naming the folder or the unreadable frame.
+      uint8 [N, side, side, 3] (whole_frame: [N, h, w, 3]). Raises ClipError naming the folder or the
+      unreadable frame.
     """
     frames = []
     for name in list_frames(folder):
@@ -41,7 +44,10 @@ def read_frame_folder(folder: str, side: int) -> np.ndarray:
         try:
             with Image.open(path) as image:
                 image.load()
-                frames.append(to_square(image, side))
+                if whole_frame:
+                    frames.append(fit_within(image, side, frames[0].shape[1::-1] if frames else None))
+                else:
+                    frames.append(to_square(image, side))
         except (OSError, ValueError, Image.DecompressionBombError) as e:
             raise ClipError(f"frame {path} is unreadable: {e}") from e
     return np.stack(frames)

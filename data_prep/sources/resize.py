@@ -23,3 +23,21 @@ def to_square(image: Image.Image, side: int) -> np.ndarray:
         image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
     left, top = (new_w - side) // 2, (new_h - side) // 2
     return np.asarray(image.crop((left, top, left + side, top + side)))
+
+
+def fit_within(image: Image.Image, longest: int, size: tuple[int, int] | None = None) -> np.ndarray:
+    """The whole frame, its aspect ratio kept, scaled down (never up) so its longer side is at most
+    `longest`; or, given `size` (width, height), resized to exactly that (the frames of one clip must
+    share a shape). For face detection, which needs the frame around the face.
+
+    Returns:
+      uint8 RGB array [height, width, 3].
+    """
+    image = image.convert("RGB")
+    if size is None:
+        width, height = image.size
+        scale = min(1.0, longest / max(width, height))
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if size != image.size:
+        image = image.resize(size, Image.Resampling.BICUBIC)
+    return np.asarray(image)

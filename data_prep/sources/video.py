@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from data_prep.sources.errors import ClipError
-from data_prep.sources.resize import to_square
+from data_prep.sources.resize import fit_within, to_square
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 
@@ -25,11 +25,15 @@ def _upright(frame: av.VideoFrame) -> np.ndarray:
     return np.rot90(array, k=quarter_turns) if quarter_turns else array
 
 
-def read_video(path: str, side: int) -> np.ndarray:
+def read_video(path: str, side: int, *, whole_frame: bool = False) -> np.ndarray:
     """All frames of a video at the stored side.
 
+    `whole_frame`: instead of the centre square, the whole frame with its aspect ratio, the longer
+    side at most `side` (`resize.fit_within`; for face detection).
+
     Returns:
-      uint8 [N, side, side, 3]. Raises ClipError naming the file for an unreadable or frameless video.
+      uint8 [N, side, side, 3] (whole_frame: [N, h, w, 3], max(h, w) <= side). Raises ClipError naming
+      the file for an unreadable or frameless video.
     """
     decoded: list[tuple[float, int, np.ndarray]] = []
     try:
@@ -40,8 +44,12 @@ def read_video(path: str, side: int) -> np.ndarray:
             stream.thread_type = "AUTO"
             for i, frame in enumerate(container.decode(stream)):
                 pts = frame.pts if frame.pts is not None else i
-                square = to_square(Image.fromarray(_upright(frame)), side)
-                decoded.append((pts, i, square))
+                image = Image.fromarray(_upright(frame))
+                if whole_frame:  # every frame at the first one's size (a stream can change size)
+                    array = fit_within(image, side, decoded[0][2].shape[1::-1] if decoded else None)
+                else:
+                    array = to_square(image, side)
+                decoded.append((pts, i, array))
     except ClipError:
         raise
     except (av.FFmpegError, OSError, ValueError) as e:

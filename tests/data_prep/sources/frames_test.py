@@ -31,3 +31,11 @@ def test_missing_and_empty_folders_raise_naming_the_folder(tmp_path):
     os.makedirs(tmp_path / "empty")
     with pytest.raises(ClipError, match="empty holds no images"):
         read_frame_folder(str(tmp_path / "empty"), 8)
+
+
+def test_whole_frames_keep_the_aspect_ratio_at_the_first_frames_size(tmp_path):
+    Image.fromarray(np.full((30, 60, 3), 10, np.uint8)).save(tmp_path / "1.png")
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(tmp_path / "2.png")  # another size
+    frames = read_frame_folder(str(tmp_path), 30, whole_frame=True)
+    assert frames.shape == (2, 15, 30, 3)
+    np.testing.assert_allclose(frames.mean(axis=(1, 2, 3)), [10, 90], atol=1)

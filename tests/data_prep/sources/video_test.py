@@ -111,3 +111,11 @@ def test_folder_dataset_from_csv_with_captions_and_bad_rows(tmp_path):
     assert "'12'" in by_line["10"].reason and "not a video" in by_line["11"].reason
     assert "malformed" in by_line["12"].reason
     assert manifest["splits"]["train"]["num_captions"] == 2
+
+
+def test_whole_frame_keeps_the_aspect_ratio_and_never_enlarges(tmp_path):
+    path = write_video(str(tmp_path / "wide.mkv"), grey_clip(3, 32, 48), "ffv1")
+    assert read_video(path, 24, whole_frame=True).shape == (3, 16, 24, 3)  # longer side 48 -> 24
+    frames = read_video(path, 640, whole_frame=True)
+    assert frames.shape == (3, 32, 48, 3)  # already within 640: as decoded
+    np.testing.assert_allclose(frames.mean(axis=(1, 2, 3)), [frame_value(t) for t in range(3)], atol=3)
