@@ -18,10 +18,10 @@ import orbax.checkpoint as ocp
 from grace_jax import paths
 
 
-_one_replica = False
+_large_slices_only = False
 
 
-def _save_arrays_from_one_replica() -> None:
+def _replica_parallel_only_for_large_slices() -> None:
     """Replicated arrays are split across their replicas for writing ("replica-parallel", orbax's
     default) only where each replica's slice is at least 4 MiB; smaller ones are written whole by
     their first replica.
@@ -31,14 +31,14 @@ def _save_arrays_from_one_replica() -> None:
     instead of 0.5 s, that of the tiny training state 10 s. Arrays whose slices pass the threshold
     (e.g. ViT-B/16's token embedding) are few and worth splitting across hosts.
     """
-    global _one_replica
-    if not _one_replica:  # once: orbax logs a warning at every override
+    global _large_slices_only
+    if not _large_slices_only:  # once: orbax logs a warning at every override
         ocp.type_handlers.register_type_handler(
             jax.Array,
             ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=4 << 20),
             override=True,
         )
-        _one_replica = True
+        _large_slices_only = True
 
 
 class Checkpoints:
@@ -46,7 +46,7 @@ class Checkpoints:
 
     def __init__(self, directory: str, *, max_to_keep: int = 2):
         self.directory = directory = paths.resolve(directory)
-        _save_arrays_from_one_replica()
+        _replica_parallel_only_for_large_slices()
 
         def manager(name, keep):
             # Each manager's own barrier names: orbax names its cross-process barriers after the
