@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from data_prep import schema, synth
+from data_prep import synth
+from grace_jax.data import schema
 from data_prep.sources.clip_spec import BadClip, ClipSpec
-from data_prep.sources.errors import ClipError
-from data_prep.sources.frames import read_frame_folder
-from data_prep.sources.video import read_video
+from grace_jax.data.errors import ClipError
+from grace_jax.data.frames import read_frame_folder
+from grace_jax.data.video import read_video
 
 # Reason prefix of report lines for kept clips whose listed frame count is wrong.
 FRAME_COUNT_MISMATCH = "frame count mismatch"

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 from tqdm import tqdm
 
-from data_prep import report, schema, synth
+from data_prep import report, synth
+from grace_jax.data import schema
 from data_prep.clip_loader import LoadOptions, load_clip
 from data_prep.sources.clip_spec import BadClip, ClipSpec
 from data_prep.sources.datasets import (

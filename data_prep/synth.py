@@ -20,7 +20,7 @@ import zlib
 
 import numpy as np
 
-from data_prep.schema import BASIC_CLASSES
+from grace_jax.data.schema import BASIC_CLASSES
 
 NUM_CLASSES = len(BASIC_CLASSES)
 

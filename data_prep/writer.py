@@ -14,7 +14,7 @@ import shutil
 
 from array_record.python import array_record_module
 
-from data_prep import schema
+from grace_jax.data import schema
 
 
 class OutputExistsError(Exception):

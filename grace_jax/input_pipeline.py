@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from absl import flags
 
-from data_prep import schema
+from grace_jax.data import schema
 from grace_jax import paths as paths_lib
 from grace_jax.data.clip_transforms import (
     CLIP_MEAN,

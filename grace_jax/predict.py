@@ -29,10 +29,10 @@ from absl import app, flags
 from flax import nnx
 from PIL import Image
 
-from data_prep.sources.errors import ClipError
-from data_prep.sources.frames import read_frame_folder
-from data_prep.sources.resize import to_square
-from data_prep.sources.video import read_video
+from grace_jax.data.errors import ClipError
+from grace_jax.data.frames import read_frame_folder
+from grace_jax.data.resize import to_square
+from grace_jax.data.video import read_video
 from grace_jax import heatmaps, input_pipeline, paths, runs
 from grace_jax.data.segments import segment_indices
 

@@ -12,6 +12,8 @@ import functools
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from typing import Any
@@ -172,25 +174,13 @@ def _prepare_data(config, workdir: str) -> str:
         )
     out = paths.join(workdir, "synthfer")
     if not paths.exists(paths.join(out, "manifest.json")):
-        from data_prep import job
-
         if jax.process_index() == 0:
             logging.info("Generating SynthFER into %s", out)
             # ArrayRecord writes local files only: for a gs:// workdir, build in a local temporary
             # folder and upload it, manifest last (its presence means "complete").
             local = tempfile.mkdtemp(prefix="synthfer-") if paths.is_uri(out) else None
             try:
-                job.build(
-                    job.BuildConfig(
-                        dataset="synth",
-                        out=os.path.join(local, "synthfer") if local else out,
-                        synth_train=config.data.synth_train_clips,
-                        synth_test=config.data.synth_test_clips,
-                        synth_seed=config.seed,
-                        frame_size=config.data.image_size,
-                        workers=os.cpu_count() or 1,
-                    )
-                )
+                _build_synthfer(config, os.path.join(local, "synthfer") if local else out)
                 if local:
                     paths.upload_tree(os.path.join(local, "synthfer"), out, last=["manifest.json"])
             finally:
@@ -199,6 +189,19 @@ def _prepare_data(config, workdir: str) -> str:
         if jax.process_count() > 1:  # The others wait until process 0 has written it.
             distributed.barrier("synthfer ready")
     return out
+
+
+def _build_synthfer(config, out: str) -> None:
+    # The offline job's own command line (data_prep sits above grace_jax: it imports the runtime's
+    # record schema and readers, never the other way round).
+    command = [
+        sys.executable, "-m", "data_prep.build_dataset", "--dataset=synth", f"--out={out}",
+        f"--synth_train={config.data.synth_train_clips}", f"--synth_test={config.data.synth_test_clips}",
+        f"--synth_seed={config.seed}", f"--frame_size={config.data.image_size}",
+        f"--workers={os.cpu_count() or 1}",
+    ]
+    if subprocess.run(command).returncode != 0:
+        raise RuntimeError(f"generating SynthFER into {out} failed (see the lines above): {' '.join(command)}")
 
 
 def _check_classes(config, manifest: dict, data_dir: str) -> list[str]:

@@ -10,7 +10,7 @@ import re
 
 from data_prep.sources.annotations import parse_list_file
 from data_prep.sources.clip_spec import BadClip, ClipSpec
-from data_prep.sources.video import VIDEO_EXTENSIONS
+from grace_jax.data.video import VIDEO_EXTENSIONS
 
 # The dataset's own folder name(s); a list path is re-rooted from the component after it.
 ANCHORS = {"dfew": ("DFEW",), "ferv39k": ("FERV39k",), "mafw": ("MAFW",), "folder": ()}

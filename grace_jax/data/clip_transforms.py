@@ -32,7 +32,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image, ImageEnhance
 
-from data_prep import schema
+from grace_jax.data import schema
 from grace_jax.data.segments import segment_indices
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from data_prep import schema
+from grace_jax.data import schema
 from grace_jax.data import clip_transforms as ct
 
 

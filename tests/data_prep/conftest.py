@@ -1,9 +1,12 @@
 """Fixtures for data_prep tests: a DFEW layout with lists from another machine."""
 
 import os
+import sys
 
 import pytest
-from dataprep_fixtures import make_frame_folder
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from video_fixtures import make_frame_folder  # noqa: E402
 
 
 @pytest.fixture

@@ -8,10 +8,13 @@ import sys
 
 import numpy as np
 import pytest
-from dataprep_fixtures import frame_value, make_frame_folder, read_split
 
-from data_prep import job, report, schema
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from video_fixtures import frame_value, make_frame_folder, read_split  # noqa: E402
+
+from data_prep import job, report
 from data_prep.writer import OutputExistsError
+from grace_jax.data import schema
 
 
 def _config(**kw):

@@ -8,8 +8,8 @@ import re
 import numpy as np
 from PIL import Image
 
-from data_prep.sources.errors import ClipError
-from data_prep.sources.resize import fit_within, to_square
+from grace_jax.data.errors import ClipError
+from grace_jax.data.resize import fit_within, to_square
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 

@@ -10,8 +10,8 @@ import av
 import numpy as np
 from PIL import Image
 
-from data_prep.sources.errors import ClipError
-from data_prep.sources.resize import fit_within, to_square
+from grace_jax.data.errors import ClipError
+from grace_jax.data.resize import fit_within, to_square
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 

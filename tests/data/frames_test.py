@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_prep.sources.errors import ClipError
-from data_prep.sources.frames import list_frames, natural_key, read_frame_folder
+from grace_jax.data.errors import ClipError
+from grace_jax.data.frames import list_frames, natural_key, read_frame_folder
 
 
 def test_natural_order_puts_2_before_10():

@@ -1,4 +1,4 @@
-"""Helpers for data_prep tests: tiny frame folders, videos, reading built shards."""
+"""Test helpers: tiny frame folders and encoded videos, and reading built shards."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 from array_record.python import array_record_data_source
 from PIL import Image
 
-from data_prep import schema
+from grace_jax.data import schema
 
 
 def frame_value(index: int) -> int:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from data_prep import schema
+from grace_jax.data import schema
 
 
 def _record(caption="smiles slowly"):
