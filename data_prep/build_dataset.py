@@ -14,8 +14,9 @@ Usage:
   python -m data_prep.build_dataset --dataset=mafw --root=/data/MAFW --fold=1 \
       --captions=/data/MAFW/captions.tsv --out=/data/shards/mafw1
 
-  # Your own videos (mp4/avi/mov/mkv/webm) with CSVs `path,label[,caption]`, paths relative to --videos:
-  python -m data_prep.build_dataset --dataset=folder --videos=/data/myclips \
+  # Your own videos (mp4/avi/mov/mkv/webm) with CSVs `path,label[,caption]`, paths relative to --videos,
+  # cropped to the face (clips without one are reported in bad_clips.tsv):
+  python -m data_prep.build_dataset --dataset=folder --videos=/data/myclips --face_crop=auto \
       --labels=train=/data/myclips/train.csv,test=/data/myclips/test.csv --out=/data/shards/mine
 
   # SynthFER, the synthetic dataset of the demo and the tests:
@@ -51,6 +52,12 @@ flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality of stored frames.")
 flags.DEFINE_integer("workers", os.cpu_count() or 1, "Worker processes reading and encoding clips.")
 flags.DEFINE_float("max_bad_fraction", 0.05, "Fail when more than this fraction of listed clips is bad.")
 flags.DEFINE_bool("overwrite", False, "Replace an existing output folder as a whole.")
+flags.DEFINE_enum("face_crop", "none", ["auto", "none"],
+                  "auto: crop videos and frame folders to the face found in their frames (BlazeFace, as "
+                  "grace_jax.predict --face_crop=auto); clips without a face go to bad_clips.tsv. none: "
+                  "the frames as they are (the datasets' own face crops).")
+flags.DEFINE_float("min_face_fraction", 0.25, "With --face_crop=auto: a clip with a face in fewer of its "
+                   "frames is bad ('no face').")
 flags.DEFINE_integer("synth_train", 2100, "SynthFER: train clips.")
 flags.DEFINE_integer("synth_test", 700, "SynthFER: test clips.")
 flags.DEFINE_integer("synth_seed", 0, "SynthFER: seed.")
@@ -82,6 +89,8 @@ def main(argv: list[str]) -> None:
         synth_seed=FLAGS.synth_seed,
         synth_min_frames=FLAGS.synth_min_frames,
         synth_max_frames=FLAGS.synth_max_frames,
+        face_crop=FLAGS.face_crop,
+        min_face_fraction=FLAGS.min_face_fraction,
     )
     try:
         manifest = job.build(config)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from data_prep import synth
 from grace_jax.data import schema
 from data_prep.sources.clip_spec import BadClip, ClipSpec
@@ -24,6 +26,28 @@ class LoadOptions:
     synth_seed: int = 0
     synth_min_frames: int = 12
     synth_max_frames: int = 24
+    face_crop: str = "none"  # "auto": crop videos and frame folders to the face (grace_jax.faces)
+    min_face_fraction: float = 0.25
+
+
+_detector = None  # one face detector per worker process, built on its first clip
+
+
+def _face_crops(spec: ClipSpec, options: LoadOptions) -> np.ndarray:
+    """All frames of a video or frame folder, cropped to the clip's face (or centre squares when the
+    face already fills them); ClipError for a clip without a face."""
+    from grace_jax import faces
+
+    global _detector
+    if _detector is None:
+        _detector = faces.FaceDetector()
+    read = read_frame_folder if spec.kind == "frames" else read_video
+    whole = read(spec.path, faces.WHOLE_FRAME_SIDE, whole_frame=True)
+    found = faces.crop_clip(whole, _detector, size=options.frame_size, face_crop="auto",
+                            min_face_fraction=options.min_face_fraction)
+    if found.no_face:
+        raise ClipError(f"{spec.path}: {found.reason}")
+    return faces.frames_for_model(found, options.frame_size)
 
 
 def synth_index(clip_id: str) -> int:
@@ -32,6 +56,8 @@ def synth_index(clip_id: str) -> int:
 
 
 def _frames_of(spec: ClipSpec, options: LoadOptions):
+    if options.face_crop == "auto" and spec.kind in ("frames", "video"):
+        return _face_crops(spec, options)
     if spec.kind == "frames":
         return read_frame_folder(spec.path, options.frame_size)
     if spec.kind == "video":

@@ -60,6 +60,8 @@ class BuildConfig:
     synth_seed: int = 0
     synth_min_frames: int = 12
     synth_max_frames: int = 24
+    face_crop: str = "none"
+    min_face_fraction: float = 0.25
     command: tuple[str, ...] | None = None  # recorded in the manifest; defaults to sys.argv
     progress: bool = True
 
@@ -150,7 +152,10 @@ def build(config: BuildConfig) -> dict:
     if total == 0:
         raise BuildError("the inputs list no clips at all")
     frame_size = config.frame_size or (48 if config.dataset == "synth" else 224)
-    options = LoadOptions(frame_size, config.jpeg_quality, config.synth_seed, config.synth_min_frames, config.synth_max_frames)
+    if config.face_crop not in ("auto", "none"):
+        raise BuildError(f"--face_crop must be auto or none, got {config.face_crop!r}")
+    options = LoadOptions(frame_size, config.jpeg_quality, config.synth_seed, config.synth_min_frames,
+                          config.synth_max_frames, config.face_crop, config.min_face_fraction)
     class_names = schema.CLASS_NAMES[config.dataset]
     splits = list(dict.fromkeys(c.split for c in clips))
     listed = {s: sum(c.split == s for c in clips) for s in splits}
@@ -211,6 +216,7 @@ def build(config: BuildConfig) -> dict:
             "class_names": list(class_names),
             "num_classes": len(class_names),
             "frame_size": frame_size,
+            "face_crop": config.face_crop,
             "jpeg_quality": config.jpeg_quality,
             "splits": split_info,
             "num_bad_clips": len(bad),

@@ -36,20 +36,50 @@ def overlay(
     return (frame * (1 - opacity) + np.asarray(heat) * opacity).astype(np.uint8)
 
 
+def draw_squares(frames: np.ndarray, squares: np.ndarray, detected: np.ndarray) -> np.ndarray:
+    """uint8 frames [T,H,W,3], crop squares [T,4] (x0, y0, x1, y1) -> copies with each square drawn:
+    green where the face was detected in that frame, orange where its box was filled in."""
+    out = []
+    for frame, square, found in zip(frames, squares, detected):
+        image = Image.fromarray(frame)
+        width = max(2, round(max(image.size) / 120))
+        ImageDraw.Draw(image).rectangle(
+            [float(v) for v in square], outline=(0, 220, 0) if found else (255, 150, 0), width=width
+        )
+        out.append(np.asarray(image))
+    return np.stack(out)
+
+
+def _fit_cell(frame: np.ndarray, cell: int) -> np.ndarray:
+    """A frame of any aspect ratio, whole, centred on a white cell x cell square."""
+    image = Image.fromarray(frame)
+    scale = cell / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    image = image.resize(size, Image.BILINEAR)
+    canvas = Image.new("RGB", (cell, cell), "white")
+    canvas.paste(image, ((cell - image.width) // 2, (cell - image.height) // 2))
+    return np.asarray(canvas)
+
+
 def clip_figure(
     path: str,
     frames: np.ndarray,
     rows: Sequence[tuple[str, np.ndarray]],
     title: str,
     cell: int = 96,
+    context: tuple[str, np.ndarray] | None = None,
 ) -> str:
     """Saves a PNG: the T frames on top, then one row of overlays per (label, weights [T, P]).
 
     Each row is scaled by its own maximum over the clip, so the brightest patch is the clip's most
-    weighted one. Written in one go (local or gs:// `path`): no half-written pictures.
+    weighted one. `context`: (label, uint8 [T,h,w,3]), a row above the frames, each picture whole
+    (predict: the whole frames with the face crops drawn). Written in one go (local or gs:// `path`):
+    no half-written pictures.
     """
     t = frames.shape[0]
     grid = []
+    if context is not None:
+        grid.append((context[0], np.concatenate([_fit_cell(f, cell) for f in context[1]], axis=1)))
     for label, weights in [("frames", None), *rows]:
         cells = []
         for i in range(t):

@@ -25,16 +25,13 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from flax import nnx
-from PIL import Image
 
-from grace_jax.data.errors import ClipError
-from grace_jax.data.frames import read_frame_folder
-from grace_jax.data.resize import to_square
-from grace_jax.data.video import read_video
+from grace_jax import faces as faces_lib
 from grace_jax import heatmaps, input_pipeline, paths, runs
-from grace_jax.data.segments import segment_indices
+from grace_jax.data.errors import ClipError
+from grace_jax.data.windows import read_windows
 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Training run directory (config.json, checkpoints)."
@@ -49,17 +46,28 @@ _OUT = flags.DEFINE_string(
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint to use.")
 _PICTURES = flags.DEFINE_bool("pictures", True, "Write the heat-map picture of every input.")
 _FACE_CROP = flags.DEFINE_enum(
-    "face_crop", "none", ["auto", "none"],
+    "face_crop", "auto", ["auto", "none"],
     "auto: find the face in the sampled frames (BlazeFace, grace_jax.faces) and crop them to it, unless "
     "it already fills the frames; a clip with a face in fewer than --min_face_fraction of them is "
-    "reported as 'no face' and not classified. none: the frames as given (face-cropped datasets).",
+    "reported as 'no face' and not classified. none: the frames as given, never 'no face' (face "
+    "crops you trust, or faces BlazeFace does not know, such as SynthFER's).",
 )
 _MIN_FACE_FRACTION = flags.DEFINE_float(
     "min_face_fraction", 0.25, "With --face_crop=auto: below this fraction of sampled frames with a "
     "face, a clip is 'no face'.",
 )
+_WINDOW_SECONDS = flags.DEFINE_float(
+    "window_seconds", 0.0, "One prediction per window of this many seconds (long videos); 0: one "
+    "prediction for the whole input.",
+)
+_STRIDE_SECONDS = flags.DEFINE_float(
+    "stride_seconds", 0.0, "With --window_seconds: seconds from one window's start to the next's; "
+    "0: the window's length (windows side by side).",
+)
+_FOLDER_FPS = flags.DEFINE_float(
+    "folder_fps", 25.0, "With --window_seconds: the frame rate of frame folders (videos carry theirs)."
+)
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 # --face_crop=auto reads whole frames at most this long a side: the detector sees 192 px, and a face a
 # third of such a frame is still ~210 px for the model's 224.
 FACE_READ_SIDE = 640
@@ -71,35 +79,18 @@ def load_run(workdir: str, which: str = "best"):
     return run.config, run.class_names, run.graphdef, run.state
 
 
-def read_clip(path: str, num_frames: int, image_size: int, *, whole_frame: bool = False) -> np.ndarray:
-    """A video file or frame folder -> uint8 [T, S, S, 3], the evaluation protocol's frames
-    (whole_frame: [T, h, w, 3], the whole frames, longer side at most `image_size`)."""
-    if paths.is_uri(path):
-        raise ClipError(f"{path}: inputs must be local files or folders (copy it first, e.g. gcloud storage cp)")
-    if os.path.isdir(path):
-        frames = read_frame_folder(path, image_size, whole_frame=whole_frame)
-    elif not os.path.exists(path):
-        raise ClipError(f"{path}: no such file or folder")
-    elif path.lower().endswith(VIDEO_EXTENSIONS):
-        frames = read_video(path, image_size, whole_frame=whole_frame)
-    else:
-        raise ClipError(f"{path}: not a video ({', '.join(VIDEO_EXTENSIONS)}) or frame folder")
-    return frames[segment_indices(len(frames), num_frames, train=False)]
-
-
 def _face_frames(frames: np.ndarray, detector, image_size: int, min_face_fraction: float):
-    """Whole sampled frames [T,h,w,3] -> (model frames [T,S,S,3] or None for no face, result fields)."""
-    from grace_jax.faces import crop_clip
-
-    faces = crop_clip(frames, detector, size=image_size, face_crop="auto",
-                      min_face_fraction=min_face_fraction)
+    """Whole sampled frames [T,h,w,3] -> (model frames [T,S,S,3] or None for no face, result fields,
+    the picture's row of whole frames with the crops drawn, or None when not cropped)."""
+    faces = faces_lib.crop_clip(frames, detector, size=image_size, face_crop="auto",
+                                min_face_fraction=min_face_fraction)
     fields = {"face_fraction": round(float(faces.face_fraction), 4), "face": faces.reason}
     if faces.no_face:
-        return None, fields
+        return None, fields, None
+    context = None
     if faces.cropped:
-        return faces.frames, fields
-    # Faces that fill the frame: the centre square, as without face cropping.
-    return np.stack([to_square(Image.fromarray(f), image_size) for f in faces.frames]), fields
+        context = ("whole frame", heatmaps.draw_squares(frames, faces.track.squares, faces.track.detected))
+    return faces_lib.frames_for_model(faces, image_size), fields, context
 
 
 def predict_step(state, video, *, graphdef, normalize: str = "clip"):
@@ -140,15 +131,21 @@ def run(
     which: str = "best",
     pictures: bool = True,
     model: str | None = None,
-    face_crop: str = "none",
+    face_crop: str = "auto",
     min_face_fraction: float = 0.25,
+    window_seconds: float = 0.0,
+    stride_seconds: float = 0.0,
+    folder_fps: float = 25.0,
 ) -> tuple[list[dict], list[str]]:
     """Predicts every input with the run `workdir`, or with the exported `model` (a folder or hub
     name, see grace_jax.export); returns (results, errors).
 
     face_crop="auto" (see the flag): every result gets `face_fraction` and `face` (what was done); a
-    clip without a face gets prediction and probabilities None.
+    clip without a face gets prediction and probabilities None. window_seconds > 0: one result per
+    window (see grace_jax.data.windows), with its `start_seconds` and `end_seconds`.
     """
+    if face_crop not in ("auto", "none"):
+        raise ValueError(f"face_crop must be 'auto' or 'none', got {face_crop!r}")
     out_dir = paths.resolve(out_dir)
     if model:
         from grace_jax import export
@@ -161,73 +158,81 @@ def run(
     step = jax.jit(functools.partial(predict_step, graphdef=graphdef, normalize=normalize))
     detector = None
     if face_crop == "auto":
-        from grace_jax.faces import FaceDetector
-
-        detector = FaceDetector()
-    elif face_crop != "none":
-        raise ValueError(f"face_crop must be 'auto' or 'none', got {face_crop!r}")
+        detector = faces_lib.FaceDetector()
+    windowed = window_seconds > 0
     paths.makedirs(out_dir)
     results, errors, taken = [], [], set()
     for path in inputs:
         try:
-            if detector is None:
-                frames = read_clip(path, config.data.num_frames, config.data.image_size)
-            else:
-                frames = read_clip(path, config.data.num_frames, FACE_READ_SIDE, whole_frame=True)
+            if paths.is_uri(path):
+                raise ClipError(f"{path}: inputs must be local files or folders (copy it first, e.g. gcloud storage cp)")
+            side = config.data.image_size if detector is None else faces_lib.WHOLE_FRAME_SIDE
+            for window, frames in read_windows(
+                path, config.data.num_frames, side, whole_frame=detector is not None,
+                window_seconds=window_seconds, stride_seconds=stride_seconds, folder_fps=folder_fps,
+            ):
+                span = {"start_seconds": window.start_seconds, "end_seconds": window.end_seconds} if windowed else {}
+                results.append(_predict_one(path, frames, span, step, state, names, detector, config,
+                                            min_face_fraction, out_dir if pictures else None, taken))
         except ClipError as e:
             errors.append(str(e))
             print(f"skipped: {e}", file=sys.stderr)
-            continue
-        face = {}
-        if detector is not None:
-            frames, face = _face_frames(frames, detector, config.data.image_size, min_face_fraction)
-            if frames is None:
-                results.append({"input": path, "prediction": None, "probabilities": None, **face})
-                print(f"{path}: {face['face']}")
-                continue
-        probs, maps = jax.device_get(step(state, frames[None]))
-        probs = np.asarray(probs[0], np.float64)
-        top = int(probs.argmax())
-        result = {
-            "input": path,
-            "prediction": names[top],
-            "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs)},
-            **face,
-        }
-        if pictures:
-            rows = [("motion weight", np.asarray(maps["motion"][0]))]
-            if "ot" in maps:
-                rows.append((f"OT mass: {names[top]}", np.asarray(maps["ot"][0])))
-            picture = paths.join(out_dir, _safe_name(path, taken) + ".png")
-            heatmaps.clip_figure(
-                picture,
-                frames,
-                rows,
-                f"{os.path.basename(os.path.normpath(path))}: {names[top]} ({probs[top]:.2f})",
-            )
-            result["picture"] = picture
-        results.append(result)
-        seen = f", face in {face['face_fraction']:.0%} of the frames" if face else ""
-        print(f"{path}: {names[top]} ({probs[top]:.3f}){seen}")
 
     _write_atomic(
         paths.join(out_dir, "predictions.json"),
         lambda f: json.dump({"results": results, "errors": errors}, f, indent=2),
     )
+    span_columns = ["start_seconds", "end_seconds"] if windowed else []
 
     def write_csv(f):
         writer = csv.writer(f)
-        writer.writerow(["input", "prediction", *names, "face_fraction"])
+        writer.writerow(["input", *span_columns, "prediction", *names, "face_fraction"])
         for r in results:
             probs = r["probabilities"] or {}
-            writer.writerow([r["input"], r["prediction"] or "no face", *(probs.get(n, "") for n in names),
-                             r.get("face_fraction", "")])
+            writer.writerow([r["input"], *(r[c] for c in span_columns), r["prediction"] or "no face",
+                             *(probs.get(n, "") for n in names), r.get("face_fraction", "")])
 
     _write_atomic(paths.join(out_dir, "predictions.csv"), write_csv)
     return results, errors
 
 
+def _predict_one(path, frames, span, step, state, names, detector, config, min_face_fraction,
+                 picture_dir, taken) -> dict:
+    """One clip or window: frames [T,h,w,3] -> its result (printed as one line)."""
+    where = f"{path} [{span['start_seconds']:g}-{span['end_seconds']:g} s]" if span else path
+    face, context = {}, None
+    if detector is not None:
+        frames, face, context = _face_frames(frames, detector, config.data.image_size, min_face_fraction)
+        if frames is None:
+            print(f"{where}: {face['face']}")
+            return {"input": path, **span, "prediction": None, "probabilities": None, **face}
+    probs, maps = jax.device_get(step(state, frames[None]))
+    probs = np.asarray(probs[0], np.float64)
+    top = int(probs.argmax())
+    result = {
+        "input": path,
+        **span,
+        "prediction": names[top],
+        "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs)},
+        **face,
+    }
+    if picture_dir is not None:
+        rows = [("motion weight", np.asarray(maps["motion"][0]))]
+        if "ot" in maps:
+            rows.append((f"OT mass: {names[top]}", np.asarray(maps["ot"][0])))
+        name = _safe_name(path, taken) if not span else _safe_name(f"{path}_{span['start_seconds']:g}s", taken)
+        picture = paths.join(picture_dir, name + ".png")
+        title = f"{os.path.basename(os.path.normpath(where))}: {names[top]} ({probs[top]:.2f})"
+        heatmaps.clip_figure(picture, frames, rows, title, context=context)
+        result["picture"] = picture
+    seen = f", face in {face['face_fraction']:.0%} of the frames" if face else ""
+    print(f"{where}: {names[top]} ({probs[top]:.3f}){seen}")
+    return result
+
+
 def main(argv):
+    if not flags.FLAGS["verbosity"].present:  # orbax logs dozens of INFO lines per restore
+        logging.set_verbosity(logging.WARNING)
     inputs = argv[1:]
     if not inputs:
         raise app.UsageError("Give one or more videos or frame folders after the flags.")
@@ -244,6 +249,9 @@ def main(argv):
         model=_MODEL.value,
         face_crop=_FACE_CROP.value,
         min_face_fraction=_MIN_FACE_FRACTION.value,
+        window_seconds=_WINDOW_SECONDS.value,
+        stride_seconds=_STRIDE_SECONDS.value,
+        folder_fps=_FOLDER_FPS.value,
     )
     print(f"Wrote {out}/predictions.json and predictions.csv.")
     if errors:

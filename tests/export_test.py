@@ -67,14 +67,14 @@ def from_run(exported, tmp_path_factory):
     """(inputs, predict --workdir's results and CSV) on two frame folders."""
     folder = tmp_path_factory.mktemp("inputs")
     inputs = _clips(folder)
-    results, errors = predict.run(exported[0], inputs, str(folder / "out"), pictures=False)
+    results, errors = predict.run(exported[0], inputs, str(folder / "out"), pictures=False, face_crop="none")
     assert errors == []
     return inputs, results, (folder / "out" / "predictions.csv").read_text()
 
 
 def test_predict_from_the_folder_equals_predict_from_the_run(exported, from_run, tmp_path):
     inputs, expected, csv_text = from_run
-    from_model, _ = predict.run(None, inputs, str(tmp_path / "b"), pictures=False, model=exported[1])
+    from_model, _ = predict.run(None, inputs, str(tmp_path / "b"), pictures=False, model=exported[1], face_crop="none")
     assert [r["probabilities"] for r in from_model] == [r["probabilities"] for r in expected]
     assert (tmp_path / "b" / "predictions.csv").read_text() == csv_text
 
@@ -95,7 +95,7 @@ def test_predict_from_a_hub_name_reads_the_hub_cache_offline(exported, from_run,
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))  # where `hf download` puts it
     inputs, expected, _ = from_run
     from_hub, errors = predict.run(
-        None, inputs, str(tmp_path / "c"), pictures=False, model="someone/grace-tiny"
+        None, inputs, str(tmp_path / "c"), pictures=False, model="someone/grace-tiny", face_crop="none"
     )
     assert errors == [] and [r["probabilities"] for r in from_hub] == [r["probabilities"] for r in expected]
     with pytest.raises(export.ExportError, match="HF_HUB_OFFLINE"):

@@ -35,7 +35,7 @@ def test_predict_videos_and_folders(tiny_run, tmp_path):
     out = str(tmp_path / "out")
 
     results, errors = predict.run(
-        workdir, [video, str(folder), str(tmp_path / "missing.mp4"), str(text)], out
+        workdir, [video, str(folder), str(tmp_path / "missing.mp4"), str(text)], out, face_crop="none"
     )
     assert [r["input"] for r in results] == [video, str(folder)]
     assert len(errors) == 2 and "missing.mp4" in errors[0] and "notes.txt" in errors[1]
@@ -61,13 +61,17 @@ def test_colormap_and_overlay():
     assert hot[0, 7, 0] > hot[0, 0, 0]  # The top-right patch is the hot one.
 
 
-def test_face_crop_auto_crops_to_the_face_and_reports_a_clip_without_one(tiny_run, tmp_path):
-    # The face is the stored crop of matplotlib's portrait of Grace Hopper (tests/faces/data), moving
-    # right across a 16:9 noise scene; the other video is the scene alone.
-    workdir, _ = tiny_run
+def _face(side):
+    # The stored crop of matplotlib's portrait of Grace Hopper (tests/faces/data).
     reference = os.path.join(os.path.dirname(__file__), "faces", "data", "blazeface_reference.npz")
     with np.load(reference) as f:
-        face = np.asarray(Image.fromarray(f["face"]).resize((90, 90), Image.BILINEAR))
+        return np.asarray(Image.fromarray(f["face"]).resize((side, side), Image.BILINEAR))
+
+
+def test_face_crop_auto_crops_to_the_face_and_reports_a_clip_without_one(tiny_run, tmp_path):
+    # The face moves right across a 16:9 noise scene; the other video is the scene alone.
+    workdir, _ = tiny_run
+    face = _face(90)
     rng = np.random.RandomState(1)
     scene = rng.randint(60, 200, size=(180, 320, 3)).astype(np.uint8)
     moving = []
@@ -95,3 +99,35 @@ def test_face_crop_auto_crops_to_the_face_and_reports_a_clip_without_one(tiny_ru
         header, face_row, nobody_row = list(csv.reader(f))
     assert header[-1] == "face_fraction" and float(face_row[-1]) == found["face_fraction"]
     assert nobody_row[1] == "no face" and nobody_row[2:-1] == [""] * 7 and float(nobody_row[-1]) == 0
+
+
+def test_windows_of_a_video_where_the_face_enters_late(tiny_run, tmp_path):
+    # 6 s at 10 fps: nobody for 3 s, then a face; 2 s windows every 1.5 s.
+    workdir, _ = tiny_run
+    rng = np.random.RandomState(2)
+    scene = rng.randint(60, 200, size=(180, 320, 3)).astype(np.uint8)
+    with_face = scene.copy()
+    with_face[40:140, 180:280] = _face(100)
+    video = str(tmp_path / "late.mp4")
+    _write_mp4(video, np.stack([scene] * 30 + [with_face] * 30))
+    out = str(tmp_path / "out")
+
+    results, errors = predict.run(workdir, [video], out, window_seconds=2, stride_seconds=1.5)
+    assert errors == []
+    spans = [(r["start_seconds"], r["end_seconds"]) for r in results]
+    assert spans == [(0, 2), (1.5, 3.5), (3, 5), (4, 6)]  # the last window ends with the video
+    first, straddling, *later = results
+    assert first["prediction"] is None and first["face_fraction"] == 0
+    # The face is in 1 of the 4 frames this window samples: just at --min_face_fraction 0.25.
+    assert straddling["face_fraction"] == 0.25 and straddling["face"].startswith("cropped to the face")
+    for r in [straddling, *later]:
+        assert r["face"].startswith("cropped to the face")
+        assert abs(sum(r["probabilities"].values()) - 1) < 1e-4
+    assert later[0]["face_fraction"] == later[1]["face_fraction"] == 1
+    # One picture per classified window, named by its start.
+    assert [os.path.basename(r["picture"]) for r in [straddling, *later]] == [
+        "late.mp4_1.5s.png", "late.mp4_3s.png", "late.mp4_4s.png"]
+    with open(os.path.join(out, "predictions.csv")) as f:
+        rows = list(csv.reader(f))
+    assert rows[0][:4] == ["input", "start_seconds", "end_seconds", "prediction"]
+    assert [r[1:4] for r in rows[1:3]] == [["0.0", "2.0", "no face"], ["1.5", "3.5", straddling["prediction"]]]

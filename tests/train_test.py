@@ -83,6 +83,6 @@ def test_relative_workdir_trains_saves_and_predicts(tiny_config, synthfer_dir, t
 
     for i in range(4):
         Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(clip / f"{i + 1:05d}.jpg")
-    results, errors = predict.run("runs/rel", ["frames"], "runs/rel/predictions")
+    results, errors = predict.run("runs/rel", ["frames"], "runs/rel/predictions", face_crop="none")
     assert not errors and len(results) == 1
     assert os.path.isfile(tmp_path / "runs/rel/predictions/predictions.json")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -29,17 +30,24 @@ def list_frames(folder: str) -> list[str]:
     return sorted(names, key=natural_key)
 
 
-def read_frame_folder(folder: str, side: int, *, whole_frame: bool = False) -> np.ndarray:
-    """All frames of a frame folder at the stored side.
+def read_frame_folder(
+    folder: str, side: int, *, whole_frame: bool = False, indices: Sequence[int] | None = None
+) -> np.ndarray:
+    """The frames of a frame folder at the stored side: all, or those at `indices` (natural order).
 
     `whole_frame`: as in `video.read_video` (every frame at the first one's size).
 
     Returns:
-      uint8 [N, side, side, 3] (whole_frame: [N, h, w, 3]). Raises ClipError naming the folder or the
+      uint8 [N, side, side, 3] (whole_frame: [N, h, w, 3]; N = len(indices) when given). Raises ClipError naming the folder or the
       unreadable frame.
     """
+    names = list_frames(folder)
+    if indices is not None:
+        if max(indices) >= len(names):
+            raise ClipError(f"frame folder {folder} has {len(names)} frames, asked for frame {max(indices)}")
+        names = [names[i] for i in indices]
     frames = []
-    for name in list_frames(folder):
+    for name in names:
         path = os.path.join(folder, name)
         try:
             with Image.open(path) as image:

@@ -9,11 +9,12 @@
 The weights ship with the package (blazeface_full_range.npz, MediaPipe's, Apache-2.0: see NOTICE).
 """
 
-from grace_jax.faces.clip_crop import ClipFaces, crop_clip
+from grace_jax.faces.clip_crop import WHOLE_FRAME_SIDE, ClipFaces, crop_clip, frames_for_model
 from grace_jax.faces.detector import Detections, FaceDetector, Letterbox, letterbox
 from grace_jax.faces.track import FaceTrack, crop_frames, faces_fill_frame, track_face
 
 __all__ = [
+    "WHOLE_FRAME_SIDE",
     "ClipFaces",
     "Detections",
     "FaceDetector",
@@ -22,6 +23,7 @@ __all__ = [
     "crop_clip",
     "crop_frames",
     "faces_fill_frame",
+    "frames_for_model",
     "letterbox",
     "track_face",
 ]

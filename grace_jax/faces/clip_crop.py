@@ -15,11 +15,16 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from PIL import Image
 
+from grace_jax.data.resize import to_square
 from grace_jax.faces import track as track_lib
 from grace_jax.faces.detector import FaceDetector
 
 FACE_CROP_MODES = ("auto", "none")
+# Whole frames are read at most this long a side for face cropping: the detector sees 192 px, and a
+# face a third of such a frame is still ~210 px for the model's 224.
+WHOLE_FRAME_SIDE = 640
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +60,7 @@ def crop_clip(
     frames = np.asarray(frames)
     face_track = track_lib.track_face(detector.detect(frames), frames.shape[1:3], margin=margin)
     fraction = face_track.face_fraction
-    found = f"a face in {round(fraction * len(frames))}/{len(frames)} sampled frames"
+    found = f"a face in {round(fraction * len(frames))}/{len(frames)} frames"
     if fraction < min_face_fraction:
         reason = f"no face: {found}, under min_face_fraction {min_face_fraction:g}"
         return ClipFaces(frames, False, fraction, True, reason, face_track)
@@ -70,3 +75,11 @@ def crop_clip(
         return ClipFaces(frames, False, fraction, False, reason, face_track)
     crops = track_lib.crop_frames(frames, face_track.squares, size)
     return ClipFaces(crops, True, fraction, False, f"cropped to the face; {found}", face_track)
+
+
+def frames_for_model(faces: ClipFaces, size: int) -> np.ndarray:
+    """uint8 [T,size,size,3]: the crops, or for a clip left uncropped its frames' centre squares
+    (what the model gets without face cropping)."""
+    if faces.cropped:
+        return faces.frames
+    return np.stack([to_square(Image.fromarray(f), size) for f in faces.frames])

@@ -3,6 +3,9 @@
 import os
 import sys
 
+import numpy as np
+from PIL import Image
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from video_fixtures import grey_clip, make_frame_folder, read_split, write_video  # noqa: E402
 
@@ -56,3 +59,45 @@ def test_folder_dataset_from_csv_with_captions_and_bad_rows(tmp_path):
     assert "'12'" in by_line["10"].reason and "not a video" in by_line["11"].reason
     assert "malformed" in by_line["12"].reason
     assert manifest["splits"]["train"]["num_captions"] == 2
+
+
+def test_face_crop_auto_stores_face_crops_and_reports_clips_without_a_face(tmp_path):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "faces"))
+    import face_scenes
+
+    rng = np.random.default_rng(3)
+    room = face_scenes.scene(rng, 240, 426)
+    videos = tmp_path / "clips"
+    videos.mkdir()
+    frames, truth = [], []
+    for t in range(10):  # the face drifts right and grows a little
+        frame, box = face_scenes.paste_face(room, 40 + 12 * t, 50, 120 + 2 * t)
+        frames.append(frame)
+        truth.append(box)
+    write_video(str(videos / "face.mp4"), np.stack(frames), "libx264")
+    write_video(str(videos / "nobody.mp4"), np.stack([room] * 10), "libx264")
+    (tmp_path / "train.csv").write_text("path,label\nface.mp4,happiness\nnobody.mp4,sadness\n")
+    out = tmp_path / "out"
+    manifest = job.build(
+        job.BuildConfig(dataset="folder", videos=str(videos), labels=(f"train={tmp_path / 'train.csv'}",),
+                        out=str(out), frame_size=64, max_bad_fraction=0.6, workers=1, progress=False,
+                        face_crop="auto")
+    )
+    assert manifest["face_crop"] == "auto"
+    (record,) = read_split(str(out), "train")
+    stored = record.decode_frames(list(range(10))).astype(np.float32)
+    # Against the square around the true face box (20% margin), cut from the frame by hand; and
+    # against the centre square the frame would give without face cropping (JPEG and the track's
+    # smoothing keep the first from being exact).
+    for t in (0, 5, 9):
+        x0, y0, x1, y1 = truth[t]
+        half = max(x1 - x0, y1 - y0) * 1.4 / 2
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        expected = Image.fromarray(frames[t]).resize((64, 64), Image.BILINEAR,
+                                                     box=(cx - half, cy - half, cx + half, cy + half))
+        centre = Image.fromarray(frames[t]).resize((64, 64), Image.BILINEAR, box=(93, 0, 333, 240))
+        near = np.abs(stored[t] - np.asarray(expected, np.float32)).mean()
+        far = np.abs(stored[t] - np.asarray(centre, np.float32)).mean()
+        assert near < 20 and far > 3 * near, (t, near, far)  # measured: near 10-15, far 65-69
+    (bad,) = report.read_report(str(out / schema.BAD_CLIP_REPORT_NAME))
+    assert bad.path.endswith("nobody.mp4") and "no face" in bad.reason
