@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from tqdm import tqdm
 
 from data_prep import report, synth
+from grace_jax.cli import UserError
 from grace_jax.data import schema
 from data_prep.clip_loader import LoadOptions, load_clip
 from data_prep.sources.clip_spec import BadClip, ClipSpec
@@ -33,7 +34,7 @@ DATASETS = ("dfew", "ferv39k", "mafw", "folder", "synth")
 CLIPS_PER_SHARD = 500
 
 
-class BuildError(Exception):
+class BuildError(UserError):
     """The job failed as a whole (too many bad clips, nothing usable); nothing was written."""
 
 

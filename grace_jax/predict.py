@@ -33,7 +33,7 @@ from grace_jax.data.errors import ClipError
 from grace_jax.data.frames import read_frame_folder
 from grace_jax.data.resize import to_square
 from grace_jax.data.video import read_video
-from grace_jax import heatmaps, input_pipeline, paths, runs
+from grace_jax import cli, heatmaps, input_pipeline, paths, runs
 from grace_jax.data.segments import segment_indices
 
 _WORKDIR = flags.DEFINE_string(
@@ -251,4 +251,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
