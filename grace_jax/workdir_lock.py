@@ -228,7 +228,8 @@ class _CloudObject:
         self.uri = uri
         self._errors = exceptions
         bucket, _, self._name = uri[len("gs://"):].partition("/")
-        self._bucket = storage.Client().bucket(bucket)
+        # project=None: object calls need none, and the client would otherwise insist on finding one.
+        self._bucket = storage.Client(project=None).bucket(bucket)
 
     def _blob(self):
         return self._bucket.blob(self._name)
