@@ -37,6 +37,10 @@ FREE_FIELDS = (
 # With one process, orbax reshards the checkpoint onto any mesh; with several, each process's data
 # iterator follows the rows its devices hold, so the mesh must stay.
 SINGLE_PROCESS_FREE_FIELDS = ("mesh.*",)
+# A checkpoint of step 0 without a data iterator (grace_jax.convert's) holds weights and a fresh
+# optimizer state, no training yet: the data, the batch, the schedule and the seed are still open.
+NOT_STARTED_FREE_FIELDS = ("data.*", "optim.batch_size", "optim.lr_decay_epochs", "optim.lr_decay",
+                           "optim.warmup_steps", "seed")
 
 ABSENT = object()
 
@@ -55,10 +59,13 @@ def _free(field: str, patterns) -> bool:
     return any(fnmatch.fnmatchcase(field, p) for p in patterns)
 
 
-def compare(stored: dict, new: dict, *, process_count: int = 1) -> tuple[list, list]:
+def compare(stored: dict, new: dict, *, process_count: int = 1, started: bool = True) -> tuple[list, list]:
     """(refused, taken): lists of (field, stored value, new value) for the fields that differ;
-    refused ones must not change on resume, taken ones may (a missing side is `resume.ABSENT`)."""
+    refused ones must not change on resume, taken ones may (a missing side is `resume.ABSENT`).
+    `started`: False for a checkpoint of step 0 without a data iterator (NOT_STARTED_FREE_FIELDS)."""
     patterns = FREE_FIELDS + (SINGLE_PROCESS_FREE_FIELDS if process_count == 1 else ())
+    if not started:
+        patterns += NOT_STARTED_FREE_FIELDS
     old, now = flatten(stored), flatten(new)
     refused, taken = [], []
     for field in sorted(set(old) | set(now)):
@@ -100,7 +107,8 @@ def check(config: ml_collections.ConfigDict, workdir: str, process_count: int = 
     step = latest_step(paths.join(workdir, "checkpoints", "last"))
     if step is None:
         return []
-    saved_by = _saved_process_count(paths.join(workdir, "checkpoints", "last", str(step)))
+    step_dir = paths.join(workdir, "checkpoints", "last", str(step))
+    saved_by = _saved_process_count(step_dir)
     if saved_by is not None and saved_by != process_count:
         raise cli.ConfigError(
             f"--workdir={workdir}: its checkpoint of step {step} was written by {saved_by} processes, this job "
@@ -112,7 +120,8 @@ def check(config: ml_collections.ConfigDict, workdir: str, process_count: int = 
         return [f"{stored_path} is missing: the config could not be compared with the checkpoint's run."]
     stored = json.loads(paths.read_text(stored_path))
     new = json.loads(config.to_json_best_effort())
-    refused, taken = compare(stored, new, process_count=process_count)
+    started = step > 0 or paths.isdir(paths.join(step_dir, "data"))
+    refused, taken = compare(stored, new, process_count=process_count, started=started)
     if refused:
         lines = "\n".join(f"  {f}: {_show(a)} in config.json, {_show(b)} now" for f, a, b in refused)
         raise cli.ConfigError(

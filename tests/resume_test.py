@@ -96,3 +96,15 @@ def test_a_checkpoint_of_another_process_count_is_refused(tiny_run, tmp_path):
     (data / "process_0-of-1.json").rename(data / "process_0-of-2.json")
     with pytest.raises(cli.ConfigError, match="written by 2 processes, this job has 1"):
         resume.check(train.ml_collections.ConfigDict(_stored(workdir)), str(workdir))
+
+
+def test_a_converted_run_not_yet_trained_may_change_its_data_and_batch(tiny_run):
+    stored = _stored(tiny_run[0])
+    new = json.loads(json.dumps(stored))
+    new["optim"]["batch_size"], new["data"]["num_workers"], new["seed"] = 48, 4, 1
+    new["model"]["prompt"]["n_ctx"] = 6
+    refused, taken = resume.compare(stored, new, started=False)
+    assert [f for f, _, _ in refused] == ["model.prompt.n_ctx"]  # the weights' shapes still decide
+    assert [f for f, _, _ in taken] == ["data.num_workers", "optim.batch_size", "seed"]
+    refused, _ = resume.compare(stored, new)  # once trained, they are part of the run
+    assert [f for f, _, _ in refused] == ["data.num_workers", "model.prompt.n_ctx", "optim.batch_size", "seed"]
