@@ -1,5 +1,6 @@
 """One trainer per workdir: the lock refuses a second trainer and names the holder, takes over a lock
-whose trainer is gone, and is renewed while held and removed when released. (The gs:// variant is in
+whose trainer is gone, and is renewed while held and removed when released; a two-process job stops
+on both processes when it is held. (The gs:// variant is in
 gcs_test.py; a second `python -m grace_jax.main` refused, in cli_test.py; a SIGKILLed trainer's
 lock taken over by its restart, in kill_resume_test.py.)"""
 
@@ -94,3 +95,22 @@ def test_an_unwritable_workdir_is_named(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(cli.ConfigError, match=f"--workdir={tmp_path / 'file' / 'run'} cannot be created"):
         workdir_lock.acquire(str(tmp_path / "file" / "run"))
+
+
+def test_a_two_process_job_stops_on_every_process_when_the_lock_is_held(tiny_config, synthfer_dir, tmp_path):
+    # Process 0 asks for the lock; process 1 learns the answer through the coordination service and
+    # stops with the same line, instead of waiting for a peer that has left.
+    from distributed_test import _two_processes
+
+    workdir = tmp_path / "held"
+    with workdir_lock.acquire(str(workdir)):
+        runs = _two_processes(tiny_config(synthfer_dir, 6), workdir)
+        try:
+            codes = [r.wait(120) for r in runs]
+        finally:
+            for r in runs:
+                r.kill()
+    for i, (r, code) in enumerate(zip(runs, codes)):
+        out = r.output(last=None)
+        assert code == 1, f"process {i}: {out[-3000:]}"
+        assert f"is in use by another trainer (pid {os.getpid()} on host" in out and "Traceback" not in out, out[-3000:]
