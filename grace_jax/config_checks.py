@@ -16,7 +16,7 @@ import re
 import jax
 import ml_collections
 
-from grace_jax import cli, input_pipeline, optim, paths, sharding
+from grace_jax import class_cues, cli, input_pipeline, optim, paths, sharding
 from grace_jax.data import clip_transforms, schema
 
 
@@ -29,6 +29,9 @@ def check_train_config(config: ml_collections.ConfigDict, workdir: str) -> dict 
         check_batch(config.data.eval_batch_size, "data.eval_batch_size", config)
     _check_choices(config)
     _check_intervals(config.train)
+    # The class texts for the model's prompts and cues: their count against model.num_classes.
+    class_cues.class_cues(config.model.num_classes, names=list(config.model.class_names),
+                          cues=list(config.model.class_cues))
     check_clip(config.model)
     _check_workdir(workdir)
     return check_data(config)

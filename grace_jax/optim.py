@@ -59,7 +59,7 @@ def group_labels(params, groups: Sequence[Group]):
     if unmatched:
         raise ConfigError(
             f"optim.groups: {len(unmatched)} parameters match no group pattern, e.g. {unmatched[:3]}; "
-            "add a catch-all group such as ('new', '.*', 1e-2)."
+            "add a catch-all group such as ('.*', 1e-2) last."
         )
     return labels
 

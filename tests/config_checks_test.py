@@ -107,6 +107,11 @@ def test_choices_and_intervals(config, tmp_path, capsys):
     assert "train.ckpt_every_steps=0 must be > 0" in _fails(config, tmp_path / "w", capsys)
 
 
+def test_class_texts_against_the_class_count(config, tmp_path, capsys):
+    config.model.class_names = ("a", "b")
+    assert "model.class_names has 2 entries but model.num_classes is 7" in _fails(config, tmp_path / "w", capsys)
+
+
 def test_a_good_config_passes_and_returns_the_manifest(config, synthfer_dir, tmp_path):
     manifest = config_checks.check_train_config(config, str(tmp_path / "w"))
     with open(os.path.join(synthfer_dir, "manifest.json")) as f:
