@@ -32,6 +32,9 @@ INSTALL_REQUIRES = [
     "etils==1.15.0",
     "fsspec==2026.9.0",
     "gcsfs==2026.10.1",
+    # The gs:// workdir lock (grace_jax/workdir_lock.py): uploads with ifGenerationMatch preconditions,
+    # which gcsfs does not expose. Already required by gcsfs; pinned to the version tested.
+    "google-cloud-storage==3.17.1",
     "matplotlib==3.11.2",
     "tqdm==4.70.1",
 ]

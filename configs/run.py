@@ -28,11 +28,11 @@ def _tuples(value):
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    if not arg:
-        raise ValueError("configs/run.py needs the run directory: --config=configs/run.py:<workdir>")
-    from grace_jax import paths
+    from grace_jax import cli, paths
 
+    if not arg:
+        raise cli.UsageError("configs/run.py needs the run directory: --config=configs/run.py:<workdir>")
     path = paths.join(paths.resolve(arg), "config.json")
     if not paths.exists(path):
-        raise FileNotFoundError(f"{path}: not found; configs/run.py:<dir> needs a grace_jax run.")
+        raise cli.NotFoundError(f"{path}: not found; configs/run.py:<dir> needs a grace_jax run.")
     return ml_collections.ConfigDict(_tuples(json.loads(paths.read_text(path))))

@@ -34,8 +34,7 @@ import os
 from absl import app, flags
 
 from data_prep import job
-from data_prep.sources.datasets import SourceError
-from data_prep.writer import OutputExistsError
+from grace_jax import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", None, list(job.DATASETS), "Which dataset to build.")
@@ -92,10 +91,7 @@ def main(argv: list[str]) -> None:
         face_crop=FLAGS.face_crop,
         min_face_fraction=FLAGS.min_face_fraction,
     )
-    try:
-        manifest = job.build(config)
-    except (job.BuildError, SourceError, OutputExistsError) as e:
-        raise SystemExit(f"build_dataset: error: {e}") from None
+    manifest = job.build(config)  # its errors name the flag or file; cli.run prints them as one line
     counts = ", ".join(f"{s}: {v['num_clips']} clips" for s, v in manifest["splits"].items())
     mismatches = manifest.get("num_frame_count_mismatches", 0)
     fixed = f", {mismatches} listed frame counts corrected" if mismatches else ""
@@ -104,4 +100,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -15,10 +15,12 @@ from collections.abc import Iterator
 from tqdm import tqdm
 
 from data_prep import report, synth
+from grace_jax.cli import UserError
 from grace_jax.data import schema
 from data_prep.clip_loader import LoadOptions, load_clip
 from data_prep.sources.clip_spec import BadClip, ClipSpec
 from data_prep.sources.datasets import (
+    ANCHORS,
     SourceError,
     attach_captions,
     find_lists,
@@ -33,7 +35,7 @@ DATASETS = ("dfew", "ferv39k", "mafw", "folder", "synth")
 CLIPS_PER_SHARD = 500
 
 
-class BuildError(Exception):
+class BuildError(UserError):
     """The job failed as a whole (too many bad clips, nothing usable); nothing was written."""
 
 
@@ -163,11 +165,20 @@ def build(config: BuildConfig) -> dict:
 
     def too_many(final: bool) -> BuildError:
         where = f"{len(bad)} of {total} listed clips are bad" + ("" if final else " already")
-        missing = sum("does not exist" in b.reason for b in bad)
         hint = ""
-        if missing > len(bad) // 2 and config.dataset not in ("folder", "synth"):
-            hint = ("\nMost listed folders do not exist: if the lists were written on another machine, pass "
-                    "--root=<this machine's dataset folder> to re-root their paths.")
+        if config.dataset not in ("folder", "synth"):
+            # Of every listed clip, not of the bad ones: the job may stop after a few bad clips, and a
+            # handful of missing folders among thousands is not a wrong --root.
+            missing = sum(not os.path.exists(c.path) for c in clips)
+            if 2 * missing > len(clips):
+                if config.root is None:
+                    hint = (f"\nMost listed folders ({missing} of {len(clips)}) do not exist: if the lists were "
+                            "written on another machine, pass --root=<this machine's dataset folder> to re-root "
+                            "their paths.")
+                else:
+                    hint = (f"\nMost listed folders ({missing} of {len(clips)}) do not exist under --root="
+                            f"{config.root}: give the folder that holds the dataset on this machine (each listed "
+                            f"path is re-rooted from after its {'/'.join(ANCHORS[config.dataset])} folder onto it).")
         return BuildError(
             f"{where} ({len(bad) / total:.1%}), above --max_bad_fraction={config.max_bad_fraction}; "
             f"nothing was written. First problems:\n{report.summarize(bad)}{hint}"

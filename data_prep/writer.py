@@ -14,10 +14,11 @@ import shutil
 
 from array_record.python import array_record_module
 
+from grace_jax.cli import UserError
 from grace_jax.data import schema
 
 
-class OutputExistsError(Exception):
+class OutputExistsError(UserError):
     """`--out` already holds something and replacing it was not asked for."""
 
 

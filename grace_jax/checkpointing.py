@@ -15,7 +15,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
-from grace_jax import paths
+from grace_jax import cli, paths
 
 
 _large_slices_only = False
@@ -98,9 +98,11 @@ class Checkpoints:
         manager = self.best if best else self.last
         step = manager.latest_step() if step is None else step
         if step is None:
-            raise FileNotFoundError(
-                f"{paths.join(self.directory, 'best' if best else 'last')}: no checkpoint."
+            raise cli.NotFoundError(
+                f"{paths.join(self.directory, 'best' if best else 'last')}: no checkpoint; the run has "
+                "not saved one yet."
             )
+        self._check_fits(abstract_state, paths.join(str(manager.directory), str(step), "state"))
         items = {"state": ocp.args.StandardRestore(abstract_state)}
         # A checkpoint written outside training (grace_jax.convert, at step 0) holds no data iterator:
         # the iterator is then left as it is, at the start of the data, where a run at step 0 is.
@@ -110,6 +112,29 @@ class Checkpoints:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         restored = manager.restore(step, args=ocp.args.Composite(**items))
         return step, restored["state"]
+
+    @staticmethod
+    def _check_fits(abstract_state: Any, state_dir: str) -> None:
+        """Compares shapes with the checkpoint's metadata before restoring: orbax's own error for a
+        mismatch comes out of its worker threads, buried in hundreds of lines of tracebacks."""
+
+        def by_path(tree) -> dict[str, tuple]:
+            def name(keys):
+                return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in keys)
+
+            return {name(p): tuple(leaf.shape) for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+        stored = by_path(ocp.StandardCheckpointer().metadata(state_dir).item_metadata)
+        wanted = by_path(abstract_state)
+        problems = [f"{k}: stored {stored.get(k, 'nothing')}, the config makes {wanted.get(k, 'nothing')}"
+                    for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise cli.ConfigError(
+                f"{state_dir}: the checkpoint does not fit the model of this config: {'; '.join(problems[:3])}"
+                f"{more}. Use the config it was made with (its run's config.json), or train into another "
+                "--workdir."
+            )
 
     def best_metrics(self) -> dict | None:
         step = self.best.latest_step()

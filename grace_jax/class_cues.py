@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from grace_jax.cli import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class ClassCue:
@@ -120,11 +122,11 @@ def class_cues(
     cues = list(cues or ())
     for what, values in (("class_names", names), ("class_cues", cues)):
         if values and len(values) != num_classes:
-            raise ValueError(f"{what} has {len(values)} entries but num_classes is {num_classes}")
+            raise ConfigError(f"model.{what} has {len(values)} entries but model.num_classes is {num_classes}")
     if num_classes > len(CLASS_CUES) or num_classes < 1:
         if not (names and cues):
-            raise ValueError(
-                f"num_classes={num_classes}: built-in cues cover 1..{len(CLASS_CUES)} classes; pass "
+            raise ConfigError(
+                f"model.num_classes={num_classes}: built-in cues cover 1..{len(CLASS_CUES)} classes; pass "
                 "both class_names and class_cues for other label sets"
             )
         return tuple(ClassCue(n, c, ()) for n, c in zip(names, cues))

@@ -52,6 +52,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from grace_jax.cli import UserError
+
 __all__ = [
     "ConversionError",
     "UnsafeCheckpointError",
@@ -78,7 +80,7 @@ _INERT_GLOBALS = (
 _INERT_PREFIXES = ("numpy.dtypes.",)  # numpy 2's dtype classes (Float32DType, ...)
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """A checkpoint that cannot be converted; the message names the file and the key."""
 
 
@@ -635,17 +637,14 @@ def main(argv):
         )
     if not _CHECKPOINT.value or not _WORKDIR.value:
         raise app.UsageError("--checkpoint and --workdir are required.")
-    try:
-        info = convert_dferclip(
-            _CHECKPOINT.value,
-            _WORKDIR.value,
-            dataset=_DATASET.value or None,
-            fold=_FOLD.value,
-            tokenizer=_TOKENIZER.value,
-            temporal_heads=_TEMPORAL_HEADS.value,
-        )
-    except ConversionError as e:
-        raise SystemExit(f"grace_jax.convert: error: {e}") from None
+    info = convert_dferclip(
+        _CHECKPOINT.value,
+        _WORKDIR.value,
+        dataset=_DATASET.value or None,
+        fold=_FOLD.value,
+        tokenizer=_TOKENIZER.value,
+        temporal_heads=_TEMPORAL_HEADS.value,
+    )
     print(f"Converted {_CHECKPOINT.value} -> {_WORKDIR.value} ({info['recipe']}).")
     if info["epoch"] is not None:
         print(f"  DFER-CLIP epoch {info['epoch']}, best test accuracy {info['best_acc']}")
@@ -658,7 +657,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
+
+    from grace_jax import cli
 
     _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "DFER-CLIP .pth file.")
     _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to create (must not exist).")
@@ -674,4 +675,4 @@ if __name__ == "__main__":
     _TEMPORAL_HEADS = flags.DEFINE_integer(
         "temporal_heads", 8, "Temporal attention heads (DFER-CLIP: 8; not stored in checkpoints)."
     )
-    app.run(main)
+    cli.run(main)

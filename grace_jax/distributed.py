@@ -97,7 +97,9 @@ def initialize(cfg) -> bool:
     try:
         jax.distributed.initialize(**kwargs)
     except ValueError as e:
-        raise ValueError(
+        from grace_jax import cli
+
+        raise cli.ConfigError(
             f"jax.distributed.initialize: {e}. Outside Cloud TPU/SLURM/Open MPI/GKE (which jax "
             f"detects), set config.distributed.coordinator_address, num_processes and process_id "
             f"(or {ENV_COORDINATOR}, {ENV_NUM_PROCESSES}, {ENV_PROCESS_ID})."
@@ -151,6 +153,37 @@ def barrier(name: str, timeout_s: float = 3600.0) -> None:
 
     _barriers += 1  # every process calls the same barriers in the same order
     jax_distributed.global_state.client.wait_at_barrier(f"grace_jax/{_barriers}/{name}", int(timeout_s * 1000))
+
+
+def on_process_0(name: str, fn, timeout_s: float = 600.0):
+    """`fn()` on process 0 only (its result there, None elsewhere); the other processes wait for it
+    and, if it raised a user error, raise one with the same message, so every process of the job
+    stops with the one line that explains it. A single process just calls `fn`."""
+    from grace_jax import cli
+
+    if jax.process_count() == 1:
+        return fn()
+    from jax._src import distributed as jax_distributed
+
+    client = jax_distributed.global_state.client
+    key = f"grace_jax/on_process_0/{name}"
+    if jax.process_index() == 0:
+        try:
+            result = fn()
+        except cli.UserError as e:
+            client.key_value_set(key, f"user_error\n{e}")
+            raise
+        except BaseException as e:
+            client.key_value_set(key, f"error\n{type(e).__name__}: {e}")
+            raise
+        client.key_value_set(key, "ok\n")
+        return result
+    status, _, message = client.blocking_key_value_get(key, int(timeout_s * 1000)).partition("\n")
+    if status == "user_error":
+        raise cli.UserError(message)
+    if status != "ok":
+        raise RuntimeError(f"process 0 failed at {name!r}: {message}")
+    return None
 
 
 class CompiledTogether:

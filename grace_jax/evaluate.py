@@ -26,7 +26,7 @@ import time
 import jax
 import numpy as np
 
-from grace_jax import distributed, input_pipeline, metrics, paths, plots, runs, sharding, train
+from grace_jax import cli, config_checks, distributed, input_pipeline, metrics, paths, plots, runs, sharding, train
 
 __all__ = ["evaluate_run", "format_table", "result_path"]
 
@@ -76,10 +76,10 @@ def evaluate_run(
     distributed.initialize(config.get("distributed"))
     manifest = input_pipeline.read_manifest(data_dir)
     if split not in manifest.get("splits", {}):
-        raise ValueError(
-            f"{data_dir}: no split {split!r}; it holds {sorted(manifest.get('splits', {}))}."
+        raise cli.ConfigError(
+            f"--split={split}: {data_dir} has no split {split!r}; it holds {sorted(manifest.get('splits', {}))}."
         )
-    train._check_classes(config, manifest, data_dir)  # noqa: SLF001 -- same check as training's
+    config_checks.check_classes(config, manifest, data_dir)
     mesh = sharding.make_mesh(dict(zip(config.mesh.axes, config.mesh.shape)))
     run = runs.load_run(workdir, which, mesh=mesh)
     config = run.config
@@ -177,7 +177,9 @@ def main(argv):
 
 if __name__ == "__main__":
     # Flags live here, not at import, so that other commands (and tests) can import this module.
-    from absl import app, flags
+    from absl import flags
+
+    from grace_jax import cli
 
     _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (config.json, checkpoints).")
     _DATA_DIR = flags.DEFINE_string("data_dir", None, "Shards written by data_prep.build_dataset.")
@@ -187,4 +189,4 @@ if __name__ == "__main__":
     _BATCH_SIZE = flags.DEFINE_integer("batch_size", 0, "Global batch; 0: the run's eval batch.")
     _NUM_WORKERS = flags.DEFINE_integer("num_workers", None, "Loader processes; default the run's.")
     flags.mark_flags_as_required(["workdir", "data_dir"])
-    app.run(main)
+    cli.run(main)

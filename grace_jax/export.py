@@ -38,7 +38,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from grace_jax import paths, runs, train
+from grace_jax import cli, paths, runs, train
 from grace_jax.models import clip as clip_lib
 from grace_jax.models import grace, prompts
 
@@ -49,7 +49,7 @@ FILES = (WEIGHTS, "config.json", "classes.json", "README.md")
 _FORMAT = "grace_jax"
 
 
-class ExportError(ValueError):
+class ExportError(cli.UserError, ValueError):
     """A model folder that cannot be written or read; the message names the file and the key."""
 
 
@@ -373,14 +373,11 @@ def main(argv):
 
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    try:
-        info = export_run(
-            _WORKDIR.value, _OUT.value, which=_CHECKPOINT.value, name=_NAME.value,
-            license_id=_LICENSE.value,
-            command=shlex.join(["python", "-m", "grace_jax.export", *sys.argv[1:]]),
-        )  # fmt: skip
-    except ExportError as e:
-        raise SystemExit(f"grace_jax.export: error: {e}") from None
+    info = export_run(
+        _WORKDIR.value, _OUT.value, which=_CHECKPOINT.value, name=_NAME.value,
+        license_id=_LICENSE.value,
+        command=shlex.join(["python", "-m", "grace_jax.export", *sys.argv[1:]]),
+    )  # fmt: skip
     print(
         f"Wrote {info['out']} ({info['tensors']} tensors from the {info['checkpoint']} checkpoint, "
         f"step {info['step']}). Share it with:\n  huggingface-cli upload <you>/<model-name> "
@@ -390,7 +387,7 @@ def main(argv):
 
 if __name__ == "__main__":
     # Flags live here, not at import, so that grace_jax.predict can import this module.
-    from absl import app, flags
+    from absl import flags
 
     _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (config.json, checkpoints).")
     _OUT = flags.DEFINE_string("out", None, "Model folder to write (must not exist).")
@@ -398,4 +395,4 @@ if __name__ == "__main__":
     _NAME = flags.DEFINE_string("name", None, "Name in the model card; default the folder name.")
     _LICENSE = flags.DEFINE_string("license", "other", "Licence id for the model card metadata.")
     flags.mark_flags_as_required(["workdir", "out"])
-    app.run(main)
+    cli.run(main)

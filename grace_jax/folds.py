@@ -16,7 +16,7 @@ import json
 import numpy as np
 from absl import app, flags
 
-from grace_jax import paths
+from grace_jax import cli, paths
 
 _WHICH = flags.DEFINE_enum("which", "last", ["best", "last"], "Which evaluation of each run.")
 _SPLIT = flags.DEFINE_string(
@@ -35,7 +35,7 @@ def summarize_folds(workdirs: list[str], which: str = "last", split: str = "") -
         if split:
             path = paths.join(workdir, "evaluation", f"{split}-{which}.json")
             if not paths.exists(path):
-                raise FileNotFoundError(
+                raise cli.NotFoundError(
                     f"{path}: not found; evaluate the run first: python -m grace_jax.evaluate "
                     f"--workdir={workdir} --data_dir=... --split={split} --checkpoint={which}"
                 )
@@ -44,7 +44,7 @@ def summarize_folds(workdirs: list[str], which: str = "last", split: str = "") -
             continue
         path = paths.join(workdir, "final_metrics.json")
         if not paths.exists(path):
-            raise FileNotFoundError(f"{path}: not found; has this run finished?")
+            raise cli.NotFoundError(f"{path}: not found; has this run finished?")
         result = json.loads(paths.read_text(path))[which]
         folds.append({"workdir": workdir, "uar": result["uar"], "war": result["war"]})
     uar = np.array([f["uar"] for f in folds])
@@ -73,4 +73,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

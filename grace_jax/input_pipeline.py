@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 from absl import flags
 
+from grace_jax import cli
 from grace_jax.data import schema
 from grace_jax import paths as paths_lib
 from grace_jax.data.clip_transforms import (
@@ -73,14 +74,15 @@ def read_manifest(data_dir: str) -> dict:
     _check_readable(data_dir)
     path = paths_lib.join(data_dir, schema.MANIFEST_NAME)
     if not paths_lib.isfile(path):
-        raise FileNotFoundError(f"{path} not found: {data_dir} is not a dataset built by data_prep.build_dataset")
+        what = "no such folder" if not paths_lib.exists(data_dir) else "not a dataset built by data_prep.build_dataset"
+        raise cli.NotFoundError(f"{path} not found: {data_dir}: {what}")
     return json.loads(paths_lib.read_text(path))
 
 
 def _check_readable(data_dir: str) -> None:
     # ArrayRecord's reader (and so grain's) opens local files and gs:// objects, nothing else.
     if paths_lib.is_uri(data_dir) and not paths_lib.is_gcs(data_dir):
-        raise ValueError(
+        raise cli.ConfigError(
             f"data.dir={data_dir}: shards are read from a local folder or gs://bucket/folder only "
             "(ArrayRecord has no other remote reader); copy them to local disk or mount the bucket."
         )
@@ -109,12 +111,12 @@ def shard_paths(data_dir: str, split: str) -> list[str]:
     """The split's shard files in order, checked against the manifest."""
     manifest = read_manifest(data_dir)
     if split not in manifest["splits"]:
-        raise ValueError(f"split {split!r} not in {data_dir}; it has {sorted(manifest['splits'])}")
+        raise cli.ConfigError(f"split {split!r} not in {data_dir}; it has {sorted(manifest['splits'])}")
     names = manifest["splits"][split]["files"]
     present = set(paths_lib.listdir(data_dir))  # One listing, not one request per shard on GCS.
     missing = [n for n in names if n not in present]
     if missing:
-        raise FileNotFoundError(
+        raise cli.NotFoundError(
             f"shard {paths_lib.join(data_dir, missing[0])} listed in the manifest of {data_dir} is missing"
         )
     return [paths_lib.join(data_dir, n) for n in names]  # str paths: ArrayRecord takes no path objects.

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from grace_jax.cli import ConfigError
+
 
 class Group(NamedTuple):
     name: str
@@ -55,9 +57,9 @@ def group_labels(params, groups: Sequence[Group]):
 
     labels = jax.tree_util.tree_map_with_path(label, params)
     if unmatched:
-        raise ValueError(
+        raise ConfigError(
             f"optim.groups: {len(unmatched)} parameters match no group pattern, e.g. {unmatched[:3]}; "
-            "add a catch-all group such as ('new', '.*', 1e-2)."
+            "add a catch-all group such as ('.*', 1e-2) last."
         )
     return labels
 
@@ -76,6 +78,9 @@ def lr_schedule(
         return jnp.where(step < warmup_steps, base_lr * step / warmup_steps, schedule(step))
 
     return with_warmup
+
+
+OPTIMIZERS = ("sgd", "adamw")
 
 
 def make_optimizer(
@@ -102,7 +107,7 @@ def make_optimizer(
       decay_steps, decay_factor, warmup_steps: the learning-rate schedule, in optimizer steps.
       name: "sgd" or "adamw".
     """
-    if name not in ("sgd", "adamw"):
+    if name not in OPTIMIZERS:
         raise ValueError(f"config.optim.optimizer must be 'sgd' or 'adamw', got {name!r}.")
     transforms = {}
     for g in groups:

@@ -67,10 +67,12 @@ def dirname(path: str) -> str:
 def _epath(path: str):
     from etils import epath  # Imported on first use: local-only runs never need it.
 
+    from grace_jax import cli
+
     try:
         return epath.Path(path)
     except Exception as e:  # e.g. "Please install gcsfs", or an unknown scheme.
-        raise ValueError(f"{path}: cannot open this URI ({type(e).__name__}: {e})") from e
+        raise cli.ConfigError(f"{path}: cannot open this URI ({type(e).__name__}: {e})") from e
 
 
 def exists(path: str) -> bool:
@@ -131,7 +133,9 @@ def write_bytes(path: str, data: bytes) -> None:
                 f.write(data)
         except FileNotFoundError as e:  # gcsfs names only the upload URL
             bucket = path.split("://", 1)[1].split("/", 1)[0]
-            raise FileNotFoundError(f"{path}: cannot write it: no bucket {bucket!r} ({e})") from e
+            from grace_jax import cli
+
+            raise cli.NotFoundError(f"{path}: cannot write it: no bucket {bucket!r} ({e})") from e
         return
     tmp = f"{path}.tmp-{os.getpid()}"
     try:

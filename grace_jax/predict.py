@@ -28,8 +28,8 @@ import numpy as np
 from absl import app, flags, logging
 from flax import nnx
 
+from grace_jax import cli, heatmaps, input_pipeline, paths, runs
 from grace_jax import faces as faces_lib
-from grace_jax import heatmaps, input_pipeline, paths, runs
 from grace_jax.data.errors import ClipError
 from grace_jax.data.windows import read_windows
 
@@ -259,4 +259,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

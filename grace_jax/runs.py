@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import jax
 import ml_collections
 
-from grace_jax import checkpointing, paths, sharding, train
+from grace_jax import checkpointing, cli, paths, sharding, train
 from grace_jax.models import grace
 
 
@@ -30,7 +30,10 @@ class Run(NamedTuple):
 def read_config(workdir: str) -> ml_collections.ConfigDict:
     path = paths.join(workdir, "config.json")
     if not paths.exists(path):
-        raise FileNotFoundError(f"{path}: not found; --workdir must be a grace_jax training run.")
+        raise cli.NotFoundError(
+            f"{path}: not found; --workdir must be a grace_jax run (a folder written by grace_jax.main "
+            "or grace_jax.convert)."
+        )
     return ml_collections.ConfigDict(json.loads(paths.read_text(path)))
 
 

@@ -28,6 +28,8 @@ from flax import nnx
 
 from grace_jax import (
     checkpointing,
+    cli,
+    config_checks,
     distributed,
     input_pipeline,
     losses,
@@ -36,7 +38,9 @@ from grace_jax import (
     optim,
     paths,
     plots,
+    resume,
     sharding,
+    workdir_lock,
 )
 from grace_jax.data import device_transforms
 from grace_jax.models import grace
@@ -139,7 +143,7 @@ def load_tokenizer(model_cfg) -> tokenizer_lib.Tokenizer | None:
         return None
     source = model_cfg.clip.tokenizer or model_cfg.clip.init
     if not source:
-        raise ValueError(
+        raise cli.ConfigError(
             "config.model.clip.tokenizer (or model.clip.init) must name a CLIP "
             "tokenizer; use 'builtin:tiny' for the tiny random CLIP."
         )
@@ -168,11 +172,7 @@ def _prepare_data(config, workdir: str) -> str:
     """The shard directory; for SynthFER configs it is generated once under the workdir."""
     if config.data.dir:
         return paths.resolve(config.data.dir)
-    if not config.data.get("synth_train_clips"):
-        raise ValueError(
-            "config.data.dir is empty: point it at shards from data_prep.build_dataset."
-        )
-    out = paths.join(workdir, "synthfer")
+    out = paths.join(workdir, "synthfer")  # config_checks: data.dir empty means SynthFER
     if not paths.exists(paths.join(out, "manifest.json")):
         if jax.process_index() == 0:
             logging.info("Generating SynthFER into %s", out)
@@ -202,16 +202,6 @@ def _build_synthfer(config, out: str) -> None:
     ]
     if subprocess.run(command).returncode != 0:
         raise RuntimeError(f"generating SynthFER into {out} failed (see the lines above): {' '.join(command)}")
-
-
-def _check_classes(config, manifest: dict, data_dir: str) -> list[str]:
-    names = list(manifest.get("class_names") or [])
-    if names and len(names) != config.model.num_classes:
-        raise ValueError(
-            f"{data_dir}/manifest.json lists {len(names)} classes but config.model.num_classes is "
-            f"{config.model.num_classes}."
-        )
-    return names or [str(i) for i in range(config.model.num_classes)]
 
 
 def _abstract(tree, shardings):
@@ -273,20 +263,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     On SIGTERM (a preemption notice) it finishes the current step, saves a checkpoint of it (every
     process at the same step; grace_jax.distributed) and returns {"preempted": True, "step": step}
     without the final evaluation; called again with the same workdir, it resumes from there.
+
+    Before any work: the config is checked (grace_jax.config_checks), the workdir's lock taken
+    (grace_jax.workdir_lock: one trainer per workdir; released however this returns or raises) and,
+    when the workdir holds a checkpoint, the config compared with the one it was made with
+    (grace_jax.resume). Their problems raise cli.UserError with the field or file named, and leave
+    the workdir as it was.
     """
     # First: jax.distributed must start before anything starts jax's backend.
     distributed.initialize(config.get("distributed"))
     workdir = paths.resolve(workdir)
+    config_checks.check_train_config(config, workdir)
+    lock = distributed.on_process_0("workdir lock", lambda: workdir_lock.acquire(workdir))
+    try:
+        return _train_and_evaluate(config, workdir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     is_main = jax.process_index() == 0
-    paths.makedirs(workdir)
+    taken = resume.check(config, workdir, jax.process_count())
     if is_main:
+        if taken:
+            logging.info("Resuming with fields from this command: %s", "; ".join(taken))
+            print("Resuming with these fields from this command (config.json had others): "
+                  + "; ".join(taken), flush=True)
         paths.write_text(
             paths.join(workdir, "config.json"), config.to_json_best_effort(indent=2, sort_keys=True)
         )
 
     data_dir = _prepare_data(config, workdir)
     manifest = input_pipeline.read_manifest(data_dir)
-    class_names = _check_classes(config, manifest, data_dir)
+    class_names = config_checks.check_classes(config, manifest, data_dir)
     if is_main:  # What grace_jax.predict labels its outputs with.
         paths.write_text(paths.join(workdir, "classes.json"), json.dumps(class_names))
     num_classes = config.model.num_classes
@@ -383,9 +393,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     eval_every = config.train.eval_every_epochs * steps_per_epoch
     if config.train.get("eval_every_steps", 0) > 0:
         eval_every = config.train.eval_every_steps
-    for field in ("log_every_steps", "ckpt_every_steps"):
-        if config.train[field] <= 0:
-            raise ValueError(f"config.train.{field} must be > 0, got {config.train[field]}.")
     if eval_every <= 0:  # eval_every_epochs=0: evaluate once, at the end.
         eval_every = total_steps
     summary: dict = {}

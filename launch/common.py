@@ -9,6 +9,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+from grace_jax import cli
+
 
 class Runner:
     """Runs argv lists (stopping at the first failure) or, with `dry_run`, prints them one a line,
@@ -22,7 +24,7 @@ class Runner:
         argv = [str(a) for a in argv]
         print(shlex.join(argv), file=self.stream, flush=True)
         if not self.dry_run:
-            subprocess.run(argv, check=True)
+            _checked(argv)
 
     def output(self, argv: Sequence[str]) -> str:
         """Prints and runs a query command; returns its stdout (dry run: only prints it, returns "")."""
@@ -30,7 +32,7 @@ class Runner:
         print(shlex.join(argv), file=self.stream, flush=True)
         if self.dry_run:
             return ""
-        return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+        return _checked(argv, capture_output=True, text=True).stdout
 
     def wait_until(self, argv: Sequence[str], wanted: str, *, timeout_s: float, every_s: float = 30.0) -> None:
         """Repeats a query until its output (stripped) is `wanted`; dry run: prints it once."""
@@ -44,8 +46,27 @@ class Runner:
             if state == wanted:
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{shlex.join(argv)}: not {wanted} after {timeout_s:.0f} s (last: {state!r})")
+                raise cli.UserError(
+                    f"{shlex.join(argv)}: not {wanted} after {timeout_s:.0f} s (last: {state!r}); check it "
+                    "in the Cloud console, then run the remaining --steps again"
+                )
             time.sleep(every_s)
+
+
+def _checked(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run that stops the recipe with one line naming the command that failed (its own
+    output, already on the terminal or in the error, says why)."""
+    try:
+        done = subprocess.run(argv, **kwargs)
+    except FileNotFoundError:
+        raise cli.NotFoundError(f"{argv[0]}: command not found; install it or put it on PATH") from None
+    if done.returncode != 0:
+        said = (done.stderr or "").strip().splitlines()[-1:] if kwargs.get("capture_output") else []
+        raise cli.UserError(
+            f"{shlex.join(argv)} failed with exit status {done.returncode}"
+            + (f": {said[0]}" if said else " (its output is above)")
+        )
+    return done
 
 
 def train_command(args: argparse.Namespace, *, python: str = "python") -> list[str]:

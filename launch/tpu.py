@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 import tempfile
 from pathlib import Path
 
+from grace_jax import cli
 from launch import common
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,4 +165,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run_plain(main)

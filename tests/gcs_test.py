@@ -165,6 +165,27 @@ def test_synthfer_for_a_gcs_workdir_is_built_locally_and_uploaded(gcs_env, tiny_
     assert [n for n in os.listdir(tmp_path / "tmp") if not n.startswith("pymp-")] == []
 
 
+def test_workdir_lock_on_gcs_is_created_only_if_absent(gcs_env, capsys):
+    import subprocess as sp
+
+    from grace_jax import cli, workdir_lock
+
+    workdir = f"gs://{BUCKET}/locked"
+    with workdir_lock.acquire(workdir):
+        assert json.loads(gcs_env.read(BUCKET, "locked/lock.json"))["pid"] == os.getpid()
+        with pytest.raises(workdir_lock.LockHeldError, match=f"is in use by another trainer \\(pid {os.getpid()} on host"):
+            workdir_lock.acquire(workdir)
+    assert "locked/lock.json" not in gcs_env.list_objects(BUCKET, "locked/")  # released
+    # Left by a trainer of this host that no longer runs: taken over.
+    child = sp.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    gcs_env.upload(BUCKET, "locked/lock.json", json.dumps(dict(workdir_lock._this_process(), pid=child.pid)).encode())  # noqa: SLF001
+    workdir_lock.acquire(workdir).release()
+    assert f"taking over {workdir}/lock.json: its trainer (pid {child.pid} on this host) no longer runs" in capsys.readouterr().err
+    with pytest.raises(cli.NotFoundError, match="no bucket 'nobucket'"):
+        workdir_lock.acquire("gs://nobucket/run")
+
+
 # ------------------------------------------------------------------------------ end to end
 def _write_config(tmp_path) -> str:
     path = tmp_path / "tiny_gcs_config.py"
@@ -294,6 +315,7 @@ def test_gcs_run_wrote_everything_to_the_bucket_and_nothing_locally(gcs, gcs_pre
                    "run/checkpoints/last/4/data/"):  # The grain iterator state too.
         assert any(o.startswith(prefix) for o in objects), prefix
     assert not any(".tmp" in o for o in objects), [o for o in objects if ".tmp" in o]
+    assert "run/lock.json" not in objects  # each trainer released the workdir's lock
     root = gcs_predicted["root"]
     assert os.listdir(gcs_predicted["cwd"]) == []  # The commands' working directory stayed empty.
     _no_gs_folder(root)

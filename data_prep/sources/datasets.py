@@ -10,6 +10,7 @@ import re
 
 from data_prep.sources.annotations import parse_list_file
 from data_prep.sources.clip_spec import BadClip, ClipSpec
+from grace_jax.cli import UserError
 from grace_jax.data.video import VIDEO_EXTENSIONS
 
 # The dataset's own folder name(s); a list path is re-rooted from the component after it.
@@ -17,7 +18,7 @@ ANCHORS = {"dfew": ("DFEW",), "ferv39k": ("FERV39k",), "mafw": ("MAFW",), "folde
 FOLDED = ("dfew", "mafw")
 
 
-class SourceError(Exception):
+class SourceError(UserError):
     """The inputs named on the command line cannot be used at all (missing list, no fold, ...)."""
 
 

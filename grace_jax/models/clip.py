@@ -80,6 +80,8 @@ _VARIANTS = {
     ),
 }
 
+VARIANTS = tuple(_VARIANTS)  # the names model.clip.variant takes
+
 
 def clip_config(variant: str) -> CLIPConfig:
     """Returns the architecture of a named CLIP variant: tiny, ViT-B/32, ViT-B/16 or ViT-L/14."""

@@ -19,12 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from grace_jax.cli import UserError
 from grace_jax.models import clip as clip_lib
 
 _LEAF_NAMES = {"kernel": "weight", "scale": "weight", "embedding": "weight"}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be loaded; the message names the file and the tensor."""
 
 
@@ -247,6 +248,23 @@ def _load_openai(path: str, *, dtype, remat) -> clip_lib.CLIP:
     return build_from_tensors(config, hf_state.get, source=path, dtype=dtype, remat=remat)
 
 
+def check_source(path_or_name: str) -> None:
+    """Raises CheckpointError, before anything is loaded, for a local checkpoint that is not there:
+    a missing .pt file, a missing folder, a folder without Hugging Face CLIP files. Hub names pass
+    (whether they can be fetched shows when they are)."""
+    if os.path.isdir(path_or_name):
+        config_path = os.path.join(path_or_name, "config.json")
+        if not os.path.exists(config_path):
+            raise CheckpointError(f"{config_path}: file not found (expected a Hugging Face CLIP dir).")
+        _safetensors_files(path_or_name)
+    elif path_or_name.endswith((".pt", ".pth")):
+        if not os.path.exists(path_or_name):
+            raise CheckpointError(f"{path_or_name}: file not found.")
+    elif os.path.sep in path_or_name and not re.fullmatch(r"[\w.-]+/[\w.-]+", path_or_name):
+        # More than `owner/name`: a path, and it does not exist. (`owner/name` is a hub name.)
+        raise CheckpointError(f"{path_or_name}: no such directory or checkpoint file.")
+
+
 def load_pretrained(path_or_name: str, *, dtype=jnp.float32, remat: bool = False) -> clip_lib.CLIP:
     """Returns a `CLIP` holding pretrained weights.
 
@@ -261,14 +279,11 @@ def load_pretrained(path_or_name: str, *, dtype=jnp.float32, remat: bool = False
       CheckpointError: a missing file, a missing tensor or a shape mismatch; the message names the
         file and the tensor.
     """
+    check_source(path_or_name)
     if os.path.isdir(path_or_name):
         return _load_hf_directory(path_or_name, dtype=dtype, remat=remat)
     if path_or_name.endswith((".pt", ".pth")):
-        if not os.path.exists(path_or_name):
-            raise CheckpointError(f"{path_or_name}: file not found.")
         return _load_openai(path_or_name, dtype=dtype, remat=remat)
-    if os.path.sep in path_or_name and not re.fullmatch(r"[\w.-]+/[\w.-]+", path_or_name):
-        raise CheckpointError(f"{path_or_name}: no such directory or checkpoint file.")
     try:
         import huggingface_hub
 

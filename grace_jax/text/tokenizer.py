@@ -8,9 +8,15 @@ from typing import NamedTuple
 
 import numpy as np
 
+from grace_jax.cli import UserError
+
 
 # Names the tiny vocabulary built on the fly (grace_jax.text.tiny_vocab): no files, no download.
 BUILTIN_TINY = "builtin:tiny"
+
+
+class TokenizerError(UserError, ValueError):
+    """A tokenizer folder or name that cannot give a CLIP tokenizer (the message names it)."""
 
 
 class TokenizedText(NamedTuple):
@@ -46,14 +52,14 @@ class Tokenizer:
         if os.path.isdir(path_or_name):
             files = set(os.listdir(path_or_name))
             if "tokenizer.json" not in files and not {"vocab.json", "merges.txt"} <= files:
-                raise ValueError(
+                raise TokenizerError(
                     f"{path_or_name}: no CLIP tokenizer files (vocab.json + merges.txt, or "
                     "tokenizer.json)."
                 )
         try:
             hf = transformers.CLIPTokenizer.from_pretrained(path_or_name)
         except (OSError, ValueError) as e:
-            raise ValueError(f"{path_or_name}: cannot load a CLIP tokenizer ({e}).") from e
+            raise TokenizerError(f"{path_or_name}: cannot load a CLIP tokenizer ({e}).") from e
         return cls(hf, context_length, source=path_or_name)
 
     @property

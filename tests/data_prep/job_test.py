@@ -196,3 +196,39 @@ def test_listed_frame_counts_are_checked_against_the_frames_on_disk(tmp_path):
     ]
     assert lines[0].reason == "frame count mismatch (clip kept): the list says 4 frames, 9 found; 9 used"
     assert lines[1].reason == "frame count mismatch (clip kept): the list says 9 frames, 7 found; 7 used"
+
+
+def _dfew_lists(root, clips: int, missing: int):
+    """A DFEW layout whose set_1 lists (written elsewhere) name `clips` train clips, the last `missing`
+    of them absent on disk, and one test clip."""
+    other = "/home/someone/DFEW/DFEW_Frame_Face"
+    for i in range(1, clips - missing + 1):
+        make_frame_folder(str(root / "DFEW_Frame_Face" / f"{i:05d}"), 4)
+    make_frame_folder(str(root / "DFEW_Frame_Face" / "09999"), 4)
+    (root / "annotation").mkdir(parents=True)
+    (root / "annotation" / "set_1_train.txt").write_text(
+        "".join(f"{other}/{i:05d} 4 {i % 7}\n" for i in range(1, clips + 1)))
+    (root / "annotation" / "set_1_test.txt").write_text(f"{other}/09999 4 0\n")
+
+
+def test_a_few_missing_folders_with_root_get_no_hint_to_pass_root(tmp_path):
+    # 1 of 15 listed folders missing, --root given: the failure names that folder and does not send
+    # the user looking for a --root they already gave.
+    root = tmp_path / "DFEW"
+    _dfew_lists(root, clips=14, missing=1)
+    with pytest.raises(job.BuildError) as e:
+        job.build(_config(dataset="dfew", root=str(root), fold=1, out=str(tmp_path / "o"), max_bad_fraction=0.0))
+    assert "DFEW_Frame_Face/00014 does not exist" in str(e.value)
+    assert "Most listed folders" not in str(e.value) and "pass --root" not in str(e.value)
+
+
+def test_a_wrong_root_gets_a_hint_about_root(tmp_path):
+    root = tmp_path / "DFEW"
+    _dfew_lists(root, clips=14, missing=0)
+    wrong = tmp_path / "elsewhere"
+    (wrong / "annotation").mkdir(parents=True)
+    for name in ("set_1_train.txt", "set_1_test.txt"):
+        (wrong / "annotation" / name).write_text((root / "annotation" / name).read_text())
+    with pytest.raises(job.BuildError) as e:
+        job.build(_config(dataset="dfew", root=str(wrong), fold=1, out=str(tmp_path / "o"), max_bad_fraction=0.1))
+    assert f"Most listed folders (15 of 15) do not exist under --root={wrong}" in str(e.value)

@@ -1,0 +1,211 @@
+"""The trainer's config, checked before any work starts: each problem is one `cli.ConfigError`
+naming the config field (as `--config.<field>` spells it) and what to do.
+
+`check_train_config` runs at the top of `train.train_and_evaluate`, after `jax.distributed` starts
+(the device count is needed) and before anything is written: the mesh against the devices, the batch
+against the mesh, the CLIP variant and checkpoint, the tokenizer, the data folder (manifest, splits,
+shards, class count), the choices with a fixed set of values and the intervals. Whether the workdir
+can be written is learnt by taking its lock (`workdir_lock`), the first thing written there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import jax
+import ml_collections
+
+from grace_jax import class_cues, cli, input_pipeline, optim, paths, sharding
+from grace_jax.data import clip_transforms, schema
+
+
+def check_train_config(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
+    """Raises cli.ConfigError for the first problem found; returns the data.dir manifest (None for
+    SynthFER, which is generated later)."""
+    check_mesh(config)
+    check_batch(config.optim.batch_size, "optim.batch_size", config)
+    if config.data.get("eval_batch_size"):
+        check_batch(config.data.eval_batch_size, "data.eval_batch_size", config)
+    _check_choices(config)
+    _check_intervals(config.train)
+    # The class texts for the model's prompts and cues: their count against model.num_classes.
+    class_cues.class_cues(config.model.num_classes, names=list(config.model.class_names),
+                          cues=list(config.model.class_cues))
+    check_clip(config.model)
+    _check_workdir(workdir)
+    return check_data(config)
+
+
+# ------------------------------------------------------------------------------------ devices
+def _mesh_sizes(config) -> dict[str, int]:
+    axes, shape = tuple(config.mesh.axes), tuple(config.mesh.shape)
+    unknown = [a for a in axes if a not in sharding.AXES]
+    if unknown or len(set(axes)) != len(axes):
+        raise cli.ConfigError(
+            f"mesh.axes={axes}: the axes are named {sharding.AXES} (each at most once); got {unknown or axes}."
+        )
+    if len(axes) != len(shape):
+        raise cli.ConfigError(f"mesh.shape={shape} has {len(shape)} sizes for the {len(axes)} mesh.axes {axes}.")
+    return dict(zip(axes, shape))
+
+
+def check_mesh(config) -> tuple[int, ...]:
+    """The mesh's concrete (data, fsdp, model) sizes on this job's devices."""
+    sizes = _mesh_sizes(config)
+    try:
+        return sharding.mesh_shape(sizes, jax.device_count())
+    except ValueError as e:
+        raise cli.ConfigError(
+            f"mesh.shape={tuple(config.mesh.shape)} does not fit the {jax.device_count()} devices of this "
+            f"job ({e}); the sizes must multiply to the device count, with -1 for the rest."
+        ) from None
+
+
+def check_batch(batch_size: int, field: str, config) -> None:
+    """`batch_size` (named `field` in messages) splits evenly over the batch axes 'data' x 'fsdp'."""
+    if batch_size <= 0:
+        raise cli.ConfigError(f"{field}={batch_size}: a batch needs at least one clip.")
+    shape = dict(zip(sharding.AXES, check_mesh(config)))
+    parallel = shape["data"] * shape["fsdp"]
+    if batch_size % parallel:
+        where = (
+            f"the {parallel} devices of mesh axis 'data'"
+            if shape["fsdp"] == 1
+            else f"the {parallel} devices of mesh axes 'data' x 'fsdp' ({shape['data']} x {shape['fsdp']})"
+        )
+        multiples = sorted({max(parallel, batch_size // parallel * parallel), (batch_size // parallel + 1) * parallel})
+        raise cli.ConfigError(
+            f"{field}={batch_size} is not divisible by {where}: use a multiple of {parallel} "
+            f"(e.g. {' or '.join(map(str, multiples))}), or a mesh.shape with fewer batch-parallel devices."
+        )
+
+
+# ------------------------------------------------------------------------------------ fields
+def _one_of(field: str, value, allowed) -> None:
+    if value not in allowed:
+        raise cli.ConfigError(f"{field}={value!r}: choose one of {', '.join(map(repr, allowed))}.")
+
+
+def _check_choices(config) -> None:
+    _one_of("optim.optimizer", config.optim.optimizer, optim.OPTIMIZERS)
+    _one_of("data.normalize", config.data.get("normalize", "clip"), clip_transforms.NORMALIZE_MODES)
+    _one_of("data.augment", config.data.get("augment", "grace"), clip_transforms.AUGMENT_MODES)
+    _one_of("model.clip.dtype", config.model.clip.dtype, ("float32", "bfloat16"))
+
+
+def _check_intervals(train_cfg) -> None:
+    for field in ("log_every_steps", "ckpt_every_steps", "max_checkpoints"):
+        if train_cfg[field] <= 0:
+            raise cli.ConfigError(f"train.{field}={train_cfg[field]} must be > 0.")
+    if train_cfg.get("eval_every_epochs", 0) < 0:
+        raise cli.ConfigError(f"train.eval_every_epochs={train_cfg.eval_every_epochs} must be >= 0 (0: at the end).")
+
+
+def check_clip(model_cfg) -> None:
+    """The CLIP variant, the local checkpoint of model.clip.init, the tokenizer's source."""
+    from grace_jax.models import clip as clip_lib
+    from grace_jax.models import clip_checkpoint, grace
+
+    clip_cfg = model_cfg.clip
+    if clip_cfg.get("architecture") is None:
+        try:
+            clip_lib.clip_config(clip_cfg.variant)
+        except ValueError:
+            raise cli.ConfigError(
+                f"model.clip.variant={clip_cfg.variant!r} is not a CLIP variant; choose one of "
+                f"{', '.join(repr(v) for v in clip_lib.VARIANTS)}."
+            ) from None
+    if clip_cfg.init:
+        try:
+            clip_checkpoint.check_source(clip_cfg.init)
+        except clip_checkpoint.CheckpointError as e:
+            raise cli.ConfigError(
+                f"model.clip.init={clip_cfg.init}: {e} Give a Hugging Face CLIP folder, an OpenAI .pt "
+                "file or a hub name (owner/name), or '' for random weights."
+            ) from None
+    if grace.needs_tokenizer(model_cfg) or model_cfg.cate.captions:
+        source = clip_cfg.tokenizer or clip_cfg.init
+        if not source:
+            raise cli.ConfigError(
+                "model.clip.tokenizer is empty and so is model.clip.init: name a CLIP tokenizer "
+                "(a folder or hub name), or 'builtin:tiny' for the tiny random CLIP."
+            )
+        field = "model.clip.tokenizer" if clip_cfg.tokenizer else "model.clip.init"
+        if (source != "builtin:tiny" and os.path.sep in source and not os.path.exists(source)
+                and not re.fullmatch(r"[\w.-]+/[\w.-]+", source)):
+            raise cli.ConfigError(f"{field}={source}: no such folder for the tokenizer.")
+
+
+# ------------------------------------------------------------------------------------ paths
+def _check_workdir(workdir: str) -> None:
+    if paths.is_uri(workdir):
+        if not paths.is_gcs(workdir):
+            raise cli.ConfigError(f"--workdir={workdir}: a workdir is a local folder or gs://bucket/folder.")
+        return  # whether the bucket takes writes shows when the lock is written
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise cli.ConfigError(f"--workdir={workdir} is a file, not a folder.")
+    parent = workdir
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise cli.ConfigError(f"--workdir={workdir} cannot be created: {parent} is a file, not a folder.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise cli.ConfigError(f"--workdir={workdir} cannot be written: {parent} is not writable by you.")
+
+
+def check_data(config) -> dict | None:
+    """data.dir's manifest, splits and shards, and the class count; None for SynthFER (generated
+    under the workdir), whose class count is checked here against the one it will have."""
+    data = config.data
+    if not data.dir:
+        if not data.get("synth_train_clips"):
+            raise cli.ConfigError(
+                "data.dir is empty: set --config.data.dir to a folder of shards written by "
+                "python -m data_prep.build_dataset."
+            )
+        synth_classes = len(schema.CLASS_NAMES["synth"])
+        if config.model.num_classes != synth_classes:
+            raise cli.ConfigError(
+                f"model.num_classes={config.model.num_classes}, but SynthFER (data.synth_train_clips > 0, "
+                f"data.dir empty) has {synth_classes} classes."
+            )
+        return None
+    data_dir = paths.resolve(data.dir)
+    if paths.is_uri(data_dir) and not paths.is_gcs(data_dir):
+        raise cli.ConfigError(
+            f"data.dir={data.dir}: shards are read from a local folder or gs://bucket/folder only; copy "
+            "them to local disk or mount the bucket."
+        )
+    if not paths.exists(paths.join(data_dir, schema.MANIFEST_NAME)):
+        what = "no such folder" if not paths.exists(data_dir) else f"no {schema.MANIFEST_NAME} in it"
+        raise cli.ConfigError(
+            f"data.dir={data.dir}: {what}; point it at a folder written by python -m data_prep.build_dataset."
+        )
+    manifest = input_pipeline.read_manifest(data_dir)
+    splits = manifest.get("splits", {})
+    for field in ("train_split", "eval_split"):
+        if data[field] not in splits:
+            raise cli.ConfigError(
+                f"data.{field}={data[field]!r}: {data.dir} has no such split; it holds {sorted(splits)}."
+            )
+        if not splits[data[field]].get("num_clips"):
+            raise cli.ConfigError(f"data.{field}={data[field]!r}: {data.dir} holds no clips of that split.")
+        try:
+            input_pipeline.shard_paths(data_dir, data[field])
+        except cli.UserError as e:
+            raise cli.ConfigError(f"data.dir={data.dir}: {e}; rebuild it with data_prep.build_dataset.") from None
+    check_classes(config, manifest, data_dir)
+    return manifest
+
+
+def check_classes(config, manifest: dict, data_dir: str) -> list[str]:
+    """The class names of the data (manifest), checked against model.num_classes."""
+    names = list(manifest.get("class_names") or [])
+    if names and len(names) != config.model.num_classes:
+        raise cli.ConfigError(
+            f"{paths.join(data_dir, schema.MANIFEST_NAME)} lists {len(names)} classes but "
+            f"model.num_classes is {config.model.num_classes}: set --config.model.num_classes="
+            f"{len(names)}, or point data.dir at the dataset this config is for."
+        )
+    return names or [str(i) for i in range(config.model.num_classes)]
