@@ -238,6 +238,10 @@ def main(argv):
         raise app.UsageError("Give one or more videos or frame folders after the flags.")
     if bool(_WORKDIR.value) == bool(_MODEL.value):
         raise app.UsageError("Give exactly one of --workdir (a run) and --model (an exported model).")
+    if _WINDOW_SECONDS.value < 0 or _STRIDE_SECONDS.value < 0 or _FOLDER_FPS.value <= 0:
+        raise app.UsageError("--window_seconds and --stride_seconds must be >= 0 and --folder_fps > 0.")
+    if not 0 <= _MIN_FACE_FRACTION.value <= 1:
+        raise app.UsageError(f"--min_face_fraction={_MIN_FACE_FRACTION.value:g} must be between 0 and 1.")
     default_out = paths.join(_WORKDIR.value, "predictions") if _WORKDIR.value else "predictions"
     out = paths.resolve(_OUT.value or default_out)
     _, errors = run(
