@@ -32,13 +32,22 @@ def _replica_parallel_only_for_large_slices() -> None:
     (e.g. ViT-B/16's token embedding) are few and worth splitting across hosts.
     """
     global _large_slices_only
-    if not _large_slices_only:  # once: orbax logs a warning at every override
-        ocp.type_handlers.register_type_handler(
-            jax.Array,
-            ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=4 << 20),
-            override=True,
+    if _large_slices_only:
+        return
+    handler = ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=4 << 20)
+    try:
+        # The override is deliberate: orbax's public register_type_handler(override=True) logs
+        # "Type handler registry type ... overriding jax.Array" at WARNING on every run, which told
+        # users nothing. The registry's own `ignore_warnings` (what orbax passes for its defaults)
+        # says the override is meant; it is only reachable through orbax's private module.
+        from orbax.checkpoint._src.serialization import type_handler_registry
+
+        type_handler_registry.GLOBAL_TYPE_HANDLER_REGISTRY.add(
+            jax.Array, handler, override=True, ignore_warnings=True
         )
-        _large_slices_only = True
+    except (ImportError, AttributeError, TypeError):  # another orbax layout: same effect, warning and all
+        ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+    _large_slices_only = True
 
 
 class Checkpoints:

@@ -91,10 +91,22 @@ def guarded(main: Callable[..., Any], prog: str | None = None) -> Callable[..., 
 
 
 def run(main: Callable[[list[str]], Any], argv: list[str] | None = None) -> NoReturn:
-    """absl's `app.run(main)`, with user errors (in flag parsing too) as one line and exit 1 or 2."""
+    """absl's `app.run(main)`, with user errors (in flag parsing too) as one line and exit 1 or 2.
+
+    The console shows the command's own lines: INFO logs of other libraries only with an explicit
+    `--verbosity`, and no accelerator probing where none is installed (grace_jax/console.py).
+    """
     from absl import app
 
-    app.run(guarded(main), argv=argv, flags_parser=_parse_flags)
+    from grace_jax import console
+
+    console.prefer_cpu()
+
+    def quiet_main(argv):
+        console.quiet_third_party_info()
+        return main(argv)
+
+    app.run(guarded(quiet_main), argv=argv, flags_parser=_parse_flags)
     raise AssertionError("unreachable: app.run exits")
 
 

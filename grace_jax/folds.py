@@ -32,6 +32,8 @@ def summarize_folds(workdirs: list[str], which: str = "last", split: str = "") -
     """
     folds = []
     for workdir in workdirs:
+        if not paths.is_uri(workdir) and not paths.exists(workdir):  # a gs:// "folder" is only a prefix
+            raise cli.NotFoundError(f"{workdir}: no such run folder (give the --workdir of each fold's run).")
         if split:
             path = paths.join(workdir, "evaluation", f"{split}-{which}.json")
             if not paths.exists(path):

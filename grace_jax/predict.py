@@ -25,7 +25,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 from flax import nnx
 
 from grace_jax import cli, heatmaps, input_pipeline, paths, runs
@@ -231,8 +231,6 @@ def _predict_one(path, frames, span, step, state, names, detector, config, min_f
 
 
 def main(argv):
-    if not flags.FLAGS["verbosity"].present:  # orbax logs dozens of INFO lines per restore
-        logging.set_verbosity(logging.WARNING)
     inputs = argv[1:]
     if not inputs:
         raise app.UsageError("Give one or more videos or frame folders after the flags.")

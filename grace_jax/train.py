@@ -290,7 +290,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     taken = resume.check(config, workdir, jax.process_count())
     if is_main:
         if taken:
-            logging.info("Resuming with fields from this command: %s", "; ".join(taken))
             print("Resuming with these fields from this command (config.json had others): "
                   + "; ".join(taken), flush=True)
         paths.write_text(
@@ -386,9 +385,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     step = 0
     if ckpt.latest_step() is not None:
         step, state = ckpt.restore(_abstract(state, state_sh), data_iterator=train_iter)
-        logging.info("Resumed from step %d", step)
         if is_main:
             print(f"Resumed from {workdir}/checkpoints at step {step}.", flush=True)
+        else:  # process 0 said it on the console; the others' logs say it once too
+            logging.info("Resumed from step %d", step)
     best = ckpt.best_metrics() or {"uar": -1.0}
 
     writer = metric_writers.MetricWriter(workdir, enabled=is_main, resume_step=step)
@@ -453,13 +453,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     ckpt.close()
     writer.close()
     if preempted:
-        logging.info("Preempted: saved the checkpoint of step %d", step)
         if is_main:
             print(
                 f"Preempted (SIGTERM): saved the checkpoint of step {step} to {ckpt.directory}; "
                 "run the same command again to resume.",
                 flush=True,
             )
+        else:
+            logging.info("Preempted: saved the checkpoint of step %d", step)
         return {"preempted": True, "step": step}
     if is_main and summary:
         plots.save_confusion_matrix(

@@ -1,4 +1,4 @@
-"""k-fold summary: mean and std over folds, and a clear error for an unfinished run."""
+"""k-fold summary: mean and std over folds, and a clear error for a missing or unfinished run."""
 
 import json
 
@@ -18,5 +18,8 @@ def test_mean_and_std(tmp_path):
     out = folds.summarize_folds(dirs)
     assert out["uar_mean"] == pytest.approx(0.6) and out["uar_std"] == pytest.approx(0.1)
     assert out["war_mean"] == pytest.approx(0.7) and out["war_std"] == pytest.approx(0.1)
-    with pytest.raises(FileNotFoundError, match="nope/final_metrics.json"):
+    with pytest.raises(FileNotFoundError, match="nope: no such run folder"):
         folds.summarize_folds([str(tmp_path / "nope")])
+    (tmp_path / "unfinished").mkdir()
+    with pytest.raises(FileNotFoundError, match="unfinished/final_metrics.json: not found; has this run finished"):
+        folds.summarize_folds([str(tmp_path / "unfinished")])

@@ -38,6 +38,8 @@ def test_predict_videos_and_folders(tiny_run, tmp_path):
         workdir, [video, str(folder), str(tmp_path / "missing.mp4"), str(text)], out, face_crop="none"
     )
     assert [r["input"] for r in results] == [video, str(folder)]
+    # The names README's Prediction section documents: the input's name, unsafe characters as "_".
+    assert [os.path.basename(r["picture"]) for r in results] == ["clip_one.mp4.png", "frames.png"]
     assert len(errors) == 2 and "missing.mp4" in errors[0] and "notes.txt" in errors[1]
     for r in results:
         probs = list(r["probabilities"].values())
@@ -51,14 +53,6 @@ def test_predict_videos_and_folders(tiny_run, tmp_path):
         rows = list(csv.reader(f))
     assert rows[0][:3] == ["input", "prediction", "happiness"] and len(rows) == 3
     assert not [n for n in os.listdir(out) if n.endswith(".tmp") or ".tmp." in n]
-
-
-def test_colormap_and_overlay():
-    colours = heatmaps.colormap(np.array([0.0, 1.0]))
-    assert tuple(colours[0]) == (0, 0, 128) and tuple(colours[1]) == (220, 0, 0)
-    frame = np.zeros((8, 8, 3), np.uint8)
-    hot = heatmaps.overlay(frame, np.array([[0.0, 1.0], [0.0, 0.0]]), scale=1.0)
-    assert hot[0, 7, 0] > hot[0, 0, 0]  # The top-right patch is the hot one.
 
 
 def _face(side):
