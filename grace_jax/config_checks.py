@@ -3,8 +3,8 @@ naming the config field (as `--config.<field>` spells it) and what to do.
 
 `check_train_config` runs at the top of `train.train_and_evaluate`, after `jax.distributed` starts
 (the device count is needed) and before anything is written: the mesh against the devices, the batch
-against the mesh, the CLIP variant and checkpoint, the tokenizer, the data folder (manifest, splits,
-shards, class count), the choices with a fixed set of values and the intervals. Whether the workdir
+against the mesh, the CLIP variant and checkpoint, the tokenizer (a hub name must be in the hub cache
+or the hub reachable: `grace_jax.hub`), the data folder (manifest, splits, shards, class count), the choices with a fixed set of values and the intervals. Whether the workdir
 can be written is learnt by taking its lock (`workdir_lock`), the first thing written there.
 """
 
@@ -16,7 +16,7 @@ import re
 import jax
 import ml_collections
 
-from grace_jax import class_cues, cli, input_pipeline, optim, paths, sharding
+from grace_jax import class_cues, cli, hub, input_pipeline, optim, paths, sharding
 from grace_jax.data import clip_transforms, schema
 
 
@@ -124,6 +124,8 @@ def check_clip(model_cfg) -> None:
                 f"model.clip.init={clip_cfg.init}: {e} Give a Hugging Face CLIP folder, an OpenAI .pt "
                 "file or a hub name (owner/name), or '' for random weights."
             ) from None
+        if hub.is_hub_name(clip_cfg.init):  # in the hub cache, or the hub answers: else fail now
+            hub.check(clip_cfg.init, "model.clip.init", hub.CLIP_FILES)
     if grace.needs_tokenizer(model_cfg) or model_cfg.cate.captions:
         source = clip_cfg.tokenizer or clip_cfg.init
         if not source:
@@ -135,6 +137,8 @@ def check_clip(model_cfg) -> None:
         if (source != "builtin:tiny" and os.path.sep in source and not os.path.exists(source)
                 and not re.fullmatch(r"[\w.-]+/[\w.-]+", source)):
             raise cli.ConfigError(f"{field}={source}: no such folder for the tokenizer.")
+        if source != "builtin:tiny" and hub.is_hub_name(source):
+            hub.check(source, field, hub.TOKENIZER_FILES)
 
 
 # ------------------------------------------------------------------------------------ paths
