@@ -16,7 +16,7 @@ import re
 import jax
 import ml_collections
 
-from grace_jax import class_cues, cli, hub, input_pipeline, optim, paths, sharding
+from grace_jax import class_set, cli, hub, input_pipeline, optim, paths, sharding
 from grace_jax.data import clip_transforms, schema
 
 
@@ -29,12 +29,13 @@ def check_train_config(config: ml_collections.ConfigDict, workdir: str) -> dict 
         check_batch(config.data.eval_batch_size, "data.eval_batch_size", config)
     _check_choices(config)
     _check_intervals(config.train)
-    # The class texts for the model's prompts and cues: their count against model.num_classes.
-    class_cues.class_cues(config.model.num_classes, names=list(config.model.class_names),
-                          cues=list(config.model.class_cues))
     check_clip(config.model)
     _check_workdir(workdir)
-    return check_data(config)
+    manifest = check_data(config)
+    # The class count against the data's, and the class texts for the model's prompts and cues
+    # against the count (model.num_classes=0: the data's; grace_jax.class_set).
+    class_set.resolve(config, manifest)
+    return manifest
 
 
 # ------------------------------------------------------------------------------------ devices
@@ -168,12 +169,7 @@ def check_data(config) -> dict | None:
                 "data.dir is empty: set --config.data.dir to a folder of shards written by "
                 "python -m data_prep.build_dataset."
             )
-        synth_classes = len(schema.CLASS_NAMES["synth"])
-        if config.model.num_classes != synth_classes:
-            raise cli.ConfigError(
-                f"model.num_classes={config.model.num_classes}, but SynthFER (data.synth_train_clips > 0, "
-                f"data.dir empty) has {synth_classes} classes."
-            )
+        class_set.check_count(config, None)
         return None
     data_dir = paths.resolve(data.dir)
     if paths.is_uri(data_dir) and not paths.is_gcs(data_dir):
@@ -204,12 +200,6 @@ def check_data(config) -> dict | None:
 
 
 def check_classes(config, manifest: dict, data_dir: str) -> list[str]:
-    """The class names of the data (manifest), checked against model.num_classes."""
-    names = list(manifest.get("class_names") or [])
-    if names and len(names) != config.model.num_classes:
-        raise cli.ConfigError(
-            f"{paths.join(data_dir, schema.MANIFEST_NAME)} lists {len(names)} classes but "
-            f"model.num_classes is {config.model.num_classes}: set --config.model.num_classes="
-            f"{len(names)}, or point data.dir at the dataset this config is for."
-        )
-    return names or [str(i) for i in range(config.model.num_classes)]
+    """The class names of the data (manifest), checked against model.num_classes (0: the data's)."""
+    count = class_set.check_count(config, manifest, data_dir)
+    return class_set.data_class_names(config, manifest) or [str(i) for i in range(count)]
