@@ -44,6 +44,7 @@ def _build(name: str, variant: str, frames: int, tokenizer):
     config = importlib.import_module(f"configs.ablations.{name}").get_config()
     config.model.clip.variant = variant
     config.model.num_frames = frames
+    config.model.num_classes = 7  # DFEW's; the ablations' 0 takes the data's count in training
     if variant == "tiny":
         config.model.cate.heads = 4
     # A long epoch keeps the step-decay boundaries out of the few timed steps.

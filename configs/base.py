@@ -33,8 +33,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # for models whose sizes are not a named variant; None = `variant`.
     m.clip.architecture = None
     m.num_frames = 16  # DFER-CLIP: 16 segments, one frame each
-    m.num_classes = 7  # DFEW / FERV39k; 11 for MAFW
-    m.class_names = ()  # overrides grace_jax.class_cues names ("" keeps a built-in one)
+    # 0: as many as the data has (data.dir's manifest, SynthFER's 7; grace_jax/class_set.py). The
+    # dataset configs set 7 (DFEW, FERV39k) or 11 (MAFW).
+    m.num_classes = 0
+    # Overrides grace_jax.class_cues names ("" keeps a built-in one); empty with data of its own
+    # classes (data_prep --dataset=folder): the manifest's names.
+    m.class_names = ()
     m.class_cues = ()  # overrides the FACS cue sentences likewise
     m.logit_scale = 100.0  # DFER-CLIP divides cosine similarities by 0.01 (fixed, not learned)
 

@@ -18,6 +18,7 @@ def get_config(arg: str | None = None):
     m.clip.variant = "tiny"
     m.clip.init = ""
     m.clip.tokenizer = "builtin:tiny"
+    m.num_classes = 7  # SynthFER's (0 would take it from the data as well; models built without data need it)
     m.num_frames = 8
     m.prompt.n_ctx = 4
     m.temporal.heads = 4

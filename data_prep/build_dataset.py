@@ -15,7 +15,8 @@ Usage:
       --captions=/data/MAFW/captions.tsv --out=/data/shards/mafw1
 
   # Your own videos (mp4/avi/mov/mkv/webm) with CSVs `path,label[,caption]`, paths relative to --videos,
-  # cropped to the face (clips without one are reported in bad_clips.tsv):
+  # cropped to the face (clips without one are reported in bad_clips.tsv). The classes are the
+  # distinct label names of the CSVs, sorted, or --class_names=calm,tense,happy (label i = name i):
   python -m data_prep.build_dataset --dataset=folder --videos=/data/myclips --face_crop=auto \
       --labels=train=/data/myclips/train.csv,test=/data/myclips/test.csv --out=/data/shards/mine
 
@@ -45,6 +46,8 @@ flags.DEFINE_string("root", None, "Dataset folder on this machine; list paths ar
 flags.DEFINE_integer("fold", None, "DFEW/MAFW fold (1..5): keeps the `set_<fold>` lists.")
 flags.DEFINE_string("videos", None, "--dataset=folder: folder the CSV paths are relative to.")
 flags.DEFINE_list("labels", [], "--dataset=folder: CSVs `path,label[,caption]`, as `path` or `split=path`.")
+flags.DEFINE_list("class_names", [], "--dataset=folder: the classes in label order (a CSV label is an index "
+                  "into them or one of them); default: the CSVs' distinct label names, sorted.")
 flags.DEFINE_string("captions", None, "Clip id -> caption file (JSON object, or CSV/TSV `clip_id,text`).")
 flags.DEFINE_string("out", None, "Output folder.")
 flags.DEFINE_integer("num_shards", 0, "Shards per split; 0 picks about one shard per 500 clips.")
@@ -80,6 +83,7 @@ def main(argv: list[str]) -> None:
         fold=FLAGS.fold,
         videos=FLAGS.videos,
         labels=tuple(FLAGS.labels),
+        class_names=tuple(FLAGS.class_names),
         captions=FLAGS.captions,
         num_shards=FLAGS.num_shards,
         frame_size=FLAGS.frame_size,
@@ -102,6 +106,8 @@ def main(argv: list[str]) -> None:
     fixed = f", {mismatches} listed frame counts corrected" if mismatches else ""
     print(f"wrote {config.out} ({counts}; {manifest['num_bad_clips']} bad clips{fixed}, "
           f"see {manifest['bad_clip_report']})")
+    print(f"{manifest['num_classes']} classes (from {manifest['class_names_source']}): "
+          + ", ".join(f"{i} {n}" for i, n in enumerate(manifest["class_names"])))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from data_prep.sources.datasets import (
     ANCHORS,
     SourceError,
     attach_captions,
+    csv_label_names,
     find_lists,
     load_captions,
     parse_split_paths,
@@ -50,6 +51,7 @@ class BuildConfig:
     fold: int | None = None
     videos: str | None = None
     labels: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()  # --dataset=folder: the classes, label i = class_names[i]
     captions: str | None = None
     num_shards: int = 0
     frame_size: int = 0
@@ -70,11 +72,48 @@ class BuildConfig:
     progress: bool = True
 
 
+def class_names_of(config: BuildConfig) -> tuple[tuple[str, ...], str]:
+    """(class names, where they came from) for the manifest; label i is class_names[i].
+
+    The datasets have their own classes. A folder of videos takes --class_names; without it, the
+    distinct names in the labels CSVs' label column, sorted; CSVs with integer labels and no
+    --class_names index DFEW's 7 classes (happiness=0 ... fear=6), as before the flag existed.
+    """
+    if config.class_names and config.dataset != "folder":
+        raise SourceError(f"--class_names is for --dataset=folder; {config.dataset}'s classes are fixed: "
+                          f"{', '.join(schema.CLASS_NAMES[config.dataset])}")
+    if config.dataset != "folder":
+        return schema.CLASS_NAMES[config.dataset], config.dataset
+    if config.class_names:
+        names = tuple(n.strip() for n in config.class_names)
+        where = "--class_names"
+    else:
+        found = csv_label_names([p for _, p in parse_split_paths(list(config.labels))])
+        if found is None:
+            return schema.CLASS_NAMES["dfew"], "dfew (integer labels without --class_names)"
+        names, where = tuple(found), "labels"
+    problem = None
+    if any(not n for n in names):
+        problem = "an empty class name"
+    elif len({n.lower() for n in names}) != len(names):
+        problem = "a class named twice (names are compared ignoring case)"
+    elif any(n.lstrip("-").isdigit() for n in names):
+        problem = "a class name that is a number (labels that are numbers are class indices)"
+    elif len(names) < 2:
+        problem = f"one class only ({names[0] if names else ''}); a classifier needs two or more"
+    if problem:
+        source = "--class_names" if where == "--class_names" else f"--labels ({', '.join(config.labels)})"
+        hint = "" if where == "--class_names" else "; list every class with --class_names=a,b,c"
+        raise SourceError(f"{source}: {problem}{hint}")
+    return names, where
+
+
 def gather(config: BuildConfig) -> tuple[list[ClipSpec], list[BadClip]]:
     """All clips the job will read, grouped by split in list order, plus lines rejected while listing."""
     if config.dataset not in DATASETS:
         raise SourceError(f"unknown dataset {config.dataset!r}; choose one of {DATASETS}")
-    class_names = schema.CLASS_NAMES[config.dataset]
+    if config.dataset != "folder":
+        class_names, _ = class_names_of(config)
     if config.dataset == "synth":
         clips = [
             ClipSpec(path=f"synth:{split}/{i:06d}", label=synth.clip_label(i), clip_id=f"synth/{split}/{i:06d}",
@@ -92,6 +131,8 @@ def gather(config: BuildConfig) -> tuple[list[ClipSpec], list[BadClip]]:
         for split, csv_path in parse_split_paths(list(config.labels)):
             if not os.path.isfile(csv_path):
                 raise SourceError(f"labels CSV {csv_path} does not exist")
+        class_names, _ = class_names_of(config)
+        for split, csv_path in parse_split_paths(list(config.labels)):
             c, b = read_video_csv(csv_path, split, config.videos, class_names)
             clips += c
             bad += b
@@ -163,7 +204,7 @@ def build(config: BuildConfig) -> dict:
         raise BuildError(f"--face_crop must be auto or none, got {config.face_crop!r}")
     options = LoadOptions(frame_size, config.jpeg_quality, config.synth_seed, config.synth_min_frames,
                           config.synth_max_frames, config.face_crop, config.min_face_fraction)
-    class_names = schema.CLASS_NAMES[config.dataset]
+    class_names, class_names_source = class_names_of(config)
     splits = list(dict.fromkeys(c.split for c in clips))
     listed = {s: sum(c.split == s for c in clips) for s in splits}
     budget = config.max_bad_fraction * total
@@ -236,6 +277,7 @@ def build(config: BuildConfig) -> dict:
             "dataset": config.dataset,
             "class_names": list(class_names),
             "num_classes": len(class_names),
+            "class_names_source": class_names_source,
             "frame_size": frame_size,
             "face_crop": config.face_crop,
             "jpeg_quality": config.jpeg_quality,

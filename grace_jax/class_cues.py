@@ -14,7 +14,10 @@ form of DFER-CLIP's class-descriptor prompts (its own sentences are not reproduc
 through ``config.model.class_cues`` to train with them verbatim).
 
 Class order is the datasets' label order: DFEW and FERV39k use the first 7, MAFW all 11. Users replace
-any name or cue through ``config.model.class_names`` / ``config.model.class_cues``.
+any name or cue through ``config.model.class_names`` / ``config.model.class_cues``. A label set of
+one's own (``data_prep --dataset=folder``, any class count but 7 and 11, or its names filled in by
+the trainer from the data's manifest: ``grace_jax.class_set``) gives a class named like a built-in one
+that one's cue, and any other class ``default_cue(name)``: "a face with a <name> expression.".
 """
 
 from __future__ import annotations
@@ -103,6 +106,21 @@ CLASS_CUES: tuple[ClassCue, ...] = (
 
 NUM_BASIC = 7  # DFEW, FERV39k
 NUM_MAFW = 11
+BUILTIN_ORDERS = (NUM_BASIC, NUM_MAFW)  # class counts whose label order is a dataset's (by position)
+
+
+def default_cue(name: str) -> str:
+    """The fine text of a class with no built-in cue: its name in a sentence about a face. CATE and
+    `prompt.text="cue"` then read the name itself; `model.class_cues` gives better sentences."""
+    return f"a face with a {name.replace('_', ' ').strip()} expression."
+
+
+def cue_for_name(name: str) -> ClassCue:
+    """The built-in class of that name (any case), else `name` with `default_cue(name)`."""
+    for base in CLASS_CUES:
+        if base.name == name.lower():
+            return dataclasses.replace(base, name=name)
+    return ClassCue(name, default_cue(name), ())
 
 
 def class_cues(
@@ -110,10 +128,15 @@ def class_cues(
     names: Sequence[str] | None = None,
     cues: Sequence[str] | None = None,
 ) -> tuple[ClassCue, ...]:
-    """The first ``num_classes`` classes, with optional per-class overrides.
+    """The class texts of a label set, with optional per-class overrides.
+
+    With 7 (DFEW, FERV39k) or 11 (MAFW) classes, class i is built-in class i and an override replaces
+    only what it gives: a new name keeps that position's cue (renaming a dataset's class). With any
+    other count, a named class takes the cue of the built-in class of that name, else
+    `default_cue(name)`; an unnamed one (no names, or "") is built-in class i, for i < 11.
 
     Args:
-      num_classes: 7 (DFEW, FERV39k) or 11 (MAFW); any other count needs both ``names`` and ``cues``.
+      num_classes: the class count.
       names: replaces the class names when non-empty (length ``num_classes``); an empty string
         keeps that class's built-in name.
       cues: replaces the cue sentences likewise.
@@ -123,20 +146,25 @@ def class_cues(
     for what, values in (("class_names", names), ("class_cues", cues)):
         if values and len(values) != num_classes:
             raise ConfigError(f"model.{what} has {len(values)} entries but model.num_classes is {num_classes}")
-    if num_classes > len(CLASS_CUES) or num_classes < 1:
-        if not (names and cues):
-            raise ConfigError(
-                f"model.num_classes={num_classes}: built-in cues cover 1..{len(CLASS_CUES)} classes; pass "
-                "both class_names and class_cues for other label sets"
-            )
-        return tuple(ClassCue(n, c, ()) for n, c in zip(names, cues))
-    out = []
-    for i, base in enumerate(CLASS_CUES[:num_classes]):
-        out.append(
-            ClassCue(
-                names[i] if names and names[i] else base.name,
-                cues[i] if cues and cues[i] else base.cue,
-                base.action_units,
-            )
+    if num_classes == 0:
+        raise ConfigError(
+            "model.num_classes=0 (the data's class count) is filled in by the trainer from the data; "
+            "set a count to build a model outside training"
         )
+    if num_classes < 0:
+        raise ConfigError(f"model.num_classes={num_classes}: a label set has at least one class")
+    out = []
+    for i in range(num_classes):
+        name = names[i] if names and names[i] else ""
+        if num_classes in BUILTIN_ORDERS or not name:
+            if i >= len(CLASS_CUES):
+                raise ConfigError(
+                    f"model.num_classes={num_classes}: built-in classes cover 1..{len(CLASS_CUES)}; name "
+                    f"class {i} (and every class past {len(CLASS_CUES) - 1}) in model.class_names"
+                )
+            base = CLASS_CUES[i]
+            base = dataclasses.replace(base, name=name or base.name)
+        else:
+            base = cue_for_name(name)
+        out.append(dataclasses.replace(base, cue=cues[i]) if cues and cues[i] else base)
     return tuple(out)

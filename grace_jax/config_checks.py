@@ -3,8 +3,8 @@ naming the config field (as `--config.<field>` spells it) and what to do.
 
 `check_train_config` runs at the top of `train.train_and_evaluate`, after `jax.distributed` starts
 (the device count is needed) and before anything is written: the mesh against the devices, the batch
-against the mesh, the CLIP variant and checkpoint, the tokenizer, the data folder (manifest, splits,
-shards, class count), the choices with a fixed set of values and the intervals. Whether the workdir
+against the mesh, the CLIP variant and checkpoint, the tokenizer (a hub name must be in the hub cache
+or the hub reachable: `grace_jax.hub`), the data folder (manifest, splits, shards, class count), the choices with a fixed set of values and the intervals. Whether the workdir
 can be written is learnt by taking its lock (`workdir_lock`), the first thing written there.
 """
 
@@ -16,7 +16,7 @@ import re
 import jax
 import ml_collections
 
-from grace_jax import class_cues, cli, input_pipeline, optim, paths, sharding
+from grace_jax import class_set, cli, hub, input_pipeline, optim, paths, sharding
 from grace_jax.data import clip_transforms, schema
 
 
@@ -29,12 +29,13 @@ def check_train_config(config: ml_collections.ConfigDict, workdir: str) -> dict 
         check_batch(config.data.eval_batch_size, "data.eval_batch_size", config)
     _check_choices(config)
     _check_intervals(config.train)
-    # The class texts for the model's prompts and cues: their count against model.num_classes.
-    class_cues.class_cues(config.model.num_classes, names=list(config.model.class_names),
-                          cues=list(config.model.class_cues))
     check_clip(config.model)
     _check_workdir(workdir)
-    return check_data(config)
+    manifest = check_data(config)
+    # The class count against the data's, and the class texts for the model's prompts and cues
+    # against the count (model.num_classes=0: the data's; grace_jax.class_set).
+    class_set.resolve(config, manifest)
+    return manifest
 
 
 # ------------------------------------------------------------------------------------ devices
@@ -124,6 +125,8 @@ def check_clip(model_cfg) -> None:
                 f"model.clip.init={clip_cfg.init}: {e} Give a Hugging Face CLIP folder, an OpenAI .pt "
                 "file or a hub name (owner/name), or '' for random weights."
             ) from None
+        if hub.is_hub_name(clip_cfg.init):  # in the hub cache, or the hub answers: else fail now
+            hub.check(clip_cfg.init, "model.clip.init", hub.CLIP_FILES)
     if grace.needs_tokenizer(model_cfg) or model_cfg.cate.captions:
         source = clip_cfg.tokenizer or clip_cfg.init
         if not source:
@@ -135,6 +138,8 @@ def check_clip(model_cfg) -> None:
         if (source != "builtin:tiny" and os.path.sep in source and not os.path.exists(source)
                 and not re.fullmatch(r"[\w.-]+/[\w.-]+", source)):
             raise cli.ConfigError(f"{field}={source}: no such folder for the tokenizer.")
+        if source != "builtin:tiny" and hub.is_hub_name(source):
+            hub.check(source, field, hub.TOKENIZER_FILES)
 
 
 # ------------------------------------------------------------------------------------ paths
@@ -164,12 +169,7 @@ def check_data(config) -> dict | None:
                 "data.dir is empty: set --config.data.dir to a folder of shards written by "
                 "python -m data_prep.build_dataset."
             )
-        synth_classes = len(schema.CLASS_NAMES["synth"])
-        if config.model.num_classes != synth_classes:
-            raise cli.ConfigError(
-                f"model.num_classes={config.model.num_classes}, but SynthFER (data.synth_train_clips > 0, "
-                f"data.dir empty) has {synth_classes} classes."
-            )
+        class_set.check_count(config, None)
         return None
     data_dir = paths.resolve(data.dir)
     if paths.is_uri(data_dir) and not paths.is_gcs(data_dir):
@@ -200,12 +200,6 @@ def check_data(config) -> dict | None:
 
 
 def check_classes(config, manifest: dict, data_dir: str) -> list[str]:
-    """The class names of the data (manifest), checked against model.num_classes."""
-    names = list(manifest.get("class_names") or [])
-    if names and len(names) != config.model.num_classes:
-        raise cli.ConfigError(
-            f"{paths.join(data_dir, schema.MANIFEST_NAME)} lists {len(names)} classes but "
-            f"model.num_classes is {config.model.num_classes}: set --config.model.num_classes="
-            f"{len(names)}, or point data.dir at the dataset this config is for."
-        )
-    return names or [str(i) for i in range(config.model.num_classes)]
+    """The class names of the data (manifest), checked against model.num_classes (0: the data's)."""
+    count = class_set.check_count(config, manifest, data_dir)
+    return class_set.data_class_names(config, manifest) or [str(i) for i in range(count)]

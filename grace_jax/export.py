@@ -304,19 +304,12 @@ def resolve_model(name_or_dir: str, *, cache_dir: str | None = None) -> str:
         return os.path.abspath(name_or_dir)
     if not _HUB_NAME.match(name_or_dir):
         raise ExportError(f"{name_or_dir}: no such folder, and not a hub name (owner/name).")
-    import huggingface_hub
+    from grace_jax import hub
 
     try:
-        return huggingface_hub.snapshot_download(
-            name_or_dir, allow_patterns=list(FILES), cache_dir=cache_dir
-        )
-    except Exception as e:  # noqa: BLE001 -- offline without a cached copy, unknown repo, auth.
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-        hint = " (HF_HUB_OFFLINE is set: only the local hub cache was looked at)" if offline else ""
-        raise ExportError(
-            f"{name_or_dir}: not a local folder, and the hub could not provide it{hint}: "
-            f"{type(e).__name__}: {e}"
-        ) from e
+        return hub.snapshot(name_or_dir, "--model", FILES, cache_dir=cache_dir)
+    except hub.HubError as e:
+        raise ExportError(str(e)) from None
 
 
 def load_exported(name_or_dir: str, *, cache_dir: str | None = None):

@@ -28,6 +28,7 @@ from flax import nnx
 
 from grace_jax import (
     checkpointing,
+    class_set,
     cli,
     config_checks,
     distributed,
@@ -276,7 +277,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # First: jax.distributed must start before anything starts jax's backend.
     distributed.initialize(config.get("distributed"))
     workdir = paths.resolve(workdir)
-    config_checks.check_train_config(config, workdir)
+    manifest = config_checks.check_train_config(config, workdir)
+    config = class_set.resolve(config, manifest)  # model.num_classes=0 and custom names: the data's
     lock = distributed.on_process_0("workdir lock", lambda: workdir_lock.acquire(workdir))
     try:
         return _train_and_evaluate(config, workdir)

@@ -33,3 +33,18 @@ def test_overrides():
         class_cues.class_cues(7, names=["a"])
     with pytest.raises(ValueError, match="num_classes=12"):
         class_cues.class_cues(12)
+
+
+def test_a_label_set_of_its_own_gets_cues_by_name():
+    out = class_cues.class_cues(3, names=["calm", "Happiness", "very_tense"])
+    assert [c.name for c in out] == ["calm", "Happiness", "very_tense"]
+    assert out[0].cue == "a face with a calm expression." and out[0].action_units == ()
+    assert out[1].cue == class_cues.CLASS_CUES[0].cue  # a built-in class, wherever it sits
+    assert out[2].cue == "a face with a very tense expression."
+    assert class_cues.class_cues(3, names=["a", "", "c"])[1].name == "sadness"  # unnamed: built-in 1
+    many = class_cues.class_cues(12, names=[f"c{i}" for i in range(12)], cues=[""] * 11 + ["own words"])
+    assert many[0].cue == "a face with a c0 expression." and many[11].cue == "own words"
+    with pytest.raises(ValueError, match="name class 11"):
+        class_cues.class_cues(12, names=[f"c{i}" for i in range(11)] + [""])
+    with pytest.raises(ValueError, match="filled in by the trainer"):
+        class_cues.class_cues(0)

@@ -86,3 +86,44 @@ def test_relative_workdir_trains_saves_and_predicts(tiny_config, synthfer_dir, t
     results, errors = predict.run("runs/rel", ["frames"], "runs/rel/predictions", face_crop="none")
     assert not errors and len(results) == 1
     assert os.path.isfile(tmp_path / "runs/rel/predictions/predictions.json")
+
+
+def test_trains_on_a_folder_dataset_of_its_own_three_classes(tiny_config, tmp_path):
+    """Own videos labelled calm/happy/tense (data_prep --dataset=folder, classes from the labels) train
+    with model.num_classes=0: the count, the names and the prompts come from the manifest, and the
+    run's config.json records them for predict."""
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from video_fixtures import grey_clip, write_video
+
+    from data_prep import job
+    from grace_jax import predict
+
+    videos = tmp_path / "own"
+    videos.mkdir()
+    names = ("calm", "happy", "tense")
+    for split, count in (("train", 9), ("test", 3)):
+        rows = [f"{split}{i}.mp4,{names[i % 3]}" for i in range(count)]
+        for i in range(count):
+            write_video(str(videos / f"{split}{i}.mp4"), grey_clip(4 + i % 3, 16, 16) // (1 + i % 3), "mpeg4")
+        (tmp_path / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    data = str(tmp_path / "shards")
+    manifest = job.build(job.BuildConfig(
+        dataset="folder", videos=str(videos), out=data, frame_size=32, workers=1, progress=False,
+        labels=(f"train={tmp_path / 'train.csv'}", f"test={tmp_path / 'test.csv'}")))
+    assert manifest["class_names"] == list(names)
+    config = tiny_config(data, 2)
+    config.model.num_classes = 0  # the data's
+    workdir = str(tmp_path / "run")
+    summary = train.train_and_evaluate(config, workdir)
+    assert summary["num_examples"] == 3 and len(summary["per_class_recall"]) == 3
+    with open(os.path.join(workdir, "config.json")) as f:
+        model = json.load(f)["model"]
+    assert model["num_classes"] == 3 and model["class_names"] == list(names)
+    assert model["class_cues"][1] == "a face with a happy expression."
+    with open(os.path.join(workdir, "classes.json")) as f:
+        assert json.load(f) == list(names)
+    results, errors = predict.run(workdir, [str(videos / "test0.mp4")], str(tmp_path / "pred"),
+                                  pictures=False, face_crop="none")
+    assert not errors and set(results[0]["probabilities"]) == set(names)

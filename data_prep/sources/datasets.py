@@ -90,6 +90,41 @@ def read_lists(dataset, lists, *, num_classes, root) -> tuple[list[ClipSpec], li
     return clips, bad
 
 
+def _csv_rows(csv_path: str) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of a `path,label[,caption]` CSV's clip rows: the header (`path,...`),
+    blank lines and `#` comments left out."""
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f))
+    out = []
+    for line_no, row in enumerate(rows, start=1):
+        if not row or not "".join(row).strip() or row[0].startswith("#"):
+            continue
+        if line_no == 1 and row[0].strip().lower() == "path":
+            continue
+        out.append((line_no, row))
+    return out
+
+
+def _is_index(label: str) -> bool:
+    return label.lstrip("-").isdigit()
+
+
+def csv_label_names(csv_paths: list[str]) -> list[str] | None:
+    """The distinct class names the CSVs' label column uses, sorted (case-insensitively; names that
+    differ only in case are one class, spelt as first seen); None when a label is an integer, which
+    indexes a class list given elsewhere. Malformed rows are left to read_video_csv to report."""
+    names: dict[str, str] = {}
+    for csv_path in csv_paths:
+        for _, row in _csv_rows(csv_path):
+            if len(row) not in (2, 3) or not row[1].strip():
+                continue
+            label = row[1].strip()
+            if _is_index(label):
+                return None
+            names.setdefault(label.lower(), label)
+    return [names[k] for k in sorted(names)]
+
+
 def read_video_csv(csv_path: str, split: str, videos_dir: str, class_names: tuple[str, ...]):
     """Reads a `path,label[,caption]` CSV (header optional; label as index or class name).
 
@@ -100,19 +135,13 @@ def read_video_csv(csv_path: str, split: str, videos_dir: str, class_names: tupl
     """
     lookup = {name.lower(): i for i, name in enumerate(class_names)}
     clips, bad = [], []
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
-    for line_no, row in enumerate(rows, start=1):
+    for line_no, row in _csv_rows(csv_path):
         source = f"{csv_path}:{line_no}"
-        if not row or not "".join(row).strip() or row[0].startswith("#"):
-            continue
-        if line_no == 1 and row[0].strip().lower() == "path":
-            continue
         if len(row) not in (2, 3):
             bad.append(BadClip(split, source, ",".join(row), "malformed line: expected 'path,label[,caption]'"))
             continue
         rel, label_field = row[0].strip(), row[1].strip()
-        label = int(label_field) if label_field.lstrip("-").isdigit() else lookup.get(label_field.lower())
+        label = int(label_field) if _is_index(label_field) else lookup.get(label_field.lower())
         if label is None or not 0 <= label < len(class_names):
             bad.append(BadClip(split, source, rel, f"label {label_field!r} is not a class index 0..{len(class_names) - 1} or class name"))
             continue

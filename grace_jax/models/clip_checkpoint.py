@@ -271,7 +271,8 @@ def load_pretrained(path_or_name: str, *, dtype=jnp.float32, remat: bool = False
     Args:
       path_or_name: a directory in the Hugging Face layout (`config.json` + `model.safetensors`, as
         `CLIPModel.save_pretrained` writes it), an OpenAI `.pt` checkpoint (needs torch), or a hub
-        name such as `openai/clip-vit-base-patch16` (downloaded where the network allows).
+        name such as `openai/clip-vit-base-patch16` (from the hub cache, or downloaded where the hub
+        can be reached; otherwise a CheckpointError at once: `grace_jax.hub`).
       dtype: compute dtype; parameters stay float32.
       remat: rematerialise transformer blocks in the backward pass.
 
@@ -284,15 +285,10 @@ def load_pretrained(path_or_name: str, *, dtype=jnp.float32, remat: bool = False
         return _load_hf_directory(path_or_name, dtype=dtype, remat=remat)
     if path_or_name.endswith((".pt", ".pth")):
         return _load_openai(path_or_name, dtype=dtype, remat=remat)
-    try:
-        import huggingface_hub
+    from grace_jax import hub
 
-        directory = huggingface_hub.snapshot_download(
-            path_or_name,
-            allow_patterns=["config.json", "*.safetensors", "*.safetensors.index.json"],
-        )
-    except Exception as e:  # noqa: BLE001 -- offline, unknown repo, auth: all mean "not loadable".
-        raise CheckpointError(
-            f"{path_or_name}: not a local directory or .pt file, and the hub download failed ({e})."
-        ) from e
+    try:
+        directory = hub.snapshot(path_or_name, "model.clip.init", hub.CLIP_FILES)
+    except hub.HubError as e:
+        raise CheckpointError(str(e)) from None
     return _load_hf_directory(directory, dtype=dtype, remat=remat)

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from grace_jax import hub
 from grace_jax.cli import UserError
 
 
@@ -49,6 +50,12 @@ class Tokenizer:
             from grace_jax.text import tiny_vocab
 
             path_or_name = tiny_vocab.cached_tiny_vocab()
+        elif not os.path.isdir(path_or_name) and hub.is_hub_name(path_or_name):
+            # Through the hub cache: transformers alone retries an unreachable hub for minutes.
+            try:
+                path_or_name = hub.snapshot(path_or_name, "model.clip.tokenizer", hub.TOKENIZER_FILES)
+            except hub.HubError as e:
+                raise TokenizerError(str(e)) from None
         if os.path.isdir(path_or_name):
             files = set(os.listdir(path_or_name))
             if "tokenizer.json" not in files and not {"vocab.json", "merges.txt"} <= files:

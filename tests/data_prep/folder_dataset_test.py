@@ -1,9 +1,11 @@
-"""--dataset=folder: a folder of videos with CSV labels; bad rows reported; --face_crop=auto."""
+"""--dataset=folder: a folder of videos with CSV labels; bad rows reported; --face_crop=auto; class
+names of one's own (from the labels or --class_names)."""
 
 import os
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -101,3 +103,73 @@ def test_face_crop_auto_stores_face_crops_and_reports_clips_without_a_face(tmp_p
         assert near < 20 and far > 3 * near, (t, near, far)  # measured: near 10-15, far 65-69
     (bad,) = report.read_report(str(out / schema.BAD_CLIP_REPORT_NAME))
     assert bad.path.endswith("nobody.mp4") and "no face" in bad.reason
+
+
+def _three_class_folder(tmp_path, train_labels, test_labels):
+    """Tiny videos with CSVs of the given labels; returns (videos, train.csv, test.csv)."""
+    videos = tmp_path / "own"
+    videos.mkdir()
+    csvs = []
+    for split, labels in (("train", train_labels), ("test", test_labels)):
+        rows = ["path,label"]
+        for i, label in enumerate(labels):
+            write_video(str(videos / f"{split}{i}.mp4"), grey_clip(4 + i % 3, 16, 16), "mpeg4")
+            rows.append(f"{split}{i}.mp4,{label}")
+        csvs.append(tmp_path / f"{split}.csv")
+        csvs[-1].write_text("\n".join(rows) + "\n")
+    return videos, csvs[0], csvs[1]
+
+
+def _build(tmp_path, videos, train_csv, test_csv, **kw):
+    return job.build(job.BuildConfig(dataset="folder", videos=str(videos), out=str(tmp_path / "out"),
+                                     labels=(f"train={train_csv}", f"test={test_csv}"), frame_size=16,
+                                     workers=1, progress=False, **kw))
+
+
+def test_classes_of_its_own_come_from_the_labels_sorted(tmp_path):
+    # "Happy" and "happy" are one class, spelt as first seen; the test split lacks "tense".
+    videos, train_csv, test_csv = _three_class_folder(
+        tmp_path, ["tense", "calm", "Happy", "happy", "calm"], ["calm", "happy"])
+    manifest = _build(tmp_path, videos, train_csv, test_csv)
+    assert manifest["class_names"] == ["calm", "Happy", "tense"] and manifest["num_classes"] == 3
+    assert manifest["class_names_source"] == "labels"
+    assert [r.label for r in read_split(str(tmp_path / "out"), "train")] == [2, 0, 1, 1, 0]
+    assert [r.label for r in read_split(str(tmp_path / "out"), "test")] == [0, 1]
+    assert manifest["splits"]["train"]["class_counts"] == [2, 2, 1]
+    assert manifest["splits"]["test"]["class_counts"] == [1, 1, 0]
+
+
+def test_class_names_flag_sets_the_order_and_accepts_indices(tmp_path):
+    videos, train_csv, test_csv = _three_class_folder(tmp_path, ["tense", "0", "HAPPY", "2"], ["1", "calm"])
+    manifest = _build(tmp_path, videos, train_csv, test_csv, class_names=("calm", "tense", "happy"))
+    assert manifest["class_names"] == ["calm", "tense", "happy"]
+    assert manifest["class_names_source"] == "--class_names"
+    assert [r.label for r in read_split(str(tmp_path / "out"), "train")] == [1, 0, 2, 2]
+    assert [r.label for r in read_split(str(tmp_path / "out"), "test")] == [1, 0]
+
+
+def test_integer_labels_without_the_flag_keep_dfews_classes(tmp_path):
+    videos, train_csv, test_csv = _three_class_folder(tmp_path, ["0", "sadness"], ["6"])
+    manifest = _build(tmp_path, videos, train_csv, test_csv)
+    assert manifest["class_names"] == list(schema.BASIC_CLASSES)
+    assert [r.label for r in read_split(str(tmp_path / "out"), "train")] == [0, 1]
+
+
+@pytest.mark.parametrize("names, labels, message", [
+    (("calm", "Calm", "x"), ["calm"], "--class_names: a class named twice"),
+    (("calm", "", "x"), ["calm"], "--class_names: an empty class name"),
+    (("calm", "3"), ["calm"], "--class_names: a class name that is a number"),
+    ((), ["calm", "calm"], "one class only (calm); a classifier needs two or more; list every class with --class_names"),
+])
+def test_bad_class_names_are_one_clear_error(tmp_path, names, labels, message):
+    videos, train_csv, test_csv = _three_class_folder(tmp_path, labels, labels[:1])
+    with pytest.raises(job.SourceError) as e:
+        _build(tmp_path, videos, train_csv, test_csv, class_names=names)
+    assert message in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_class_names_flag_is_for_folders_only(tmp_path):
+    with pytest.raises(job.SourceError, match="--class_names is for --dataset=folder; dfew's classes are fixed"):
+        job.build(job.BuildConfig(dataset="dfew", root=str(tmp_path), out=str(tmp_path / "o"),
+                                  class_names=("a", "b")))

@@ -37,6 +37,7 @@ def _tokens(num_classes=7, seed=0, n_ctx=8):
 
 def _cfg(motion=True, cate=True, ot=True, captions=False, num_frames=4):
     cfg = base.get_config().model
+    cfg.num_classes = 7  # base's 0 (the data's count) is for training runs
     cfg.clip.variant = "tiny"
     cfg.num_frames = num_frames
     cfg.motion.enabled, cfg.cate.enabled, cfg.ot.enabled = motion, cate, ot
@@ -205,6 +206,7 @@ def test_vit_b16_sixteen_frames_forward_shapes():
     test's CPU time.
     """
     cfg = base.get_config().model  # ViT-B/16, T=16, everything on
+    cfg.num_classes = 7  # base's 0 (the data's count) is for training runs
     b16 = clip_lib.clip_config(cfg.clip.variant)
     assert b16 == clip_lib.clip_config("ViT-B/16")
     cfg.clip.architecture = clip_lib.config_to_dict(

@@ -116,6 +116,7 @@ def test_config_overrides_work_in_both_modes():
 
     tok = Tokenizer.from_pretrained("builtin:tiny")
     cfg = base.get_config().model
+    cfg.num_classes = 7  # base's 0 (the data's count) is for training runs
     assert cfg.prompt.text == "name"  # full GRACE's default
     builtin = class_cues.class_cues(7)
     cfg.class_names = ("joy",) + ("",) * 6
