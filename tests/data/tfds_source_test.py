@@ -18,7 +18,7 @@ from video_fixtures import read_split  # noqa: E402
 block_tensorflow()  # checked before tensorflow_datasets is imported
 
 from data_prep import job  # noqa: E402
-from data_prep.tfds_builders import build  # noqa: E402
+from data_prep.tfds_builders import prepare  # noqa: E402
 from grace_jax import cli, config_checks  # noqa: E402
 from grace_jax import input_pipeline as ip  # noqa: E402
 from grace_jax.data import schema, tfds_source  # noqa: E402
@@ -32,7 +32,7 @@ def prepared(tmp_path_factory):
     """(TfdsDataset dfew/fold_1_32px, the same clips as data_prep shards)."""
     tmp = tmp_path_factory.mktemp("tfds_source")
     root = dfew_layout(tmp / "DFEW", NUM_TRAIN, NUM_TEST)
-    done = build.build("dfew", root, str(tmp / "tfds"), fold=1, frame_size=32, progress=False)
+    done = prepare.build("dfew", root, str(tmp / "tfds"), fold=1, frame_size=32, progress=False)
     job.build(job.BuildConfig(dataset="dfew", root=root, fold=1, out=str(tmp / "shards"), frame_size=32,
                               workers=1, progress=False, command=("test",)))
     return tfds_source.TfdsDataset(done.name, str(tmp / "tfds")), str(tmp / "shards")
