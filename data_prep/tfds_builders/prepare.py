@@ -60,7 +60,10 @@ def build(dataset: str, manual_dir: str, data_dir: str, *, fold: int | None = No
     if not progress:
         tfds.disable_progress_bar()
     config = make_config(fold if folds else None, frame_size)
-    builder = BUILDERS[dataset](config=config, data_dir=os.path.abspath(data_dir), file_format="array_record",
+    cls = BUILDERS[dataset]
+    # tfds takes a registered config by name only (an equal instance is refused as a clash).
+    registered = config.name in {c.name for c in cls.BUILDER_CONFIGS}
+    builder = cls(config=config.name if registered else config, data_dir=os.path.abspath(data_dir), file_format="array_record",
                                 captions=captions, workers=workers, max_bad_fraction=max_bad_fraction,
                                 jpeg_quality=jpeg_quality)
     if builder.is_prepared() and not overwrite:

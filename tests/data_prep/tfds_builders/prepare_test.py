@@ -27,18 +27,18 @@ def _examples(name, data_dir, split):
     return {ex["clip_id"].decode(): ex for ex in (source[i] for i in range(len(source)))}
 
 
-def _shards(root, out, **kw):
-    job.build(job.BuildConfig(out=str(out), root=str(root), frame_size=32, workers=1, progress=False,
+def _shards(root, out, frame_size=32, **kw):
+    job.build(job.BuildConfig(out=str(out), root=str(root), frame_size=frame_size, workers=1, progress=False,
                               command=("test",), **kw))
     return {s: {r.clip_id: r for r in read_split(str(out), s)} for s in ("train", "test")}
 
 
-def _same_as_shards(examples, records):
+def _same_as_shards(examples, records, frame_size=32):
     assert sorted(examples) == sorted(records)
     for clip_id, ex in examples.items():
         record = records[clip_id]
         assert ex["label"] == record.label
-        assert ex["frame_size"] == 32
+        assert ex["frame_size"] == frame_size
         assert list(ex["frames"]) == [record.frame_bytes(i) for i in range(record.num_frames)]
         assert (ex["caption"].decode() if ex["has_caption"] else None) == record.caption
 
@@ -61,7 +61,7 @@ def test_dfew_fold_has_the_shards_clips_and_their_bad_clip_report(dfew_tree, tmp
     assert_no_tensorflow()
 
 
-def test_ferv39k_layout(tmp_path):
+def test_ferv39k_layout_at_the_default_frame_size(tmp_path):
     root = tmp_path / "FERV39k"
     clips = {"Action/Sad/0015": (9, 1), "Action/Happy/0002": (8, 0), "Daily/Fear/0100": (12, 6)}
     for rel, (n, _) in clips.items():
@@ -69,12 +69,13 @@ def test_ferv39k_layout(tmp_path):
     lines = [f"/mnt/storage/FERV39K/2_ClipsforFaceCrop/{rel} {n} {y}" for rel, (n, y) in clips.items()]
     (root / "FERV39k_train.txt").write_text("\n".join(lines[:2]) + "\n")
     (root / "FERV39k_test.txt").write_text(lines[2] + "\n")
-    done = prepare.build("ferv39k", str(root), str(tmp_path / "tfds"), frame_size=32, max_bad_fraction=0.0,
-                       progress=False)
-    assert done.name == "ferv39k/32px" and done.num_bad_clips == 0
-    shards = _shards(root, tmp_path / "shards", dataset="ferv39k", max_bad_fraction=0.0)
+    done = prepare.build("ferv39k", str(root), str(tmp_path / "tfds"), max_bad_fraction=0.0, progress=False)
+    assert done.name == "ferv39k/default" and done.num_bad_clips == 0
+    shards = _shards(root, tmp_path / "shards", frame_size=224, dataset="ferv39k", max_bad_fraction=0.0)
     for split in ("train", "test"):
-        _same_as_shards(_examples(done.name, tmp_path / "tfds", split), shards[split])
+        _same_as_shards(_examples(done.name, tmp_path / "tfds", split), shards[split], frame_size=224)
+    # The registered config is also what the bare dataset name loads.
+    assert len(tfds.data_source("ferv39k", data_dir=str(tmp_path / "tfds"), split="train")) == 2
     assert_no_tensorflow()
 
 
