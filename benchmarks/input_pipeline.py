@@ -68,6 +68,7 @@ flags.DEFINE_list("workers", ["0", "1", "2"], "grain worker counts to time.")
 flags.DEFINE_integer("batches", 12, "Timed batches per run (after 2 warm-up batches).")
 flags.DEFINE_integer("repeats", 3, "Runs per configuration; medians are reported.")
 flags.DEFINE_float("texture", 0.0, "Grey-level std of photo-like detail added to SynthFER (0: plain SynthFER).")
+flags.DEFINE_list("readers", [], "Readers to time (names as in the table); empty: all.")
 flags.DEFINE_bool("tfds", True, "Also time the same clips as a TFDS dataset (needs the [tfds] extra).")
 flags.DEFINE_string("workdir", None, "Where to build the data (default: a temporary folder, removed after).")
 
@@ -289,6 +290,19 @@ def _prepare_tfds(workdir: str, folders: list[str], labels: list[int]):
     return shards, tfds_source.TfdsDataset(done.name, os.path.join(workdir, "tfds")), sizes
 
 
+def _record_reads(shards: str, tfds_dataset) -> dict[str, float]:
+    """Records read per second through each source (every record of the split, 5 passes, one core)."""
+    rates = {}
+    for name, data in (("shards", shards), ("tfds", tfds_dataset)):
+        source = input_pipeline.record_source(data, "train")
+        t0 = time.perf_counter()
+        for _ in range(5):
+            for i in range(len(source)):
+                source[i]
+        rates[name] = 5 * len(source) / (time.perf_counter() - t0)
+    return rates
+
+
 def main(argv: list[str]) -> None:
     del argv
     workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="grace_bench_")
@@ -315,9 +329,13 @@ def main(argv: list[str]) -> None:
                 "dfew-shards": lambda w: shard_loader(w, dfew_shards),
                 "dfew-tfds": lambda w: shard_loader(w, dfew_tfds),
             }
+        unknown = sorted(set(FLAGS.readers) - set(readers))
+        if unknown:
+            raise app.UsageError(f"--readers: unknown {unknown}; choose from {sorted(readers)}")
+        timed = {n: m for n, m in readers.items() if not FLAGS.readers or n in FLAGS.readers}
         rows = {}
         for workers in (int(w) for w in FLAGS.workers):
-            for name, make in readers.items():
+            for name, make in timed.items():
                 runs = [_time(make(workers)) for _ in range(FLAGS.repeats)]
                 rate = statistics.median(r[0] for r in runs)
                 cores = statistics.median(r[1] for r in runs)
@@ -335,6 +353,8 @@ def main(argv: list[str]) -> None:
             print(f"{name:<15} {workers:>7} {rate:>9.1f} {cores:>11.2f} {per_core:>13.1f} {TARGET_CLIPS_PER_S / per_core:>22.1f}")
         print()
         for workers in (int(w) for w in FLAGS.workers):
+            if not {"shards", "pil-dfer", "pil-ours", "shards-u8", "shards-dev"} <= set(timed):
+                break
             shard, dfer, ours = rows["shards", workers][2], rows["pil-dfer", workers][2], rows["pil-ours", workers][2]
             u8, dev = rows["shards-u8", workers][2], rows["shards-dev", workers][2]
             print(f"workers={workers}: clips/s per core, shards-dev / pil-dfer = {dev / dfer:.2f}x, "
@@ -344,11 +364,18 @@ def main(argv: list[str]) -> None:
             print(f"\nthe same {FLAGS.num_clips} clips on disk (record files only): dfew shards "
                   f"{sizes['shards'] / 2**20:.2f} MiB, dfew TFDS {sizes['tfds'] / 2**20:.2f} MiB "
                   f"(TFDS / shards = {sizes['tfds'] / sizes['shards']:.3f})")
+            reads = _record_reads(dfew_shards, dfew_tfds)
+            print(f"one record read (no decoding): dfew shards {reads['shards']:.0f} records/s, dfew TFDS "
+                  f"{reads['tfds']:.0f} records/s (tfds parses its example proto; grace_jax re-joins the frames)")
             for workers in (int(w) for w in FLAGS.workers):
+                if not {"dfew-tfds", "dfew-shards", "dfew-tfds-dev", "dfew-shards-dev"} <= set(timed):
+                    break
                 host = rows["dfew-tfds", workers][0] / rows["dfew-shards", workers][0]
                 dev = rows["dfew-tfds-dev", workers][0] / rows["dfew-shards-dev", workers][0]
                 print(f"workers={workers}: clips/s, dfew-tfds / dfew-shards = {host:.2f}x, "
                       f"dfew-tfds-dev / dfew-shards-dev = {dev:.2f}x")
+        if "shards-dev" not in timed:
+            return
         gflop, ms = _device_work(readers["shards-dev"](0))
         print(f"\nshards-dev leaves to the accelerator: crop/resize/flip + normalization, {gflop:.2f} GFLOP per clip "
               f"(XLA cost analysis); {ms:.0f} ms per batch of {FLAGS.batch_size} on this CPU (median of 5)")
