@@ -168,8 +168,9 @@ def _trainable(groups: list[optim.Group]):
     return trainable
 
 
-def _prepare_data(config, workdir: str) -> str:
-    """The shard directory; for SynthFER configs it is generated once under the workdir."""
+def _prepare_data(config, workdir: str) -> str | tfds_source.TfdsDataset:
+    """The shard directory (or data.tfds's dataset); for SynthFER configs it is generated once under
+    the workdir."""
     if config.data.get("tfds"):  # a TFDS dataset instead of shards (grace_jax.data.tfds_source)
         return tfds_source.TfdsDataset.from_config(config.data)
     if config.data.dir:
