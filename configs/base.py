@@ -95,6 +95,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     d = c.data = ml_collections.ConfigDict()
     d.dir = ""  # ArrayRecord shards written by data_prep
+    # Or a TFDS dataset prepared by data_prep.tfds_builders (e.g. "dfew/fold_3"; wins over `dir`), in
+    # `tfds_dir` ("" = tfds's default data folder).
+    d.tfds = ""
+    d.tfds_dir = ""
     d.train_split = "train"
     d.eval_split = "test"
     d.image_size = 224

@@ -156,7 +156,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("fork")
 
 
-def _results(clips: list[ClipSpec], options: LoadOptions, workers: int) -> Iterator[tuple]:
+def load_all(clips: list[ClipSpec], options: LoadOptions, workers: int) -> Iterator[tuple]:
     """load_clip over all clips in order, on `workers` processes (in-process for 1)."""
     load = functools.partial(load_clip, options=options)
     if workers <= 1:
@@ -240,7 +240,7 @@ def build(config: BuildConfig) -> dict:
         for s in splits:
             n = config.num_shards or math.ceil(listed[s] / CLIPS_PER_SHARD)
             writers[s] = ShardSetWriter(staging.path, s, max(1, min(n, listed[s])))
-        results = _results(clips, options, config.workers)
+        results = load_all(clips, options, config.workers)
         for spec, record, problem, note in tqdm(results, total=len(clips), desc=f"{config.dataset} -> {out}",
                                           unit="clip", disable=not config.progress):
             if problem is not None:

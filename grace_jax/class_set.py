@@ -36,6 +36,8 @@ def data_class_names(config: ml_collections.ConfigDict, manifest: dict | None) -
 def _where(config, manifest, data_dir) -> str:
     if manifest is None:
         return "SynthFER (data.dir empty, data.synth_train_clips > 0)"
+    if "tfds" in manifest.get("source", {}):
+        return f"data.tfds={manifest['source']['tfds']}"
     return paths.join(data_dir or paths.resolve(config.data.dir), schema.MANIFEST_NAME)
 
 

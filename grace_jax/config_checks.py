@@ -17,7 +17,7 @@ import jax
 import ml_collections
 
 from grace_jax import class_set, cli, hub, input_pipeline, optim, paths, sharding
-from grace_jax.data import clip_transforms, schema
+from grace_jax.data import clip_transforms, schema, tfds_source
 
 
 def check_train_config(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
@@ -163,6 +163,8 @@ def check_data(config) -> dict | None:
     """data.dir's manifest, splits and shards, and the class count; None for SynthFER (generated
     under the workdir), whose class count is checked here against the one it will have."""
     data = config.data
+    if data.get("tfds"):
+        return tfds_source.check_config(config)
     if not data.dir:
         if not data.get("synth_train_clips"):
             raise cli.ConfigError(

@@ -7,7 +7,9 @@
     state = it.get_state(); ...; it.set_state(state)   # or orbax: grain.checkpoint.CheckpointSave(it)
 
 `data_dir` is a local folder or a gs:// URI: ArrayRecord reads Cloud Storage objects itself (with
-random access; give the loaders the URI string, not a path object). B is the per-process batch,
+random access; give the loaders the URI string, not a path object). It may also be a
+`tfds_source.TfdsDataset` (a dataset prepared by data_prep.tfds_builders): the same clips, read through
+tensorflow-datasets, with everything below unchanged. B is the per-process batch,
 global_batch_size / shard_count: process `shard_index` gets rows [shard_index * B, (shard_index + 1) * B)
 of every global batch, so the global batches (and every random draw) are the same whatever the number
 of processes (`BatchSliceSampler`). Train: seeded global shuffle repeated
@@ -42,7 +44,7 @@ import jax.numpy as jnp
 from absl import flags
 
 from grace_jax import cli
-from grace_jax.data import schema
+from grace_jax.data import schema, tfds_source
 from grace_jax import paths as paths_lib
 from grace_jax.data.clip_transforms import (
     CLIP_MEAN,
@@ -55,7 +57,7 @@ from grace_jax.data.clip_transforms import (
 )
 
 __all__ = ["BatchSliceSampler", "CLIP_MEAN", "CLIP_STD", "IndexedSource", "make_eval_loader", "make_train_loader", "normalize_on_device",
-           "read_clip_table", "read_manifest"]
+           "read_clip_table", "read_manifest", "record_source"]
 
 
 def normalize_on_device(video: jax.Array, mode: str = "clip") -> jax.Array:
@@ -69,8 +71,10 @@ def normalize_on_device(video: jax.Array, mode: str = "clip") -> jax.Array:
     return video.astype(jnp.float32) * (1.0 / (255.0 * std)) - mean / std
 
 
-def read_manifest(data_dir: str) -> dict:
+def read_manifest(data_dir: str | tfds_source.TfdsDataset) -> dict:
     """The manifest.json of a built dataset (class names, frame size, clips per split, ...)."""
+    if isinstance(data_dir, tfds_source.TfdsDataset):
+        return tfds_source.manifest(data_dir)
     _check_readable(data_dir)
     path = paths_lib.join(data_dir, schema.MANIFEST_NAME)
     if not paths_lib.isfile(path):
@@ -122,11 +126,21 @@ def shard_paths(data_dir: str, split: str) -> list[str]:
     return [paths_lib.join(data_dir, n) for n in names]  # str paths: ArrayRecord takes no path objects.
 
 
-class IndexedSource(grain.sources.RandomAccessDataSource):
-    """Records as {"key", "data"}, padded with {"key": -1} rows up to `length` records."""
+def record_source(data_dir: str | tfds_source.TfdsDataset, split: str) -> grain.sources.RandomAccessDataSource:
+    """The split's records (bytes of grace_jax.data.schema), from shards or from a TFDS dataset."""
+    if isinstance(data_dir, tfds_source.TfdsDataset):
+        return tfds_source.TfdsRecords(data_dir, split)
+    return grain.sources.ArrayRecordDataSource(shard_paths(data_dir, split))
 
-    def __init__(self, paths: Sequence[str], length: int | None = None):
-        self._source = grain.sources.ArrayRecordDataSource(list(paths))
+
+class IndexedSource(grain.sources.RandomAccessDataSource):
+    """Records as {"key", "data"}, padded with {"key": -1} rows up to `length` records.
+
+    `paths`: shard files, or a random-access source of record bytes (`record_source`)."""
+
+    def __init__(self, paths: Sequence[str] | grain.sources.RandomAccessDataSource, length: int | None = None):
+        is_paths = isinstance(paths, (list, tuple)) and all(isinstance(p, str) for p in paths)
+        self._source = grain.sources.ArrayRecordDataSource(list(paths)) if is_paths else paths
         self._num_records = len(self._source)
         self._length = self._num_records if length is None else length
         if self._length < self._num_records:
@@ -198,7 +212,7 @@ class BatchSliceSampler:
 
 
 def make_train_loader(
-    data_dir: str,
+    data_dir: str | tfds_source.TfdsDataset,
     split: str = "train",
     *,
     global_batch_size: int,
@@ -233,7 +247,7 @@ def make_train_loader(
     shard_count = jax.process_count() if shard_count is None else shard_count
     batch = _per_process_batch(global_batch_size, shard_count)
     _flags_for_workers(worker_count)
-    source = IndexedSource(shard_paths(data_dir, split))
+    source = IndexedSource(record_source(data_dir, split))
     sampler = BatchSliceSampler(  # one global shuffle; this process's rows of each global batch
         grain.samplers.IndexSampler(
             num_records=len(source),
@@ -276,7 +290,7 @@ def eval_batches(num_records: int, global_batch_size: int) -> int:
 
 
 def make_eval_loader(
-    data_dir: str,
+    data_dir: str | tfds_source.TfdsDataset,
     split: str = "test",
     *,
     global_batch_size: int,
@@ -303,9 +317,8 @@ def make_eval_loader(
     shard_count = jax.process_count() if shard_count is None else shard_count
     batch = _per_process_batch(global_batch_size, shard_count)
     _flags_for_workers(worker_count)
-    paths = shard_paths(data_dir, split)
-    num_records = len(grain.sources.ArrayRecordDataSource(paths))
-    source = IndexedSource(paths, length=eval_batches(num_records, global_batch_size) * global_batch_size)
+    records = record_source(data_dir, split)
+    source = IndexedSource(records, length=eval_batches(len(records), global_batch_size) * global_batch_size)
     sampler = BatchSliceSampler(
         grain.samplers.IndexSampler(
             num_records=len(source),

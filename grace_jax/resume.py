@@ -27,6 +27,7 @@ FREE_FIELDS = (
     "optim.num_train_steps",  # how long; the learning-rate schedule (optim.lr_decay_epochs, ...) stays
     "optim.num_epochs",
     "data.dir",  # the same shards, moved
+    "data.tfds_dir",  # the same TFDS dataset, moved
     "data.eval_batch_size",
     "data.eval_split",
     "data.augment_on_device",  # where the crop runs; the draws are the same

@@ -43,7 +43,7 @@ from grace_jax import (
     sharding,
     workdir_lock,
 )
-from grace_jax.data import device_transforms
+from grace_jax.data import device_transforms, tfds_source
 from grace_jax.models import grace
 from grace_jax.text import tokenizer as tokenizer_lib
 
@@ -169,8 +169,11 @@ def _trainable(groups: list[optim.Group]):
     return trainable
 
 
-def _prepare_data(config, workdir: str) -> str:
-    """The shard directory; for SynthFER configs it is generated once under the workdir."""
+def _prepare_data(config, workdir: str) -> str | tfds_source.TfdsDataset:
+    """The shard directory (or data.tfds's dataset); for SynthFER configs it is generated once under
+    the workdir."""
+    if config.data.get("tfds"):  # a TFDS dataset instead of shards (grace_jax.data.tfds_source)
+        return tfds_source.TfdsDataset.from_config(config.data)
     if config.data.dir:
         return paths.resolve(config.data.dir)
     out = paths.join(workdir, "synthfer")  # config_checks: data.dir empty means SynthFER

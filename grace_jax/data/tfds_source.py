@@ -1,0 +1,133 @@
+"""Clips of a tensorflow-datasets dataset (data_prep.tfds_builders' dfew, ferv39k, mafw) for the pipeline.
+
+`--config.data.tfds=dfew/fold_3 --config.data.tfds_dir=/data/tensorflow_datasets` trains on what
+`python -m data_prep.tfds_builders.build` prepared. The loaders take a `TfdsDataset` wherever they take
+a shard folder: `records(dataset, split)` gives the split's clips as the same record bytes the shards
+hold (grace_jax.data.schema), so sampling, augmentation, evaluation and the checkpointable iterator
+state are those of the shards; `manifest(dataset)` gives what the trainer reads from a shard folder's
+manifest.json (class names, clips per split, frame side).
+
+Reading needs tensorflow-datasets (`pip install -e '.[tfds]'`), never TensorFlow, and not data_prep:
+a prepared dataset is read from its files (dataset_info.json, features.json), no builder code needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import grain
+
+from grace_jax import cli, paths
+from grace_jax.data import schema
+
+_INSTALL_HINT = "install it with pip install -e '.[tfds]' (tensorflow-datasets without TensorFlow)"
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsDataset:
+    """A prepared TFDS dataset: `name` as tfds.data_source takes it ("dfew/fold_3"), `data_dir` its
+    data folder ("" means tfds's default, $TFDS_DATA_DIR or ~/tensorflow_datasets)."""
+
+    name: str
+    data_dir: str = ""
+
+    @classmethod
+    def from_config(cls, data) -> "TfdsDataset":
+        """From a config's `data` fields `tfds` and `tfds_dir` (a relative tfds_dir is made absolute)."""
+        tfds_dir = data.get("tfds_dir", "")
+        return cls(data.tfds, paths.resolve(tfds_dir) if tfds_dir else "")
+
+    def __str__(self) -> str:
+        return f"tfds:{self.name} in {self.data_dir or '(tfds default data_dir)'}"
+
+
+def _tfds():
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise cli.ConfigError(f"data.tfds needs tensorflow-datasets ({e}); {_INSTALL_HINT}") from None
+    return tfds
+
+
+def _builder(dataset: TfdsDataset):
+    tfds = _tfds()
+    try:
+        builder = tfds.builder(dataset.name, data_dir=dataset.data_dir or None)
+        prepared = builder.is_prepared()
+    except Exception as e:  # noqa: BLE001 - tfds raises several types for "not there"; all mean the same
+        prepared, reason = False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    else:
+        reason = f"{os.fspath(builder.data_dir)} holds no finished build"
+    if not prepared:
+        raise cli.NotFoundError(
+            f"data.tfds={dataset.name}: not prepared in data.tfds_dir={dataset.data_dir or '(tfds default)'} "
+            f"({reason}); prepare it with python -m data_prep.tfds_builders.build --dataset="
+            f"{dataset.name.split('/')[0]} --manual_dir=<its folder> --data_dir=<data.tfds_dir> (--fold=k)."
+        )
+    return builder
+
+
+def manifest(dataset: TfdsDataset) -> dict:
+    """The parts of a shard folder's manifest.json the trainer and its checks read, from dataset_info."""
+    info = _builder(dataset).info
+    names = list(info.features["label"].names)
+    frame_size = (info.metadata or {}).get("frame_size")
+    return {
+        "dataset": dataset.name.split("/")[0],
+        "class_names": names,
+        "num_classes": len(names),
+        "frame_size": frame_size,
+        "splits": {s: {"num_clips": int(v.num_examples)} for s, v in info.splits.items()},
+        "source": {"tfds": dataset.name, "tfds_dir": dataset.data_dir},
+    }
+
+
+class TfdsRecords(grain.sources.RandomAccessDataSource):
+    """One split of a TFDS dataset as record bytes (grace_jax.data.schema), one per clip.
+
+    The frames stay the JPEG bytes tfds stored, so the transforms decode only the frames they sample.
+    Picklable (grain worker processes): tfds's data source pickles.
+    """
+
+    def __init__(self, dataset: TfdsDataset, split: str):
+        builder = _builder(dataset)
+        if split not in builder.info.splits:
+            raise cli.ConfigError(f"split {split!r} not in {dataset}; it has {sorted(builder.info.splits)}")
+        self._name = str(dataset)
+        self._source = builder.as_data_source(split=split)
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> bytes:
+        example = self._source[index]
+        caption = example["caption"].decode("utf-8") if example["has_caption"] else None
+        return schema.serialize(schema.ClipRecord(
+            label=int(example["label"]),
+            clip_id=example["clip_id"].decode("utf-8"),
+            frames=tuple(example["frames"]),
+            frame_size=int(example["frame_size"]),
+            caption=caption,
+        ))
+
+    def __repr__(self) -> str:
+        return f"TfdsRecords({self._name})"
+
+
+def check_config(config) -> dict:
+    """Before any work (grace_jax.config_checks): data.tfds is prepared and has the config's splits,
+    with clips, and the config's class count. Returns `manifest`; raises cli.UserError naming the field."""
+    data = config.data
+    if data.tfds.count("/") > 1 or not data.tfds.strip("/"):
+        raise cli.ConfigError(f"data.tfds={data.tfds!r}: give a dataset name with its config, e.g. dfew/fold_3")
+    dataset = TfdsDataset.from_config(data)
+    found = manifest(dataset)
+    for field in ("train_split", "eval_split"):
+        if data[field] not in found["splits"]:
+            raise cli.ConfigError(f"data.{field}={data[field]!r}: {dataset} has no such split; it holds "
+                                  f"{sorted(found['splits'])}.")
+        if not found["splits"][data[field]]["num_clips"]:
+            raise cli.ConfigError(f"data.{field}={data[field]!r}: {dataset} holds no clips of that split.")
+    # The class count against model.num_classes: grace_jax.class_set, as for shard folders.
+    return found
