@@ -1,23 +1,37 @@
-"""Training-step cost of each ablation: compile time and median step time, ratio to DFER-CLIP.
+"""Training-step cost of each ablation, and of DFER-CLIP's own PyTorch step beside ours.
 
-  python benchmarks/train_step.py                                  # ViT-B/16 and B/32, all ablations
-  python benchmarks/train_step.py --variants=ViT-B/32 --configs=dferclip,grace --steps=5
-  python benchmarks/train_step.py --variants=tiny --batch=8        # seconds, for a smoke run
+  python benchmarks/train_step.py --reference=pytorch                      # B/16 and B/32, all ablations
+  python benchmarks/train_step.py --reference=pytorch --configs=dferclip,grace
+  python benchmarks/train_step.py --variants=ViT-B/32 --configs=dferclip,grace --reference=pytorch \
+      --steps=2                                                             # quick: QUICK_S below
+  python benchmarks/train_step.py --variants=tiny --batch=8                 # seconds, a smoke run
 
 A step is the trainer's own `grace_jax.train.train_step` on the state of `train.create_state`:
 forward, loss, backward, SGD with momentum and weight decay per parameter group (the frozen text tower
-is split off so it gets no gradient), under jax.jit with the train state donated. Random CLIP weights, random frames, the
-real class cue sentences tokenised with the built-in tiny vocabulary (its subword pieces make the
-cues somewhat longer than CLIP's own tokenizer would: a pessimistic case for CATE and OT).
+is split off so it gets no gradient), under jax.jit with the train state donated. Random CLIP weights,
+random frames, the real class cue sentences tokenised with the built-in tiny vocabulary (its subword
+pieces make the cues somewhat longer than CLIP's own tokenizer would: a pessimistic case for CATE and
+OT).
 
-Each configuration is compiled first; timed steps then go round-robin over the configurations, so
-background load on a shared machine hits all of them alike. Prints one table per run.
+`--reference=pytorch` adds DFER-CLIP's PyTorch step at the same sizes (benchmarks/torch_reference.py:
+tests/dferclip_torch.py's model with main.py's SGD groups; the same frames, as [0,1] floats; the
+same descriptor sentences, through the same tiny vocabulary: torch_reference.SENTENCES, which our
+dferclip step also uses as its class cues), the FLOPs XLA's cost analysis counts in
+our compiled step, the GFLOP/s that makes at the minimum step time, and fp32 matmul peaks of XLA and
+PyTorch measured in the same run ([2048,768] x [768,3072], DFER-CLIP's MLP shape).
+
+Each step is compiled (or, for PyTorch, run once) first; timed steps then go round-robin over all of
+them, so background load on a shared machine hits every one alike. Prints one table per run, headed
+by the command and the load average, so the output stands on its own.
+
+Quick setting measured: QUICK_S = 150 s wall time (2 cores, load average ~4 from other work).
 """
 
 from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
 
 from absl import app, flags
@@ -26,14 +40,21 @@ _VARIANTS = flags.DEFINE_list("variants", ["ViT-B/16", "ViT-B/32"], "CLIP varian
 _CONFIGS = flags.DEFINE_list(
     "configs", ["dferclip", "motion", "cate", "ot", "grace"], "configs/ablations/ names."
 )
+_REFERENCE = flags.DEFINE_enum(
+    "reference", "", ["", "pytorch"], "Also time DFER-CLIP's PyTorch step (needs torch)."
+)
 _BATCH = flags.DEFINE_integer("batch", 2, "Clips per step.")
 _FRAMES = flags.DEFINE_integer("frames", 16, "Frames per clip.")
-_STEPS = flags.DEFINE_integer("steps", 3, "Timed steps per configuration (median reported).")
+_STEPS = flags.DEFINE_integer("steps", 3, "Timed steps per configuration (median and min reported).")
 _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps per configuration after compiling.")
+
+_MATMUL = (2048, 768, 3072)
+TORCH = "pytorch dferclip"
 
 
 def _build(name: str, variant: str, frames: int, tokenizer):
     """The trainer's own state and jitted `train.train_step` for one ablation config."""
+    import torch_reference
     import functools
     import importlib
 
@@ -47,14 +68,39 @@ def _build(name: str, variant: str, frames: int, tokenizer):
     config.model.num_classes = 7  # DFEW's; the ablations' 0 takes the data's count in training
     if variant == "tiny":
         config.model.cate.heads = 4
+    if config.model.prompt.text == "cue":  # dferclip: its descriptor prompts, as the PyTorch step's
+        config.model.class_cues = torch_reference.SENTENCES
     # A long epoch keeps the step-decay boundaries out of the few timed steps.
     graphdef, state, tx = train.create_state(config, tokenizer, steps_per_epoch=1000)
     step = functools.partial(
-        train.train_step, graphdef=graphdef, tx=tx, loss_cfg=dict(config.model.loss)
+        train.train_step,
+        graphdef=graphdef,
+        tx=tx,
+        loss_cfg=dict(config.model.loss),
+        normalize=config.data.normalize,
     )
     fn = jax.jit(step, donate_argnums=0)
     n_trainable = sum(x.size for x in jax.tree_util.tree_leaves(state["params"]))
     return fn, state, n_trainable
+
+
+def _flops(compiled) -> float:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
+        cost = cost[0]
+    return float(cost.get("flops", float("nan")))
+
+
+class _JaxRun:
+    def __init__(self, compiled, state, batch):
+        self.compiled, self.state, self.batch = compiled, state, batch
+
+    def step(self) -> float:
+        import jax
+
+        self.state, out = self.compiled(self.state, self.batch)
+        jax.block_until_ready(out)
+        return float(out["loss"])
 
 
 def main(argv):
@@ -62,16 +108,35 @@ def main(argv):
     import jax
     import numpy as np
 
+    from grace_jax.text import tiny_vocab
     from grace_jax.text.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_pretrained("builtin:tiny")
+    use_torch = _REFERENCE.value == "pytorch"
+    if use_torch:
+        import torch
+        import transformers
+
+        import torch_reference
+
+        hf_tok = transformers.CLIPTokenizer.from_pretrained(tiny_vocab.cached_tiny_vocab())
+    start = time.perf_counter()
     load = os.getloadavg()
-    print(
-        f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} CPUs), "
-        f"batch {_BATCH.value} x {_FRAMES.value} frames, median of {_STEPS.value} steps; "
-        f"load average at start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}",
-        flush=True,
+    command = "python benchmarks/" + " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])
+    threads = f", torch {torch.__version__} with {torch.get_num_threads()} threads" if use_torch else ""
+    head = (
+        f"{command}\njax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} CPUs)"
+        f"{threads}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}\nbatch {_BATCH.value} x "
+        f"{_FRAMES.value} frames, {_STEPS.value} timed steps each, alternated; load average at start "
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
     )
+    print(head, flush=True)
+    peaks = {}
+    if use_torch:
+        peaks["xla"] = torch_reference.xla_matmul_gflops(*_MATMUL)
+        peaks["torch"] = torch_reference.torch_matmul_gflops(*_MATMUL)
+        print(f"  fp32 matmul {_MATMUL}: XLA {peaks['xla']:.0f} GFLOP/s, "
+              f"PyTorch {peaks['torch']:.0f} GFLOP/s", flush=True)  # fmt: skip
     rows = []
     for variant in _VARIANTS.value:
         size = 32 if variant == "tiny" else 224
@@ -84,48 +149,68 @@ def main(argv):
         runs = {}
         for name in _CONFIGS.value:
             fn, state, n_trainable = _build(name, variant, _FRAMES.value, tokenizer)
-            args = [state, jax.device_put(batch)]
+            dev_batch = jax.device_put(batch)
             t0 = time.perf_counter()
-            compiled = fn.lower(*args).compile()
+            compiled = fn.lower(state, dev_batch).compile()
             compile_s = time.perf_counter() - t0
+            run = _JaxRun(compiled, state, dev_batch)
             t0 = time.perf_counter()
             for _ in range(_WARMUP.value):
-                out = compiled(*args)
-                jax.block_until_ready(out)
-                args[0] = out[0]
+                run.step()
             warm_s = time.perf_counter() - t0
-            runs[name] = dict(fn=compiled, args=args, compile=compile_s, times=[], n=n_trainable)
-            print(f"  {variant} {name}: compiled in {compile_s:.1f}s, warm-up {warm_s:.1f}s",
-                  flush=True)  # fmt: skip
+            runs[name] = dict(run=run, compile=compile_s, times=[], n=n_trainable,
+                              flops=_flops(compiled))  # fmt: skip
+            print(f"  {variant} {name}: compiled in {compile_s:.1f}s, warm-up {warm_s:.1f}s, "
+                  f"{runs[name]['flops'] / 1e9:.0f} GFLOP per step", flush=True)  # fmt: skip
+        if use_torch:
+            run = torch_reference.TorchStep(variant, list(torch_reference.SENTENCES), hf_tok, batch)
+            t0 = time.perf_counter()
+            for _ in range(_WARMUP.value):
+                run.step()
+            print(f"  {variant} {TORCH}: warm-up {time.perf_counter() - t0:.1f}s", flush=True)
+            runs[TORCH] = dict(run=run, compile=float("nan"), times=[], n=run.n_trainable,
+                               flops=float("nan"))  # fmt: skip
         for i in range(_STEPS.value):
             for name, r in runs.items():
                 t0 = time.perf_counter()
-                out = r["fn"](*r["args"])
-                jax.block_until_ready(out)
+                r["loss"] = r["run"].step()
                 r["times"].append(time.perf_counter() - t0)
                 print(f"  {variant} {name}: step {i + 1} {r['times'][-1]:.2f}s", flush=True)
-                r["args"][0] = out[0]
-                r["loss"] = float(out[1]["loss"])
-        base = statistics.median(runs["dferclip"]["times"]) if "dferclip" in runs else None
-        # Minimum over steps is the least load-sensitive figure on a shared machine: report both.
-        base_lo = min(runs["dferclip"]["times"]) if base else None
+        base = runs.get("dferclip")
         for name, r in runs.items():
-            med = statistics.median(r["times"])
-            lo = min(r["times"])
-            ratio = med / base if base else float("nan")
-            ratio_lo = lo / base_lo if base else float("nan")
-            rows.append((variant, name, r["n"], r["compile"], med, lo, ratio, ratio_lo, r["loss"]))
+            med, lo = statistics.median(r["times"]), min(r["times"])
+            vs = lambda other: (
+                (med / statistics.median(other["times"]), lo / min(other["times"]))
+                if other and other is not r
+                else (float("nan"), float("nan"))
+            )
+            rows.append(dict(
+                variant=variant, name=name, n=r["n"], compile=r["compile"], med=med, lo=lo,
+                x_dfc=vs(base) if name != TORCH else (float("nan"),) * 2,
+                x_torch=vs(runs.get(TORCH)) if name == "dferclip" else (float("nan"),) * 2,
+                flops=r["flops"], loss=r["loss"],
+            ))  # fmt: skip
         del runs
     load = os.getloadavg()
-    header = ("variant", "config", "trainable", "compile s", "step s (median)", "step s (min)",
-              "x dferclip (median)", "x dferclip (min)", "loss")  # fmt: skip
-    print()
-    print("| " + " | ".join(header) + " |")
+    header = ["variant", "step", "trainable", "compile s", "step s (median)", "step s (min)",
+              "x our dferclip (median / min)", "x PyTorch DFER-CLIP (median / min)",
+              "GFLOP", "GFLOP/s at min", "loss"]  # fmt: skip
+    fmt = lambda pair: "" if np.isnan(pair[0]) else f"{pair[0]:.2f} / {pair[1]:.2f}"
+    print("\n" + head)
+    if peaks:
+        print(f"fp32 matmul peak {_MATMUL}: XLA {peaks['xla']:.0f} GFLOP/s, PyTorch "
+              f"{peaks['torch']:.0f} GFLOP/s")  # fmt: skip
+    print("\n| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for v, n, p, c, med, lo, ratio, ratio_lo, loss in rows:
-        print(f"| {v} | {n} | {p / 1e6:.1f}M | {c:.1f} | {med:.2f} | {lo:.2f} | {ratio:.2f} | "
-              f"{ratio_lo:.2f} | {loss:.3f} |")  # fmt: skip
-    print(f"\nload average at end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
+    for r in rows:
+        flops = "" if np.isnan(r["flops"]) else f"{r['flops'] / 1e9:.0f}"
+        rate = "" if np.isnan(r["flops"]) else f"{r['flops'] / 1e9 / r['lo']:.0f}"
+        comp = "" if np.isnan(r["compile"]) else f"{r['compile']:.1f}"
+        print(f"| {r['variant']} | {r['name']} | {r['n'] / 1e6:.1f}M | {comp} | {r['med']:.2f} | "
+              f"{r['lo']:.2f} | {fmt(r['x_dfc'])} | {fmt(r['x_torch'])} | {flops} | {rate} | "
+              f"{r['loss']:.3f} |")  # fmt: skip
+    print(f"\nload average at end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; "
+          f"wall time {time.perf_counter() - start:.0f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

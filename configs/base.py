@@ -26,7 +26,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.clip.variant = "ViT-B/16"
     m.clip.init = ""  # HF CLIP dir or hub name (e.g. openai/clip-vit-base-patch16); "" = random
     m.clip.tokenizer = ""  # tokenizer dir or hub name; "" = the same as init
-    m.clip.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32)
+    # compute dtype: auto | float32 | bfloat16 (params stay float32). auto: bfloat16 on GPU/TPU,
+    # float32 on CPU (where XLA's bf16 matmul is not faster).
+    m.clip.dtype = "auto"
     m.clip.remat = False  # rematerialise ViT blocks to save activation memory
     # CLIP sizes as data ({"vision": {...}, "text": {...}, "projection_dim": D}, see
     # models/clip.py:config_to_dict); wins over `variant`. Set by grace_jax.convert and grace_jax.export

@@ -92,7 +92,7 @@ def _check_choices(config) -> None:
     _one_of("optim.optimizer", config.optim.optimizer, optim.OPTIMIZERS)
     _one_of("data.normalize", config.data.get("normalize", "clip"), clip_transforms.NORMALIZE_MODES)
     _one_of("data.augment", config.data.get("augment", "grace"), clip_transforms.AUGMENT_MODES)
-    _one_of("model.clip.dtype", config.model.clip.dtype, ("float32", "bfloat16"))
+    _one_of("model.clip.dtype", config.model.clip.dtype, ("auto", "float32", "bfloat16"))
 
 
 def _check_intervals(train_cfg) -> None:

@@ -173,20 +173,32 @@ class Progress:
     def start(self, step: int) -> None:
         self._last_time, self._last_step = time.perf_counter(), step
 
-    def report(self, step: int, values: Mapping) -> float:
-        """Prints the line; returns clips/s since the previous report."""
+    def report(self, step: int, values: Mapping, data_wait_s: float | None = None) -> float:
+        """Prints the line; returns clips/s since the previous report.
+
+        `data_wait_s`: seconds the loop waited for input batches since the previous report (the
+        prefetcher's `wait_s` difference); the line then splits the time per step into data wait and
+        the rest (the step itself, logging, checkpoints), so a stalling input pipeline shows.
+        """
         now = time.perf_counter()
         steps = step - self._last_step
-        rate = steps * self.batch / max(now - self._last_time, 1e-9)
+        interval = max(now - self._last_time, 1e-9)
+        rate = steps * self.batch / interval
         self._last_time, self._last_step = now, step
         eta_s = (self.total_steps - step) * self.batch / max(rate, 1e-9)
         if self.enabled:
             shown = " ".join(
                 f"{k}={_scalar(v):.4g}" for k, v in values.items() if _scalar(v) is not None
             )
+            timing = ""
+            if data_wait_s is not None and steps > 0:
+                wait_ms = 1e3 * data_wait_s / steps
+                step_ms = 1e3 * interval / steps - wait_ms
+                timing = (f" data wait {wait_ms:.0f} ms/step ({100 * data_wait_s / interval:.0f}%), "
+                          f"step {step_ms:.0f} ms")  # fmt: skip
             hours, rest = divmod(int(eta_s), 3600)
             print(
-                f"step {step}/{self.total_steps} {shown} {rate:.1f} clips/s "
+                f"step {step}/{self.total_steps} {shown} {rate:.1f} clips/s{timing} "
                 f"ETA {hours}:{rest // 60:02d}:{rest % 60:02d}",
                 file=self.stream,
                 flush=True,

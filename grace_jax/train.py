@@ -39,6 +39,7 @@ from grace_jax import (
     optim,
     paths,
     plots,
+    prefetch,
     resume,
     sharding,
     workdir_lock,
@@ -359,7 +360,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         normalize_on_host=False,
         augment=config.data.get("augment", "grace"),
     )
-    train_iter = iter(
+    # Host batches go onto the devices one step ahead, in a thread (grace_jax/prefetch.py); its
+    # get_state() is the state after the batches the loop consumed, which is what checkpoints hold.
+    host_iter = iter(
         input_pipeline.make_train_loader(
             data_dir,
             config.data.train_split,
@@ -374,6 +377,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             **loader_kw,
         )
     )
+    train_iter = prefetch.DevicePrefetcher(host_iter, lambda b: sharding.global_batch(b, mesh))
 
     def eval_loader():
         return input_pipeline.make_eval_loader(
@@ -405,18 +409,20 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         eval_every = total_steps
     summary: dict = {}
     progress.start(step)
+    reported_wait = train_iter.wait_s
     pending = []
     preempted = False
     with distributed.PreemptionWatcher() as preemption:
         while step < total_steps:
-            batch = sharding.global_batch(next(train_iter), mesh)
-            state, step_metrics = train_fn(state, batch)
+            state, step_metrics = train_fn(state, next(train_iter))
             step += 1
             pending.append(step_metrics)
             if step % config.train.log_every_steps == 0 or step == total_steps:
                 averaged = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
                 pending = []
-                averaged["clips_per_s"] = progress.report(step, averaged)
+                waited, reported_wait = train_iter.wait_s - reported_wait, train_iter.wait_s
+                averaged["clips_per_s"] = progress.report(step, averaged, data_wait_s=waited)
+                averaged["data_wait_s"] = waited
                 averaged["epoch"] = step / steps_per_epoch
                 writer.write(step, "train", averaged)
                 if not np.isfinite(averaged["loss"]):
@@ -454,6 +460,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             if step % config.train.ckpt_every_steps == 0 or last:
                 ckpt.save(step, state, data_iterator=train_iter)
 
+    train_iter.close()
     ckpt.wait()
     ckpt.close()
     writer.close()

@@ -2,6 +2,8 @@
 
 import io
 import os
+import re
+import time
 
 from grace_jax import metric_writers
 
@@ -34,6 +36,20 @@ def test_progress_line_has_rate_and_eta():
     line = stream.getvalue()
     assert rate > 0
     assert line.startswith("step 10/100 loss=1.25 ") and "clips/s ETA " in line
+
+
+def test_progress_line_splits_data_wait_from_step_time():
+    stream = io.StringIO()
+    progress = metric_writers.Progress(100, 8, stream=stream)
+    progress.start(0)
+    time.sleep(0.2)
+    progress.report(4, {"loss": 1.0}, data_wait_s=0.1)  # 25 ms of waiting per step
+    line = stream.getvalue()
+    wait = re.search(r"data wait (\d+) ms/step \((\d+)%\), step (\d+) ms ETA", line)
+    assert wait, line
+    assert int(wait.group(1)) == 25
+    assert 5 <= int(wait.group(2)) <= 50  # 0.1 s of a >= 0.2 s interval
+    assert int(wait.group(3)) >= 25  # the remaining >= 0.1 s over 4 steps
 
 
 def test_resumed_writer_keeps_earlier_records_and_drops_redone_steps(tmp_path):

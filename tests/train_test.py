@@ -127,3 +127,37 @@ def test_trains_on_a_folder_dataset_of_its_own_three_classes(tiny_config, tmp_pa
     results, errors = predict.run(workdir, [str(videos / "test0.mp4")], str(tmp_path / "pred"),
                                   pictures=False, face_crop="none")
     assert not errors and set(results[0]["probabilities"]) == set(names)
+
+
+def _one_step(config, batch):
+    import functools
+
+    from grace_jax.text.tokenizer import Tokenizer
+
+    graphdef, state, tx = train.create_state(config, Tokenizer.from_pretrained("builtin:tiny"), 100)
+    step = jax.jit(functools.partial(
+        train.train_step, graphdef=graphdef, tx=tx, loss_cfg=dict(config.model.loss)
+    ))  # fmt: skip
+    return step(state, batch)
+
+
+def test_remat_train_step_equals_the_plain_one(tiny_config, synthfer_dir):
+    # The trainer's step differentiates part of the parameters (the text tower is frozen): remat must
+    # work there, not only under nnx.grad of the whole model, and change nothing but memory.
+    rng = np.random.default_rng(0)
+    batch = {
+        "video": rng.integers(0, 256, (2, 4, 32, 32, 3), np.uint8),
+        "label": np.array([1, 5], np.int32),
+        "mask": np.ones(2, bool),
+    }
+    results = []
+    for remat in (False, True):
+        config = tiny_config(synthfer_dir, 1)
+        config.model.clip.remat = remat
+        results.append(_one_step(config, batch))
+    (plain, m_plain), (remat, m_remat) = results
+    np.testing.assert_allclose(m_plain["loss"], m_remat["loss"], rtol=1e-6)
+    leaves = jax.tree.leaves(plain["params"]), jax.tree.leaves(remat["params"])
+    assert len(leaves[0]) == len(leaves[1]) > 0
+    for a, b in zip(*leaves):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

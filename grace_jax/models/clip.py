@@ -179,13 +179,19 @@ class CLIPEncoderLayer(nnx.Module):
         return x + self.mlp(self.layer_norm2(x))
 
 
-def _run_layer(layer: CLIPEncoderLayer, x: Array, causal: bool) -> Array:
-    return layer(x, causal=causal)
+def _run_layer_remat(layer: CLIPEncoderLayer, x: Array, causal: bool) -> Array:
+    """Rematerialised block: one extra forward per block instead of keeping its activations, which
+    is what lets ViT-B/16 x 16 frames x large batches fit on an accelerator.
 
-
-# Rematerialised blocks trade one extra forward per block for not keeping its activations, which is
-# what lets ViT-B/16 x 16 frames x large batches fit on an accelerator.
-_run_layer_remat = nnx.remat(_run_layer, static_argnums=(2,))
+    jax.checkpoint over the block's split state rather than nnx.remat: under the trainer's
+    jax.value_and_grad over part of the parameters (the text tower frozen, so its Params are tracers
+    of the outer jit while the prompt contexts are tracers of the grad), nnx.remat's write-back of the
+    block's variables fails with "Cannot mutate Param from a different trace level". A block is a
+    pure function of its state, so nothing needs writing back.
+    """
+    graphdef, state = nnx.split(layer)
+    run = lambda s, h: nnx.merge(graphdef, s)(h, causal=causal)  # noqa: E731
+    return jax.checkpoint(run)(state, x)
 
 
 class CLIPEncoder(nnx.Module):
@@ -201,9 +207,8 @@ class CLIPEncoder(nnx.Module):
         )
 
     def __call__(self, x: Array, *, causal: bool) -> Array:
-        run = _run_layer_remat if self.remat else _run_layer
         for layer in self.layers:
-            x = run(layer, x, causal)
+            x = _run_layer_remat(layer, x, causal) if self.remat else layer(x, causal=causal)
         return x
 
 

@@ -31,9 +31,23 @@ from grace_jax import class_cues as class_cues_lib
 from grace_jax.models import alignment, cate, motion, prompts, temporal
 from grace_jax.models import clip as clip_lib
 
-__all__ = ["GRACE", "build_model", "class_tokens_from_config", "needs_tokenizer"]
+__all__ = ["GRACE", "build_model", "class_tokens_from_config", "compute_dtype", "needs_tokenizer"]
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+# model.clip.dtype="auto": bf16 where the matrix units run it at several times the fp32 rate (GPU
+# tensor cores, TPU MXUs); fp32 on CPU, where XLA's bf16 matmul is no faster than fp32 (README).
+_AUTO_DTYPES = {"gpu": "bfloat16", "tpu": "bfloat16"}
+
+
+def compute_dtype(name: str, platform: str | None = None):
+    """The compute dtype `model.clip.dtype` names; "auto" resolves by `platform` (default: jax's
+    default backend): bfloat16 on GPU and TPU, float32 elsewhere. Parameters stay float32."""
+    if name == "auto":
+        platform = platform or jax.default_backend()
+        name = _AUTO_DTYPES.get(platform, "float32")
+    if name not in _DTYPES:
+        raise ValueError(f"model.clip.dtype={name!r}: choose auto, float32 or bfloat16")
+    return _DTYPES[name]
 
 
 def _normalize(x: jax.Array) -> jax.Array:
@@ -52,7 +66,7 @@ class GRACE(nnx.Module):
         rngs: nnx.Rngs,
         clip: clip_lib.CLIP | None = None,
     ):
-        dtype = _DTYPES[cfg.clip.dtype]
+        dtype = compute_dtype(cfg.clip.dtype)
         if clip is None:
             clip = clip_lib.CLIP(
                 clip_lib.config_for(cfg.clip), rngs=rngs, dtype=dtype, remat=cfg.clip.remat
@@ -300,7 +314,7 @@ def build_model(
     The tokenizer comes from ``cfg.clip.tokenizer`` or else ``cfg.clip.init`` unless given; none is
     needed when the config stores its token ids (``needs_tokenizer``).
     """
-    dtype = _DTYPES[cfg.clip.dtype]
+    dtype = compute_dtype(cfg.clip.dtype)
     if clip is None and cfg.clip.init:
         clip = clip_lib.load_pretrained(cfg.clip.init, dtype=dtype, remat=cfg.clip.remat)
     if tokenizer is None and needs_tokenizer(cfg):

@@ -224,3 +224,25 @@ def test_vit_b16_sixteen_frames_forward_shapes():
     assert aux["ot_visual_mass"].shape == (1, 16, 196)
     assert aux["ot_plan"].shape[-1] == 16 * 196
     assert np.all(np.isfinite(np.asarray(logits)))
+
+
+@pytest.mark.parametrize(
+    "name, platform, expected",
+    [("auto", "gpu", jnp.bfloat16), ("auto", "tpu", jnp.bfloat16), ("auto", "cpu", jnp.float32),
+     ("float32", "gpu", jnp.float32), ("bfloat16", "cpu", jnp.bfloat16)],
+)  # fmt: skip
+def test_compute_dtype_auto_is_bf16_on_accelerators_fp32_on_cpu(name, platform, expected):
+    assert grace.compute_dtype(name, platform) == expected
+
+
+def test_base_config_builds_fp32_on_cpu_and_bf16_when_asked():
+    assert base.get_config().model.clip.dtype == "auto"
+    for name, expected in (("auto", jnp.float32), ("bfloat16", jnp.bfloat16)):
+        cfg = _cfg()
+        cfg.clip.dtype = name
+        model = grace.GRACE(cfg, _tokens(), rngs=nnx.Rngs(0))
+        assert model.clip.dtype == expected  # the tests' backend is CPU
+        kernel = model.clip.vision_model.encoder.layers[0].mlp.fc1.kernel[...]
+        assert kernel.dtype == jnp.float32  # parameters stay fp32 either way
+    with pytest.raises(ValueError, match="model.clip.dtype='half'"):
+        grace.compute_dtype("half")
