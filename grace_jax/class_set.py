@@ -26,7 +26,7 @@ from grace_jax.data import schema
 FROM_DATA = 0  # model.num_classes: take the count from the data
 
 
-def data_class_names(config: ml_collections.ConfigDict, manifest: dict | None) -> list[str]:
+def data_class_names(manifest: dict | None) -> list[str]:
     """The data's class names in label order ([] for a manifest that lists none)."""
     if manifest is None:  # SynthFER, generated under the workdir once the checks pass
         return list(schema.CLASS_NAMES["synth"])
@@ -44,7 +44,7 @@ def _where(config, manifest, data_dir) -> str:
 def check_count(config: ml_collections.ConfigDict, manifest: dict | None, data_dir: str | None = None) -> int:
     """The run's class count: the config's, checked against the data's, or the data's for 0.
     `data_dir`: where the manifest was read (default: config.data.dir)."""
-    names = data_class_names(config, manifest)
+    names = data_class_names(manifest)
     count = config.model.num_classes
     where = _where(config, manifest, data_dir)
     if count == FROM_DATA:
@@ -70,7 +70,7 @@ def resolve(config: ml_collections.ConfigDict, manifest: dict | None) -> ml_coll
     """A copy of `config` whose model.num_classes (and, for a label set of its own, class names and
     cues) are the data's; raises cli.ConfigError when the config's class texts do not fit them."""
     count = check_count(config, manifest)
-    names = data_class_names(config, manifest)
+    names = data_class_names(manifest)
     out = copy.deepcopy(config)
     m = out.model
     m.num_classes = count

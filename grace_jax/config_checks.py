@@ -4,8 +4,10 @@ naming the config field (as `--config.<field>` spells it) and what to do.
 `check_train_config` runs at the top of `train.train_and_evaluate`, after `jax.distributed` starts
 (the device count is needed) and before anything is written: the mesh against the devices, the batch
 against the mesh, the CLIP variant and checkpoint, the tokenizer (a hub name must be in the hub cache
-or the hub reachable: `grace_jax.hub`), the data folder (manifest, splits, shards, class count), the choices with a fixed set of values and the intervals. Whether the workdir
-can be written is learnt by taking its lock (`workdir_lock`), the first thing written there.
+or the hub reachable: `grace_jax.hub`), the data folder (manifest, splits, shards, class count against
+`model.num_classes`: `grace_jax.class_set`), the choices with a fixed set of values and the intervals.
+Whether the workdir can be written is learnt by taking its lock (`workdir_lock`), the first thing
+written there.
 """
 
 from __future__ import annotations
@@ -204,4 +206,4 @@ def check_data(config) -> dict | None:
 def check_classes(config, manifest: dict, data_dir: str) -> list[str]:
     """The class names of the data (manifest), checked against model.num_classes (0: the data's)."""
     count = class_set.check_count(config, manifest, data_dir)
-    return class_set.data_class_names(config, manifest) or [str(i) for i in range(count)]
+    return class_set.data_class_names(manifest) or [str(i) for i in range(count)]

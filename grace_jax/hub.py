@@ -94,17 +94,20 @@ def cached(name: str, patterns: tuple[str, ...], cache_dir: str | None = None) -
     return folder if os.path.isdir(folder) and _complete(folder, patterns) else None
 
 
-def _fetch_hint(name: str, field: str, patterns: tuple[str, ...]) -> str:
+FETCH_PATTERNS = ("*.json", "*.txt", "*.safetensors")  # configs, vocabularies, weights: not the .bin/.h5 copies
+
+
+def _fetch_hint(name: str, field: str) -> str:
     local = name.split("/")[-1]
-    include = " ".join(shlex.quote(p) for p in ("*.json", "*.txt", "*.safetensors"))
+    # `hf download` takes one pattern per --include: further words would be file names.
+    include = " ".join(f"--include {shlex.quote(p)}" for p in FETCH_PATTERNS)
     also = " (and --config.model.clip.tokenizer=<folder>)" if field == "model.clip.init" else ""
-    python = (f"python -c \"from huggingface_hub import snapshot_download; "
-              f"snapshot_download('{name}', local_dir='{local}')\"")
+    python = (f"python -c \"from huggingface_hub import snapshot_download; snapshot_download('{name}', "
+              f"local_dir='{local}', allow_patterns={list(FETCH_PATTERNS)})\"")
     return (
-        f"Either fetch it on a machine with network (`hf download {name} --include {include} "
-        f"--local-dir {local}`, or `{python}`), copy the folder here and pass its path as "
-        f"{_flag(field)}=<folder>{also}; or run where {endpoint()} can be reached (HF_HUB_OFFLINE unset), "
-        "which fills the hub cache once."
+        f"Either fetch it on a machine with network (`hf download {name} {include} --local-dir {local}`, "
+        f"or `{python}`), copy the folder here and pass its path as {_flag(field)}=<folder>{also}; or run "
+        f"where {endpoint()} can be reached (HF_HUB_OFFLINE unset), which fills the hub cache once."
     )
 
 
@@ -127,7 +130,7 @@ def _unavailable(name: str, field: str, patterns: tuple[str, ...], cache_dir: st
             return None
         why = f"the hub cache ({where}) does not hold it and {endpoint()} cannot be reached ({reason})"
     return HubError(f"{_flag(field)}={name}: {name} is a Hugging Face hub name; {why}. "
-                    f"{_fetch_hint(name, field, patterns)}")
+                    f"{_fetch_hint(name, field)}")
 
 
 def check(name: str, field: str, patterns: tuple[str, ...], cache_dir: str | None = None) -> None:

@@ -134,3 +134,39 @@ def test_hub_names_and_paths():
     assert hub.is_hub_name(MODEL) and hub.is_hub_name("someone/grace-dfew3")
     assert not hub.is_hub_name("/data/clip") and not hub.is_hub_name("runs/a/b")
     assert not hub.is_hub_name("builtin:tiny") and not hub.is_hub_name("clip.pt")
+
+
+def test_the_fetch_commands_in_the_message_ask_for_the_needed_files(monkeypatch, tmp_path):
+    """The `hf download` and python commands the error prints, run with huggingface_hub's download
+    faked: both fetch configs, vocabularies and safetensors weights into the named folder."""
+    import re
+    import shlex
+
+    import huggingface_hub
+    import huggingface_hub.cli.download as hf_download
+    from huggingface_hub.cli import hf
+
+    with pytest.raises(hub.HubError) as e:
+        hub.check(MODEL, "model.clip.init", hub.CLIP_FILES)
+    commands = re.findall(r"`([^`]+)`", str(e.value))
+    assert len(commands) == 2 and commands[0].startswith("hf download ")
+    calls = []
+
+    def fake(*args, **kwargs):
+        calls.append((args, kwargs))
+        return str(tmp_path)
+
+    monkeypatch.setattr(hf_download, "snapshot_download", fake)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    monkeypatch.setattr(sys, "argv", shlex.split(commands[0]))
+    with pytest.raises(SystemExit) as done:
+        hf.main()
+    assert done.value.code == 0
+    python = shlex.split(commands[1])
+    assert python[:2] == ["python", "-c"]
+    exec(python[2], {})  # noqa: S102 -- the message's own snippet, against the fake download
+    assert len(calls) == 2
+    for args, kwargs in calls:
+        assert (args[0] if args else kwargs["repo_id"]) == MODEL
+        assert kwargs["allow_patterns"] == ["*.json", "*.txt", "*.safetensors"]
+        assert kwargs["local_dir"] == "clip-vit-base-patch16"

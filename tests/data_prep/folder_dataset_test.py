@@ -173,3 +173,18 @@ def test_class_names_flag_is_for_folders_only(tmp_path):
     with pytest.raises(job.SourceError, match="--class_names is for --dataset=folder; dfew's classes are fixed"):
         job.build(job.BuildConfig(dataset="dfew", root=str(tmp_path), out=str(tmp_path / "o"),
                                   class_names=("a", "b")))
+
+
+def test_build_dataset_cli_takes_class_names_and_prints_them(tmp_path):
+    import subprocess
+
+    videos, train_csv, test_csv = _three_class_folder(tmp_path, ["tense", "0", "2"], ["calm"])
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run(
+        [sys.executable, "-m", "data_prep.build_dataset", "--dataset=folder", f"--videos={videos}",
+         f"--labels=train={train_csv},test={test_csv}", "--class_names=calm,tense,happy",
+         f"--out={tmp_path / 'out'}", "--frame_size=16", "--workers=1"],
+        cwd=repo, env=dict(os.environ, PYTHONPATH=repo), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "3 classes (from --class_names): 0 calm, 1 tense, 2 happy" in done.stdout
+    assert [r.label for r in read_split(str(tmp_path / "out"), "train")] == [1, 0, 2]
