@@ -166,7 +166,9 @@ def check_data(config) -> dict | None:
     under the workdir), whose class count is checked here against the one it will have."""
     data = config.data
     if data.get("tfds"):
-        return tfds_source.check_config(config)
+        manifest = tfds_source.check_config(config)
+        class_set.check_count(config, manifest)
+        return manifest
     if not data.dir:
         if not data.get("synth_train_clips"):
             raise cli.ConfigError(

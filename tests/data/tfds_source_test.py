@@ -112,7 +112,7 @@ def test_a_missing_dataset_and_a_wrong_split_are_config_errors(prepared, tiny_co
     with pytest.raises(cli.ConfigError, match=r"data.eval_split='val': .* has no such split; it holds \['test', 'train'\]"):
         config_checks.check_data(config)
     config.data.eval_split, config.model.num_classes = "test", 11
-    with pytest.raises(cli.ConfigError, match="has 7 classes but model.num_classes is 11"):
+    with pytest.raises(cli.ConfigError, match="data.tfds=dfew/fold_1_32px lists 7 classes but model.num_classes is 11"):
         config_checks.check_data(config)
 
 
