@@ -133,7 +133,15 @@ class Checkpoints:
 
             return {name(p): tuple(leaf.shape) for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
-        stored = by_path(ocp.StandardCheckpointer().metadata(state_dir).item_metadata)
+        from etils import epath
+
+        # The item's handler reads the array metadata of this item folder directly; a Checkpointer
+        # would also look for a step's _CHECKPOINT_METADATA here and log a warning that it is missing.
+        handler = ocp.StandardCheckpointHandler()
+        try:
+            stored = by_path(handler.metadata(epath.Path(state_dir)))
+        finally:
+            handler.close()
         wanted = by_path(abstract_state)
         problems = [f"{k}: stored {stored.get(k, 'nothing')}, the config makes {wanted.get(k, 'nothing')}"
                     for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]

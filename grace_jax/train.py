@@ -180,7 +180,7 @@ def _prepare_data(config, workdir: str) -> str | tfds_source.TfdsDataset:
     out = paths.join(workdir, "synthfer")  # config_checks: data.dir empty means SynthFER
     if not paths.exists(paths.join(out, "manifest.json")):
         if jax.process_index() == 0:
-            logging.info("Generating SynthFER into %s", out)
+            print(f"Generating SynthFER into {out} (once: later runs in this workdir reuse it).", flush=True)
             # ArrayRecord writes local files only: for a gs:// workdir, build in a local temporary
             # folder and upload it, manifest last (its presence means "complete").
             local = tempfile.mkdtemp(prefix="synthfer-") if paths.is_uri(out) else None

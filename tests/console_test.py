@@ -108,7 +108,10 @@ def test_default_console_has_no_third_party_info(resumed_runs):
     out = default.stdout + default.stderr
     assert default.returncode == 0, out[-4000:]
     assert _third_party_info(out) == [], out[-4000:]
-    assert "Unable to initialize backend" not in out and "overriding jax.Array" not in out, out[-4000:]
+    # orbax's warnings about our own use of it: a handler override, a step metadata file looked for
+    # in an item folder (checkpointing.py) are fixed at their cause.
+    for text in ("Unable to initialize backend", "overriding jax.Array", "Metadata file does not exist"):
+        assert text not in out, out[-4000:]
     assert "Resumed from" in out and re.search(r"^step 8/8 ", out, re.M) and re.search(r"^eval step 8: UAR ", out, re.M)
     assert len(out.splitlines()) <= 6, out  # resumed, one progress line, one eval line
 
