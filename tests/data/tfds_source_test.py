@@ -106,6 +106,8 @@ def test_a_missing_dataset_and_a_wrong_split_are_config_errors(prepared, tiny_co
     dataset, _ = prepared
     with pytest.raises(cli.NotFoundError, match=r"data.tfds=dfew/fold_4: not prepared .*data_prep.tfds_builders.build"):
         tfds_source.manifest(tfds_source.TfdsDataset("dfew/fold_4", dataset.data_dir))
+    with pytest.raises(cli.ConfigError, match=r"data.tfds=dfew: name its config too, e.g. dfew/fold_1"):
+        tfds_source.manifest(tfds_source.TfdsDataset("dfew", dataset.data_dir))
     config = tiny_config("", 1)
     config.data.tfds, config.data.tfds_dir = dataset.name, dataset.data_dir
     config.data.eval_split = "val"
