@@ -5,6 +5,7 @@ config; TensorFlow is checked absent throughout."""
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -51,6 +52,13 @@ def test_records_are_the_shards_records_and_the_manifest_their_counts(prepared):
     assert manifest["class_names"] == list(schema.BASIC_CLASSES) and manifest["frame_size"] == 32
     assert {s: v["num_clips"] for s, v in manifest["splits"].items()} == {"train": NUM_TRAIN, "test": NUM_TEST}
     assert_no_tensorflow()
+
+
+def test_records_pickle_for_grain_worker_processes(prepared):
+    dataset, _ = prepared
+    records = ip.record_source(dataset, "test")
+    copy = pickle.loads(pickle.dumps(records))
+    assert len(copy) == NUM_TEST and [copy[i] for i in range(NUM_TEST)] == [records[i] for i in range(NUM_TEST)]
 
 
 def _train(dataset, seed=0):
