@@ -80,5 +80,14 @@ setuptools.setup(
     package_data={"grace_jax.faces": ["*.npz", "NOTICE", "LICENSE-APACHE-2.0"]},
     install_requires=INSTALL_REQUIRES,
     # torch: grace_jax.convert reads DFER-CLIP's PyTorch checkpoints with it (nothing else needs it).
-    extras_require={"test": TEST_REQUIRES, "torch": ["torch==2.13.0"], "tfds": TFDS_REQUIRES},
+    extras_require={
+        "test": TEST_REQUIRES,
+        "torch": ["torch==2.13.0"],
+        # `tensorboard --logdir runs/` (the trainer itself writes event files with tensorboardX).
+        "tensorboard": ["tensorboard==2.21.0"],
+        # Accelerators: jax's own plugins, pinned to the same jax release as jaxlib above.
+        "cuda12": ["jax[cuda12]==0.10.2"],
+        "tpu": ["jax[tpu]==0.10.2"],
+        "tfds": TFDS_REQUIRES,
+    },
 )

@@ -21,6 +21,8 @@ Usage:
 
   # SynthFER, the synthetic dataset of the demo and the tests:
   python -m data_prep.build_dataset --dataset=synth --synth_train=2100 --synth_test=700 --out=/tmp/synthfer
+  # ... plus one test clip per class as mp4 (examples/000000_happiness.mp4, ...) to try predict on:
+  python -m data_prep.build_dataset --dataset=synth --synth_examples=1 --out=/tmp/synthfer
 
 The output folder holds `<split>-00000-of-000NN.array_record` shards, `manifest.json` and
 `bad_clips.tsv`. It appears only when the job succeeds; an existing output is never mixed with new
@@ -62,6 +64,8 @@ flags.DEFINE_integer("synth_test", 700, "SynthFER: test clips.")
 flags.DEFINE_integer("synth_seed", 0, "SynthFER: seed.")
 flags.DEFINE_integer("synth_min_frames", 12, "SynthFER: fewest frames per clip.")
 flags.DEFINE_integer("synth_max_frames", 24, "SynthFER: most frames per clip.")
+flags.DEFINE_integer("synth_examples", 0, "SynthFER: also write this many test clips per class as mp4 files "
+                     "under <out>/examples/ (<index>_<class>.mp4), to try grace_jax.predict on.")
 flags.mark_flags_as_required(["dataset", "out"])
 
 
@@ -88,6 +92,7 @@ def main(argv: list[str]) -> None:
         synth_seed=FLAGS.synth_seed,
         synth_min_frames=FLAGS.synth_min_frames,
         synth_max_frames=FLAGS.synth_max_frames,
+        synth_examples=FLAGS.synth_examples,
         face_crop=FLAGS.face_crop,
         min_face_fraction=FLAGS.min_face_fraction,
     )

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from tqdm import tqdm
 
-from data_prep import report, synth
+from data_prep import report, synth, synth_examples
 from grace_jax.cli import UserError
 from grace_jax.data import schema
 from data_prep.clip_loader import LoadOptions, load_clip
@@ -62,6 +62,8 @@ class BuildConfig:
     synth_seed: int = 0
     synth_min_frames: int = 12
     synth_max_frames: int = 24
+    # Test clips per class also written as mp4 under examples/ (for trying predict after the demo).
+    synth_examples: int = 0
     face_crop: str = "none"
     min_face_fraction: float = 0.25
     command: tuple[str, ...] | None = None  # recorded in the manifest; defaults to sys.argv
@@ -154,6 +156,9 @@ def build(config: BuildConfig) -> dict:
     if total == 0:
         raise BuildError("the inputs list no clips at all")
     frame_size = config.frame_size or (48 if config.dataset == "synth" else 224)
+    if config.synth_examples and (config.dataset != "synth" or frame_size % 2):
+        raise BuildError("--synth_examples needs --dataset=synth and an even --frame_size (H.264 4:2:0), got "
+                         f"--dataset={config.dataset} --frame_size={frame_size}")
     if config.face_crop not in ("auto", "none"):
         raise BuildError(f"--face_crop must be auto or none, got {config.face_crop!r}")
     options = LoadOptions(frame_size, config.jpeg_quality, config.synth_seed, config.synth_min_frames,
@@ -219,6 +224,11 @@ def build(config: BuildConfig) -> dict:
             names = writers.pop(s).close()
             split_info[s] = _split_stats(*stats[s], names, len(class_names))
             split_info[s]["clip_table"] = schema.clip_table_name(s)
+        examples = synth_examples.write_examples(
+            staging.path, per_class=config.synth_examples, num_test=config.synth_test, seed=config.synth_seed,
+            config=synth.SynthConfig(frame_size=frame_size, min_frames=config.synth_min_frames,
+                                     max_frames=config.synth_max_frames),
+        ) if config.synth_examples else []
         # Skipped clips first, then the kept clips whose listed frame count was wrong.
         report.write_report(os.path.join(staging.path, schema.BAD_CLIP_REPORT_NAME), bad + mismatched)
         manifest = {
@@ -230,6 +240,7 @@ def build(config: BuildConfig) -> dict:
             "face_crop": config.face_crop,
             "jpeg_quality": config.jpeg_quality,
             "splits": split_info,
+            **({"examples": examples} if examples else {}),
             "num_bad_clips": len(bad),
             "bad_clips_per_split": {s: sum(b.split == s for b in bad) for s in dict.fromkeys(b.split for b in bad)},
             "bad_clip_report": schema.BAD_CLIP_REPORT_NAME,

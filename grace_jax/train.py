@@ -203,6 +203,9 @@ def _build_synthfer(config, out: str) -> None:
         f"--synth_seed={config.seed}", f"--frame_size={config.data.image_size}",
         f"--workers={os.cpu_count() or 1}",
     ]
+    if config.data.image_size % 2 == 0:  # H.264 4:2:0 needs even sides
+        # One test clip per class as mp4, for the README's predict command after the demo.
+        command.append("--synth_examples=1")
     if subprocess.run(command).returncode != 0:
         raise RuntimeError(f"generating SynthFER into {out} failed (see the lines above): {' '.join(command)}")
 
