@@ -51,3 +51,32 @@ def dfew_layout(root, train: int, test: int, *, frames: tuple[int, int] = (4, 7)
         with open(os.path.join(root, "annotation", f"set_{fold}_{split}.txt"), "w") as f:
             f.write("\n".join(rows) + "\n")
     return str(root)
+
+
+def examples(name: str, data_dir, split: str) -> dict:
+    """clip id -> example of one split of a prepared TFDS dataset, read with tfds.data_source."""
+    import tensorflow_datasets as tfds
+
+    source = tfds.data_source(name, data_dir=str(data_dir), split=split, download=False)
+    return {ex["clip_id"].decode(): ex for ex in (source[i] for i in range(len(source)))}
+
+
+def shard_records(root, out, frame_size: int = 32, **kw) -> dict:
+    """{split: {clip id: RecordView}} of data_prep shards built from the same tree."""
+    from data_prep import job
+    from video_fixtures import read_split
+
+    job.build(job.BuildConfig(out=str(out), root=str(root), frame_size=frame_size, workers=1, progress=False,
+                              command=("test",), **kw))
+    return {s: {r.clip_id: r for r in read_split(str(out), s)} for s in ("train", "test")}
+
+
+def assert_same_as_shards(examples_by_id: dict, records: dict, frame_size: int = 32) -> None:
+    """Every TFDS example holds its shard record's label, frame side, JPEG bytes and caption."""
+    assert sorted(examples_by_id) == sorted(records)
+    for clip_id, ex in examples_by_id.items():
+        record = records[clip_id]
+        assert ex["label"] == record.label
+        assert ex["frame_size"] == frame_size
+        assert list(ex["frames"]) == [record.frame_bytes(i) for i in range(record.num_frames)]
+        assert (ex["caption"].decode() if ex["has_caption"] else None) == record.caption

@@ -59,6 +59,13 @@ def _builder(dataset: TfdsDataset):
         prepared, reason = False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     else:
         reason = f"{os.fspath(builder.data_dir)} holds no finished build"
+        config = builder.builder_config
+        if "/" not in dataset.name and config is not None and config.name != "default":
+            # tfds would take the first config (a fold) in silence: say which one to name.
+            raise cli.ConfigError(
+                f"data.tfds={dataset.name}: name its config too, e.g. {dataset.name}/{config.name} "
+                "(a bare name means the first config)."
+            )
     if not prepared:
         raise cli.NotFoundError(
             f"data.tfds={dataset.name}: not prepared in data.tfds_dir={dataset.data_dir or '(tfds default)'} "

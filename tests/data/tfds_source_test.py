@@ -5,6 +5,7 @@ config; TensorFlow is checked absent throughout."""
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -51,6 +52,13 @@ def test_records_are_the_shards_records_and_the_manifest_their_counts(prepared):
     assert manifest["class_names"] == list(schema.BASIC_CLASSES) and manifest["frame_size"] == 32
     assert {s: v["num_clips"] for s, v in manifest["splits"].items()} == {"train": NUM_TRAIN, "test": NUM_TEST}
     assert_no_tensorflow()
+
+
+def test_records_pickle_for_grain_worker_processes(prepared):
+    dataset, _ = prepared
+    records = ip.record_source(dataset, "test")
+    copy = pickle.loads(pickle.dumps(records))
+    assert len(copy) == NUM_TEST and [copy[i] for i in range(NUM_TEST)] == [records[i] for i in range(NUM_TEST)]
 
 
 def _train(dataset, seed=0):
@@ -106,6 +114,8 @@ def test_a_missing_dataset_and_a_wrong_split_are_config_errors(prepared, tiny_co
     dataset, _ = prepared
     with pytest.raises(cli.NotFoundError, match=r"data.tfds=dfew/fold_4: not prepared .*data_prep.tfds_builders.build"):
         tfds_source.manifest(tfds_source.TfdsDataset("dfew/fold_4", dataset.data_dir))
+    with pytest.raises(cli.ConfigError, match=r"data.tfds=dfew: name its config too, e.g. dfew/fold_1"):
+        tfds_source.manifest(tfds_source.TfdsDataset("dfew", dataset.data_dir))
     config = tiny_config("", 1)
     config.data.tfds, config.data.tfds_dir = dataset.name, dataset.data_dir
     config.data.eval_split = "val"
