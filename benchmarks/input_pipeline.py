@@ -2,10 +2,10 @@ r"""Input throughput: ArrayRecord shards + grain vs. per-frame PIL reading from 
 
 Usage:
 
-  python -m benchmarks.input_pipeline                       # 64 clips x 32 frames, batches of 16x224x224
-  python -m benchmarks.input_pipeline --workers=0,1,2,4 --repeats=5 --num_clips=128
-  python -m benchmarks.input_pipeline --texture=12           # frames with photo-like detail
-  python -m benchmarks.input_pipeline --notfds               # without the TFDS rows (no tensorflow-datasets)
+  python benchmarks/input_pipeline.py                       # 64 clips x 32 frames, batches of 16x224x224
+  python benchmarks/input_pipeline.py --workers=0,1,2,4 --repeats=5 --num_clips=128
+  python benchmarks/input_pipeline.py --texture=12           # frames with photo-like detail
+  python benchmarks/input_pipeline.py --notfds               # without the TFDS rows (no tensorflow-datasets)
 
 It builds SynthFER clips at 224 px with data_prep (the shards), writes the very same JPEG bytes out as
 frame folders (00001.jpg, ...), and times training batches of 16 clips x 16 frames x 224 x 224 x 3
