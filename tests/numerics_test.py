@@ -152,7 +152,8 @@ def test_grain_workers_inherit_the_flag():
 
 # ------------------------------------------------------------------------ the miscompile, reproduced
 # jax-ml/jax#39103, shortened: a vmapped matrix-vector product followed by a sum. 32768**2 is exact
-# in float32; jaxlib 0.10.2 returns 1071645696 (off by 2**21) under jit with the fusion on.
+# in float32; jaxlib 0.10.2 returns 1071645696 (off by 2**21) under jit with the fusion on (other
+# wrong values on a loaded machine, see the test).
 _REPRO = textwrap.dedent("""
     import jax, jax.numpy as jnp
     i = jnp.arange(32769, dtype=jnp.float32)
@@ -177,7 +178,11 @@ def test_jaxlib_sum_miscompile(fusion):
         pytest.skip(f"jaxlib {jaxlib.__version__} no longer miscompiles jax-ml/jax#39103's sum "
                     "with the ynn fusion on: grace_jax/cpu_numerics.py's default can be revisited")  # fmt: skip
     else:
-        assert jitted == 1071645696.0  # the wrong value of the issue, exactly
+        # The issue's wrong value is 1071645696 (2**21 low, 2e-3 relative), seen here on an idle
+        # machine; on a loaded one 1065369600 came out (6e-3 low): how wrong depends on how the
+        # reduction was split over threads. float32 rounding of this exact sum would be 0: any error
+        # of 1e-4 relative is the miscompile.
+        assert abs(jitted - eager) / eager > 1e-4, jitted
 
 
 # ------------------------------------------------------------------------- tiny GRACE: jit == eager
