@@ -1,7 +1,7 @@
 """Per-device memory of the compiled training step, and which batch fits which accelerator.
 
   python benchmarks/memory.py                       # B/32, B/16, L/14 x batch 1..64 x fp32/bf16 x remat
-  python benchmarks/memory.py --variants=ViT-B/32 --batches=1,8 --dtypes=float32   # quick: QUICK_S
+  python benchmarks/memory.py --variants=ViT-B/32 --batches=8 --remat=False      # quick (see below)
 
 For each CLIP variant, compute dtype and remat setting, the trainer's `train.train_step` (full GRACE,
 `configs/ablations/grace.py`, unless --config says otherwise) is lowered and compiled for one device
@@ -15,7 +15,8 @@ The figures are XLA:CPU's buffer assignment (no accelerator was lent when this w
 TPU compilers fuse differently, so read them as estimates of the accelerator's to within its
 fusion differences, and leave headroom (the table's "fits" uses 90% of each memory size).
 
-Quick setting measured: QUICK_S = see README (2 cores shared with other work).
+Quick setting: `--variants=ViT-B/32 --batches=8 --remat=False` (2 compiles): 220 s of wall time on this
+project's 2 cores under the load of other work (load average 7-10); a ViT-B/16 compile took 4-5 min.
 """
 
 from __future__ import annotations
@@ -119,9 +120,12 @@ def main(argv):
                 largest = []
                 for gb in _MEMORIES_GB:
                     ok = [b for b, p in peaks.items() if p <= _USABLE * gb * 1e9]
-                    top = max(ok) if ok else 0
-                    # Only the measured batches count: ">= 64" when the largest one measured fits.
-                    largest.append(f">= {top}" if top == max(peaks) else str(top))
+                    # Only measured batches count: ">= 64" when the largest one measured fits,
+                    # "< 1" when not even the smallest does.
+                    if not ok:
+                        largest.append(f"< {min(peaks)}")
+                    else:
+                        largest.append(f">= {max(ok)}" if max(ok) == max(peaks) else str(max(ok)))
                 fits.append((variant, dtype, remat, largest, rows[-1][4]["flops"] / max(peaks)))
     print("\n" + head)
     print("\n| variant | dtype | remat | batch/device | state+batch GiB | temp GiB | peak GiB | GFLOP/clip |")
@@ -129,8 +133,7 @@ def main(argv):
     for variant, dtype, remat, b, r in rows:
         print(f"| {variant} | {dtype} | {remat} | {b} | {(r['args']) / 2**30:.2f} | "
               f"{r['temp'] / 2**30:.2f} | {r['peak'] / 2**30:.2f} | {r['flops'] / b / 1e9:.0f} |")  # fmt: skip
-    print(f"\nLargest measured per-device batch whose peak is <= {_USABLE:.0%} of the memory "
-          "(0: not even the smallest):\n")
+    print(f"\nLargest measured per-device batch whose peak is <= {_USABLE:.0%} of the memory:\n")
     print("| variant | dtype | remat | " + " | ".join(f"{g} GB" for g in _MEMORIES_GB) + " | GFLOP/clip |")
     print("|---|---|---|" + "---|" * (len(_MEMORIES_GB) + 1))
     for variant, dtype, remat, largest, flops in fits:

@@ -3,7 +3,7 @@
   python benchmarks/train_step.py --reference=pytorch                      # B/16 and B/32, all ablations
   python benchmarks/train_step.py --reference=pytorch --configs=dferclip,grace
   python benchmarks/train_step.py --variants=ViT-B/32 --configs=dferclip,grace --reference=pytorch \
-      --steps=2                                                             # quick: QUICK_S below
+      --steps=3                                                             # quicker: see below
   python benchmarks/train_step.py --variants=tiny --batch=8                 # seconds, a smoke run
 
 A step is the trainer's own `grace_jax.train.train_step` on the state of `train.create_state`:
@@ -24,7 +24,8 @@ Each step is compiled (or, for PyTorch, run once) first; timed steps then go rou
 them, so background load on a shared machine hits every one alike. Prints one table per run, headed
 by the command and the load average, so the output stands on its own.
 
-Quick setting measured: QUICK_S = 150 s wall time (2 cores, load average ~4 from other work).
+The quicker setting above took 605 s of wall time on this project's 2-core machine with other work
+running (load average 1.9 at the start, 10.9 at the end); about a third of that is compiling.
 """
 
 from __future__ import annotations
