@@ -71,6 +71,9 @@ def quiet_third_party_info() -> None:
 
     if flags.FLAGS["verbosity"].present:
         return
+    # transformers' "advice" warnings (e.g. "PyTorch was not found ... only tokenizers ..." on every
+    # import without torch, which is how grace_jax uses it) are not problems of the run.
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     handler = logging.get_absl_handler()
     if not any(isinstance(f, OwnInfoOnly) for f in handler.filters):
         handler.addFilter(OwnInfoOnly(own_directories()))
