@@ -24,8 +24,9 @@ Each step is compiled (or, for PyTorch, run once) first; timed steps then go rou
 them, so background load on a shared machine hits every one alike. Prints one table per run, headed
 by the command and the load average, so the output stands on its own.
 
-The quicker setting above took 605 s of wall time on this project's 2-core machine with other work
-running (load average 1.9 at the start, 10.9 at the end); about a third of that is compiling.
+The quicker setting above took 92 s (ViT-B/32) and 244 s (ViT-B/16) of wall time on this project's
+idle 2-core machine (AMD EPYC); about a third of that is compiling. Under load the PyTorch side
+suffers most: compare quiet runs only.
 """
 
 from __future__ import annotations
