@@ -1,4 +1,4 @@
-r"""Runs the README's "Quick start" and "Prediction" commands as printed, in a fresh clone, as a newcomer would.
+r"""Runs the README's "Quick start", "Install" and "Prediction" commands as printed, in a fresh clone, as a newcomer would.
 
 Usage (from the repository; CI runs it after the test suite, see .ci/run):
 
@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 
-SECTIONS = ("Quick start", "Prediction")
+SECTIONS = ("Quick start", "Install", "Prediction")
 DEMO = "python -m grace_jax.main --config=configs/demo.py"
 DEMO_OVERRIDES = "--config.optim.num_train_steps=110 --config.train.eval_every_steps=110"
 TESTS = "python -m pytest"
@@ -144,7 +144,7 @@ def main() -> int:
     wanted = {"demo": DEMO, "predict": "python -m grace_jax.predict", "tensorboard": TENSORBOARD}
     absent = [k for k, v in wanted.items() if not any(c.startswith(v) for _, c in lines)]
     if absent:
-        print(f"check_readme: the README's {SECTIONS} no longer contain the {absent} command(s)", file=sys.stderr)
+        print(f"check_readme: the README's sections {SECTIONS} no longer contain the {absent} command(s)", file=sys.stderr)
         return 1
     parent = tempfile.mkdtemp(prefix="check_readme-")
     clone = os.path.join(parent, "grace_jax")
