@@ -49,6 +49,7 @@ def _step(variant: str, dtype: str, remat: bool, tokenizer):
     config.model.clip.dtype = dtype
     config.model.clip.remat = remat
     config.model.num_frames = _FRAMES.value
+    config.model.num_classes = 7  # DFEW's; the ablations' 0 takes the data's count in training
     if config.model.prompt.text == "cue":  # dferclip: descriptor prompts that fit 77 positions
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import torch_reference
