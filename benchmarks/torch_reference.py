@@ -18,18 +18,15 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
 
-# Sentences in the form of DFER-CLIP's class descriptors ("a ..., ..., and ...."), written for this
-# benchmark: our dferclip step and the PyTorch one both put them after the 8 contexts (the built-in cue
-# sentences of grace_jax/class_cues.py do not fit 77 positions in the tiny vocabulary's pieces).
-SENTENCES = (
-    "a wide smile, lifted cheeks, and creased eye corners.",
-    "a drooping mouth, heavy lids, and raised inner brows.",
-    "a still face, level brows, and closed lips.",
-    "a hard stare, drawn brows, and pressed lips.",
-    "wide eyes, a dropped jaw, and high brows.",
-    "a wrinkled nose, a raised upper lip, and low brows.",
-    "tense wide eyes, stretched lips, and raised brows.",
-)
+def _descriptor_sentences() -> tuple[str, ...]:
+    import dferclip_torch as dt
+
+    return dt.DESCRIPTOR_SENTENCES
+
+
+# DFER-CLIP-style descriptors (tests/dferclip_torch.py): our dferclip step and the PyTorch one both put
+# them after the 8 contexts.
+SENTENCES = _descriptor_sentences()
 
 
 def clip_size(variant: str):

@@ -45,6 +45,20 @@ __all__ = [
 ]
 
 
+# Sentences in the form of DFER-CLIP's class descriptors ("a ..., ..., and ...", each ending with its
+# own period), written for the parity tests and benchmarks/train_step.py; the tiny vocabulary keeps
+# them within 77 positions (grace_jax/class_cues.py's own cue sentences do not fit there).
+DESCRIPTOR_SENTENCES = (
+    "a wide smile, lifted cheeks, and creased eye corners.",
+    "a drooping mouth, heavy lids, and raised inner brows.",
+    "a still face, level brows, and closed lips.",
+    "a hard stare, drawn brows, and pressed lips.",
+    "wide eyes, a dropped jaw, and high brows.",
+    "a wrinkled nose, a raised upper lip, and low brows.",
+    "tense wide eyes, stretched lips, and raised brows.",
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class ClipSize:
     """An OpenAI CLIP ViT architecture; the MLPs are 4x wide, as OpenAI's blocks hard-code."""

@@ -1,4 +1,4 @@
-"""Fixtures for data_prep tests: a DFEW layout with lists from another machine."""
+"""Fixtures for data_prep tests: DFEW and MAFW layouts with lists from other machines."""
 
 import os
 import sys
@@ -39,3 +39,21 @@ def dfew_tree(tmp_path):
     (root / "annotation" / "set_2_train.txt").write_text(f"{other}/00001 25 1\n")
     (root / "annotation" / "set_2_test.txt").write_text(f"{other}/00002 10 2\n")
     return root
+
+
+@pytest.fixture
+def mafw_tree(tmp_path):
+    """(root, captions file) of a MAFW layout with lists written on Windows: folds 1 and 2, 3 clips,
+    captions for two of them."""
+    root = tmp_path / "MAFW"
+    for clip, n in (("00025", 6), ("00026", 7), ("00027", 5)):
+        make_frame_folder(str(root / "data" / "frames" / clip), n)
+    other = "D:\\datasets\\MAFW\\data\\frames"  # a list written on Windows
+    (root / "lists").mkdir()
+    (root / "lists" / "set_2_train.txt").write_text(f"{other}\\00025 6 10\n{other}\\00026 7 7\n")
+    (root / "lists" / "set_2_test.txt").write_text(f"{other}\\00027 5 8\n")
+    (root / "lists" / "set_1_train.txt").write_text(f"{other}\\00027 5 0\n")
+    (root / "lists" / "set_1_test.txt").write_text(f"{other}\\00026 7 0\n")
+    captions = tmp_path / "captions.tsv"
+    captions.write_text("clip_id\ttext\n00025\tThe man frowns, lips pressed.\n00027\tShe looks around, worried.\n")
+    return root, captions

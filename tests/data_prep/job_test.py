@@ -106,18 +106,8 @@ def test_ferv39k_layout_with_upper_case_folder_in_lists(tmp_path):
     assert [(r.label, r.num_frames) for r in read_split(str(out), "test")] == [(6, 12)]
 
 
-def test_mafw_eleven_classes_and_captions_round_trip(tmp_path):
-    root = tmp_path / "MAFW"
-    for clip, n in (("00025", 6), ("00026", 7), ("00027", 5)):
-        make_frame_folder(str(root / "data" / "frames" / clip), n)
-    other = "D:\\datasets\\MAFW\\data\\frames"  # a list written on Windows
-    (root / "lists").mkdir()
-    (root / "lists" / "set_2_train.txt").write_text(f"{other}\\00025 6 10\n{other}\\00026 7 7\n")
-    (root / "lists" / "set_2_test.txt").write_text(f"{other}\\00027 5 8\n")
-    (root / "lists" / "set_1_train.txt").write_text(f"{other}\\00027 5 0\n")
-    (root / "lists" / "set_1_test.txt").write_text(f"{other}\\00026 7 0\n")
-    captions = tmp_path / "captions.tsv"
-    captions.write_text("clip_id\ttext\n00025\tThe man frowns, lips pressed.\n00027\tShe looks around, worried.\n")
+def test_mafw_eleven_classes_and_captions_round_trip(mafw_tree, tmp_path):
+    root, captions = mafw_tree
     out = tmp_path / "mafw"
     manifest = job.build(_config(dataset="mafw", root=str(root), fold=2, captions=str(captions), out=str(out)))
     train = read_split(str(out), "train")

@@ -43,17 +43,7 @@ from grace_jax.models import clip_checkpoint  # noqa: E402
 from grace_jax.text import tiny_vocab  # noqa: E402
 from grace_jax.text.tokenizer import Tokenizer  # noqa: E402
 
-# Sentences in the form of DFER-CLIP's class descriptors ("a ..., ..., and ...", each ending with its
-# own period), written for this test; the tiny vocabulary keeps them within 77 positions.
-SENTENCES = (
-    "a wide smile, lifted cheeks, and creased eye corners.",
-    "a drooping mouth, heavy lids, and raised inner brows.",
-    "a still face, level brows, and closed lips.",
-    "a hard stare, drawn brows, and pressed lips.",
-    "wide eyes, a dropped jaw, and high brows.",
-    "a wrinkled nose, a raised upper lip, and low brows.",
-    "tense wide eyes, stretched lips, and raised brows.",
-)
+SENTENCES = dt.DESCRIPTOR_SENTENCES
 SIZE = dt.B32.replace(image_resolution=96, vision_layers=2, transformer_layers=2, vocab_size=1024)
 FRAMES, BATCH, STEPS = 16, 2, 5
 LR_SCALES = (1.0, 100.0)

@@ -6,7 +6,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from tfds_fixtures import assert_no_tensorflow, assert_same_as_shards, block_tensorflow, examples, shard_records  # noqa: E402,E501
-from video_fixtures import make_frame_folder  # noqa: E402
 
 block_tensorflow()  # checked before tensorflow_datasets is imported
 
@@ -15,18 +14,8 @@ import tensorflow_datasets as tfds  # noqa: E402
 from data_prep.tfds_builders import prepare  # noqa: E402
 
 
-def test_mafw_eleven_classes_and_captions(tmp_path):
-    root = tmp_path / "MAFW"
-    for clip, n in (("00025", 6), ("00026", 7), ("00027", 5)):
-        make_frame_folder(str(root / "data" / "frames" / clip), n)
-    other = "D:\\datasets\\MAFW\\data\\frames"  # a list written on Windows
-    (root / "lists").mkdir()
-    (root / "lists" / "set_2_train.txt").write_text(f"{other}\\00025 6 10\n{other}\\00026 7 7\n")
-    (root / "lists" / "set_2_test.txt").write_text(f"{other}\\00027 5 8\n")
-    (root / "lists" / "set_1_train.txt").write_text(f"{other}\\00027 5 0\n")
-    (root / "lists" / "set_1_test.txt").write_text(f"{other}\\00026 7 0\n")
-    captions = tmp_path / "captions.tsv"
-    captions.write_text("clip_id\ttext\n00025\tThe man frowns, lips pressed.\n00027\tShe looks around, worried.\n")
+def test_mafw_eleven_classes_and_captions(mafw_tree, tmp_path):
+    root, captions = mafw_tree
     done = prepare.build("mafw", str(root), str(tmp_path / "tfds"), fold=2, frame_size=32, captions=str(captions),
                          progress=False)
     train = examples(done.name, tmp_path / "tfds", "train")
