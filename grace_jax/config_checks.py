@@ -13,7 +13,6 @@ written there.
 from __future__ import annotations
 
 import os
-import re
 
 import jax
 import ml_collections
@@ -138,7 +137,7 @@ def check_clip(model_cfg) -> None:
             )
         field = "model.clip.tokenizer" if clip_cfg.tokenizer else "model.clip.init"
         if (source != "builtin:tiny" and os.path.sep in source and not os.path.exists(source)
-                and not re.fullmatch(r"[\w.-]+/[\w.-]+", source)):
+                and not hub.HUB_NAME.fullmatch(source)):
             raise cli.ConfigError(f"{field}={source}: no such folder for the tokenizer.")
         if source != "builtin:tiny" and hub.is_hub_name(source):
             hub.check(source, field, hub.TOKENIZER_FILES)

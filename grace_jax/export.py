@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -295,17 +294,14 @@ def export_run(
 
 
 # ------------------------------------------------------------------------------------ loading
-_HUB_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
-
-
 def resolve_model(name_or_dir: str, *, cache_dir: str | None = None) -> str:
     """A local model folder: the directory itself, or a hub name's snapshot in the hub cache."""
     if os.path.isdir(name_or_dir):
         return os.path.abspath(name_or_dir)
-    if not _HUB_NAME.match(name_or_dir):
-        raise ExportError(f"{name_or_dir}: no such folder, and not a hub name (owner/name).")
     from grace_jax import hub
 
+    if not hub.HUB_NAME.fullmatch(name_or_dir):
+        raise ExportError(f"{name_or_dir}: no such folder, and not a hub name (owner/name).")
     try:
         return hub.snapshot(name_or_dir, "--model", FILES, cache_dir=cache_dir)
     except hub.HubError as e:

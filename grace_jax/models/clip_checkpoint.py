@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from grace_jax import hub
 from grace_jax.cli import UserError
 from grace_jax.models import clip as clip_lib
 
@@ -260,7 +261,7 @@ def check_source(path_or_name: str) -> None:
     elif path_or_name.endswith((".pt", ".pth")):
         if not os.path.exists(path_or_name):
             raise CheckpointError(f"{path_or_name}: file not found.")
-    elif os.path.sep in path_or_name and not re.fullmatch(r"[\w.-]+/[\w.-]+", path_or_name):
+    elif os.path.sep in path_or_name and not hub.HUB_NAME.fullmatch(path_or_name):
         # More than `owner/name`: a path, and it does not exist. (`owner/name` is a hub name.)
         raise CheckpointError(f"{path_or_name}: no such directory or checkpoint file.")
 
@@ -285,8 +286,6 @@ def load_pretrained(path_or_name: str, *, dtype=jnp.float32, remat: bool = False
         return _load_hf_directory(path_or_name, dtype=dtype, remat=remat)
     if path_or_name.endswith((".pt", ".pth")):
         return _load_openai(path_or_name, dtype=dtype, remat=remat)
-    from grace_jax import hub
-
     try:
         directory = hub.snapshot(path_or_name, "model.clip.init", hub.CLIP_FILES)
     except hub.HubError as e:

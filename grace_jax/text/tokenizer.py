@@ -50,7 +50,7 @@ class Tokenizer:
             from grace_jax.text import tiny_vocab
 
             path_or_name = tiny_vocab.cached_tiny_vocab()
-        elif not os.path.isdir(path_or_name) and hub.is_hub_name(path_or_name):
+        elif hub.is_hub_name(path_or_name):
             # Through the hub cache: transformers alone retries an unreachable hub for minutes.
             try:
                 path_or_name = hub.snapshot(path_or_name, "model.clip.tokenizer", hub.TOKENIZER_FILES)
