@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Sequence
 
 import grain
 import jax
@@ -136,11 +135,10 @@ def record_source(data_dir: str | tfds_source.TfdsDataset, split: str) -> grain.
 class IndexedSource(grain.sources.RandomAccessDataSource):
     """Records as {"key", "data"}, padded with {"key": -1} rows up to `length` records.
 
-    `paths`: shard files, or a random-access source of record bytes (`record_source`)."""
+    `records`: a random-access source of record bytes (`record_source`: shards or a TFDS dataset)."""
 
-    def __init__(self, paths: Sequence[str] | grain.sources.RandomAccessDataSource, length: int | None = None):
-        is_paths = isinstance(paths, (list, tuple)) and all(isinstance(p, str) for p in paths)
-        self._source = grain.sources.ArrayRecordDataSource(list(paths)) if is_paths else paths
+    def __init__(self, records: grain.sources.RandomAccessDataSource, length: int | None = None):
+        self._source = records
         self._num_records = len(self._source)
         self._length = self._num_records if length is None else length
         if self._length < self._num_records:

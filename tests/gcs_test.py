@@ -132,8 +132,8 @@ def test_shards_are_listed_and_read_from_gcs(gcs_env, gcs_data, synthfer_dir):
     manifest = input_pipeline.read_manifest(gcs_data)
     shards = input_pipeline.shard_paths(gcs_data, "test")
     assert all(isinstance(p, str) and p.startswith(f"{gcs_data}/test-") for p in shards)
-    remote = input_pipeline.IndexedSource(shards)
-    local = input_pipeline.IndexedSource(input_pipeline.shard_paths(synthfer_dir, "test"))
+    remote = input_pipeline.IndexedSource(input_pipeline.record_source(gcs_data, "test"))
+    local = input_pipeline.IndexedSource(input_pipeline.record_source(synthfer_dir, "test"))
     assert len(remote) == manifest["splits"]["test"]["num_clips"] == len(local)
     for i in (0, len(local) - 1):  # Random access straight from the bucket, byte-identical.
         assert remote[i]["data"] == local[i]["data"]
