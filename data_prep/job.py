@@ -112,8 +112,6 @@ def gather(config: BuildConfig) -> tuple[list[ClipSpec], list[BadClip]]:
     """All clips the job will read, grouped by split in list order, plus lines rejected while listing."""
     if config.dataset not in DATASETS:
         raise SourceError(f"unknown dataset {config.dataset!r}; choose one of {DATASETS}")
-    if config.dataset != "folder":
-        class_names, _ = class_names_of(config)
     if config.dataset == "synth":
         clips = [
             ClipSpec(path=f"synth:{split}/{i:06d}", label=synth.clip_label(i), clip_id=f"synth/{split}/{i:06d}",
@@ -137,6 +135,7 @@ def gather(config: BuildConfig) -> tuple[list[ClipSpec], list[BadClip]]:
             clips += c
             bad += b
     else:
+        class_names, _ = class_names_of(config)
         if config.root is not None and not os.path.isdir(config.root):
             raise SourceError(f"--root {config.root} is not a folder")
         lists = find_lists(config.dataset, config.root, list(config.annotations), config.fold)
