@@ -65,23 +65,46 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     m.motion = ml_collections.ConfigDict()
     m.motion.enabled = True
-    m.motion.mode = "pixel"  # pixel | feature: where frame differences are measured
-    m.motion.tau = 0.1  # softmax temperature, in units of the clip's largest patch motion
+    # learned: a head over each token's feature difference and motion contrast, trained end to end,
+    # starting from the fixed weighting (grace_jax/models/motion.py); fixed: softmax of the motion
+    # itself (the ablation: it follows whatever moves most).
+    m.motion.weighting = "learned"
+    m.motion.hidden = 64  # width of the learned head
+    m.motion.mode = "pixel"  # pixel | feature: the motion measure of the fixed weighting
+    # robust: motion divided by the median over frames of each frame's maximum, capped at 1, so one
+    # outlier frame pair (a crop jump, a flash) cannot take the clip's scale; clip_max: the old way.
+    m.motion.normalize = "robust"
+    m.motion.tau = 0.1  # softmax temperature, in units of the clip's strong patch motion
     m.motion.alpha = 0.1  # uniform mixing: static regions keep >= 10% of the mass in total
     m.motion.pool = True  # motion-weighted patch pooling added to CLS (zero-init tanh gate)
-    m.motion.top_k = 0  # keep the k most moving tokens for OT (0 = all T*P tokens)
+    # Keep the k most weighted tokens for OT, k // T from every frame (0 = all T*P tokens; needs
+    # motion: uniform weights have nothing to choose by).
+    m.motion.top_k = 0
 
     m.cate = ml_collections.ConfigDict()
     m.cate.enabled = True
     m.cate.heads = 8  # cross-attention heads of the refinement
     m.cate.captions = False  # per-clip captions (MAFW descriptions / captions file) for alignment
+    # Caption OT size: caption tokens kept (the text tower is causal: the kept tokens' features are
+    # the full caption's) and visual tokens per clip (as motion.top_k; 0 = all). Every clip meets
+    # every caption of the batch (B x B problems), so these bound its memory.
+    m.cate.caption_tokens = 32
+    m.cate.caption_top_k = 256
     # Per class, the cue's token ids, as prompt.token_ids (default: the prompt ids when prompt.text is
     # "cue"); None = tokenise.
     m.cate.token_ids = None
 
     m.ot = ml_collections.ConfigDict()
     m.ot.enabled = True
-    m.ot.epsilon = 0.1  # absolute entropic regularisation on the 1 - cos cost (PLOT: 0.1)
+    # Entropic regularisation. relative_epsilon: in units of each problem's cost standard deviation
+    # (the plan's sharpness then does not depend on the features' cosine scale; chosen by the sweep in
+    # docs); False: absolute, on the 1 - cos cost (PLOT: 0.1).
+    m.ot.epsilon = 0.5
+    m.ot.relative_epsilon = True
+    # Visual side: 1.0 = balanced, the motion weights are a hard marginal and every class's map is
+    # the motion weights again (the ablation); < 1 = semi-relaxed (ott's tau_b): a visual token
+    # receives prior^tau * (text affinity)^(1 - tau), so each class puts its mass on its own tokens.
+    m.ot.tau_visual = 0.5
     m.ot.max_iterations = 100  # PLOT: 100 Sinkhorn iterations
     m.ot.threshold = 1e-2  # L1 marginal error to stop at (PLOT: 1e-2)
     m.ot.inner_iterations = 10  # iterations between convergence checks
@@ -131,6 +154,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # > 0 with an empty `dir`: generate SynthFER with this many clips under <workdir>/synthfer.
     d.synth_train_clips = 0
     d.synth_test_clips = 0
+    # SynthFER's irrelevant motion: "standard" (head drift, zoom, blinks, flicker) or "hard" (also
+    # camera shake, face-crop jumps, talking-like mouth motion, lighting flashes).
+    d.synth_variant = "standard"
 
     o = c.optim = ml_collections.ConfigDict()
     o.optimizer = "sgd"

@@ -22,6 +22,8 @@ Usage:
 
   # SynthFER, the synthetic dataset of the demo and the tests:
   python -m data_prep.build_dataset --dataset=synth --synth_train=2100 --synth_test=700 --out=/tmp/synthfer
+  # ... its hard variant (camera shake, crop jumps, talking, lighting flashes on top):
+  python -m data_prep.build_dataset --dataset=synth --synth_variant=hard --out=/tmp/synthfer_hard
   # ... plus one test clip per class as mp4 (examples/000000_happiness.mp4, ...) to try predict on:
   python -m data_prep.build_dataset --dataset=synth --synth_examples=1 --out=/tmp/synthfer
 
@@ -36,7 +38,7 @@ import os
 
 from absl import app, flags
 
-from data_prep import job
+from data_prep import job, synth
 from grace_jax import cli
 
 FLAGS = flags.FLAGS
@@ -67,6 +69,11 @@ flags.DEFINE_integer("synth_test", 700, "SynthFER: test clips.")
 flags.DEFINE_integer("synth_seed", 0, "SynthFER: seed.")
 flags.DEFINE_integer("synth_min_frames", 12, "SynthFER: fewest frames per clip.")
 flags.DEFINE_integer("synth_max_frames", 24, "SynthFER: most frames per clip.")
+flags.DEFINE_enum("synth_variant", "standard", list(synth.VARIANTS), "SynthFER: standard, or hard: stronger "
+                  "class-irrelevant motion (camera shake, face-crop jumps, talking, lighting flashes).")
+flags.DEFINE_bool("synth_ground_truth", True, "SynthFER: test records also carry each clip rendered with the "
+                  "expression only and with the distractors only (PNG frames), the ground truth of where the "
+                  "expression is; train records never do.")
 flags.DEFINE_integer("synth_examples", 0, "SynthFER: also write this many test clips per class as mp4 files "
                      "under <out>/examples/ (<index>_<class>.mp4), to try grace_jax.predict on.")
 flags.mark_flags_as_required(["dataset", "out"])
@@ -96,6 +103,8 @@ def main(argv: list[str]) -> None:
         synth_seed=FLAGS.synth_seed,
         synth_min_frames=FLAGS.synth_min_frames,
         synth_max_frames=FLAGS.synth_max_frames,
+        synth_variant=FLAGS.synth_variant,
+        synth_ground_truth=FLAGS.synth_ground_truth,
         synth_examples=FLAGS.synth_examples,
         face_crop=FLAGS.face_crop,
         min_face_fraction=FLAGS.min_face_fraction,

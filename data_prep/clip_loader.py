@@ -28,6 +28,9 @@ class LoadOptions:
     synth_max_frames: int = 24
     face_crop: str = "none"  # "auto": crop videos and frame folders to the face (grace_jax.faces)
     min_face_fraction: float = 0.25
+    synth_variant: str = "standard"  # synth.VARIANTS
+    # SynthFER splits whose records also carry the expression-only / distractors-only frames as PNG.
+    synth_ground_truth_splits: tuple[str, ...] = ()
 
 
 _detector = None  # one face detector per worker process, built on its first clip
@@ -63,14 +66,34 @@ def _frames_of(spec: ClipSpec, options: LoadOptions):
     if spec.kind == "video":
         return read_video(spec.path, options.frame_size)
     if spec.kind == "synth":
-        config = synth.SynthConfig(
-            frame_size=options.frame_size,
-            min_frames=options.synth_min_frames,
-            max_frames=options.synth_max_frames,
-        )
-        seed = synth.clip_seed(options.synth_seed, spec.split, synth_index(spec.clip_id))
-        return synth.sample_clip(seed, spec.label, config)
+        return synth.sample_clip(_synth_seed(spec, options), spec.label, synth_config(options))
     raise ValueError(f"unknown clip kind {spec.kind!r} for {spec.path}")
+
+
+def synth_config(options: LoadOptions) -> synth.SynthConfig:
+    """The SynthFER generator settings of a build."""
+    return synth.SynthConfig(
+        frame_size=options.frame_size,
+        min_frames=options.synth_min_frames,
+        max_frames=options.synth_max_frames,
+        variant=options.synth_variant,
+    )
+
+
+def _synth_seed(spec: ClipSpec, options: LoadOptions) -> np.random.SeedSequence:
+    return synth.clip_seed(options.synth_seed, spec.split, synth_index(spec.clip_id))
+
+
+def _ground_truth(spec: ClipSpec, options: LoadOptions) -> dict:
+    """ClipRecord's `expression_frames`/`distractor_frames` (PNG, lossless) for SynthFER clips of the
+    ground-truth splits; {} for every other clip."""
+    if spec.kind != "synth" or spec.split not in options.synth_ground_truth_splits:
+        return {}
+    expression, distractors = synth.sample_ground_truth(_synth_seed(spec, options), spec.label, synth_config(options))
+    return {
+        "expression_frames": tuple(schema.encode_png(f) for f in expression),
+        "distractor_frames": tuple(schema.encode_png(f) for f in distractors),
+    }
 
 
 def frame_count_note(spec: ClipSpec, num_frames: int) -> BadClip | None:
@@ -91,7 +114,8 @@ def frame_count_note(spec: ClipSpec, num_frames: int) -> BadClip | None:
 def load_clip(
     spec: ClipSpec, options: LoadOptions
 ) -> tuple[ClipSpec, bytes | None, BadClip | None, BadClip | None]:
-    """Reads, resizes and JPEG-encodes one clip.
+    """Reads, resizes and JPEG-encodes one clip (plus, for SynthFER ground-truth splits, its PNG
+    expression-only and distractors-only frames).
 
     Returns:
       (spec, record bytes, None, note) for a good clip, where `note` is `frame_count_note`'s line or
@@ -100,6 +124,7 @@ def load_clip(
     """
     try:
         frames = _frames_of(spec, options)
+        ground_truth = _ground_truth(spec, options)
     except ClipError as e:
         return spec, None, BadClip(spec.split, spec.source, spec.path, str(e)), None
     except Exception as e:  # noqa: BLE001 - any decoder failure is a property of this clip
@@ -111,5 +136,6 @@ def load_clip(
         frames=tuple(schema.encode_jpeg(f, options.jpeg_quality) for f in frames),
         frame_size=options.frame_size,
         caption=spec.caption,
+        **ground_truth,
     )
     return spec, schema.serialize(record), None, frame_count_note(spec, len(frames))

@@ -64,6 +64,9 @@ class BuildConfig:
     synth_seed: int = 0
     synth_min_frames: int = 12
     synth_max_frames: int = 24
+    synth_variant: str = "standard"  # synth.VARIANTS
+    # Test records also carry the expression-only / distractors-only frames (PNG) for localization.
+    synth_ground_truth: bool = True
     # Test clips per class also written as mp4 under examples/ (for trying predict after the demo).
     synth_examples: int = 0
     face_crop: str = "none"
@@ -201,10 +204,16 @@ def build(config: BuildConfig) -> dict:
                          f"--dataset={config.dataset} --frame_size={frame_size}")
     if config.face_crop not in ("auto", "none"):
         raise BuildError(f"--face_crop must be auto or none, got {config.face_crop!r}")
-    options = LoadOptions(frame_size, config.jpeg_quality, config.synth_seed, config.synth_min_frames,
-                          config.synth_max_frames, config.face_crop, config.min_face_fraction)
+    if config.synth_variant not in synth.VARIANTS:
+        raise BuildError(f"--synth_variant must be one of {', '.join(synth.VARIANTS)}, got {config.synth_variant!r}")
     class_names, class_names_source = class_names_of(config)
     splits = list(dict.fromkeys(c.split for c in clips))
+    # Ground truth for the test split only: training must never see where the expression is.
+    wants_ground_truth = config.dataset == "synth" and config.synth_ground_truth and "test" in splits
+    ground_truth_splits = ("test",) if wants_ground_truth else ()
+    options = LoadOptions(frame_size, config.jpeg_quality, config.synth_seed, config.synth_min_frames,
+                          config.synth_max_frames, config.face_crop, config.min_face_fraction,
+                          synth_variant=config.synth_variant, synth_ground_truth_splits=ground_truth_splits)
     listed = {s: sum(c.split == s for c in clips) for s in splits}
     budget = config.max_bad_fraction * total
 
@@ -267,7 +276,7 @@ def build(config: BuildConfig) -> dict:
         examples = synth_examples.write_examples(
             staging.path, per_class=config.synth_examples, num_test=config.synth_test, seed=config.synth_seed,
             config=synth.SynthConfig(frame_size=frame_size, min_frames=config.synth_min_frames,
-                                     max_frames=config.synth_max_frames),
+                                     max_frames=config.synth_max_frames, variant=config.synth_variant),
         ) if config.synth_examples else []
         # Skipped clips first, then the kept clips whose listed frame count was wrong.
         report.write_report(os.path.join(staging.path, schema.BAD_CLIP_REPORT_NAME), bad + mismatched)
@@ -282,6 +291,8 @@ def build(config: BuildConfig) -> dict:
             "jpeg_quality": config.jpeg_quality,
             "splits": split_info,
             **({"examples": examples} if examples else {}),
+            **({"synth": {"variant": config.synth_variant, "seed": config.synth_seed,
+                          "ground_truth_splits": list(ground_truth_splits)}} if config.dataset == "synth" else {}),
             "num_bad_clips": len(bad),
             "bad_clips_per_split": {s: sum(b.split == s for b in bad) for s in dict.fromkeys(b.split for b in bad)},
             "bad_clip_report": schema.BAD_CLIP_REPORT_NAME,

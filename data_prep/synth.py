@@ -10,6 +10,15 @@ apex times varying per clip. The label lives only in these dynamics:
 - class-irrelevant motion (head drift and zoom, blinks, background flicker, illumination drift) changes
   the pixels about as much as the expression does, so "anything moved" is no shortcut either.
 
+The "hard" variant adds stronger class-irrelevant motion, again the same for every class: camera shake
+(a whole-frame shift of ~1-2 px at 48 px every frame), one or two face-crop jumps (2-3 px for one frame),
+talking (the mouth opening and closing 2-5 times per clip during part of it, on top of the expression)
+and up to two lighting flashes (+15-30% gain for one frame). Its draws come from a stream of their own,
+so a hard clip shares face, timing, standard distractors and noise with the standard clip of its seed.
+
+Because the generator knows what moved, `sample_ground_truth` renders each clip twice more without noise:
+the expression alone and the distractors alone, same seed and geometry (for localization metrics).
+
 Class order is DFEW's: happiness, sadness, neutral, anger, surprise, disgust, fear.
 """
 
@@ -40,15 +49,33 @@ APEX = np.array(
 )
 
 
+VARIANTS = ("standard", "hard")
+# Direction in EXPRESSION_FIELDS of the hard variant's talking: the mouth opens and narrows a little.
+TALK_DIRECTION = np.array([0.0, 1.0, -0.3, 0.0, 0.0, 0.0, 0.0], dtype=np.float32)
+# The hard variant's shifts are specified in pixels of a 48 px frame (the default side).
+_HARD_REFERENCE_SIDE = 48.0
+
+
 @dataclasses.dataclass(frozen=True)
 class SynthConfig:
-    """Size and switches of SynthFER; `expression`/`distractors` exist so tests can isolate each."""
+    """Size and switches of SynthFER.
+
+    `expression`/`distractors` switch the class motion / the class-irrelevant motion off (for tests and
+    ground truth), `noise` the per-pixel N(0, 0.01) noise; none of them changes the random draws, so the
+    renderings of one seed share geometry and timing. `variant`: one of VARIANTS (module docstring).
+    """
 
     frame_size: int = 48
     min_frames: int = 12
     max_frames: int = 24
     expression: bool = True
     distractors: bool = True
+    noise: bool = True
+    variant: str = "standard"
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"SynthFER variant {self.variant!r}: expected one of {', '.join(VARIANTS)}")
 
 
 def clip_seed(base_seed: int, split: str, index: int) -> np.random.SeedSequence:
@@ -96,6 +123,7 @@ def render_face(
     blink: float,
     bg_gain: float,
     gain: float,
+    offset: tuple[float, float] = (0.0, 0.0),
 ) -> np.ndarray:
     """Draws one frame.
 
@@ -106,13 +134,18 @@ def render_face(
       expression: [7] values of EXPRESSION_FIELDS (0 = neutral).
       blink: eye openness multiplier (1 open, ~0 closed); bg_gain: background brightness factor;
       gain: whole-frame illumination factor.
+      offset: (dx, dy) shift of the whole frame, background included, in units of the frame side (camera
+        shake); the scene is analytic, so what enters at an edge is drawn, not padded.
 
     Returns:
       float32 RGB [S, S, 3] in 0..1.
     """
     curve, mouth_open, width, eye_open, brow_raise, brow_tilt, asym = (float(v) for v in expression)
     coords = (np.arange(size, dtype=np.float32) + 0.5) / size
-    x, y = np.meshgrid(coords, coords)
+    if offset != (0.0, 0.0):
+        x, y = np.meshgrid(coords - np.float32(offset[0]), coords - np.float32(offset[1]))
+    else:  # The standard variant's exact arithmetic: its clips stay bit-identical.
+        x, y = np.meshgrid(coords, coords)
     px = float(size)
     image = (background + gradient * (y[..., None] - 0.5)) * bg_gain
     cx, cy = centre
@@ -151,13 +184,61 @@ def render_face(
     return np.clip(image * gain, 0.0, 1.0).astype(np.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class HardMotion:
+    """The hard variant's per-frame distractors of one clip (T frames).
+
+    offsets: float [T, 2] whole-frame shift (dx, dy) in units of the frame side: camera shake plus
+      crop jumps; frame 0 is the reference (no shift), so every clip still starts from its standard face.
+    talk: float [T] talking amount along TALK_DIRECTION, 0 outside the talking part of the clip.
+    gain: float [T] whole-frame gain factor: 1, or 1.15..1.30 on a lighting-flash frame.
+    """
+
+    offsets: np.ndarray
+    talk: np.ndarray
+    gain: np.ndarray
+
+
+def hard_motion(rng: np.random.Generator, num_frames: int) -> HardMotion:
+    """Draws the hard variant's distractors for a clip of `num_frames` frames, in a fixed order whatever
+    the config's switches (so all renderings of a seed agree). The same distribution for every class.
+    Shifts are in frame units, so they keep their share of the frame at any frame side."""
+    px = 1.0 / _HARD_REFERENCE_SIDE  # one pixel of a 48 px frame, in frame units
+    later = np.arange(1, num_frames)  # frames that may jump or flash: frame 0 stays the reference
+    # (a) Camera shake: an independent shift every frame, up to +-1..2 px per axis.
+    shake = rng.uniform(1.0, 2.0) * px
+    offsets = rng.uniform(-1.0, 1.0, (num_frames, 2)) * shake
+    offsets[0] = 0.0
+    # (b) Face-crop jumps: 1-2 frames moved by 2-3 px for that frame only.
+    num_jumps = min(int(rng.integers(1, 3)), len(later))
+    jump_frames = rng.choice(later, size=num_jumps, replace=False) if num_jumps else later[:0]
+    jump_angle = rng.uniform(0.0, 2 * np.pi, num_jumps)
+    jump_size = rng.uniform(2.0, 3.0, num_jumps) * px
+    offsets[jump_frames] += jump_size[:, None] * np.stack([np.cos(jump_angle), np.sin(jump_angle)], axis=-1)
+    # (c) Talking: 2-5 open-close cycles per clip duration during a random 40-80% of it, eased in and out.
+    amplitude = rng.uniform(0.25, 0.45)
+    cycles = rng.uniform(2.0, 5.0)
+    length = rng.uniform(0.4, 0.8)
+    start = rng.uniform(0.0, 1.0 - length)
+    tau = np.arange(num_frames) / max(num_frames - 1, 1)
+    phase = (tau - start) / length
+    envelope = _smoothstep(phase / 0.2) * _smoothstep((1.0 - phase) / 0.2)
+    talk = amplitude * envelope * 0.5 * (1.0 - np.cos(2 * np.pi * cycles * (tau - start)))
+    # (d) Lighting flashes: 0-2 frames brighter by 15-30% for that frame only.
+    num_flashes = min(int(rng.integers(0, 3)), len(later))
+    flash_frames = rng.choice(later, size=num_flashes, replace=False) if num_flashes else later[:0]
+    gain = np.ones(num_frames)
+    gain[flash_frames] *= 1.0 + rng.uniform(0.15, 0.30, num_flashes)
+    return HardMotion(offsets=offsets, talk=talk, gain=gain)
+
+
 def sample_clip(seed, label: int, config: SynthConfig = SynthConfig()) -> np.ndarray:
     """Renders one SynthFER clip.
 
     Args:
       seed: int or np.random.SeedSequence; the same seed and label give the same clip.
       label: class index in BASIC_CLASSES order.
-      config: frame side, frame-count range, and the expression/distractor switches.
+      config: frame side, frame-count range, variant, and the expression/distractor/noise switches.
 
     Returns:
       uint8 RGB frames [T, S, S, 3], T uniform in [min_frames, max_frames], S = config.frame_size.
@@ -187,9 +268,12 @@ def sample_clip(seed, label: int, config: SynthConfig = SynthConfig()) -> np.nda
     light = rng.uniform(-0.04, 0.04)
     blinks = rng.uniform(0.15, 1.0, size=rng.integers(0, 3))
     noise_seed = rng.integers(2**31)
+    # Drawn after every draw above, so that the hard variant leaves the standard clip's draws untouched.
+    hard_seed = rng.integers(2**31)
 
     apex = APEX[label] * intensity_scale if config.expression else np.zeros_like(APEX[0])
     noise_rng = np.random.default_rng(noise_seed)
+    hard = hard_motion(np.random.default_rng(hard_seed), num_frames) if config.variant == "hard" else None
     frames = []
     for t in range(num_frames):
         tau = t / max(num_frames - 1, 1)
@@ -203,8 +287,13 @@ def sample_clip(seed, label: int, config: SynthConfig = SynthConfig()) -> np.nda
                 blink = min(blink, float(np.clip(abs(tau - b) * num_frames / 1.5, 0.05, 1.0)))
             bg_gain = 1.0 + flicker_amp * (np.sin(2 * np.pi * flicker_freq * tau + flicker_phase) - np.sin(flicker_phase))
             gain = 1.0 + light * tau
+            offset = (0.0, 0.0)
+            if hard is not None:
+                expression = expression + hard.talk[t] * TALK_DIRECTION
+                offset = (float(hard.offsets[t, 0]), float(hard.offsets[t, 1]))
+                gain = gain * float(hard.gain[t])
         else:
-            centre, scale, blink, bg_gain, gain = tuple(centre0), 1.0, 1.0, 1.0, 1.0
+            centre, scale, blink, bg_gain, gain, offset = tuple(centre0), 1.0, 1.0, 1.0, 1.0, (0.0, 0.0)
         image = render_face(
             config.frame_size,
             centre=centre,
@@ -216,7 +305,26 @@ def sample_clip(seed, label: int, config: SynthConfig = SynthConfig()) -> np.nda
             blink=blink,
             bg_gain=bg_gain,
             gain=gain,
+            offset=offset,
         )
-        image = image + noise_rng.normal(0, 0.01, image.shape).astype(np.float32)
+        if config.noise:  # noise_rng serves the noise alone: skipping it changes no other draw
+            image = image + noise_rng.normal(0, 0.01, image.shape).astype(np.float32)
         frames.append(np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8))
     return np.stack(frames)
+
+
+def sample_ground_truth(seed, label: int, config: SynthConfig = SynthConfig()) -> tuple[np.ndarray, np.ndarray]:
+    """Where the expression is and where the distractors are, for clip (`seed`, `label`, `config`).
+
+    Both are `sample_clip` of the same seed, variant and sizes without noise: `expression` with the
+    class motion only (no distractors: the face holds its first-frame pose, size and lighting),
+    `distractors` with the class-irrelevant motion only (a neutral face under the clip's drift, blinks,
+    flicker, lighting and, for "hard", shake, jumps, talking and flashes). The config's own
+    expression/distractors/noise switches are overridden.
+
+    Returns:
+      (expression, distractors): uint8 RGB [T, S, S, 3] each, T and S those of `sample_clip`.
+    """
+    expression = sample_clip(seed, label, dataclasses.replace(config, expression=True, distractors=False, noise=False))
+    distractors = sample_clip(seed, label, dataclasses.replace(config, expression=False, distractors=True, noise=False))
+    return expression, distractors

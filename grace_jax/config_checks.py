@@ -94,6 +94,27 @@ def _check_choices(config) -> None:
     _one_of("data.normalize", config.data.get("normalize", "clip"), clip_transforms.NORMALIZE_MODES)
     _one_of("data.augment", config.data.get("augment", "grace"), clip_transforms.AUGMENT_MODES)
     _one_of("model.clip.dtype", config.model.clip.dtype, ("auto", "float32", "bfloat16"))
+    _check_alignment(config.model)
+
+
+def _check_alignment(model_cfg) -> None:
+    """Motion weighting and OT fields whose bad values would only fail inside the first step."""
+    m, ot = model_cfg.motion, model_cfg.ot
+    _one_of("model.motion.weighting", m.get("weighting", "fixed"), ("learned", "fixed"))
+    _one_of("model.motion.normalize", m.get("normalize", "clip_max"), ("robust", "clip_max"))
+    _one_of("model.motion.mode", m.mode, ("pixel", "feature"))
+    if m.get("top_k", 0) and not m.enabled:
+        raise cli.ConfigError(
+            f"model.motion.top_k={m.top_k} needs model.motion.enabled=True: without motion every token "
+            "weighs the same and there is nothing to choose the top k by; set top_k=0 (all tokens)."
+        )
+    if not 0.0 < ot.get("tau_visual", 1.0) <= 1.0:
+        raise cli.ConfigError(
+            f"model.ot.tau_visual={ot.tau_visual} must be in (0, 1]: 1 is balanced transport, smaller "
+            "lets each class move visual mass away from the motion prior."
+        )
+    if not ot.epsilon > 0:
+        raise cli.ConfigError(f"model.ot.epsilon={ot.epsilon} must be > 0.")
 
 
 def _check_intervals(train_cfg) -> None:

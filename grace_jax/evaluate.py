@@ -6,7 +6,9 @@ r"""Evaluates a run on any split of any dataset built by data_prep: UAR, WAR, pe
 
 The evaluation protocol is the run's own (its config.json: frames per clip, input size, eval resize or
 crop, input normalisation; DFER-CLIP's for converted runs), with the evaluation step and loader the
-trainer uses. Prints a table of per-class recall with UAR and WAR, and writes
+trainer uses. Prints a table of per-class recall with UAR and WAR (and, on SynthFER's test split,
+which carries ground truth, how much of each map lies on the expression: grace_jax/localization.py),
+and writes
 `<out>/<split>-<checkpoint>.json` (the numbers, the confusion matrix, what was evaluated) and the
 confusion-matrix picture `<out>/<split>-<checkpoint>.png`; `--out` defaults to `<workdir>/evaluation`.
 `--checkpoint=best` (the default) falls back to `last` where a run has no best checkpoint, as converted
@@ -26,7 +28,19 @@ import time
 import jax
 import numpy as np
 
-from grace_jax import cli, config_checks, distributed, input_pipeline, metrics, paths, plots, runs, sharding, train
+from grace_jax import (
+    cli,
+    config_checks,
+    distributed,
+    input_pipeline,
+    localization,
+    metrics,
+    paths,
+    plots,
+    runs,
+    sharding,
+    train,
+)
 
 __all__ = ["evaluate_run", "format_table", "result_path"]
 
@@ -95,7 +109,7 @@ def evaluate_run(
             normalize=config.data.get("normalize", "clip"),
         ),
         in_shardings=(state_sh, sharding.batch_sharding(mesh)),
-        out_shardings=(replicated, replicated),
+        out_shardings=(replicated, replicated, replicated),
     )
     caption_tok = train.load_tokenizer(config.model) if config.model.cate.captions else None
     global_batch = batch_size or config.data.get("eval_batch_size") or config.optim.batch_size
@@ -111,13 +125,18 @@ def evaluate_run(
         tokenizer=caption_tok,
         normalize_on_host=False,
         augment=config.data.get("augment", "grace"),
+        # SynthFER's test split: also how much of each map lies where the expression is.
+        ground_truth=localization.has_ground_truth(manifest, split),
     )
     start = time.perf_counter()
-    confusion, loss = train.evaluate(eval_fn, run.state, loader, mesh, num_classes)
+    confusion, loss, extras = train.evaluate(
+        eval_fn, run.state, loader, mesh, num_classes, run.class_names
+    )
     seconds = time.perf_counter() - start
 
     result = metrics.summarize(confusion=confusion, class_names=run.class_names)
     result.update(
+        **extras,
         loss=loss,
         confusion=confusion.tolist(),
         class_names=run.class_names,
@@ -172,6 +191,8 @@ def main(argv):
         f"{result['checkpoint']} (step {result['step']}):"
     )
     print(format_table(result))
+    if result.get("localization"):
+        print(localization.format_table(result["localization"]))
     print(f"Wrote {result_path(out, result['split'], result['checkpoint'])} and .png")
 
 

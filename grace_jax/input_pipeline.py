@@ -18,7 +18,9 @@ normalization. Eval: every clip of the split exactly once in order, centre frame
 crop; the last batches are padded to full size with rows whose `mask` is False and `clip_index` is -1,
 and every process gets the same number of batches. With `tokenizer` (a picklable callable
 `list[str] -> (ids [N,L] int32, eot [N] int32)`), batches also hold `caption_ids` [B,L], `caption_eot`
-[B] and `has_caption` [B] (False where a clip has no caption).
+[B] and `has_caption` [B] (False where a clip has no caption). `make_eval_loader(ground_truth=True)`
+adds the records' localization ground truth (SynthFER test splits): `gt_expression` and `gt_distractor`
+uint8 [B,T,H,W,3], aligned pixel for pixel with `video`, and `has_ground_truth` [B].
 
 `normalize_on_host=False` keeps `video` uint8 and leaves normalization to `normalize_on_device` inside
 the jitted step: a quarter of the bytes to batch, copy between processes and send to the accelerator
@@ -302,10 +304,14 @@ def make_eval_loader(
     normalize_on_host: bool = True,
     normalize: str = "clip",
     augment: str = "grace",
+    ground_truth: bool = False,
 ) -> grain.DataLoader:
     """Evaluation DataLoader: one pass, every clip exactly once, padding rows masked.
 
     `augment` "grace": centre square crop; "dferclip": the whole frame resized (DFER-CLIP's test loader).
+    `ground_truth`: batches also hold `gt_expression`, `gt_distractor` (uint8 [B,T,H,W,3], the same frames,
+    crop and resize as `video`) and `has_ground_truth` (bool [B]; False, with zero frames, for clips whose
+    records carry none and for padding rows); see `clip_transforms.EvalClipTransform`.
 
     The split is padded to a multiple of `global_batch_size`; each global batch is cut into
     `shard_count` equal slices, one per process, so every process yields
@@ -329,7 +335,8 @@ def make_eval_loader(
         shard_count=shard_count,
     )
     transform = EvalClipTransform(num_frames=num_frames, image_size=image_size, tokenizer=tokenizer,
-                                  normalize_on_host=normalize_on_host, normalize=normalize, augment=augment)
+                                  normalize_on_host=normalize_on_host, normalize=normalize, augment=augment,
+                                  ground_truth=ground_truth)
     return grain.DataLoader(
         data_source=source,
         sampler=sampler,

@@ -6,7 +6,22 @@ r"""Classifies videos or frame folders with a trained run; writes probabilities 
 
 For every input: per-class probabilities (in <out>/predictions.json and predictions.csv) and a picture
 <out>/<name>.png with the sampled frames, the motion weights and, when the model uses optimal
-transport, the transport mass of the predicted class overlaid as heat maps. Inputs that cannot be read
+transport, the class maps of the predicted class and the runner-up overlaid as heat maps. With
+--maps (the default) the maps themselves go to <out>/maps/<name>.npz, for laying them over one's own
+ground truth:
+
+  class_maps     float32 [C,T,P]  per class, the transport mass each visual token receives (each class's
+                                  map sums to 1; its text tokens' mass, sent where they match best
+                                  around the motion prior); zero on tokens motion.top_k left out
+  motion_weights float32 [T,P]    the motion weighting (the transport's visual prior)
+  predicted      int              index of the predicted class; class_names str [C]
+  grid           int [2]          patch rows and columns (P = rows * cols, raster order)
+  image_size     int              the model's input side; patch_size int: its ViT patch side
+  frame_indices  int64 [T]        the source video's (or sorted frame folder's) frame of each of the T
+  crop_boxes     float32 [T,4]    (x0, y0, x1, y1) in source-frame pixels: the square each model frame
+                                  shows (the face crop, or the centre square); face_cropped bool
+  source_size    int [2]          the source frame's height and width
+Inputs that cannot be read
 are reported by name with the reason and skipped; the exit status is 1 if any input failed.
 --workdir and --out may be gs:// URIs (outputs default into the workdir, so a gs:// run gets them in
 its bucket); the inputs are local files or folders.
@@ -15,12 +30,14 @@ its bucket); the inputs are local files or folders.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import io
 import json
 import os
 import re
 import sys
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +62,9 @@ _OUT = flags.DEFINE_string(
 )
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint to use.")
 _PICTURES = flags.DEFINE_bool("pictures", True, "Write the heat-map picture of every input.")
+_MAPS = flags.DEFINE_bool(
+    "maps", True, "Write every input's class maps, motion weights and frame geometry to <out>/maps/<name>.npz."
+)
 _FACE_CROP = flags.DEFINE_enum(
     "face_crop", "auto", ["auto", "none"],
     "auto: find the face in the sampled frames (BlazeFace, grace_jax.faces) and crop them to it, unless "
@@ -81,16 +101,65 @@ def load_run(workdir: str, which: str = "best"):
 
 def _face_frames(frames: np.ndarray, detector, image_size: int, min_face_fraction: float):
     """Whole sampled frames [T,h,w,3] -> (model frames [T,S,S,3] or None for no face, result fields,
-    the picture's row of whole frames with the crops drawn, or None when not cropped)."""
+    the picture's row of whole frames with the crops drawn, or None when not cropped, the crop
+    squares [T,4] in the whole frames' pixels or None)."""
     faces = faces_lib.crop_clip(frames, detector, size=image_size, face_crop="auto",
                                 min_face_fraction=min_face_fraction)
     fields = {"face_fraction": round(float(faces.face_fraction), 4), "face": faces.reason}
     if faces.no_face:
-        return None, fields, None
-    context = None
+        return None, fields, None, None
+    context, squares = None, None
     if faces.cropped:
         context = ("whole frame", heatmaps.draw_squares(frames, faces.track.squares, faces.track.detected))
-    return faces_lib.frames_for_model(faces, image_size), fields, context
+        squares = np.asarray(faces.track.squares, np.float32)
+    return faces_lib.frames_for_model(faces, image_size), fields, context, squares
+
+
+def _source_size(path: str) -> tuple[int, int]:
+    """(height, width) of the source's frames, upright, as predict decodes them."""
+    if os.path.isdir(path):
+        from grace_jax.data import frames as frames_lib
+        from PIL import Image
+
+        with Image.open(os.path.join(path, frames_lib.list_frames(path)[0])) as image:
+            return image.height, image.width
+    from grace_jax.data import video as video_lib
+
+    # Whole and never downscaled (fit_within only shrinks), upright as every other read of it.
+    _, frame = next(video_lib.iter_video(path, 1 << 20, [0], whole_frame=True))
+    return frame.shape[0], frame.shape[1]
+
+
+def _crop_boxes(squares, read_shape, source_size, t: int) -> np.ndarray:
+    """[T,4] boxes in source pixels: the face squares (given in the read frames' pixels) scaled, or
+    the centre square every uncropped model frame shows."""
+    height, width = source_size
+    if squares is not None:
+        return (np.asarray(squares, np.float32) * (width / read_shape[1])).astype(np.float32)
+    side = min(height, width)
+    box = [(width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2]
+    return np.tile(np.asarray(box, np.float32), (t, 1))
+
+
+def _write_maps(path, maps, names, top, frame_indices, boxes, cropped, source_size, config, patch):
+    grid = int(round(np.sqrt(maps["motion"].shape[-1])))
+    fields = {
+        "motion_weights": np.asarray(maps["motion"][0], np.float32),
+        "predicted": np.int64(top),
+        "class_names": np.asarray(names),
+        "grid": np.asarray([grid, grid], np.int64),
+        "image_size": np.int64(config.data.image_size),
+        "patch_size": np.int64(patch),
+        "frame_indices": np.asarray(frame_indices, np.int64),
+        "crop_boxes": np.asarray(boxes, np.float32),
+        "face_cropped": np.bool_(cropped),
+        "source_size": np.asarray(source_size, np.int64),
+    }
+    if "class_maps" in maps:
+        fields["class_maps"] = np.asarray(maps["class_maps"][0], np.float32)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **fields)
+    paths.write_bytes(path, buffer.getvalue())
 
 
 def predict_step(state, video, *, graphdef, normalize: str = "clip"):
@@ -101,8 +170,8 @@ def predict_step(state, video, *, graphdef, normalize: str = "clip"):
     model = nnx.merge(graphdef, state["params"], state["frozen"], state["rest"])
     logits, aux = model(input_pipeline.normalize_on_device(video, normalize))
     maps = {"motion": aux["motion_weights"]}  # [B,T,P]
-    if "ot_visual_mass" in aux:
-        maps["ot"] = aux["ot_visual_mass"]  # [B,T,P]
+    if "class_maps" in aux:
+        maps["class_maps"] = aux["class_maps"]  # [B,C,T,P]
     return jax.nn.softmax(logits.astype(jnp.float32), axis=-1), maps
 
 
@@ -136,9 +205,12 @@ def run(
     window_seconds: float = 0.0,
     stride_seconds: float = 0.0,
     folder_fps: float = 25.0,
+    write_maps: bool = True,
 ) -> tuple[list[dict], list[str]]:
     """Predicts every input with the run `workdir`, or with the exported `model` (a folder or hub
     name, see grace_jax.export); returns (results, errors).
+
+    write_maps: each result gets `maps`, the path of its .npz (module docstring).
 
     face_crop="auto" (see the flag): every result gets `face_fraction` and `face` (what was done); a
     clip without a face gets prediction and probabilities None. window_seconds > 0: one result per
@@ -161,7 +233,15 @@ def run(
         detector = faces_lib.FaceDetector()
     windowed = window_seconds > 0
     paths.makedirs(out_dir)
-    results, errors, taken = [], [], set()
+    if write_maps:
+        paths.makedirs(paths.join(out_dir, "maps"))
+    job = _Job(
+        step=step, state=state, names=names, detector=detector, config=config,
+        min_face_fraction=min_face_fraction, picture_dir=out_dir if pictures else None,
+        maps_dir=paths.join(out_dir, "maps") if write_maps else None,
+        patch_size=nnx.merge(graphdef, state["params"], state["frozen"], state["rest"]).patch_size,
+    )
+    results, errors = [], []
     for path in inputs:
         try:
             if paths.is_uri(path):
@@ -172,8 +252,7 @@ def run(
                 window_seconds=window_seconds, stride_seconds=stride_seconds, folder_fps=folder_fps,
             ):
                 span = {"start_seconds": window.start_seconds, "end_seconds": window.end_seconds} if windowed else {}
-                results.append(_predict_one(path, frames, span, step, state, names, detector, config,
-                                            min_face_fraction, out_dir if pictures else None, taken))
+                results.append(_predict_one(job, path, window.frames, frames, span))
         except ClipError as e:
             errors.append(str(e))
             print(f"skipped: {e}", file=sys.stderr)
@@ -196,19 +275,38 @@ def run(
     return results, errors
 
 
-def _predict_one(path, frames, span, step, state, names, detector, config, min_face_fraction,
-                 picture_dir, taken) -> dict:
-    """One clip or window: frames [T,h,w,3] -> its result (printed as one line)."""
+@dataclasses.dataclass
+class _Job:
+    """What every input of one predict run shares."""
+
+    step: Any
+    state: Any
+    names: list[str]
+    detector: Any
+    config: Any
+    min_face_fraction: float
+    picture_dir: str | None
+    maps_dir: str | None
+    patch_size: int
+    taken: set = dataclasses.field(default_factory=set)
+
+
+def _predict_one(job: _Job, path: str, frame_indices: np.ndarray, frames: np.ndarray, span: dict) -> dict:
+    """One clip or window: frames [T,h,w,3] (source frames `frame_indices`) -> its result (printed as
+    one line)."""
     where = f"{path} [{span['start_seconds']:g}-{span['end_seconds']:g} s]" if span else path
-    face, context = {}, None
-    if detector is not None:
-        frames, face, context = _face_frames(frames, detector, config.data.image_size, min_face_fraction)
+    face, context, squares, read_shape = {}, None, None, frames.shape[1:3]
+    if job.detector is not None:
+        frames, face, context, squares = _face_frames(
+            frames, job.detector, job.config.data.image_size, job.min_face_fraction
+        )
         if frames is None:
             print(f"{where}: {face['face']}")
             return {"input": path, **span, "prediction": None, "probabilities": None, **face}
-    probs, maps = jax.device_get(step(state, frames[None]))
+    probs, maps = jax.device_get(job.step(job.state, frames[None]))
     probs = np.asarray(probs[0], np.float64)
     top = int(probs.argmax())
+    names = job.names
     result = {
         "input": path,
         **span,
@@ -216,15 +314,26 @@ def _predict_one(path, frames, span, step, state, names, detector, config, min_f
         "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs)},
         **face,
     }
-    if picture_dir is not None:
+    name = None
+    if job.picture_dir is not None or job.maps_dir is not None:
+        name = _safe_name(path, job.taken) if not span else _safe_name(f"{path}_{span['start_seconds']:g}s", job.taken)
+    if job.picture_dir is not None:
         rows = [("motion weight", np.asarray(maps["motion"][0]))]
-        if "ot" in maps:
-            rows.append((f"OT mass: {names[top]}", np.asarray(maps["ot"][0])))
-        name = _safe_name(path, taken) if not span else _safe_name(f"{path}_{span['start_seconds']:g}s", taken)
-        picture = paths.join(picture_dir, name + ".png")
+        if "class_maps" in maps:
+            second = int(np.argsort(-probs)[1]) if len(probs) > 1 else top
+            for c, role in ((top, "predicted"), (second, "runner-up")):
+                if c != top or role == "predicted":
+                    rows.append((f"{names[c]} map\n({role})", np.asarray(maps["class_maps"][0, c])))
+        picture = paths.join(job.picture_dir, name + ".png")
         title = f"{os.path.basename(os.path.normpath(where))}: {names[top]} ({probs[top]:.2f})"
         heatmaps.clip_figure(picture, frames, rows, title, context=context)
         result["picture"] = picture
+    if job.maps_dir is not None:
+        source = _source_size(path)
+        boxes = _crop_boxes(squares, read_shape, source, len(frame_indices))
+        result["maps"] = paths.join(job.maps_dir, name + ".npz")
+        _write_maps(result["maps"], maps, names, top, frame_indices, boxes, squares is not None, source,
+                    job.config, job.patch_size)
     seen = f", face in {face['face_fraction']:.0%} of the frames" if face else ""
     print(f"{where}: {names[top]} ({probs[top]:.3f}){seen}")
     return result
@@ -254,6 +363,7 @@ def main(argv):
         window_seconds=_WINDOW_SECONDS.value,
         stride_seconds=_STRIDE_SECONDS.value,
         folder_fps=_FOLDER_FPS.value,
+        write_maps=_MAPS.value,
     )
     print(f"Wrote {out}/predictions.json and predictions.csv.")
     if errors:

@@ -33,6 +33,7 @@ from grace_jax import (
     config_checks,
     distributed,
     input_pipeline,
+    localization,
     losses,
     metric_writers,
     metrics,
@@ -46,13 +47,16 @@ from grace_jax import (
 )
 from grace_jax.data import device_transforms, tfds_source
 from grace_jax.models import grace
+from grace_jax.models import motion as motion_lib
 from grace_jax.text import tokenizer as tokenizer_lib
 
 TrainState = dict[str, Any]  # {"params", "frozen", "rest", "opt_state", "step"}
 
 
 # ------------------------------------------------------------------------------------ pure steps
-def _forward(graphdef, params, frozen, rest, batch, *, loss_cfg, image_size=None, normalize="clip"):
+def _forward(
+    graphdef, params, frozen, rest, batch, ot_probe=None, *, loss_cfg, image_size=None, normalize="clip"
+):
     model = nnx.merge(graphdef, params, frozen, rest)
     video = batch["video"]  # uint8 [B,T,H,W,3]
     if "crop_box" in batch:  # train batches with augment_on_device: frames at their stored size
@@ -60,7 +64,10 @@ def _forward(graphdef, params, frozen, rest, batch, *, loss_cfg, image_size=None
         video = device_transforms.augment(batch, size=image_size)  # f32 [B,T,image_size,image_size,3]
     video = input_pipeline.normalize_on_device(video, normalize)  # f32 [B,T,H,W,3]
     logits, aux = model(
-        video, captions=batch.get("caption_ids"), caption_eot=batch.get("caption_eot")
+        video,
+        captions=batch.get("caption_ids"),
+        caption_eot=batch.get("caption_eot"),
+        ot_probe=ot_probe,
     )
     loss, terms = losses.grace_loss(
         logits=logits,
@@ -88,13 +95,15 @@ def train_step(
     `image_size` is the model input side, needed when the batch carries `crop_box`/`flip` (frames
     cropped and resized here, on the accelerator). `normalize`: config.data.normalize.
     """
-    grad_fn = jax.value_and_grad(_forward, argnums=1, has_aux=True)
-    (_, (terms, logits, aux)), grads = grad_fn(
+    # The probe's gradient counts OT problems whose gradient came out non-finite and was zeroed.
+    grad_fn = jax.value_and_grad(_forward, argnums=(1, 5), has_aux=True)
+    (_, (terms, logits, aux)), (grads, fallbacks) = grad_fn(
         graphdef,
         state["params"],
         state["frozen"],
         state["rest"],
         batch,
+        jnp.zeros((), jnp.float32),
         loss_cfg=loss_cfg,
         image_size=image_size,
         normalize=normalize,
@@ -108,18 +117,50 @@ def train_step(
         accuracy=(correct * mask).sum() / jnp.maximum(mask.sum(), 1.0),
         grad_norm=optax.tree.norm(grads),
     )
+    out.update(ot_summaries(aux))
     if "ot_converged" in aux:
-        out["ot_converged"] = aux["ot_converged"].astype(jnp.float32).mean()
-        out["ot_iterations"] = aux["ot_iterations"].astype(jnp.float32).mean()
+        out["ot_fallbacks"] = fallbacks
     new_state = dict(state, params=params, opt_state=opt_state, step=state["step"] + 1)
     return new_state, out
+
+
+def ot_summaries(aux: dict) -> dict:
+    """Batch means of the OT problems' convergence and sharpness (empty when OT is off)."""
+    if "ot_converged" not in aux:
+        return {}
+    out = {"ot_converged": aux["ot_converged"].astype(jnp.float32).mean()}
+    for key in ("ot_iterations", "ot_epsilon", "ot_cost_std", "ot_mutual_information", "ot_visual_entropy"):
+        out[key] = aux[key].astype(jnp.float32).mean()
+    return out
+
+
+def _localization(patch: int, batch: dict, aux: dict, normalize: str) -> dict:
+    """Per-clip localization of the model's maps against the batch's ground truth (SynthFER)."""
+    mask = localization.expression_mask(
+        expression=batch["gt_expression"], distractor=batch["gt_distractor"], patch_size=patch
+    )  # [B,T,P]
+    mask = mask & batch["has_ground_truth"][:, None, None]
+    # The fixed pixel prior as the model had it before motion learned (softmax of the clip-max
+    # normalised motion, tau = alpha = 0.1), computed from the same input: the baseline to beat.
+    video = input_pipeline.normalize_on_device(batch["video"], normalize)
+    prior = motion_lib.motion_weights(
+        motion_lib.pixel_motion(video, patch), tau=0.1, alpha=0.1, normalize="clip_max"
+    )
+    maps = {"motion_weights": aux["motion_weights"], "pixel_prior": prior}
+    if "class_maps" in aux:
+        maps["predicted_class_map"] = aux["ot_visual_mass"]
+        maps["true_class_map"] = jnp.take_along_axis(
+            aux["class_maps"], batch["label"][:, None, None, None], axis=1
+        )[:, 0]
+    return {name: localization.localization(maps=m, mask=mask) for name, m in maps.items()}
 
 
 def eval_step(
     state: TrainState, batch: dict, *, graphdef, loss_cfg: dict, num_classes: int, normalize: str = "clip"
 ):
-    """Confusion-matrix counts [C,C] and the summed loss of one batch; padding rows do not count."""
-    loss, (_, logits, _) = _forward(
+    """Confusion-matrix counts [C,C], the summed loss of one batch (padding rows do not count) and
+    extras: OT summaries and, when the batch carries ground truth, per-clip localization figures."""
+    loss, (_, logits, aux) = _forward(
         graphdef,
         state["params"],
         state["frozen"],
@@ -134,7 +175,14 @@ def eval_step(
         mask=batch["mask"],
         num_classes=num_classes,
     )
-    return confusion, loss * batch["mask"].sum()
+    extras = {"ot": ot_summaries(aux)}
+    if "gt_expression" in batch:
+        # Merged only to read the patch size, a constant of the module (no computation is traced).
+        patch = nnx.merge(graphdef, state["params"], state["frozen"], state["rest"]).patch_size
+        extras["localization"] = _localization(patch, batch, aux, normalize)
+        # Replicated with the figures, so every process can read them (the batch is sharded).
+        extras["label"], extras["mask"] = batch["label"], batch["mask"]
+    return confusion, loss * batch["mask"].sum(), extras
 
 
 # ------------------------------------------------------------------------------------ set-up
@@ -178,7 +226,16 @@ def _prepare_data(config, workdir: str) -> str | tfds_source.TfdsDataset:
     if config.data.dir:
         return paths.resolve(config.data.dir)
     out = paths.join(workdir, "synthfer")  # config_checks: data.dir empty means SynthFER
-    if not paths.exists(paths.join(out, "manifest.json")):
+    manifest_path = paths.join(out, "manifest.json")
+    if paths.exists(manifest_path):
+        built = (json.loads(paths.read_text(manifest_path)).get("synth") or {}).get("variant", "standard")
+        wanted = config.data.get("synth_variant", "standard")
+        if built != wanted:
+            raise cli.ConfigError(
+                f"data.synth_variant={wanted!r}, but {out} holds SynthFER's {built!r} variant from an "
+                "earlier run in this workdir: use another --workdir (or remove that folder)."
+            )
+    if not paths.exists(manifest_path):
         if jax.process_index() == 0:
             print(f"Generating SynthFER into {out} (once: later runs in this workdir reuse it).", flush=True)
             # ArrayRecord writes local files only: for a gs:// workdir, build in a local temporary
@@ -204,6 +261,7 @@ def _build_synthfer(config, out: str) -> None:
         f"--synth_train={config.data.synth_train_clips}", f"--synth_test={config.data.synth_test_clips}",
         f"--synth_seed={config.seed}", f"--frame_size={config.data.image_size}",
         f"--workers={os.cpu_count() or 1}",
+        f"--synth_variant={config.data.get('synth_variant', 'standard')}",
     ]
     if config.data.image_size % 2 == 0:  # H.264 4:2:0 needs even sides
         # One test clip per class as mp4, for the README's predict command after the demo.
@@ -248,14 +306,31 @@ def create_state(config, tokenizer, steps_per_epoch: int):
 
 
 # ------------------------------------------------------------------------------------ the loop
-def evaluate(eval_fn, state, loader, mesh, num_classes: int) -> tuple[np.ndarray, float]:
+def evaluate(
+    eval_fn, state, loader, mesh, num_classes: int, class_names: list[str] | None = None
+) -> tuple[np.ndarray, float, dict]:
+    """One pass of `eval_fn` over `loader`: (confusion [C,C], mean loss, extras) where extras has
+    "ot" (batch-averaged OT summaries, when OT is on) and "localization" (a
+    `localization.Accumulator` summary, when the data carries ground truth)."""
     confusion = np.zeros((num_classes, num_classes), np.int64)
     loss_sum = 0.0
+    ot_sums: dict[str, float] = {}
+    batches = 0
+    names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+    located = localization.Accumulator(names)
     for batch in loader:
-        cm, loss = eval_fn(state, sharding.global_batch(batch, mesh))
+        cm, loss, extras = eval_fn(state, sharding.global_batch(batch, mesh))
         confusion += np.asarray(jax.device_get(cm))
         loss_sum += float(loss)
-    return confusion, loss_sum / max(int(confusion.sum()), 1)
+        batches += 1
+        for key, value in extras["ot"].items():
+            ot_sums[key] = ot_sums.get(key, 0.0) + float(value)
+        if "localization" in extras:
+            located.add(*jax.device_get((extras["localization"], extras["label"], extras["mask"])))
+    out: dict = {"ot": {k: v / max(batches, 1) for k, v in ot_sums.items()}}
+    if located.sums:
+        out["localization"] = located.summary()
+    return confusion, loss_sum / max(int(confusion.sum()), 1), out
 
 
 def _process_rows(batch_sh, global_batch_size: int) -> dict:
@@ -348,7 +423,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             normalize=normalize,
         ),
         in_shardings=(state_sh, batch_sh),
-        out_shardings=(replicated, replicated),
+        out_shardings=(replicated, replicated, replicated),
     ), "eval_step")
 
     caption_tok = tokenizer if config.model.cate.captions else None
@@ -379,10 +454,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     )
     train_iter = prefetch.DevicePrefetcher(host_iter, lambda b: sharding.global_batch(b, mesh))
 
+    # SynthFER's test split carries where the expression is: the eval then measures localization.
+    ground_truth = localization.has_ground_truth(manifest, config.data.eval_split)
+
     def eval_loader():
         return input_pipeline.make_eval_loader(
             data_dir,
             config.data.eval_split,
+            ground_truth=ground_truth,
             global_batch_size=config.data.get("eval_batch_size") or batch_size,
             **_process_rows(batch_sh, config.data.get("eval_batch_size") or batch_size),
             **loader_kw,
@@ -435,9 +514,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             last = step == total_steps
             if step % eval_every == 0 or last:
                 start = time.perf_counter()
-                confusion, eval_loss = evaluate(eval_fn, state, eval_loader(), mesh, num_classes)
+                confusion, eval_loss, extras = evaluate(
+                    eval_fn, state, eval_loader(), mesh, num_classes, class_names
+                )
                 summary = metrics.summarize(confusion=confusion, class_names=class_names)
-                summary.update(step=step, loss=eval_loss, confusion=confusion.tolist())
+                summary.update(step=step, loss=eval_loss, confusion=confusion.tolist(), **extras)
                 writer.write(
                     step,
                     "eval",
@@ -446,12 +527,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
                         "war": summary["war"],
                         "loss": eval_loss,
                         **{f"recall/{k}": v for k, v in summary["per_class_recall"].items()},
+                        **extras["ot"],
+                        **localization.flat_metrics(extras.get("localization")),
                     },
                 )
                 if is_main:
                     print(
                         f"eval step {step}: UAR {summary['uar']:.4f} WAR {summary['war']:.4f} "
-                        f"({summary['num_examples']} clips, {time.perf_counter() - start:.1f} s)",
+                        f"({summary['num_examples']} clips, {time.perf_counter() - start:.1f} s)"
+                        + localization.one_line(extras.get("localization")),
                         flush=True,
                     )
                 if summary["uar"] > best["uar"]:

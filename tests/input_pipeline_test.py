@@ -293,3 +293,40 @@ def test_dferclip_eval_resize_equals_the_centre_crop_on_square_shards(synth_dir)
                  list(ip.make_eval_loader(synth_dir, "test", **kw)))
     with pytest.raises(ValueError, match="augment='dfer'"):
         ip.make_eval_loader(synth_dir, "test", augment="dfer", **kw)
+
+
+@pytest.mark.parametrize("augment", ["grace", "dferclip"])
+def test_eval_ground_truth_is_aligned_with_video(synth_dir, augment):
+    from data_prep import synth
+    from grace_jax.data import clip_transforms as ct
+    from grace_jax.data.segments import segment_indices
+
+    kw = dict(global_batch_size=4, num_frames=8, image_size=16, shard_index=0, shard_count=1, augment=augment)
+    batches = list(ip.make_eval_loader(synth_dir, "test", ground_truth=True, normalize_on_host=False, **kw))
+    plain = list(ip.make_eval_loader(synth_dir, "test", normalize_on_host=False, **kw))
+    table = ip.read_clip_table(synth_dir, "test")
+    config = synth.SynthConfig(frame_size=24, min_frames=6, max_frames=20)
+    box = ct.full_box(24, 24) if augment == "dferclip" else ct.centre_box(24, 24)
+    rows = 0
+    for batch, without in zip(batches, plain):
+        assert "gt_expression" not in without
+        np.testing.assert_array_equal(batch["video"], without["video"])  # ground truth changes nothing else
+        for key in ("gt_expression", "gt_distractor"):
+            assert batch[key].shape == (4, 8, 16, 16, 3) and batch[key].dtype == np.uint8
+            assert not batch[key][~batch["mask"]].any()
+        np.testing.assert_array_equal(batch["has_ground_truth"], batch["mask"])
+        for row in np.flatnonzero(batch["mask"]):
+            clip = table[batch["clip_index"][row]]
+            seed = synth.clip_seed(0, "test", int(clip["clip_id"].rsplit("/", 1)[1]))
+            indices = segment_indices(clip["num_frames"], 8, train=False)
+            expected = synth.sample_ground_truth(seed, clip["label"], config)
+            for key, frames in zip(("gt_expression", "gt_distractor"), expected):
+                np.testing.assert_array_equal(batch[key][row], ct.resize_box(frames[indices], indices, box, 16))
+            # The clip itself at the same frames, crop and resize: equal up to noise and JPEG.
+            full = ct.resize_box(synth.sample_clip(seed, clip["label"], config)[indices], indices, box, 16)
+            assert np.abs(batch["video"][row].astype(float) - full).mean() < 4
+            rows += 1
+    assert rows == NUM_TEST
+    # The train split's records carry none (as records written before ground truth existed).
+    train = next(iter(ip.make_eval_loader(synth_dir, "train", ground_truth=True, **kw)))
+    assert not train["has_ground_truth"].any() and not train["gt_expression"].any()

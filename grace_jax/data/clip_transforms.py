@@ -3,7 +3,9 @@
 Elements entering these transforms come from `IndexedSource`: {"key": record index (or -1 for an eval
 padding row), "data": record bytes}. They leave as {"video": float32 [T,H,W,3], "label": int32,
 "mask": bool, "clip_index": int32} (`video` stays uint8 when normalize_on_host is False) plus, with a tokenizer, {"caption_ids": int32 [L], "caption_eot":
-int32, "has_caption": bool}. Transforms are plain picklable objects so grain worker processes can run them.
+int32, "has_caption": bool}, and from `EvalClipTransform(ground_truth=True)` {"gt_expression": uint8
+[T,H,W,3], "gt_distractor": uint8 [T,H,W,3], "has_ground_truth": bool} (see there). Transforms are
+plain picklable objects so grain worker processes can run them.
 
 Two augmentations (`augment`):
   "grace": torchvision-style RandomResizedCrop (aspect ratio log-uniform, the box resampled out of the
@@ -404,13 +406,42 @@ class TrainClipTransform(_ClipTransformBase, grain.transforms.RandomMap):
 @dataclasses.dataclass
 class EvalClipTransform(_ClipTransformBase, grain.transforms.Map):
     """Centre frame per segment; "grace": centre square crop, "dferclip": the whole frame, resized to
-    `image_size` (bilinear); normalization; padding rows become masked zeros."""
+    `image_size` (bilinear); normalization; padding rows become masked zeros.
+
+    With `ground_truth`, elements also hold the record's ground-truth frames (schema.GROUND_TRUTH_KINDS)
+    at the frame indices and with the crop and resize of `video`, so they align pixel for pixel:
+    `gt_expression` (the clip with the expression only) and `gt_distractor` (the distractors only), uint8
+    [T, image_size, image_size, 3], never normalized, and `has_ground_truth` (bool); records without
+    ground truth and padding rows get zeros and False.
+    """
+
+    ground_truth: bool = False
 
     def map(self, element: dict) -> dict:
         if element["key"] < 0:
             frames = np.zeros((self.num_frames, self.image_size, self.image_size, 3), np.uint8)
-            return self._finish(element, None, frames)
+            return self._with_ground_truth(self._finish(element, None, frames), None, None, None, None)
         view = schema.parse(element["data"])
         indices = segment_indices(view.num_frames, self.num_frames, train=False)
         box_fn = full_box if self.augment == "dferclip" else centre_box
-        return self._finish(element, view, decode_resized(view, indices, box_fn, self.image_size))
+        frames = decode_frames(view, indices)
+        box = box_fn(frames.shape[2], frames.shape[1])
+        out = self._finish(element, view, resize_box(frames, indices, box, self.image_size))
+        return self._with_ground_truth(out, view, indices, box, frames.shape[1:3])
+
+    def _with_ground_truth(self, out: dict, view: schema.RecordView | None, indices, box, stored) -> dict:
+        if not self.ground_truth:
+            return out
+        shape = (self.num_frames, self.image_size, self.image_size, 3)
+        present = view is not None and view.has_ground_truth
+        for kind in schema.GROUND_TRUTH_KINDS:
+            if not present:
+                out[f"gt_{kind}"] = np.zeros(shape, np.uint8)
+                continue
+            frames = view.decode_ground_truth(kind, indices)
+            if frames.shape[1:3] != tuple(stored):  # `box` is in the video frames' pixels
+                raise ValueError(f"clip {view.clip_id!r}: {kind} ground truth is {frames.shape[1]}x{frames.shape[2]}, "
+                                 f"its frames {stored[0]}x{stored[1]}")
+            out[f"gt_{kind}"] = resize_box(frames, indices, box, self.image_size)
+        out["has_ground_truth"] = np.bool_(present)
+        return out

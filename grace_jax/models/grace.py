@@ -3,12 +3,15 @@
 Forward pass for B clips of T frames, C classes (D = CLIP joint dim, P patches per frame):
 
   frames --CLIP ViT--> cls [B,T,D], patches [B,T,P,D]
-  motion weights w [B,T,P]  (pixel or feature differences; uniform when motion is off)
+  motion weights w [B,T,P]  (learned from feature differences, or the fixed pixel prior; uniform
+                             when motion is off)
   frame features cls + tanh(g) * pool_w(patches)  --temporal transformer--> video [B,D]
   coarse prompts (learned contexts + class name or cue) --text tower--> class embeddings [C,D], tokens
   CATE: frozen cue tokens refined by the coarse tokens; importance = text marginal; pooled cue [C,D]
   global logits = scale * cos(video, class embedding)
-  OT logits     = scale * sum(P * cos) between text tokens and the B*T*P visual tokens (marginal w)
+  OT logits     = scale * sum(P * cos) between each class's text tokens and the clip's visual tokens:
+                  text marginal exact, visual side semi-relaxed around the prior w (ot.tau_visual < 1),
+                  so the mass each visual token receives depends on the class: the class's map
   logits        = (1 - fusion) * global + fusion * OT
 
 With motion, CATE and OT all off this is DFER-CLIP exactly (fixed scale 100, class-specific contexts,
@@ -84,6 +87,7 @@ class GRACE(nnx.Module):
         self.use_captions = bool(cfg.cate.captions)
         self.motion_cfg = dict(cfg.motion)
         self.ot_cfg = dict(cfg.ot)
+        self.cate_cfg = dict(cfg.cate)
 
         self.prompts = prompts.PromptLearner(
             class_tokens.prompt_ids,
@@ -104,6 +108,13 @@ class GRACE(nnx.Module):
             dtype=dtype,
             rngs=rngs,
         )
+        self.learned_motion = self.use_motion and cfg.motion.get("weighting", "fixed") == "learned"
+        if self.learned_motion:
+            self.motion_head = motion.MotionHead(
+                dim, hidden=cfg.motion.get("hidden", 64), dtype=dtype, rngs=rngs
+            )
+        else:
+            self.motion_head = None
         if self.use_motion and cfg.motion.pool:
             # Zero-initialised so +motion starts from the DFER-CLIP function and learns the mix.
             self.motion_gate = nnx.Param(jnp.zeros(()))
@@ -123,21 +134,27 @@ class GRACE(nnx.Module):
         b, t, p, _ = patches.shape
         if not self.use_motion:
             return jnp.full((b, t, p), 1.0 / (t * p), jnp.float32)
-        mode = self.motion_cfg["mode"]
-        if mode == "pixel":
-            m = motion.pixel_motion(images, self.patch_size)  # [B,T,P]
-        elif mode == "feature":
+        c = self.motion_cfg
+        pixel = motion.pixel_motion(images, self.patch_size)  # [B,T,P]
+        if c["mode"] == "pixel":
+            m = pixel
+        elif c["mode"] == "feature":
             m = motion.feature_motion(patches)  # [B,T,P]
         else:
-            raise ValueError(f"model.motion.mode must be 'pixel' or 'feature', got {mode!r}")
-        return motion.motion_weights(m, tau=self.motion_cfg["tau"], alpha=self.motion_cfg["alpha"])
+            raise ValueError(f"model.motion.mode must be 'pixel' or 'feature', got {c['mode']!r}")
+        # Configs saved before the field existed divided by the clip maximum.
+        normalize = c.get("normalize", "clip_max")
+        if self.motion_head is None:
+            return motion.motion_weights(m, tau=c["tau"], alpha=c["alpha"], normalize=normalize)
+        prior_logit = motion.normalize_motion(m, normalize) / c["tau"]  # [B,T,P]
+        return motion.mix_uniform(self.motion_head(patches, pixel, prior_logit), c["alpha"])
 
     def _frozen_text(self, ids: jax.Array, eot: jax.Array) -> jax.Array:
         # The text tower is frozen: no gradient needs to flow back through it for fixed texts.
         _, tokens = self.clip.encode_text(ids, eot)
         return jax.lax.stop_gradient(tokens)  # [N,L,D]
 
-    def _ot(self, text, text_mass, visual, visual_mass):
+    def _ot(self, text, text_mass, visual, visual_mass, probe=None):
         c = self.ot_cfg
         return alignment.ot_scores(
             text.astype(jnp.float32),
@@ -149,6 +166,10 @@ class GRACE(nnx.Module):
             threshold=c["threshold"],
             inner_iterations=c["inner_iterations"],
             implicit=c["implicit"],
+            # Configs saved before these fields existed: absolute epsilon, balanced transport.
+            relative_epsilon=c.get("relative_epsilon", False),
+            tau_b=c.get("tau_visual", 1.0),
+            probe=probe,
         )
 
     def __call__(
@@ -157,6 +178,7 @@ class GRACE(nnx.Module):
         *,
         captions: jax.Array | None = None,
         caption_eot: jax.Array | None = None,
+        ot_probe: jax.Array | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Classifies clips.
 
@@ -165,12 +187,17 @@ class GRACE(nnx.Module):
             or [0,1] for DFER-CLIP's recipe).
           captions: optional [B,L] int32 per-clip caption token ids (used when cate.captions).
           caption_eot: [B] int32 EOT positions of ``captions``.
+          ot_probe: optional float32 scalar zero; the gradient with respect to it counts the OT
+            problems whose gradient was non-finite and zeroed (alignment module docstring).
 
         Returns:
           (logits [B,C], aux) with aux["motion_weights"] [B,T,P], aux["global_logits"] [B,C], and
-          with OT on: "ot_logits" [B,C], "ot_plan" [B,N,K] and "ot_visual_mass" [B,T,P] for the
-          predicted class, "text_mass" [C,N], "ot_converged" / "ot_iterations" / "ot_error" [B,C];
-          with captions: "caption_scores" [B,B] (clip x caption).
+          with OT on: "ot_logits" [B,C]; "class_maps" [B,C,T,P], per class the transport mass each
+          visual token receives (sums to 1; zero on tokens top_k left out); "ot_visual_mass"
+          [B,T,P], the predicted class's map; "text_mass" [C,N]; per problem [B,C]:
+          "ot_converged", "ot_iterations", "ot_error", "ot_epsilon", "ot_cost_std",
+          "ot_mutual_information" (nats), "ot_visual_entropy" (nats); with captions:
+          "caption_scores" [B,B] (clip x caption).
         """
         b, t, h, w, ch = images.shape
         cls, patches = self.clip.encode_image(images.reshape(b * t, h, w, ch))
@@ -210,44 +237,70 @@ class GRACE(nnx.Module):
             return global_logits, aux
 
         k = int(self.motion_cfg.get("top_k", 0) or 0)
-        vis, vis_mass, vis_idx = motion.select_top_k(
-            patches.reshape(b, t * p, d), weights.reshape(b, t * p), k
-        )  # [B,K,D], [B,K], [B,K]
+        vis, vis_mass, vis_idx = motion.select_top_k(patches, weights, k)  # [B,K,D], [B,K], [B,K]
         logits = global_logits
         if self.use_ot:
             scores, res = self._ot(
-                text_tokens[None], text_mass[None], vis[:, None], vis_mass[:, None]
+                text_tokens[None], text_mass[None], vis[:, None], vis_mass[:, None], ot_probe
             )  # [B,C], plan [B,C,N,K]
             ot_logits = self.logit_scale * scores
             fusion = self.ot_cfg["fusion_weight"]
             logits = (1.0 - fusion) * global_logits + fusion * ot_logits
             pred = jnp.argmax(logits, axis=-1)  # [B]
-            plan = jnp.take_along_axis(res.plan, pred[:, None, None, None], axis=1)[:, 0]
-            col_mass = plan.sum(axis=1)  # [B,K] transport mass received by each visual token
-            vis_mass_full = jnp.zeros((b, t * p), col_mass.dtype)
-            vis_mass_full = vis_mass_full.at[jnp.arange(b)[:, None], vis_idx].set(col_mass)
+            col_mass = jax.lax.stop_gradient(res.plan).sum(axis=2)  # [B,C,K] mass each token receives
+            maps = jnp.zeros((b, self.num_classes, t * p), col_mass.dtype)
+            maps = maps.at[jnp.arange(b)[:, None, None], jnp.arange(self.num_classes)[None, :, None],
+                           vis_idx[:, None, :]].set(col_mass)
+            maps = maps.reshape(b, self.num_classes, t, p)  # [B,C,T,P]
+            stats = alignment.plan_statistics(plan=res.plan)
             aux.update(
                 ot_logits=ot_logits,
-                ot_plan=plan,
-                ot_visual_mass=vis_mass_full.reshape(b, t, p),
+                class_maps=maps,
+                ot_visual_mass=jnp.take_along_axis(maps, pred[:, None, None, None], axis=1)[:, 0],
                 text_mass=text_mass,
                 ot_converged=res.converged,
                 ot_iterations=res.n_iters,
                 ot_error=res.error,
+                ot_epsilon=res.epsilon,
+                ot_cost_std=res.cost_std,
+                ot_mutual_information=stats["mutual_information"],
+                ot_visual_entropy=stats["visual_entropy"],
             )
         if self.use_captions and captions is not None:
-            if caption_eot is None:
-                caption_eot = clip_lib.find_eot(captions, self.clip.config.text.eos_token_id)
-            cap = self._frozen_text(captions, caption_eot)  # [B,Lc,D]
-            cap_valid = prompts.valid_token_mask(cap.shape[1], caption_eot)
-            cap_mass = (
-                self.cate.importance(cap, cap_valid)
-                if self.use_cate
-                else cate.masked_softmax(jnp.zeros(cap_valid.shape), cap_valid)
-            )  # [B,Lc]
-            cap_scores, _ = self._ot(cap[None], cap_mass[None], vis[:, None], vis_mass[:, None])
-            aux["caption_scores"] = cap_scores  # [B clips, B captions]
+            aux["caption_scores"] = self._caption_scores(
+                captions, caption_eot, patches, weights, ot_probe
+            )  # [B clips, B captions]
         return logits, aux
+
+    def _caption_scores(self, captions, caption_eot, patches, weights, probe) -> jax.Array:
+        """[B clips, B captions] OT scores, each clip against every caption of the batch.
+
+        Bounded cost: captions are cut to ``cate.caption_tokens`` positions (the text tower is
+        causal, so the kept tokens' features are those of the whole caption) and each clip keeps its
+        ``cate.caption_top_k`` most weighted visual tokens, so a problem is at most that size whatever
+        the caption's padding or the clip's token count.
+        """
+        if caption_eot is None:
+            caption_eot = clip_lib.find_eot(captions, self.clip.config.text.eos_token_id)
+        length = min(int(self.cate_cfg.get("caption_tokens", 0) or captions.shape[1]), captions.shape[1])
+        cap_ids = captions[:, :length]  # [B,Lc]
+        cap = jax.lax.stop_gradient(self.clip.encode_text(cap_ids, jnp.minimum(caption_eot, length - 1))[1])
+        # Word tokens only (0 < position < EOT), as far as the cut keeps them.
+        cap_valid = prompts.valid_token_mask(length, jnp.minimum(caption_eot, length))  # [B,Lc]
+        cap_mass = (
+            self.cate.importance(cap, cap_valid)
+            if self.use_cate
+            else cate.masked_softmax(jnp.zeros(cap_valid.shape), cap_valid)
+        )  # [B,Lc]
+        # A clip without a caption has no word token: an all-zero marginal never converges and would
+        # keep every problem of the batch iterating; a uniform stand-in converges at once (the loss
+        # masks these pairs out).
+        empty = cap_valid.sum(-1, keepdims=True) == 0
+        cap_mass = jnp.where(empty, 1.0 / length, cap_mass)
+        k = int(self.cate_cfg.get("caption_top_k", 0) or 0)
+        vis, vis_mass, _ = motion.select_top_k(patches, weights, k)  # [B,K,D], [B,K]
+        scores, _ = self._ot(cap[None], cap_mass[None], vis[:, None], vis_mass[:, None], probe)
+        return scores
 
 
 def _stored_cue_rows(cfg: Any):

@@ -1,5 +1,6 @@
 """Per-clip transforms: CLIP normalization, crop boxes, decoding only the sampled frames."""
 
+import dataclasses
 import io
 
 import numpy as np
@@ -238,3 +239,27 @@ def test_dferclip_eval_resizes_the_whole_frame_grace_crops_the_centre():
     unit = ct.EvalClipTransform(num_frames=2, image_size=16, normalize="unit", augment="dferclip").map(
         {"key": 0, "data": data})
     np.testing.assert_array_equal(unit["video"], whole.astype(np.float32) / np.float32(255))
+
+
+def test_eval_transform_ground_truth_fields():
+    frames = np.stack([np.full((20, 20, 3), 10 * i, np.uint8) for i in range(6)])
+    gt = np.stack([np.full((20, 20, 3), 100 + i, np.uint8) for i in range(6)])
+    record = schema.ClipRecord(2, "c", tuple(schema.encode_jpeg(f, 95) for f in frames), 20,
+                               expression_frames=tuple(schema.encode_png(f) for f in gt),
+                               distractor_frames=tuple(schema.encode_png(255 - f) for f in gt))
+    transform = ct.EvalClipTransform(num_frames=4, image_size=10, ground_truth=True, normalize_on_host=False)
+    out = transform.map({"key": 0, "data": schema.serialize(record)})
+    levels = out["gt_expression"][:, 0, 0, 0].astype(int) - 100  # which frames: those of `video`
+    np.testing.assert_allclose(out["video"][:, 0, 0, 0], 10 * levels, atol=2)
+    assert out["has_ground_truth"] and out["gt_distractor"].shape == (4, 10, 10, 3)
+    np.testing.assert_array_equal(out["gt_distractor"], 255 - out["gt_expression"])
+    old = schema.ClipRecord(2, "c", record.frames, 20)  # a record without ground truth (version 1)
+    for element in ({"key": 0, "data": schema.serialize(old)}, {"key": -1, "data": b""}):
+        out = transform.map(element)
+        assert not out["has_ground_truth"] and out["gt_expression"].shape == (4, 10, 10, 3)
+        assert not out["gt_expression"].any() and not out["gt_distractor"].any()
+    plain = ct.EvalClipTransform(num_frames=4, image_size=10).map({"key": 0, "data": schema.serialize(record)})
+    assert "gt_expression" not in plain and "has_ground_truth" not in plain
+    small = dataclasses.replace(record, expression_frames=tuple(schema.encode_png(f[:10, :10]) for f in gt))
+    with pytest.raises(ValueError, match="expression ground truth is 10x10, its frames 20x20"):
+        transform.map({"key": 0, "data": schema.serialize(small)})

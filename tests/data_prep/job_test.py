@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from video_fixtures import frame_value, make_frame_folder, read_split  # noqa: E402
 
-from data_prep import job, report
+from data_prep import job, report, synth
 from data_prep.writer import OutputExistsError
 from grace_jax.data import schema
 
@@ -149,12 +149,15 @@ def test_worker_processes_write_the_same_shards_as_one_process(tmp_path):
 def test_command_line_writes_manifest_with_command_and_refuses_rerun(tmp_path):
     out = tmp_path / "cli"
     cmd = [sys.executable, "-m", "data_prep.build_dataset", "--dataset=synth", "--synth_train=7",
-           "--synth_test=7", "--frame_size=24", f"--out={out}", "--workers=1"]
+           "--synth_test=7", "--frame_size=24", f"--out={out}", "--workers=1", "--synth_variant=hard",
+           "--nosynth_ground_truth"]
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     first = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     manifest = json.load(open(out / "manifest.json"))
     assert "--dataset=synth" in manifest["command"] and manifest["frame_size"] == 24
+    assert manifest["synth"] == {"variant": "hard", "seed": 0, "ground_truth_splits": []}
+    assert not any(r.has_ground_truth for r in read_split(str(out), "test"))
     second = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=120)
     assert second.returncode != 0
     assert f"output {out} already exists" in second.stderr
@@ -250,4 +253,32 @@ def test_synth_examples_need_an_even_frame_size_and_write_nothing(tmp_path):
     with pytest.raises(job.BuildError, match="even --frame_size"):
         job.build(_config(dataset="synth", out=str(tmp_path / "s"), synth_train=7, synth_test=7,
                           synth_examples=1, frame_size=33))
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("variant", synth.VARIANTS)
+def test_synth_test_records_carry_lossless_ground_truth_and_train_records_none(tmp_path, variant):
+    out = tmp_path / "synth"
+    manifest = job.build(_config(dataset="synth", out=str(out), synth_train=3, synth_test=4, synth_seed=5,
+                                 synth_variant=variant, synth_min_frames=6, synth_max_frames=9))
+    assert manifest["synth"] == {"variant": variant, "seed": 5, "ground_truth_splits": ["test"]}
+    assert manifest["format_version"] == schema.FORMAT_VERSION
+    config = synth.SynthConfig(frame_size=32, min_frames=6, max_frames=9, variant=variant)
+    assert not any(r.has_ground_truth for r in read_split(str(out), "train"))
+    for i, record in enumerate(read_split(str(out), "test")):
+        assert record.clip_id == f"synth/test/{i:06d}" and record.has_ground_truth
+        seed = synth.clip_seed(5, "test", i)
+        expression, distractors = synth.sample_ground_truth(seed, synth.clip_label(i), config)
+        everything = range(record.num_frames)
+        assert len(record.header["expression_lengths"]) == len(record.header["distractor_lengths"]) == record.num_frames
+        np.testing.assert_array_equal(record.decode_ground_truth("expression", everything), expression)
+        np.testing.assert_array_equal(record.decode_ground_truth("distractor", everything), distractors)
+        # The stored clip is the variant's clip of the same seed (JPEG q95 of it, noise and all).
+        clip = synth.sample_clip(seed, synth.clip_label(i), config).astype(np.float32)
+        assert np.abs(record.decode_frames(everything).astype(np.float32) - clip).mean() < 6
+
+
+def test_unknown_synth_variant_is_refused_before_any_work(tmp_path):
+    with pytest.raises(job.BuildError, match="--synth_variant must be one of standard, hard, got 'easy'"):
+        job.build(_config(dataset="synth", out=str(tmp_path / "s"), synth_train=7, synth_test=7, synth_variant="easy"))
     assert os.listdir(tmp_path) == []

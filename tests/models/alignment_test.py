@@ -26,7 +26,7 @@ def _f32(*xs):
 # The solvers jitted, as the model runs them. Called op by op instead, every problem size compiled each
 # of the ~40 operations around the Sinkhorn loop on its own: most of this file's time, for the same
 # computation.
-_OT_OPTIONS = ("epsilon", "max_iterations", "threshold", "inner_iterations", "implicit")
+_OT_OPTIONS = ("epsilon", "max_iterations", "threshold", "inner_iterations", "implicit", "relative_epsilon", "tau_b")
 _solve_ot = jax.jit(alignment.solve_ot, static_argnames=_OT_OPTIONS)
 _sinkhorn_plan = jax.jit(alignment.sinkhorn_plan, static_argnames=_OT_OPTIONS)
 _ot_scores = jax.jit(alignment.ot_scores, static_argnames=_OT_OPTIONS)
@@ -172,3 +172,92 @@ def test_ot_scores_broadcast_over_classes():
 def test_rejects_missing_epsilon():
     with pytest.raises(ValueError, match="epsilon"):
         alignment.solve_ot(jnp.zeros((2, 3)), jnp.full(2, 0.5), jnp.full(3, 1 / 3), epsilon=None)
+
+
+@pytest.mark.parametrize("tau_b", [0.5, 0.1])
+def test_semi_relaxed_matches_pot_unbalanced(tau_b):
+    """tau_b < 1: POT's unbalanced Sinkhorn with an exact source side (reg_m = (inf, rho)), the
+    entropy regulariser, and rho = eps tau_b / (1 - tau_b), ott's parametrisation."""
+    rng = np.random.default_rng(11)
+    cost, a, b = _problem(rng, 12, 60)
+    eps = 0.1
+    rho = eps * tau_b / (1 - tau_b)
+    ref = ot.unbalanced.sinkhorn_unbalanced(
+        a, b, cost, eps, (float("inf"), rho), method="sinkhorn", reg_type="entropy",
+        numItermax=100_000, stopThr=1e-13,
+    )
+    out = _solve_ot(*_f32(cost, a, b), epsilon=eps, tau_b=tau_b, max_iterations=5000, threshold=1e-7)
+    plan = np.asarray(out.plan, np.float64)
+    assert np.abs(plan - ref).max() <= 1e-5 * ref.max()
+    assert np.abs(plan.sum(1) - a).max() <= 1e-5  # the text side stays exact
+    assert np.abs(plan.sum(0) - b).sum() > 0.1  # the visual side moved away from b
+
+
+def test_semi_relaxed_column_mass_follows_the_text_balanced_does_not():
+    """Two 'classes' whose text matches different visual tokens: relaxed, each sends its mass to its
+    own tokens; balanced, both column masses are b whatever the text."""
+    rng = np.random.default_rng(12)
+    visual = rng.normal(size=(30, 16))
+    text = np.stack([visual[:5] + 0.1 * rng.normal(size=(5, 16)), visual[20:25] + 0.1 * rng.normal(size=(5, 16))])
+    text, visual = jnp.asarray(text, jnp.float32), jnp.asarray(visual, jnp.float32)
+    a = jnp.full((2, 5), 0.2)
+    b = jnp.full((30,), 1 / 30)
+    for tau_b, expect_own in ((0.5, True), (1.0, False)):
+        _, res = _ot_scores(text, a, visual[None], b[None], epsilon=0.05, tau_b=tau_b,
+                            max_iterations=2000, threshold=1e-6)
+        cols = np.asarray(res.plan.sum(-2))  # [2, 30]
+        if expect_own:
+            assert cols[0, :5].sum() > 0.8 and cols[1, 20:25].sum() > 0.8
+        else:
+            np.testing.assert_allclose(cols, 1 / 30, atol=1e-4)
+
+
+def test_relative_epsilon_scales_with_the_cost_spread():
+    rng = np.random.default_rng(13)
+    cost, a, b = _problem(rng, 10, 40)
+    small = 1.0 + 0.1 * (cost - cost.mean())  # the same problem with a tenth of the spread
+    r1 = _solve_ot(*_f32(cost, a, b), epsilon=0.5, relative_epsilon=True, threshold=1e-6, max_iterations=2000)
+    r2 = _solve_ot(*_f32(small, a, b), epsilon=0.5, relative_epsilon=True, threshold=1e-6, max_iterations=2000)
+    np.testing.assert_allclose(float(r1.cost_std), cost.std(), rtol=1e-4)
+    np.testing.assert_allclose(float(r2.epsilon), 0.1 * float(r1.epsilon), rtol=1e-4)
+    np.testing.assert_allclose(r1.plan, r2.plan, atol=1e-5)  # same sharpness at any scale
+
+
+def test_probe_counts_problems_whose_gradient_was_zeroed():
+    """A non-finite gradient inside one problem is zeroed for that problem and counted by the probe's
+    gradient; the other problems keep their gradients."""
+    rng = np.random.default_rng(14)
+    cost, a, b = _problem(rng, 6, 9)
+    costs = jnp.asarray(np.stack([cost, cost, cost]), jnp.float32)
+    @jax.jit
+    def grads(costs, probe):
+        def loss(c, probe):
+            res = alignment.solve_ot(c, *_f32(a, b), epsilon=0.1, probe=probe)
+            # A NaN reaches the plan's cotangent of problem 1 only.
+            return jnp.sum(res.plan * c) + jnp.nan * jnp.sum(res.plan[1])
+
+        return jax.grad(loss, argnums=(0, 1))(costs, probe)
+
+    g_cost, count = grads(costs, jnp.zeros((), jnp.float32))
+    assert float(count) == 1.0
+    g = np.asarray(g_cost)
+    assert np.all(np.isfinite(g))
+    # Problem 1 keeps only the direct term of sum(plan * c), the plan itself: nothing through the solve.
+    plan = np.asarray(_solve_ot(costs, *_f32(a, b), epsilon=0.1).plan)
+    np.testing.assert_allclose(g[1], plan[1], rtol=1e-5, atol=1e-8)
+    assert np.abs(g[0] - plan[0]).max() > 1e-3 and np.allclose(g[0], g[2])
+
+
+def test_plan_statistics():
+    a = np.full(4, 0.25)
+    b = np.full(8, 0.125)
+    independent = jnp.asarray(np.outer(a, b), jnp.float32)
+    stats = alignment.plan_statistics(plan=independent)
+    assert abs(float(stats["mutual_information"])) < 1e-6
+    np.testing.assert_allclose(float(stats["visual_entropy"]), np.log(8), rtol=1e-6)
+    # Each text token on its own pair of visual tokens: MI = log 4, column mass still uniform.
+    sharp = np.zeros((4, 8))
+    for i in range(4):
+        sharp[i, 2 * i : 2 * i + 2] = 0.125
+    stats = alignment.plan_statistics(plan=jnp.asarray(sharp, jnp.float32))
+    np.testing.assert_allclose(float(stats["mutual_information"]), np.log(4), rtol=1e-5)

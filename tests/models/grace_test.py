@@ -143,6 +143,8 @@ def test_full_grace_gradients_finite_for_every_parameter_group(full_step):
         "prompts/ctx": 0.0,
         "temporal/": 0.0,
         "motion_gate": 0.0,
+        "motion_head/out": 0.0,
+        "motion_head/gain": 0.0,
         "cate/gate": 0.0,
         "cate/score_out": 0.0,
     }
@@ -161,22 +163,66 @@ def test_aux_and_ot_outputs(full_step):
     n = int(tokens.cue_eot.max()) + 1
     assert aux["motion_weights"].shape == (b, t, p)
     np.testing.assert_allclose(aux["motion_weights"].sum((1, 2)), 1.0, rtol=1e-5)
-    assert aux["ot_plan"].shape == (b, n, 20)  # predicted class, text tokens x top-k tokens
-    assert aux["ot_visual_mass"].shape == (b, t, p)
-    assert int((aux["ot_visual_mass"] > 0).sum(axis=(1, 2)).max()) <= 20
-    np.testing.assert_allclose(aux["ot_visual_mass"].sum((1, 2)), 1.0, rtol=1e-4)
-    assert aux["ot_converged"].shape == aux["ot_iterations"].shape == (b, c)
+    maps = np.asarray(aux["class_maps"])
+    assert maps.shape == (b, c, t, p)
+    np.testing.assert_allclose(maps.sum((2, 3)), 1.0, rtol=1e-4)  # every class's map is a distribution
+    assert int((maps > 0).sum(axis=(2, 3)).max()) <= 20  # top_k: 5 tokens of each of the 4 frames
+    assert np.all((maps > 0).sum(axis=3) <= 5)
+    pred = np.asarray(jnp.argmax(logits, -1))
+    np.testing.assert_array_equal(aux["ot_visual_mass"], maps[np.arange(b), pred])
+    for key in ("ot_converged", "ot_iterations", "ot_epsilon", "ot_cost_std", "ot_mutual_information",
+                "ot_visual_entropy"):
+        assert aux[key].shape == (b, c), key
     assert aux["ot_converged"].dtype == jnp.bool_
+    assert np.all(np.asarray(aux["ot_mutual_information"]) >= -1e-6)
+    assert np.all(np.asarray(aux["ot_visual_entropy"]) <= np.log(20) + 1e-5)
     # Padding and special tokens of every cue carry no text mass, hence no transport.
     mass = np.asarray(aux["text_mass"])
     valid = np.asarray(prompts.valid_token_mask(n, jnp.asarray(tokens.cue_eot)))
     assert np.all(mass[~valid] == 0.0) and np.allclose(mass.sum(-1), 1.0, rtol=1e-5)
-    pred = np.asarray(jnp.argmax(logits, -1))
-    plan = np.asarray(aux["ot_plan"])
-    for i in range(b):
-        assert np.all(plan[i][~valid[pred[i]]] == 0.0)
     fused = 0.5 * aux["global_logits"] + 0.5 * aux["ot_logits"]
     np.testing.assert_allclose(logits, fused, rtol=1e-5, atol=1e-4)
+
+
+def _maps(cfg, images, seed=0):
+    model = grace.GRACE(cfg, _tokens(), rngs=nnx.Rngs(seed))
+    _, aux = nnx.jit(lambda m, x: m(x))(model, images)
+    return np.asarray(aux["class_maps"]), np.asarray(aux["motion_weights"])
+
+
+def _moving_images(b=2, t=4, size=32, seed=3):
+    """Textured frames with one moving square, so the motion weights are far from uniform."""
+    rng = np.random.default_rng(seed)
+    x = np.repeat(rng.normal(size=(b, 1, size, size, 3)), t, axis=1)
+    for i in range(t):
+        x[:, i, 8:16, 16:24] += np.sin(i) * rng.normal(size=(b, 8, 8, 3))
+    return jnp.asarray(x, jnp.float32)
+
+
+def test_balanced_ablation_maps_are_the_motion_weights_for_every_class():
+    """The old model (fixed clip-max prior as a hard visual marginal): every class's map is the
+    motion weights, so the transport says nothing about where a class is."""
+    cfg = _cfg()
+    cfg.motion.weighting, cfg.motion.normalize, cfg.ot.tau_visual = "fixed", "clip_max", 1.0
+    cfg.ot.relative_epsilon, cfg.ot.epsilon, cfg.ot.threshold = False, 0.1, 1e-4
+    cfg.ot.max_iterations = 1000
+    images = _moving_images()
+    maps, weights = _maps(cfg, images)
+    for c in range(7):
+        assert np.abs(maps[:, c] - weights).sum((1, 2)).max() < 2e-3
+    # ... and those weights are the fixed prior of the old model, softmax(m / max(m) / tau).
+    from grace_jax.models import motion
+
+    prior = motion.motion_weights(motion.pixel_motion(images, 8), tau=0.1, alpha=0.1, normalize="clip_max")
+    np.testing.assert_allclose(weights, prior, rtol=1e-5, atol=1e-7)
+
+
+def test_relaxed_maps_differ_between_classes_and_from_the_prior():
+    cfg = _cfg()  # the defaults: learned weighting, semi-relaxed visual side
+    maps, weights = _maps(cfg, _moving_images())
+    between = [np.abs(maps[:, i] - maps[:, j]).sum((1, 2)).min() for i in range(7) for j in range(i)]
+    assert min(between) > 0.05, min(between)
+    assert np.abs(maps - weights[:, None]).sum((2, 3)).min() > 0.1
 
 
 @pytest.mark.parametrize("mode", ["pixel", "feature"])
@@ -222,7 +268,7 @@ def test_vit_b16_sixteen_frames_forward_shapes():
     assert logits.shape == (1, 7)
     assert aux["motion_weights"].shape == (1, 16, 196)
     assert aux["ot_visual_mass"].shape == (1, 16, 196)
-    assert aux["ot_plan"].shape[-1] == 16 * 196
+    assert aux["class_maps"].shape == (1, 7, 16, 196)
     assert np.all(np.isfinite(np.asarray(logits)))
 
 
