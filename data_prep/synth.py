@@ -205,9 +205,15 @@ def hard_motion(rng: np.random.Generator, num_frames: int) -> HardMotion:
     Shifts are in frame units, so they keep their share of the frame at any frame side."""
     px = 1.0 / _HARD_REFERENCE_SIDE  # one pixel of a 48 px frame, in frame units
     later = np.arange(1, num_frames)  # frames that may jump or flash: frame 0 stays the reference
-    # (a) Camera shake: an independent shift every frame, up to +-1..2 px per axis.
-    shake = rng.uniform(1.0, 2.0) * px
-    offsets = rng.uniform(-1.0, 1.0, (num_frames, 2)) * shake
+    # (a) Camera shake: a sway of 0.2-0.5 px per axis, 1-3 cycles per clip, plus 0.1 px of jitter per
+    # frame. Stronger per-frame shake moves every edge of the face more than the expression moves its
+    # parts, leaving almost no patch where the expression is the main motion to localize.
+    sway = rng.uniform(0.2, 0.5, 2) * px
+    sway_cycles = rng.uniform(1.0, 3.0, 2)
+    sway_phase = rng.uniform(0.0, 2 * np.pi, 2)
+    tau = np.arange(num_frames) / max(num_frames - 1, 1)
+    offsets = sway * (np.sin(2 * np.pi * sway_cycles * tau[:, None] + sway_phase) - np.sin(sway_phase))
+    offsets += rng.uniform(-0.1, 0.1, (num_frames, 2)) * px
     offsets[0] = 0.0
     # (b) Face-crop jumps: 1-2 frames moved by 2-3 px for that frame only.
     num_jumps = min(int(rng.integers(1, 3)), len(later))
@@ -220,7 +226,6 @@ def hard_motion(rng: np.random.Generator, num_frames: int) -> HardMotion:
     cycles = rng.uniform(2.0, 5.0)
     length = rng.uniform(0.4, 0.8)
     start = rng.uniform(0.0, 1.0 - length)
-    tau = np.arange(num_frames) / max(num_frames - 1, 1)
     phase = (tau - start) / length
     envelope = _smoothstep(phase / 0.2) * _smoothstep((1.0 - phase) / 0.2)
     talk = amplitude * envelope * 0.5 * (1.0 - np.cos(2 * np.pi * cycles * (tau - start)))

@@ -70,6 +70,49 @@ def test_numbers_equal_a_confusion_matrix_counted_by_hand(tiny_run, synthfer_dir
     table = evaluate.format_table(result)
     assert f"UAR {uar:.4f}  WAR {war:.4f}  (20 clips)" in table
     assert "happiness" in table.splitlines()[1]
+    # SynthFER's test split carries ground truth: the predicted class's map against a mask and a
+    # share computed here with numpy loops.
+    shares = _localization_by_hand(workdir, synthfer_dir, "last")
+    located = result["localization"]["predicted_class_map"]["per_class"]
+    assert set(located) == set(shares) and "neutral" not in located
+    for name, values in shares.items():
+        assert located[name]["share"] == pytest.approx(np.mean(values), rel=1e-4)
+        assert located[name]["clips"] == len(values)
+    assert written["localization"]["pixel_prior"]["chance"] == pytest.approx(result["localization"]["pixel_prior"]["chance"])
+
+
+def _localization_by_hand(workdir, data_dir, which):
+    """{class: [share of the predicted class's map on expression tokens, per clip with any]}."""
+    run = runs.load_run(workdir, which)
+    config = run.config
+    step = jax.jit(functools.partial(predict.predict_step, graphdef=run.graphdef, normalize="clip"))
+    loader = input_pipeline.make_eval_loader(
+        data_dir, "test", global_batch_size=5, num_frames=4, image_size=32, shard_index=0, shard_count=1,
+        normalize_on_host=False, ground_truth=True,
+    )  # fmt: skip
+    out = {}
+    for batch in loader:
+        probs, maps = step(run.state, batch["video"])
+        for i in range(len(batch["label"])):
+            if not batch["mask"][i]:
+                continue
+            diff = {}
+            for kind in ("gt_expression", "gt_distractor"):
+                x = batch[kind][i].astype(np.float64) / 255.0
+                d = np.abs(x[1:] - x[:-1])  # [3,32,32,3]
+                diff[kind] = np.zeros((4, 16))
+                for t in range(3):
+                    for r in range(4):
+                        for c in range(4):
+                            diff[kind][t + 1, r * 4 + c] = d[t, r * 8:(r + 1) * 8, c * 8:(c + 1) * 8].mean()
+            mask = (diff["gt_expression"] > diff["gt_distractor"]) & (diff["gt_expression"] >= 1 / 255)
+            if not mask.any():
+                continue
+            m = np.asarray(maps["class_maps"][i, int(np.asarray(probs[i]).argmax())], np.float64)
+            name = run.class_names[int(batch["label"][i])]
+            out.setdefault(name, []).append(m[mask].sum() / m.sum())
+    assert config.model.num_frames == 4
+    return out
 
 
 def test_command_line_prints_the_table_and_folds_reads_the_results(tiny_run, synthfer_dir, tmp_path):

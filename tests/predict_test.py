@@ -54,6 +54,24 @@ def test_predict_videos_and_folders(tiny_run, tmp_path):
     assert rows[0][:3] == ["input", "prediction", "happiness"] and len(rows) == 3
     assert not [n for n in os.listdir(out) if n.endswith(".tmp") or ".tmp." in n]
 
+    # The maps file of every input (module docstring's fields), for one's own ground truth.
+    maps = np.load(results[0]["maps"])
+    t, p = 4, 16  # the tiny run: 4 frames of 32 px, 8-px patches
+    class_maps = maps["class_maps"]
+    assert class_maps.shape == (7, t, p)
+    np.testing.assert_allclose(class_maps.sum((1, 2)), 1.0, rtol=1e-4)
+    # Class-dependent: the classes' maps differ from each other and from the motion weights.
+    assert np.abs(class_maps[:, None] - class_maps[None]).sum((2, 3))[~np.eye(7, dtype=bool)].min() > 1e-3
+    assert np.abs(class_maps - maps["motion_weights"][None]).sum((1, 2)).min() > 1e-3
+    assert int(maps["predicted"]) == list(results[0]["probabilities"]).index(results[0]["prediction"])
+    assert list(maps["class_names"]) == list(results[0]["probabilities"])
+    assert maps["grid"].tolist() == [4, 4] and int(maps["patch_size"]) == 8 and int(maps["image_size"]) == 32
+    # The sampled frames of a 12-frame video: the centre of each of 4 segments.
+    assert maps["frame_indices"].tolist() == [1, 4, 7, 10]
+    assert maps["source_size"].tolist() == [64, 64] and not bool(maps["face_cropped"])
+    np.testing.assert_array_equal(maps["crop_boxes"], np.tile([0, 0, 64, 64], (4, 1)))
+    assert np.load(results[1]["maps"])["frame_indices"].tolist() == [0, 1, 2, 2]  # 3 frames, last repeated
+
 
 def _face(side):
     # The stored crop of matplotlib's portrait of Grace Hopper (tests/faces/data).
