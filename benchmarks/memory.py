@@ -2,6 +2,8 @@
 
   python benchmarks/memory.py                       # B/32, B/16, L/14 x batch 1..64 x fp32/bf16 x remat
   python benchmarks/memory.py --variants=ViT-B/32 --batches=8 --remat=False      # quick (see below)
+  python benchmarks/memory.py --variants=ViT-B/16 --batches=8 --dtypes=bfloat16 --remat=False --captions
+      # MAFW's clip-caption OT; --caption_tokens=77 --caption_top_k=0 gives the unbounded problem
 
 For each CLIP variant, compute dtype and remat setting, the trainer's `train.train_step` (full GRACE,
 `configs/ablations/grace.py`, unless --config says otherwise) is lowered and compiled for one device
@@ -37,6 +39,11 @@ _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "model.clip.dtype
 _REMAT = flags.DEFINE_list("remat", ["False", "True"], "model.clip.remat values.")
 _CONFIG = flags.DEFINE_string("config", "grace", "configs/ablations/ name.")
 _FRAMES = flags.DEFINE_integer("frames", 16, "Frames per clip.")
+_CAPTIONS = flags.DEFINE_bool(
+    "captions", False, "Per-clip captions on (MAFW): adds the B x B clip-caption OT of cate.captions."
+)
+_CAPTION_TOKENS = flags.DEFINE_integer("caption_tokens", -1, "model.cate.caption_tokens (-1: config's).")
+_CAPTION_TOP_K = flags.DEFINE_integer("caption_top_k", -1, "model.cate.caption_top_k (-1: config's).")
 _MEMORIES_GB = (16, 32, 80, 141)  # V100-16/T4-ish, V100-32, A100/H100-80, H200-141
 _USABLE = 0.9  # headroom for the runtime, fragmentation and the compiler's differences
 
@@ -52,6 +59,11 @@ def _step(variant: str, dtype: str, remat: bool, tokenizer):
     config.model.clip.remat = remat
     config.model.num_frames = _FRAMES.value
     config.model.num_classes = 7  # DFEW's; the ablations' 0 takes the data's count in training
+    config.model.cate.captions = _CAPTIONS.value
+    if _CAPTION_TOKENS.value >= 0:
+        config.model.cate.caption_tokens = _CAPTION_TOKENS.value
+    if _CAPTION_TOP_K.value >= 0:
+        config.model.cate.caption_top_k = _CAPTION_TOP_K.value
     if config.model.prompt.text == "cue":  # dferclip: descriptor prompts that fit 77 positions
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import torch_reference
@@ -79,6 +91,12 @@ def _measure(fn, abstract_state, batch: int) -> dict:
         "label": jax.ShapeDtypeStruct((batch,), jnp.int32),
         "mask": jax.ShapeDtypeStruct((batch,), jnp.bool_),
     }
+    if _CAPTIONS.value:  # 77-position caption ids, as the loader's tokenizer pads them
+        batch_spec.update(
+            caption_ids=jax.ShapeDtypeStruct((batch, 77), jnp.int32),
+            caption_eot=jax.ShapeDtypeStruct((batch,), jnp.int32),
+            has_caption=jax.ShapeDtypeStruct((batch,), jnp.bool_),
+        )
     t0 = time.perf_counter()
     compiled = fn.lower(abstract_state, batch_spec).compile()
     seconds = time.perf_counter() - t0
@@ -104,7 +122,7 @@ def main(argv):
     command = "python benchmarks/" + " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])
     load = os.getloadavg()
     head = (f"{command}\njax {jax.__version__}, compiled for {jax.devices()[0].platform} (never run), "
-            f"config {_CONFIG.value}, T={_FRAMES.value}, 224 px; load average at start "
+            f"config {_CONFIG.value}, T={_FRAMES.value}, 224 px, captions {_CAPTIONS.value}; load average at start "
             f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")  # fmt: skip
     print(head, flush=True)
     rows, fits = [], []

@@ -114,6 +114,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.loss = ml_collections.ConfigDict()
     m.loss.ce_weight = 1.0  # CE on the fused logits
     m.loss.ot_weight = 0.5  # lambda_ot: CE on the OT logits alone (0 switches it off)
+    # CE on the motion-pooled tokens (learned weighting only): what teaches the weighting which motion
+    # tells the classes apart.
+    m.loss.motion_weight = 0.5
     m.loss.align_weight = 0.1  # lambda_align: clip-caption contrastive (needs cate.captions)
     m.loss.align_scale = 100.0
     m.loss.label_smoothing = 0.0

@@ -1,8 +1,9 @@
 """GRACE's training losses (DESIGN.md section 2.6), as pure keyword-only functions.
 
-Loss = ce_weight * CE(fused logits) + ot_weight * CE(OT logits) + align_weight * contrastive(clip,
-caption). Every term is switched off by a zero weight or by the model not producing its input
-(no ``ot_logits`` when OT is off, no ``caption_scores`` without captions).
+Loss = ce_weight * CE(fused logits) + ot_weight * CE(OT logits) + motion_weight * CE(motion logits) +
+align_weight * contrastive(clip, caption). Every term is switched off by a zero weight or by the
+model not producing its input (no ``ot_logits`` when OT is off, no ``motion_logits`` without the
+learned motion weighting, no ``caption_scores`` without captions).
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def grace_loss(
     aux: Mapping[str, jax.Array],
     ce_weight: float = 1.0,
     ot_weight: float = 0.5,
+    motion_weight: float = 0.0,
     align_weight: float = 0.1,
     align_scale: float = 100.0,
     label_smoothing: float = 0.0,
@@ -95,27 +97,32 @@ def grace_loss(
     Args:
       logits: [B,C] fused prediction logits (the model's first output).
       labels: [B] int.
-      aux: the model's aux dict; uses ``ot_logits`` [B,C] and ``caption_scores`` [B,B] when present.
-      ce_weight, ot_weight, align_weight: term weights; 0 switches a term off.
+      aux: the model's aux dict; uses ``ot_logits`` [B,C], ``motion_logits`` [B,C] and
+        ``caption_scores`` [B,B] when present.
+      ce_weight, ot_weight, motion_weight, align_weight: term weights; 0 switches a term off.
       align_scale: logit scale of the caption contrastive loss.
       label_smoothing: for both CE terms.
       mask: [B] bool, False for padding examples.
       caption_mask: [B] bool, True where a clip has a caption (combined with ``mask``).
 
     Returns:
-      (loss scalar, {"loss", "ce", "ot_ce", "align"} scalars; absent terms are 0).
+      (loss scalar, {"loss", "ce", "ot_ce", "motion_ce", "align"} scalars; absent terms are 0).
     """
     zero = jnp.zeros((), jnp.float32)
     ce = cross_entropy(logits=logits, labels=labels, label_smoothing=label_smoothing, mask=mask)
-    ot_ce, align = zero, zero
+    ot_ce, motion_ce, align = zero, zero, zero
     if ot_weight and "ot_logits" in aux:
         ot_ce = cross_entropy(
             logits=aux["ot_logits"], labels=labels, label_smoothing=label_smoothing, mask=mask
+        )
+    if motion_weight and "motion_logits" in aux:
+        motion_ce = cross_entropy(
+            logits=aux["motion_logits"], labels=labels, label_smoothing=label_smoothing, mask=mask
         )
     if align_weight and "caption_scores" in aux:
         cmask = caption_mask
         if mask is not None:
             cmask = mask if cmask is None else cmask & mask
         align = contrastive_alignment(scores=aux["caption_scores"], scale=align_scale, mask=cmask)
-    loss = ce_weight * ce + ot_weight * ot_ce + align_weight * align
-    return loss, {"loss": loss, "ce": ce, "ot_ce": ot_ce, "align": align}
+    loss = ce_weight * ce + ot_weight * ot_ce + motion_weight * motion_ce + align_weight * align
+    return loss, {"loss": loss, "ce": ce, "ot_ce": ot_ce, "motion_ce": motion_ce, "align": align}

@@ -68,6 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.ot.enabled = False
     m.loss.ce_weight = 1.0  # nn.CrossEntropyLoss, nothing else
     m.loss.ot_weight = 0.0
+    m.loss.motion_weight = 0.0
     m.loss.align_weight = 0.0
     m.loss.label_smoothing = 0.0
     m.logit_scale = 100.0

@@ -191,7 +191,8 @@ class GRACE(nnx.Module):
             problems whose gradient was non-finite and zeroed (alignment module docstring).
 
         Returns:
-          (logits [B,C], aux) with aux["motion_weights"] [B,T,P], aux["global_logits"] [B,C], and
+          (logits [B,C], aux) with aux["motion_weights"] [B,T,P], aux["global_logits"] [B,C],
+          with the learned weighting "motion_logits" [B,C] (the weighted tokens classified), and
           with OT on: "ot_logits" [B,C]; "class_maps" [B,C,T,P], per class the transport mass each
           visual token receives (sums to 1; zero on tokens top_k left out); "ot_visual_mass"
           [B,T,P], the predicted class's map; "text_mass" [C,N]; per problem [B,C]:
@@ -233,6 +234,12 @@ class GRACE(nnx.Module):
 
         global_logits = self.logit_scale * video @ class_emb.T  # [B,C]
         aux: dict[str, jax.Array] = {"motion_weights": weights, "global_logits": global_logits}
+        if self.learned_motion:
+            # The clip's tokens pooled by the motion weights over all T*P (frames included), classified:
+            # the weighting's own evidence, from which it learns which motion tells the classes apart
+            # (loss.motion_weight; attention pooling as in multiple-instance learning).
+            evidence = jnp.einsum("btp,btpd->bd", weights.astype(patches.dtype), patches)  # [B,D]
+            aux["motion_logits"] = self.logit_scale * _normalize(evidence) @ class_emb.T  # [B,C]
         if not self.use_ot and not (self.use_captions and captions is not None):
             return global_logits, aux
 
