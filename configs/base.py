@@ -5,7 +5,10 @@ for the CLIP video pipeline and training recipe and from PLOT (ICLR 2023) for to
 
 Run:
   python -m grace_jax.main --config=configs/base.py --workdir=runs/base \\
-      --config.data.dir=/data/shards/dfew_fold1 --config.model.clip.init=openai/clip-vit-base-patch16
+      --config.data.dir=/data/shards/dfew_fold1
+CLIP starts from OpenAI's pretrained weights of `model.clip.variant` (`model.clip.init`, a Hugging Face
+hub name; `OPENAI_CLIP` below); `--config.model.clip.init=/path/folder` (or an OpenAI .pt) reads them
+from disk, and `--config.model.clip.init=random` starts from random weights (said in the log).
 Every field can be overridden, e.g. --config.model.ot.epsilon=0.05 --config.model.motion.enabled=False.
 The ablations in configs/ablations/ derive from this file.
 """
@@ -13,6 +16,17 @@ The ablations in configs/ablations/ derive from this file.
 from __future__ import annotations
 
 import ml_collections
+
+# OpenAI's pretrained CLIP of each variant, by its Hugging Face hub name: what `model.clip.init` starts
+# from in every dataset config. `tiny` has none (the demo and tests use random weights).
+OPENAI_CLIP = {
+    "ViT-B/32": "openai/clip-vit-base-patch32",
+    "ViT-B/16": "openai/clip-vit-base-patch16",
+    "ViT-L/14": "openai/clip-vit-large-patch14",
+}
+# The spelling of "no pretrained weights" in `model.clip.init` (an empty init is an error: a forgotten
+# init must not train from random weights in silence).
+RANDOM_INIT = "random"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -24,8 +38,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # tiny | ViT-B/32 | ViT-B/16 | ViT-L/14. ViT-B/16 is our choice for full GRACE (finer patches for
     # token-level OT); DFER-CLIP uses ViT-B/32 (configs/ablations/dferclip.py).
     m.clip.variant = "ViT-B/16"
-    m.clip.init = ""  # HF CLIP dir or hub name (e.g. openai/clip-vit-base-patch16); "" = random
-    m.clip.tokenizer = ""  # tokenizer dir or hub name; "" = the same as init
+    # The weights CLIP starts from: a hub name (OpenAI's of `variant` by default), a Hugging Face CLIP
+    # folder, an OpenAI .pt file, or "random" (RANDOM_INIT). Change it with `variant`.
+    m.clip.init = OPENAI_CLIP[m.clip.variant]
+    m.clip.tokenizer = ""  # tokenizer dir or hub name; "" = the same as init (needed with "random")
     # compute dtype: auto | float32 | bfloat16 (params stay float32). auto: bfloat16 on GPU/TPU,
     # float32 on CPU (where XLA's bf16 matmul is not faster).
     m.clip.dtype = "auto"

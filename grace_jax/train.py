@@ -143,7 +143,7 @@ def load_tokenizer(model_cfg) -> tokenizer_lib.Tokenizer | None:
     texts' token ids, as converted and exported runs do, and reads no captions)."""
     if not grace.needs_tokenizer(model_cfg) and not model_cfg.cate.captions:
         return None
-    source = model_cfg.clip.tokenizer or model_cfg.clip.init
+    source = config_checks.tokenizer_source(model_cfg.clip)
     if not source:
         raise cli.ConfigError(
             "config.model.clip.tokenizer (or model.clip.init) must name a CLIP "
