@@ -152,7 +152,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     o.optimizer = "sgd"
     o.momentum = 0.9
     o.weight_decay = 1e-4
-    o.batch_size = 48
+    o.batch_size = 48  # the global batch of one optimizer step (DFER-CLIP: 48)
+    # The step's gradient is summed over this many micro-batches of batch_size / grad_accum_steps
+    # clips, one after the other: the same step (grace_jax/train.py accumulated_grads) in a fraction
+    # of the activation memory. batch_size must divide into micro-batches that split evenly over the
+    # devices. Before step 1 the trainer checks that the step fits the device memory and, when it
+    # does not, names a setting that does (train.memory_check).
+    o.grad_accum_steps = 1
     o.num_epochs = 50
     o.num_train_steps = -1  # > 0 overrides num_epochs
     o.lr_decay_epochs = (30, 40)  # epochs at which every lr is multiplied by lr_decay
@@ -174,6 +180,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     t.eval_every_steps = 0  # > 0 overrides eval_every_epochs
     t.ckpt_every_steps = 1000
     t.max_checkpoints = 2
+    # Before step 1, compare the compiled train step's memory per device (XLA's memory_analysis) with
+    # the device's (its allocator's limit; none on CPU) and stop with the setting that fits if it does
+    # not. device_memory_gib > 0 checks against that many GiB instead (a smaller card, or headroom).
+    t.memory_check = True
+    t.device_memory_gib = 0.0
+    # jax's persistent compilation cache: "auto" = <workdir>/jax_cache on GPU/TPU (a restart after a
+    # preemption skips recompiling the steps), off on CPU (README: XLA:CPU notes); a folder or gs://
+    # path; "" = off.
+    t.compilation_cache = "auto"
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.shape = (-1, 1, 1)  # -1: all remaining devices

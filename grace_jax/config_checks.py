@@ -26,6 +26,7 @@ def check_train_config(config: ml_collections.ConfigDict, workdir: str) -> dict 
     SynthFER, which is generated later)."""
     check_mesh(config)
     check_batch(config.optim.batch_size, "optim.batch_size", config)
+    check_accumulation(config)
     if config.data.get("eval_batch_size"):
         check_batch(config.data.eval_batch_size, "data.eval_batch_size", config)
     _check_choices(config)
@@ -80,6 +81,24 @@ def check_batch(batch_size: int, field: str, config) -> None:
         raise cli.ConfigError(
             f"{field}={batch_size} is not divisible by {where}: use a multiple of {parallel} "
             f"(e.g. {' or '.join(map(str, multiples))}), or a mesh.shape with fewer batch-parallel devices."
+        )
+
+
+def check_accumulation(config) -> None:
+    """optim.grad_accum_steps cuts optim.batch_size into micro-batches that split over the devices."""
+    accum, batch = config.optim.get("grad_accum_steps", 1), config.optim.batch_size
+    if accum < 1:
+        raise cli.ConfigError(f"optim.grad_accum_steps={accum} must be >= 1 (1: no accumulation).")
+    if accum == 1:
+        return
+    shape = dict(zip(sharding.AXES, check_mesh(config)))
+    parallel = shape["data"] * shape["fsdp"]
+    if batch % (accum * parallel):
+        fits = [k for k in range(1, batch // parallel + 1) if batch % (k * parallel) == 0]
+        raise cli.ConfigError(
+            f"optim.grad_accum_steps={accum}: optim.batch_size={batch} does not split into {accum} "
+            f"micro-batches of equal size over the {parallel} batch-parallel devices; with this batch and "
+            f"mesh choose one of {', '.join(map(str, fits))}."
         )
 
 

@@ -34,6 +34,7 @@ from grace_jax import (
     distributed,
     input_pipeline,
     losses,
+    memory,
     metric_writers,
     metrics,
     optim,
@@ -82,22 +83,24 @@ def train_step(
     loss_cfg: dict,
     image_size: int | None = None,
     normalize: str = "clip",
+    accum_steps: int = 1,
 ):
     """One SGD step. Returns (new state, scalar metrics).
 
     `image_size` is the model input side, needed when the batch carries `crop_box`/`flip` (frames
     cropped and resized here, on the accelerator). `normalize`: config.data.normalize.
+    `accum_steps` (config.optim.grad_accum_steps): the gradient is summed over that many micro-batches
+    of the batch, one after the other (`accumulated_grads`), so only a micro-batch's activations are
+    alive at once; the step is the one big step.
     """
-    grad_fn = jax.value_and_grad(_forward, argnums=1, has_aux=True)
-    (_, (terms, logits, aux)), grads = grad_fn(
-        graphdef,
+    (terms, logits, aux), grads = accumulated_grads(
+        lambda params, b: _forward(
+            graphdef, params, state["frozen"], state["rest"], b, loss_cfg=loss_cfg,
+            image_size=image_size, normalize=normalize,
+        ),
         state["params"],
-        state["frozen"],
-        state["rest"],
         batch,
-        loss_cfg=loss_cfg,
-        image_size=image_size,
-        normalize=normalize,
+        accum_steps=accum_steps,
     )
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
@@ -113,6 +116,51 @@ def train_step(
         out["ot_iterations"] = aux["ot_iterations"].astype(jnp.float32).mean()
     new_state = dict(state, params=params, opt_state=opt_state, step=state["step"] + 1)
     return new_state, out
+
+
+def _micro_batches(tree, accum_steps: int):
+    """[B, ...] leaves -> [accum_steps, B / accum_steps, ...]; micro-batch j holds rows j, j + k, ...
+
+    Strided rather than contiguous: the batch is split over the devices in contiguous blocks of rows,
+    and rows i * k + j keep every micro-batch spread over all devices (no data moves between them)."""
+    def split(x):
+        x = x.reshape((x.shape[0] // accum_steps, accum_steps) + x.shape[1:])
+        return jnp.swapaxes(x, 0, 1)
+
+    return jax.tree.map(split, tree)
+
+
+def accumulated_grads(forward, params, batch: dict, *, accum_steps: int = 1):
+    """((terms, logits, aux), grads) of `forward(params, batch) -> (loss, (terms, logits, aux))`.
+
+    With accum_steps > 1 the batch (every leaf [B, ...], B divisible by accum_steps) is cut into
+    micro-batches run one after the other under `lax.scan`; each micro-batch's gradient and loss terms
+    are weighted by its share of the real (mask) clips, so for losses that are masked means over clips
+    (the CE terms) the result equals the one big batch's, padding included. The clip-caption
+    contrastive term (model.loss.align_weight) takes its negatives from the micro-batch only, so there
+    it is an approximation. `logits` come back [B, C] in batch order; `aux` holds only the OT
+    convergence statistics, stacked per micro-batch.
+    """
+    grad_fn = jax.value_and_grad(forward, has_aux=True)
+    if accum_steps == 1:
+        (_, out), grads = grad_fn(params, batch)
+        return out, grads
+    micro = _micro_batches(batch, accum_steps)
+    mask = batch["mask"].astype(jnp.float32)
+    total = jnp.maximum(mask.sum(), 1.0)
+
+    def one(acc, b):
+        (_, (terms, logits, aux)), g = grad_fn(params, b)
+        weight = b["mask"].astype(jnp.float32).sum() / total
+        acc = jax.tree.map(lambda a, x: a + weight * x.astype(a.dtype), acc, g)
+        kept = {k: aux[k] for k in ("ot_converged", "ot_iterations") if k in aux}
+        return acc, (jax.tree.map(lambda t: weight * t, terms), logits, kept)
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    grads, (terms, logits, aux) = jax.lax.scan(one, zeros, micro)
+    terms = jax.tree.map(lambda t: t.sum(0), terms)
+    logits = jnp.swapaxes(logits, 0, 1).reshape((-1,) + logits.shape[2:])  # back to batch order
+    return (terms, logits, aux), grads
 
 
 def eval_step(
@@ -258,6 +306,38 @@ def evaluate(eval_fn, state, loader, mesh, num_classes: int) -> tuple[np.ndarray
     return confusion, loss_sum / max(int(confusion.sum()), 1)
 
 
+def _memory_check(config, train_jit, mesh):
+    """CompiledTogether's `check` for the train step: refuses, before step 1, a step that does not fit
+    the device memory, naming the setting that does (grace_jax/memory.py); None when nothing is to
+    be checked (train.memory_check off, or a device without a memory limit, as CPUs)."""
+    if not config.train.get("memory_check", True):
+        return None
+    limit, where = memory.device_limit(config.train.get("device_memory_gib", 0.0))
+    if limit is None:
+        return None
+    shape = dict(zip(sharding.AXES, config_checks.check_mesh(config)))
+
+    def check(compiled, args):
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), args
+        )
+        needed = memory.step_bytes(compiled)
+        if jax.process_index() == 0:
+            print(f"Train step: {memory.size(needed)} per device of {memory.size(limit)} ({where}).",
+                  flush=True)
+        memory.check_fits(
+            needed, limit, where,
+            batch_size=config.optim.batch_size,
+            parallel=shape["data"] * shape["fsdp"],
+            accum_steps=config.optim.get("grad_accum_steps", 1),
+            bytes_with=lambda k: memory.step_bytes(train_jit(k).lower(*abstract).compile()),
+            dtype=config.model.clip.dtype,
+            remat=config.model.clip.remat,
+        )
+
+    return check
+
+
 def _process_rows(batch_sh, global_batch_size: int) -> dict:
     """The loaders' shard_index/shard_count: the block of every global batch this process's devices
     hold (input_pipeline.BatchSliceSampler), so batches do not depend on the number of processes."""
@@ -325,20 +405,29 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
 
     loss_cfg = dict(config.model.loss)
     normalize = config.data.get("normalize", "clip")  # configs saved before the field: CLIP mean/std
-    # CompiledTogether: with several processes, the first step runs once every process compiled it.
-    train_fn = distributed.CompiledTogether(jax.jit(
-        functools.partial(
-            train_step,
-            graphdef=graphdef,
-            tx=tx,
-            loss_cfg=loss_cfg,
-            image_size=config.data.image_size,
-            normalize=normalize,
-        ),
-        in_shardings=(state_sh, batch_sh),
-        out_shardings=(state_sh, replicated),
-        donate_argnums=0,
-    ), "train_step")
+    accum_steps = config.optim.get("grad_accum_steps", 1)
+
+    def train_jit(accum: int):
+        return jax.jit(
+            functools.partial(
+                train_step,
+                graphdef=graphdef,
+                tx=tx,
+                loss_cfg=loss_cfg,
+                image_size=config.data.image_size,
+                normalize=normalize,
+                accum_steps=accum,
+            ),
+            in_shardings=(state_sh, batch_sh),
+            out_shardings=(state_sh, replicated),
+            donate_argnums=0,
+        )
+
+    # CompiledTogether: with several processes, the first step runs once every process compiled it;
+    # the memory check sees the compiled step before it runs.
+    train_fn = distributed.CompiledTogether(
+        train_jit(accum_steps), "train_step", check=_memory_check(config, train_jit, mesh)
+    )
     eval_fn = distributed.CompiledTogether(jax.jit(
         functools.partial(
             eval_step,
@@ -379,12 +468,16 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     )
     train_iter = prefetch.DevicePrefetcher(host_iter, lambda b: sharding.global_batch(b, mesh))
 
+    # Evaluation holds no gradients, but by default takes the training micro-batch: a size whose
+    # activations the memory check has seen fit.
+    eval_batch = config.data.get("eval_batch_size") or batch_size // accum_steps
+
     def eval_loader():
         return input_pipeline.make_eval_loader(
             data_dir,
             config.data.eval_split,
-            global_batch_size=config.data.get("eval_batch_size") or batch_size,
-            **_process_rows(batch_sh, config.data.get("eval_batch_size") or batch_size),
+            global_batch_size=eval_batch,
+            **_process_rows(batch_sh, eval_batch),
             **loader_kw,
         )
 
