@@ -108,6 +108,11 @@ def main(argv: list[str]) -> None:
           f"see {manifest['bad_clip_report']})")
     print(f"{manifest['num_classes']} classes (from {manifest['class_names_source']}): "
           + ", ".join(f"{i} {n}" for i, n in enumerate(manifest["class_names"])))
+    print(f"frames: {manifest['frame_source']['description']}")
+    check = manifest.get("published_counts")
+    if check:
+        for line in check["differences"] or [f"clip counts match the published ones ({check['published']})"]:
+            print(f"clip count: {line}")
 
 
 if __name__ == "__main__":

@@ -306,6 +306,16 @@ def evaluate(eval_fn, state, loader, mesh, num_classes: int) -> tuple[np.ndarray
     return confusion, loss_sum / max(int(confusion.sum()), 1)
 
 
+def _best_war_so_far(workdir: str) -> dict:
+    """The highest-WAR evaluation in metrics.jsonl before a resume (without its confusion matrix,
+    which only final_metrics.json and the evaluation that follows keep)."""
+    best = {"war": -1.0}
+    for record in metric_writers.read_metrics(workdir):
+        if record.get("split") == "eval" and record.get("war", -1.0) > best["war"]:
+            best = {k: v for k, v in record.items() if k != "split"}
+    return best
+
+
 def _memory_check(config, train_jit, mesh):
     """CompiledTogether's `check` for the train step: refuses, before step 1, a step that does not fit
     the device memory, naming the setting that does (grace_jax/memory.py); None when nothing is to
@@ -371,8 +381,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             lock.release()
 
 
+def _compilation_cache(config, workdir: str) -> str | None:
+    """Turns on jax's persistent compilation cache per train.compilation_cache; returns its folder.
+
+    "auto": <workdir>/jax_cache on GPU and TPU, where an L/14 step takes minutes to compile and a
+    restart after a preemption would compile it again; off on CPU, where resumed multi-process runs
+    from the cache hung (README, "Cloud TPU and clusters"). A cache the environment already set
+    (JAX_COMPILATION_CACHE_DIR) is left as it is."""
+    setting = config.train.get("compilation_cache", "auto")
+    if not setting or jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir or None
+    if setting == "auto":
+        if jax.default_backend() == "cpu":
+            return None
+        setting = paths.join(workdir, "jax_cache")
+    jax.config.update("jax_compilation_cache_dir", setting)
+    return setting
+
+
+def _clip_origin(clip_cfg) -> str:
+    """Where CLIP's starting weights come from, for the log."""
+    if clip_cfg.init == config_checks.RANDOM_INIT:
+        return ("CLIP starts from random weights (model.clip.init=random): not pretrained, as asked; "
+                "drop the override to start from OpenAI's.")
+    from grace_jax import hub
+
+    where = clip_cfg.init
+    if hub.is_hub_name(clip_cfg.init):
+        folder = hub.cached(clip_cfg.init, hub.CLIP_FILES)
+        where += f" (hub cache: {folder})" if folder else " (from the hub)"
+    return f"CLIP starts from pretrained weights: {where}."
+
+
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     is_main = jax.process_index() == 0
+    cache = _compilation_cache(config, workdir)
+    if cache and is_main:
+        logging.info("jax compilation cache: %s", cache)
     taken = resume.check(config, workdir, jax.process_count())
     if is_main:
         if taken:
@@ -492,6 +537,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         else:  # process 0 said it on the console; the others' logs say it once too
             logging.info("Resumed from step %d", step)
     best = ckpt.best_metrics() or {"uar": -1.0}
+    if step == 0 and is_main:
+        print(_clip_origin(config.model.clip), flush=True)
+    # DFER-CLIP's selection (best test accuracy, WAR), reported beside ours (best UAR, the checkpoint
+    # kept in checkpoints/best); grace_jax.folds reports both. Rebuilt from metrics.jsonl on resume.
+    best_war = _best_war_so_far(workdir) if step else {"war": -1.0}
 
     writer = metric_writers.MetricWriter(workdir, enabled=is_main, resume_step=step)
     progress = metric_writers.Progress(total_steps, batch_size, enabled=is_main)
@@ -550,6 +600,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
                 if summary["uar"] > best["uar"]:
                     best = dict(summary)
                     ckpt.save(step, state, metrics=best, best=True)
+                if summary["war"] > best_war["war"]:
+                    best_war = dict(summary)
             if step % config.train.ckpt_every_steps == 0 or last:
                 ckpt.save(step, state, data_iterator=train_iter)
 
@@ -579,6 +631,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         )
         paths.write_text(
             paths.join(workdir, "final_metrics.json"),
-            json.dumps({"last": summary, "best": best}, indent=2),
+            json.dumps({"last": summary, "best": best, "best_war": best_war,
+                        "selection": {"best": "highest UAR (checkpoints/best)",
+                                      "best_war": "highest WAR (DFER-CLIP's rule; no checkpoint kept)"}},
+                       indent=2),
         )
     return summary
