@@ -69,6 +69,9 @@ flags.DEFINE_integer("synth_min_frames", 12, "SynthFER: fewest frames per clip."
 flags.DEFINE_integer("synth_max_frames", 24, "SynthFER: most frames per clip.")
 flags.DEFINE_integer("synth_examples", 0, "SynthFER: also write this many test clips per class as mp4 files "
                      "under <out>/examples/ (<index>_<class>.mp4), to try grace_jax.predict on.")
+flags.DEFINE_float("val_fraction", 0.0, "Hold this share of each class's train clips out as split `val` "
+                   "(seeded by --synth_seed), for selecting checkpoints without the test fold "
+                   "(grace_jax.kfold --select_on=val).")
 flags.mark_flags_as_required(["dataset", "out"])
 
 
@@ -99,6 +102,7 @@ def main(argv: list[str]) -> None:
         synth_examples=FLAGS.synth_examples,
         face_crop=FLAGS.face_crop,
         min_face_fraction=FLAGS.min_face_fraction,
+        val_fraction=FLAGS.val_fraction,
     )
     manifest = job.build(config)  # its errors name the flag or file; cli.run prints them as one line
     counts = ", ".join(f"{s}: {v['num_clips']} clips" for s, v in manifest["splits"].items())

@@ -68,6 +68,7 @@ class BuildConfig:
     synth_examples: int = 0
     face_crop: str = "none"
     min_face_fraction: float = 0.25
+    val_fraction: float = 0.0  # > 0: that share of each class's train clips becomes split "val"
     command: tuple[str, ...] | None = None  # recorded in the manifest; defaults to sys.argv
     progress: bool = True
 
@@ -142,7 +143,32 @@ def gather(config: BuildConfig) -> tuple[list[ClipSpec], list[BadClip]]:
         clips, bad = read_lists(config.dataset, lists, num_classes=len(class_names), root=config.root)
     if config.captions:
         clips = attach_captions(clips, load_captions(config.captions))
+    if config.val_fraction:
+        clips = hold_out_validation(clips, config.val_fraction, config.synth_seed)
     return clips, bad
+
+
+def hold_out_validation(clips: list[ClipSpec], fraction: float, seed: int = 0) -> list[ClipSpec]:
+    """Moves `fraction` of each class's train clips (at least one per class that has two) to split
+    "val", chosen by a seeded shuffle, so that model selection need never look at the test fold."""
+    if not 0 < fraction < 1:
+        raise BuildError(f"--val_fraction={fraction}: give a fraction in (0, 1), e.g. 0.1")
+    import random
+
+    by_class: dict[int, list[int]] = {}
+    for i, c in enumerate(clips):
+        if c.split == "train":
+            by_class.setdefault(c.label, []).append(i)
+    if not by_class:
+        raise BuildError("--val_fraction: the inputs have no train split to hold a validation part out of")
+    rng = random.Random(seed)
+    moved = set()
+    for label in sorted(by_class):
+        members = by_class[label]
+        rng.shuffle(members)
+        count = max(1, round(fraction * len(members))) if len(members) > 1 else 0
+        moved.update(members[:count])
+    return [dataclasses.replace(c, split="val") if i in moved else c for i, c in enumerate(clips)]
 
 
 # Labelled clips the datasets' papers publish (DESIGN.md section 3): DFEW's and MAFW's 5 folds each
@@ -193,7 +219,7 @@ def published_check(dataset: str, written: dict[str, int], listed: dict[str, int
         return None
     differences = []
     for name, expected in published.items():
-        splits = name.split("+")
+        splits = name.split("+") + (["val"] if "train" in name.split("+") else [])  # val is held out of train
         got = sum(written.get(s, 0) for s in splits)
         if got == expected:
             continue
