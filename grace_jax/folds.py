@@ -188,12 +188,6 @@ def write_results(results: dict, out: str) -> None:
     paths.write_text(out, json.dumps(results, indent=2) + "\n")
 
 
-_SPLIT = flags.DEFINE_string(
-    "split", "", "Read grace_jax.evaluate's results on this split instead of final_metrics.json."
-)
-_OUT = flags.DEFINE_string("out", "", "Write results.json here (e.g. runs/dfew/results.json).")
-
-
 def main(argv):
     if len(argv) < 2:
         raise app.UsageError("Give the workdirs of the folds' runs.")
@@ -205,4 +199,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    # Flags live here, not at import: grace_jax.kfold and the tests import this module beside
+    # commands with flags of the same names (--out, --split).
+    _SPLIT = flags.DEFINE_string(
+        "split", "", "Read grace_jax.evaluate's results on this split instead of final_metrics.json."
+    )
+    _OUT = flags.DEFINE_string("out", "", "Write results.json here (e.g. runs/dfew/results.json).")
     cli.run(main)
