@@ -58,7 +58,7 @@ def _config(model: str):
 
         c = grace.get_config()
         c.model.clip.variant = "ViT-B/32"
-        c.model.clip.init = ""
+        c.model.clip.init = "random"
         c.model.clip.tokenizer = "builtin:tiny"
         c.model.num_frames = _FRAMES.value
         c.model.num_classes = 7  # DFEW's; the ablation's 0 takes the data's count in training

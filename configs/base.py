@@ -5,7 +5,10 @@ for the CLIP video pipeline and training recipe and from PLOT (ICLR 2023) for to
 
 Run:
   python -m grace_jax.main --config=configs/base.py --workdir=runs/base \\
-      --config.data.dir=/data/shards/dfew_fold1 --config.model.clip.init=openai/clip-vit-base-patch16
+      --config.data.dir=/data/shards/dfew_fold1
+CLIP starts from OpenAI's pretrained weights of `model.clip.variant` (`model.clip.init`, a Hugging Face
+hub name; `OPENAI_CLIP` below); `--config.model.clip.init=/path/folder` (or an OpenAI .pt) reads them
+from disk, and `--config.model.clip.init=random` starts from random weights (said in the log).
 Every field can be overridden, e.g. --config.model.ot.epsilon=0.05 --config.model.motion.enabled=False.
 The ablations in configs/ablations/ derive from this file.
 """
@@ -13,6 +16,17 @@ The ablations in configs/ablations/ derive from this file.
 from __future__ import annotations
 
 import ml_collections
+
+# OpenAI's pretrained CLIP of each variant, by its Hugging Face hub name: what `model.clip.init` starts
+# from in every dataset config. `tiny` has none (the demo and tests use random weights).
+OPENAI_CLIP = {
+    "ViT-B/32": "openai/clip-vit-base-patch32",
+    "ViT-B/16": "openai/clip-vit-base-patch16",
+    "ViT-L/14": "openai/clip-vit-large-patch14",
+}
+# The spelling of "no pretrained weights" in `model.clip.init` (an empty init is an error: a forgotten
+# init must not train from random weights in silence).
+RANDOM_INIT = "random"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -24,8 +38,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # tiny | ViT-B/32 | ViT-B/16 | ViT-L/14. ViT-B/16 is our choice for full GRACE (finer patches for
     # token-level OT); DFER-CLIP uses ViT-B/32 (configs/ablations/dferclip.py).
     m.clip.variant = "ViT-B/16"
-    m.clip.init = ""  # HF CLIP dir or hub name (e.g. openai/clip-vit-base-patch16); "" = random
-    m.clip.tokenizer = ""  # tokenizer dir or hub name; "" = the same as init
+    # The weights CLIP starts from: a hub name (OpenAI's of `variant` by default), a Hugging Face CLIP
+    # folder, an OpenAI .pt file, or "random" (RANDOM_INIT). Change it with `variant`.
+    m.clip.init = OPENAI_CLIP[m.clip.variant]
+    m.clip.tokenizer = ""  # tokenizer dir or hub name; "" = the same as init (needed with "random")
     # compute dtype: auto | float32 | bfloat16 (params stay float32). auto: bfloat16 on GPU/TPU,
     # float32 on CPU (where XLA's bf16 matmul is not faster).
     m.clip.dtype = "auto"
@@ -165,7 +181,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     o.optimizer = "sgd"
     o.momentum = 0.9
     o.weight_decay = 1e-4
-    o.batch_size = 48
+    o.batch_size = 48  # the global batch of one optimizer step (DFER-CLIP: 48)
+    # The step's gradient is summed over this many micro-batches of batch_size / grad_accum_steps
+    # clips, one after the other: the same step (grace_jax/train.py accumulated_grads) in a fraction
+    # of the activation memory. batch_size must divide into micro-batches that split evenly over the
+    # devices. Before step 1 the trainer checks that the step fits the device memory and, when it
+    # does not, names a setting that does (train.memory_check).
+    o.grad_accum_steps = 1
     o.num_epochs = 50
     o.num_train_steps = -1  # > 0 overrides num_epochs
     o.lr_decay_epochs = (30, 40)  # epochs at which every lr is multiplied by lr_decay
@@ -187,6 +209,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     t.eval_every_steps = 0  # > 0 overrides eval_every_epochs
     t.ckpt_every_steps = 1000
     t.max_checkpoints = 2
+    # Before step 1, compare the compiled train step's memory per device (XLA's memory_analysis) with
+    # the device's (its allocator's limit; none on CPU) and stop with the setting that fits if it does
+    # not. device_memory_gib > 0 checks against that many GiB instead (a smaller card, or headroom).
+    t.memory_check = True
+    t.device_memory_gib = 0.0
+    # jax's persistent compilation cache: "auto" = <workdir>/jax_cache on GPU/TPU (a restart after a
+    # preemption skips recompiling the steps), off on CPU (README: XLA:CPU notes); a folder or gs://
+    # path; "" = off.
+    t.compilation_cache = "auto"
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.shape = (-1, 1, 1)  # -1: all remaining devices

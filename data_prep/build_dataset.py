@@ -76,6 +76,9 @@ flags.DEFINE_bool("synth_ground_truth", True, "SynthFER: test records also carry
                   "expression is; train records never do.")
 flags.DEFINE_integer("synth_examples", 0, "SynthFER: also write this many test clips per class as mp4 files "
                      "under <out>/examples/ (<index>_<class>.mp4), to try grace_jax.predict on.")
+flags.DEFINE_float("val_fraction", 0.0, "Hold this share of each class's train clips out as split `val` "
+                   "(seeded by --synth_seed), for selecting checkpoints without the test fold "
+                   "(grace_jax.kfold --select_on=val).")
 flags.mark_flags_as_required(["dataset", "out"])
 
 
@@ -108,6 +111,7 @@ def main(argv: list[str]) -> None:
         synth_examples=FLAGS.synth_examples,
         face_crop=FLAGS.face_crop,
         min_face_fraction=FLAGS.min_face_fraction,
+        val_fraction=FLAGS.val_fraction,
     )
     manifest = job.build(config)  # its errors name the flag or file; cli.run prints them as one line
     counts = ", ".join(f"{s}: {v['num_clips']} clips" for s, v in manifest["splits"].items())
@@ -117,6 +121,11 @@ def main(argv: list[str]) -> None:
           f"see {manifest['bad_clip_report']})")
     print(f"{manifest['num_classes']} classes (from {manifest['class_names_source']}): "
           + ", ".join(f"{i} {n}" for i, n in enumerate(manifest["class_names"])))
+    print(f"frames: {manifest['frame_source']['description']}")
+    check = manifest.get("published_counts")
+    if check:
+        for line in check["differences"] or [f"clip counts match the published ones ({check['published']})"]:
+            print(f"clip count: {line}")
 
 
 if __name__ == "__main__":

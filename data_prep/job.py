@@ -71,6 +71,7 @@ class BuildConfig:
     synth_examples: int = 0
     face_crop: str = "none"
     min_face_fraction: float = 0.25
+    val_fraction: float = 0.0  # > 0: that share of each class's train clips becomes split "val"
     command: tuple[str, ...] | None = None  # recorded in the manifest; defaults to sys.argv
     progress: bool = True
 
@@ -145,7 +146,93 @@ def gather(config: BuildConfig) -> tuple[list[ClipSpec], list[BadClip]]:
         clips, bad = read_lists(config.dataset, lists, num_classes=len(class_names), root=config.root)
     if config.captions:
         clips = attach_captions(clips, load_captions(config.captions))
+    if config.val_fraction:
+        clips = hold_out_validation(clips, config.val_fraction, config.synth_seed)
     return clips, bad
+
+
+def hold_out_validation(clips: list[ClipSpec], fraction: float, seed: int = 0) -> list[ClipSpec]:
+    """Moves `fraction` of each class's train clips (at least one per class that has two) to split
+    "val", chosen by a seeded shuffle, so that model selection need never look at the test fold."""
+    if not 0 < fraction < 1:
+        raise BuildError(f"--val_fraction={fraction}: give a fraction in (0, 1), e.g. 0.1")
+    import random
+
+    by_class: dict[int, list[int]] = {}
+    for i, c in enumerate(clips):
+        if c.split == "train":
+            by_class.setdefault(c.label, []).append(i)
+    if not by_class:
+        raise BuildError("--val_fraction: the inputs have no train split to hold a validation part out of")
+    rng = random.Random(seed)
+    moved = set()
+    for label in sorted(by_class):
+        members = by_class[label]
+        rng.shuffle(members)
+        count = max(1, round(fraction * len(members))) if len(members) > 1 else 0
+        moved.update(members[:count])
+    return [dataclasses.replace(c, split="val") if i in moved else c for i, c in enumerate(clips)]
+
+
+# Labelled clips the datasets' papers publish (DESIGN.md section 3): DFEW's and MAFW's 5 folds each
+# split all of them into train + test; FERV39k has one split.
+PUBLISHED_COUNTS = {
+    "dfew": {"train+test": 11697},
+    "ferv39k": {"train": 31088, "test": 7847},
+    "mafw": {"train+test": 9172},
+}
+# Frame folders the datasets ship (their official face frames); anything else is someone's own crops.
+OFFICIAL_FRAME_FOLDERS = {
+    "dfew": ("clip_224x224_16f", "clip_224x224"),
+    "ferv39k": ("2_ClipsforFaceCrop",),
+    "mafw": ("faces",),
+}
+
+
+def frame_source(config: BuildConfig, clips: list[ClipSpec]) -> dict:
+    """What the frames were read from, for the manifest (and every result that cites the data):
+    generated, videos, the dataset's official face frames, or a folder of one's own crops."""
+    if config.dataset == "synth":
+        return {"kind": "generated", "description": "SynthFER, generated"}
+    parents = sorted({os.path.dirname(os.path.normpath(c.path)) for c in clips})
+    common = os.path.commonpath(parents) if parents else ""
+    kind = "videos" if config.dataset == "folder" else "frame folders"
+    official = OFFICIAL_FRAME_FOLDERS.get(config.dataset, ())
+    parts = set(os.path.normpath(common).split(os.sep)) if common else set()
+    found = [f for f in official if f in parts]
+    if config.face_crop == "auto":
+        description = f"own face crops (data_prep --face_crop=auto) of the {kind} under {common}"
+    elif config.dataset == "folder":
+        description = f"videos under {common}, frames as they are"
+    elif found:
+        description = f"{config.dataset}'s official face frames ({found[0]}) under {common}"
+    else:
+        description = (f"frame folders under {common}: not one of {config.dataset}'s official face-frame "
+                       f"folders ({', '.join(official)}), so one's own crops")
+    return {"kind": kind, "folder": common, "official": bool(found) and config.face_crop != "auto",
+            "face_crop": config.face_crop, "description": description}
+
+
+def published_check(dataset: str, written: dict[str, int], listed: dict[str, int],
+                    bad: dict[str, int]) -> dict | None:
+    """Each split's clip count against the published one: {"published", "written", "differences"}
+    with one sentence per difference (None for datasets without published counts)."""
+    published = PUBLISHED_COUNTS.get(dataset)
+    if published is None:
+        return None
+    differences = []
+    for name, expected in published.items():
+        splits = name.split("+") + (["val"] if "train" in name.split("+") else [])  # val is held out of train
+        got = sum(written.get(s, 0) for s in splits)
+        if got == expected:
+            continue
+        listed_n = sum(listed.get(s, 0) for s in splits)
+        bad_n = sum(bad.get(s, 0) for s in splits)
+        differences.append(
+            f"{name}: {got:,} clips written, {dataset} publishes {expected:,} ({got - expected:+,}; the lists "
+            f"gave {listed_n:,}, {bad_n:,} of them unreadable)"
+        )
+    return {"published": published, "written": dict(written), "differences": differences}
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -195,6 +282,7 @@ def build(config: BuildConfig) -> dict:
     remove_stale_staging(out)
     check_output_free(out, config.overwrite)
     clips, bad = gather(config)
+    rejected_lines = [b.split for b in bad]  # list lines refused before any clip was read
     total = len(clips) + len(bad)
     if total == 0:
         raise BuildError("the inputs list no clips at all")
@@ -293,6 +381,12 @@ def build(config: BuildConfig) -> dict:
             **({"examples": examples} if examples else {}),
             **({"synth": {"variant": config.synth_variant, "seed": config.synth_seed,
                           "ground_truth_splits": list(ground_truth_splits)}} if config.dataset == "synth" else {}),
+            "frame_source": frame_source(config, clips),
+            "published_counts": published_check(
+                config.dataset, {sp: len(stats[sp][0]) for sp in splits},
+                {sp: listed[sp] + rejected_lines.count(sp) for sp in splits},
+                {sp: sum(b.split == sp for b in bad) for sp in splits},
+            ),
             "num_bad_clips": len(bad),
             "bad_clips_per_split": {s: sum(b.split == s for b in bad) for s in dict.fromkeys(b.split for b in bad)},
             "bad_clip_report": schema.BAD_CLIP_REPORT_NAME,

@@ -26,6 +26,7 @@ def check_train_config(config: ml_collections.ConfigDict, workdir: str) -> dict 
     SynthFER, which is generated later)."""
     check_mesh(config)
     check_batch(config.optim.batch_size, "optim.batch_size", config)
+    check_accumulation(config)
     if config.data.get("eval_batch_size"):
         check_batch(config.data.eval_batch_size, "data.eval_batch_size", config)
     _check_choices(config)
@@ -83,6 +84,24 @@ def check_batch(batch_size: int, field: str, config) -> None:
         )
 
 
+def check_accumulation(config) -> None:
+    """optim.grad_accum_steps cuts optim.batch_size into micro-batches that split over the devices."""
+    accum, batch = config.optim.get("grad_accum_steps", 1), config.optim.batch_size
+    if accum < 1:
+        raise cli.ConfigError(f"optim.grad_accum_steps={accum} must be >= 1 (1: no accumulation).")
+    if accum == 1:
+        return
+    shape = dict(zip(sharding.AXES, check_mesh(config)))
+    parallel = shape["data"] * shape["fsdp"]
+    if batch % (accum * parallel):
+        fits = [k for k in range(1, batch // parallel + 1) if batch % (k * parallel) == 0]
+        raise cli.ConfigError(
+            f"optim.grad_accum_steps={accum}: optim.batch_size={batch} does not split into {accum} "
+            f"micro-batches of equal size over the {parallel} batch-parallel devices; with this batch and "
+            f"mesh choose one of {', '.join(map(str, fits))}."
+        )
+
+
 # ------------------------------------------------------------------------------------ fields
 def _one_of(field: str, value, allowed) -> None:
     if value not in allowed:
@@ -125,8 +144,26 @@ def _check_intervals(train_cfg) -> None:
         raise cli.ConfigError(f"train.eval_every_epochs={train_cfg.eval_every_epochs} must be >= 0 (0: at the end).")
 
 
+RANDOM_INIT = "random"  # configs/base.py's spelling of "start CLIP from random weights"
+
+
+def tokenizer_source(clip_cfg) -> str:
+    """Where the tokenizer comes from: model.clip.tokenizer, else a model.clip.init that names weights
+    ("" when neither does: init "random" or "" has no tokenizer)."""
+    init = "" if clip_cfg.init == RANDOM_INIT else clip_cfg.init
+    return clip_cfg.tokenizer or init
+
+
+def _openai_variant(name: str) -> str | None:
+    """The variant whose OpenAI weights the hub name `name` holds (configs/base.py OPENAI_CLIP)."""
+    from configs import base
+
+    return {v: k for k, v in base.OPENAI_CLIP.items()}.get(name)
+
+
 def check_clip(model_cfg) -> None:
-    """The CLIP variant, the local checkpoint of model.clip.init, the tokenizer's source."""
+    """The CLIP variant, the weights of model.clip.init (a hub name must be in the hub cache or the
+    hub reachable), the tokenizer's source."""
     from grace_jax.models import clip as clip_lib
     from grace_jax.models import clip_checkpoint, grace
 
@@ -139,22 +176,42 @@ def check_clip(model_cfg) -> None:
                 f"model.clip.variant={clip_cfg.variant!r} is not a CLIP variant; choose one of "
                 f"{', '.join(repr(v) for v in clip_lib.VARIANTS)}."
             ) from None
-    if clip_cfg.init:
+    if not clip_cfg.init:
+        # Before: "" meant random weights, and a dataset config without an init trained a DFER model
+        # from a random CLIP without a word.
+        from configs import base
+
+        named = base.OPENAI_CLIP.get(clip_cfg.variant)
+        raise cli.ConfigError(
+            "model.clip.init is empty: name the CLIP weights to start from"
+            + (f" (OpenAI's {clip_cfg.variant}: --config.model.clip.init={named})" if named else "")
+            + ", a Hugging Face CLIP folder or an OpenAI .pt file; or --config.model.clip.init=random "
+            "for random weights."
+        )
+    if clip_cfg.init != RANDOM_INIT:
         try:
             clip_checkpoint.check_source(clip_cfg.init)
         except clip_checkpoint.CheckpointError as e:
             raise cli.ConfigError(
                 f"model.clip.init={clip_cfg.init}: {e} Give a Hugging Face CLIP folder, an OpenAI .pt "
-                "file or a hub name (owner/name), or '' for random weights."
+                "file or a hub name (owner/name), or 'random' for random weights."
             ) from None
+        weights_of = _openai_variant(clip_cfg.init)
+        if weights_of and clip_cfg.get("architecture") is None and weights_of != clip_cfg.variant:
+            raise cli.ConfigError(
+                f"model.clip.init={clip_cfg.init} holds OpenAI's {weights_of}, but model.clip.variant="
+                f"{clip_cfg.variant}: also set --config.model.clip.init="
+                f"{configs_openai_name(clip_cfg.variant)}."
+            )
         if hub.is_hub_name(clip_cfg.init):  # in the hub cache, or the hub answers: else fail now
             hub.check(clip_cfg.init, "model.clip.init", hub.CLIP_FILES)
     if grace.needs_tokenizer(model_cfg) or model_cfg.cate.captions:
-        source = clip_cfg.tokenizer or clip_cfg.init
+        source = tokenizer_source(clip_cfg)
         if not source:
             raise cli.ConfigError(
-                "model.clip.tokenizer is empty and so is model.clip.init: name a CLIP tokenizer "
-                "(a folder or hub name), or 'builtin:tiny' for the tiny random CLIP."
+                f"model.clip.init={clip_cfg.init} gives no tokenizer and "
+                "model.clip.tokenizer is empty: name a CLIP tokenizer (a folder or hub name), or "
+                "'builtin:tiny' for the tiny random CLIP."
             )
         field = "model.clip.tokenizer" if clip_cfg.tokenizer else "model.clip.init"
         if (source != "builtin:tiny" and os.path.sep in source and not os.path.exists(source)
@@ -162,6 +219,13 @@ def check_clip(model_cfg) -> None:
             raise cli.ConfigError(f"{field}={source}: no such folder for the tokenizer.")
         if source != "builtin:tiny" and hub.is_hub_name(source):
             hub.check(source, field, hub.TOKENIZER_FILES)
+
+
+def configs_openai_name(variant: str) -> str:
+    """OpenAI's hub name for `variant`, or a placeholder saying there is none."""
+    from configs import base
+
+    return base.OPENAI_CLIP.get(variant, "<CLIP weights of that variant>")
 
 
 # ------------------------------------------------------------------------------------ paths

@@ -194,19 +194,27 @@ class CompiledTogether:
     padded to one shape). A single process calls the jitted function as it is.
     """
 
-    def __init__(self, jitted, name: str):
+    def __init__(self, jitted, name: str, check=None):
+        """`check(compiled, args)`, when given, sees the compiled executable before its first run
+        (the trainer's memory check) and may raise; the step is then compiled ahead on one process
+        too."""
         self._jitted = jitted
         self._name = name
         self._compiled = None
+        self._check = check
 
     def __call__(self, *args):
         if self._compiled is None:
-            if jax.process_count() > 1:
+            if jax.process_count() > 1 or self._check is not None:
                 start = time.perf_counter()
-                self._compiled = self._jitted.lower(*args).compile()
-                logging.info("%s compiled in %.1f s; waiting for the other processes", self._name,
-                             time.perf_counter() - start)
-                barrier(f"compiled {self._name}")
+                compiled = self._jitted.lower(*args).compile()
+                if self._check is not None:
+                    self._check(compiled, args)
+                if jax.process_count() > 1:
+                    logging.info("%s compiled in %.1f s; waiting for the other processes", self._name,
+                                 time.perf_counter() - start)
+                    barrier(f"compiled {self._name}")
+                self._compiled = compiled
             else:
                 self._compiled = self._jitted
         return self._compiled(*args)

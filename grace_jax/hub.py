@@ -101,7 +101,8 @@ def _fetch_hint(name: str, field: str) -> str:
     local = name.split("/")[-1]
     # `hf download` takes one pattern per --include: further words would be file names.
     include = " ".join(f"--include {shlex.quote(p)}" for p in FETCH_PATTERNS)
-    also = " (and --config.model.clip.tokenizer=<folder>)" if field == "model.clip.init" else ""
+    also = (" (or an OpenAI .pt file; and --config.model.clip.tokenizer=<folder>)" if field == "model.clip.init"
+            else "")
     python = (f"python -c \"from huggingface_hub import snapshot_download; snapshot_download('{name}', "
               f"local_dir='{local}', allow_patterns={list(FETCH_PATTERNS)})\"")
     return (

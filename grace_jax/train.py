@@ -35,6 +35,7 @@ from grace_jax import (
     input_pipeline,
     localization,
     losses,
+    memory,
     metric_writers,
     metrics,
     optim,
@@ -89,24 +90,25 @@ def train_step(
     loss_cfg: dict,
     image_size: int | None = None,
     normalize: str = "clip",
+    accum_steps: int = 1,
 ):
     """One SGD step. Returns (new state, scalar metrics).
 
     `image_size` is the model input side, needed when the batch carries `crop_box`/`flip` (frames
     cropped and resized here, on the accelerator). `normalize`: config.data.normalize.
+    `accum_steps` (config.optim.grad_accum_steps): the gradient is summed over that many micro-batches
+    of the batch, one after the other (`accumulated_grads`), so only a micro-batch's activations are
+    alive at once; the step is the one big step.
     """
     # The probe's gradient counts OT problems whose gradient came out non-finite and was zeroed.
-    grad_fn = jax.value_and_grad(_forward, argnums=(1, 5), has_aux=True)
-    (_, (terms, logits, aux)), (grads, fallbacks) = grad_fn(
-        graphdef,
+    (terms, logits, aux), (grads, fallbacks) = accumulated_grads(
+        lambda params, probe, b: _forward(
+            graphdef, params, state["frozen"], state["rest"], b, probe, loss_cfg=loss_cfg,
+            image_size=image_size, normalize=normalize,
+        ),
         state["params"],
-        state["frozen"],
-        state["rest"],
         batch,
-        jnp.zeros((), jnp.float32),
-        loss_cfg=loss_cfg,
-        image_size=image_size,
-        normalize=normalize,
+        accum_steps=accum_steps,
     )
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
@@ -155,6 +157,60 @@ def _localization(patch: int, batch: dict, aux: dict, normalize: str) -> dict:
     return {name: localization.localization(maps=m, mask=mask) for name, m in maps.items()}
 
 
+def _micro_batches(tree, accum_steps: int):
+    """[B, ...] leaves -> [accum_steps, B / accum_steps, ...]; micro-batch j holds rows j, j + k, ...
+
+    Strided rather than contiguous: the batch is split over the devices in contiguous blocks of rows,
+    and rows i * k + j keep every micro-batch spread over all devices (no data moves between them)."""
+    def split(x):
+        x = x.reshape((x.shape[0] // accum_steps, accum_steps) + x.shape[1:])
+        return jnp.swapaxes(x, 0, 1)
+
+    return jax.tree.map(split, tree)
+
+
+# What `accumulated_grads` keeps of `aux`, stacked per micro-batch: the OT summaries' inputs.
+_KEPT_AUX = ("ot_converged", "ot_iterations", "ot_epsilon", "ot_cost_std", "ot_mutual_information",
+             "ot_visual_entropy")
+
+
+def accumulated_grads(forward, params, batch: dict, *, accum_steps: int = 1):
+    """((terms, logits, aux), (grads, probe grad)) of `forward(params, probe, batch) -> (loss,
+    (terms, logits, aux))`, differentiated with respect to `params` and a float32 scalar `probe`
+    (zero; its gradient counts zeroed OT gradients, summed over micro-batches).
+
+    With accum_steps > 1 the batch (every leaf [B, ...], B divisible by accum_steps) is cut into
+    micro-batches run one after the other under `lax.scan`; each micro-batch's gradient and loss terms
+    are weighted by its share of the real (mask) clips, so for losses that are masked means over clips
+    (the CE terms) the result equals the one big batch's, padding included. The clip-caption
+    contrastive term (model.loss.align_weight) takes its negatives from the micro-batch only, so there
+    it is an approximation. `logits` come back [B, C] in batch order; `aux` holds only the OT
+    convergence and sharpness statistics (`_KEPT_AUX`), stacked per micro-batch.
+    """
+    grad_fn = jax.value_and_grad(forward, argnums=(0, 1), has_aux=True)
+    probe = jnp.zeros((), jnp.float32)
+    if accum_steps == 1:
+        (_, (terms, logits, aux)), grads = grad_fn(params, probe, batch)
+        return (terms, logits, {k: aux[k] for k in _KEPT_AUX if k in aux}), grads
+    micro = _micro_batches(batch, accum_steps)
+    mask = batch["mask"].astype(jnp.float32)
+    total = jnp.maximum(mask.sum(), 1.0)
+
+    def one(acc, b):
+        (_, (terms, logits, aux)), (g, fallbacks) = grad_fn(params, probe, b)
+        weight = b["mask"].astype(jnp.float32).sum() / total
+        acc_g, acc_f = acc
+        acc_g = jax.tree.map(lambda a, x: a + weight * x.astype(a.dtype), acc_g, g)
+        kept = {k: aux[k] for k in _KEPT_AUX if k in aux}
+        return (acc_g, acc_f + fallbacks), (jax.tree.map(lambda t: weight * t, terms), logits, kept)
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    grads, (terms, logits, aux) = jax.lax.scan(one, (zeros, probe), micro)
+    terms = jax.tree.map(lambda t: t.sum(0), terms)
+    logits = jnp.swapaxes(logits, 0, 1).reshape((-1,) + logits.shape[2:])  # back to batch order
+    return (terms, logits, aux), grads
+
+
 def eval_step(
     state: TrainState, batch: dict, *, graphdef, loss_cfg: dict, num_classes: int, normalize: str = "clip"
 ):
@@ -191,7 +247,7 @@ def load_tokenizer(model_cfg) -> tokenizer_lib.Tokenizer | None:
     texts' token ids, as converted and exported runs do, and reads no captions)."""
     if not grace.needs_tokenizer(model_cfg) and not model_cfg.cate.captions:
         return None
-    source = model_cfg.clip.tokenizer or model_cfg.clip.init
+    source = config_checks.tokenizer_source(model_cfg.clip)
     if not source:
         raise cli.ConfigError(
             "config.model.clip.tokenizer (or model.clip.init) must name a CLIP "
@@ -333,6 +389,48 @@ def evaluate(
     return confusion, loss_sum / max(int(confusion.sum()), 1), out
 
 
+def _best_war_so_far(workdir: str) -> dict:
+    """The highest-WAR evaluation in metrics.jsonl before a resume (without its confusion matrix,
+    which only final_metrics.json and the evaluation that follows keep)."""
+    best = {"war": -1.0}
+    for record in metric_writers.read_metrics(workdir):
+        if record.get("split") == "eval" and record.get("war", -1.0) > best["war"]:
+            best = {k: v for k, v in record.items() if k != "split"}
+    return best
+
+
+def _memory_check(config, train_jit, mesh):
+    """CompiledTogether's `check` for the train step: refuses, before step 1, a step that does not fit
+    the device memory, naming the setting that does (grace_jax/memory.py); None when nothing is to
+    be checked (train.memory_check off, or a device without a memory limit, as CPUs)."""
+    if not config.train.get("memory_check", True):
+        return None
+    limit, where = memory.device_limit(config.train.get("device_memory_gib", 0.0))
+    if limit is None:
+        return None
+    shape = dict(zip(sharding.AXES, config_checks.check_mesh(config)))
+
+    def check(compiled, args):
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), args
+        )
+        needed = memory.step_bytes(compiled)
+        if jax.process_index() == 0:
+            print(f"Train step: {memory.size(needed)} per device of {memory.size(limit)} ({where}).",
+                  flush=True)
+        memory.check_fits(
+            needed, limit, where,
+            batch_size=config.optim.batch_size,
+            parallel=shape["data"] * shape["fsdp"],
+            accum_steps=config.optim.get("grad_accum_steps", 1),
+            bytes_with=lambda k: memory.step_bytes(train_jit(k).lower(*abstract).compile()),
+            dtype=config.model.clip.dtype,
+            remat=config.model.clip.remat,
+        )
+
+    return check
+
+
 def _process_rows(batch_sh, global_batch_size: int) -> dict:
     """The loaders' shard_index/shard_count: the block of every global batch this process's devices
     hold (input_pipeline.BatchSliceSampler), so batches do not depend on the number of processes."""
@@ -366,8 +464,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             lock.release()
 
 
+def _compilation_cache(config, workdir: str) -> str | None:
+    """Turns on jax's persistent compilation cache per train.compilation_cache; returns its folder.
+
+    "auto": <workdir>/jax_cache on GPU and TPU, where an L/14 step takes minutes to compile and a
+    restart after a preemption would compile it again; off on CPU, where resumed multi-process runs
+    from the cache hung (README, "Cloud TPU and clusters"). A cache the environment already set
+    (JAX_COMPILATION_CACHE_DIR) is left as it is."""
+    setting = config.train.get("compilation_cache", "auto")
+    if not setting or jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir or None
+    if setting == "auto":
+        if jax.default_backend() == "cpu":
+            return None
+        setting = paths.join(workdir, "jax_cache")
+    jax.config.update("jax_compilation_cache_dir", setting)
+    return setting
+
+
+def _clip_origin(clip_cfg) -> str:
+    """Where CLIP's starting weights come from, for the log."""
+    if clip_cfg.init == config_checks.RANDOM_INIT:
+        return ("CLIP starts from random weights (model.clip.init=random): not pretrained, as asked; "
+                "drop the override to start from OpenAI's.")
+    from grace_jax import hub
+
+    where = clip_cfg.init
+    if hub.is_hub_name(clip_cfg.init):
+        folder = hub.cached(clip_cfg.init, hub.CLIP_FILES)
+        where += f" (hub cache: {folder})" if folder else " (from the hub)"
+    return f"CLIP starts from pretrained weights: {where}."
+
+
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     is_main = jax.process_index() == 0
+    cache = _compilation_cache(config, workdir)
+    if cache and is_main:
+        logging.info("jax compilation cache: %s", cache)
     taken = resume.check(config, workdir, jax.process_count())
     if is_main:
         if taken:
@@ -400,20 +533,29 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
 
     loss_cfg = dict(config.model.loss)
     normalize = config.data.get("normalize", "clip")  # configs saved before the field: CLIP mean/std
-    # CompiledTogether: with several processes, the first step runs once every process compiled it.
-    train_fn = distributed.CompiledTogether(jax.jit(
-        functools.partial(
-            train_step,
-            graphdef=graphdef,
-            tx=tx,
-            loss_cfg=loss_cfg,
-            image_size=config.data.image_size,
-            normalize=normalize,
-        ),
-        in_shardings=(state_sh, batch_sh),
-        out_shardings=(state_sh, replicated),
-        donate_argnums=0,
-    ), "train_step")
+    accum_steps = config.optim.get("grad_accum_steps", 1)
+
+    def train_jit(accum: int):
+        return jax.jit(
+            functools.partial(
+                train_step,
+                graphdef=graphdef,
+                tx=tx,
+                loss_cfg=loss_cfg,
+                image_size=config.data.image_size,
+                normalize=normalize,
+                accum_steps=accum,
+            ),
+            in_shardings=(state_sh, batch_sh),
+            out_shardings=(state_sh, replicated),
+            donate_argnums=0,
+        )
+
+    # CompiledTogether: with several processes, the first step runs once every process compiled it;
+    # the memory check sees the compiled step before it runs.
+    train_fn = distributed.CompiledTogether(
+        train_jit(accum_steps), "train_step", check=_memory_check(config, train_jit, mesh)
+    )
     eval_fn = distributed.CompiledTogether(jax.jit(
         functools.partial(
             eval_step,
@@ -456,14 +598,17 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
 
     # SynthFER's test split carries where the expression is: the eval then measures localization.
     ground_truth = localization.has_ground_truth(manifest, config.data.eval_split)
+    # Evaluation holds no gradients, but by default takes the training micro-batch: a size whose
+    # activations the memory check has seen fit.
+    eval_batch = config.data.get("eval_batch_size") or batch_size // accum_steps
 
     def eval_loader():
         return input_pipeline.make_eval_loader(
             data_dir,
             config.data.eval_split,
             ground_truth=ground_truth,
-            global_batch_size=config.data.get("eval_batch_size") or batch_size,
-            **_process_rows(batch_sh, config.data.get("eval_batch_size") or batch_size),
+            global_batch_size=eval_batch,
+            **_process_rows(batch_sh, eval_batch),
             **loader_kw,
         )
 
@@ -478,6 +623,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         else:  # process 0 said it on the console; the others' logs say it once too
             logging.info("Resumed from step %d", step)
     best = ckpt.best_metrics() or {"uar": -1.0}
+    if step == 0 and is_main:
+        print(_clip_origin(config.model.clip), flush=True)
+    # DFER-CLIP's selection (best test accuracy, WAR), reported beside ours (best UAR, the checkpoint
+    # kept in checkpoints/best); grace_jax.folds reports both. Rebuilt from metrics.jsonl on resume.
+    best_war = _best_war_so_far(workdir) if step else {"war": -1.0}
 
     writer = metric_writers.MetricWriter(workdir, enabled=is_main, resume_step=step)
     progress = metric_writers.Progress(total_steps, batch_size, enabled=is_main)
@@ -541,6 +691,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
                 if summary["uar"] > best["uar"]:
                     best = dict(summary)
                     ckpt.save(step, state, metrics=best, best=True)
+                if summary["war"] > best_war["war"]:
+                    best_war = dict(summary)
             if step % config.train.ckpt_every_steps == 0 or last:
                 ckpt.save(step, state, data_iterator=train_iter)
 
@@ -570,6 +722,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         )
         paths.write_text(
             paths.join(workdir, "final_metrics.json"),
-            json.dumps({"last": summary, "best": best}, indent=2),
+            json.dumps({"last": summary, "best": best, "best_war": best_war,
+                        "selection": {"best": "highest UAR (checkpoints/best)",
+                                      "best_war": "highest WAR (DFER-CLIP's rule; no checkpoint kept)"}},
+                       indent=2),
         )
     return summary

@@ -17,23 +17,23 @@ train_DFEW.sh / train_FERV39k.sh / train_MAFW.sh (read from the official code, n
 
 The argument picks the dataset (and fold) as configs/dfew.py, ferv39k.py and mafw.py do:
 
-  python -m grace_jax.main --config=configs/ablations/dferclip.py:dfew,fold=3 --workdir=runs/dfc_dfew3 \
-      --config.model.clip.init=openai/clip-vit-base-patch32
-  python -m grace_jax.main --config=configs/ablations/dferclip.py:ferv39k --workdir=runs/dfc_ferv39k \
-      --config.model.clip.init=openai/clip-vit-base-patch32
-  python -m grace_jax.main --config=configs/ablations/dferclip.py:mafw,fold=2 --workdir=runs/dfc_mafw2 \
-      --config.model.clip.init=openai/clip-vit-base-patch32
+  python -m grace_jax.main --config=configs/ablations/dferclip.py:dfew,fold=3 --workdir=runs/dfc_dfew3
+  python -m grace_jax.main --config=configs/ablations/dferclip.py:ferv39k --workdir=runs/dfc_ferv39k
+  python -m grace_jax.main --config=configs/ablations/dferclip.py:mafw,fold=2 --workdir=runs/dfc_mafw2
 
-No argument means DFEW fold 1. DFER-CLIP itself keeps the checkpoint with the best test accuracy
-(WAR) and reports that checkpoint's UAR and WAR; our trainer keeps the best by UAR (final_metrics.json
-has both numbers of every evaluation in metrics.jsonl).
+No argument means DFEW fold 1; CLIP starts from openai/clip-vit-base-patch32 (the Hugging Face copy of
+what DFER-CLIP's clip.load("ViT-B/32") downloads). DFER-CLIP itself keeps the checkpoint with the best
+test accuracy (WAR) and reports that checkpoint's UAR and WAR; our trainer keeps the best by UAR and
+records the best-WAR evaluation beside it (final_metrics.json "best_war"; grace_jax.folds reports both).
+All five folds in one command: python -m grace_jax.kfold --config=configs/ablations/dferclip.py:dfew
+--workdir=runs/dfc_dfew.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-from configs import dfew, ferv39k, mafw
+from configs import base, dfew, ferv39k, mafw
 
 _DATASETS = {"dfew": dfew, "ferv39k": ferv39k, "mafw": mafw}
 # Per-dataset train transforms of DFER-CLIP's train_data_loader: (brightness, rotation degrees).
@@ -61,6 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     m = c.model
     m.clip.variant = "ViT-B/32"
+    m.clip.init = base.OPENAI_CLIP["ViT-B/32"]  # what DFER-CLIP's clip.load("ViT-B/32") downloads
     m.clip.dtype = "float32"
     m.motion.enabled = False
     m.cate.enabled = False

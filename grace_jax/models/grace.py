@@ -375,12 +375,15 @@ def build_model(
     needed when the config stores its token ids (``needs_tokenizer``).
     """
     dtype = compute_dtype(cfg.clip.dtype)
-    if clip is None and cfg.clip.init:
-        clip = clip_lib.load_pretrained(cfg.clip.init, dtype=dtype, remat=cfg.clip.remat)
+    # "random" (configs/base.py RANDOM_INIT) and "" (converted and exported runs, whose weights come
+    # from their checkpoint) both mean: no pretrained weights to read here.
+    init = "" if cfg.clip.init == "random" else cfg.clip.init
+    if clip is None and init:
+        clip = clip_lib.load_pretrained(init, dtype=dtype, remat=cfg.clip.remat)
     if tokenizer is None and needs_tokenizer(cfg):
         from grace_jax.text.tokenizer import Tokenizer
 
-        source = cfg.clip.tokenizer or cfg.clip.init
+        source = cfg.clip.tokenizer or init
         if not source:
             raise ValueError("model.clip.tokenizer (or model.clip.init) must name a CLIP tokenizer")
         tokenizer = Tokenizer.from_pretrained(source)
