@@ -13,7 +13,8 @@ truth, data_prep.build_dataset), then `configs/demo.py` trains every model below
   no_ot       token-level OT off (no class maps: global logits only)
   all_off     motion, CATE and OT off: DFER-CLIP's architecture
   fixed_prior motion weighting fixed (pixel softmax, robust normalisation) instead of learned
-  balanced    the earlier model: fixed clip-max prior as the hard visual marginal, absolute epsilon 0.1
+  balanced    the earlier model: fixed clip-max prior (alpha 0.1, top 64 tokens) as the hard visual
+              marginal, absolute epsilon 0.1
 
 Printed per variant: UAR and WAR (mean +- sample std over seeds), and for models with class maps the
 mass of the predicted class's map on expression tokens (share), its pointing game, the motion
@@ -53,6 +54,7 @@ MODELS = {
                 "--config.model.loss.ot_weight=0"],
     "fixed_prior": ["--config.model.motion.weighting=fixed"],
     "balanced": ["--config.model.motion.weighting=fixed", "--config.model.motion.normalize=clip_max",
+                 "--config.model.motion.alpha=0.1", "--config.model.motion.top_k=64",
                  "--config.model.ot.tau_visual=1.0", "--config.model.ot.relative_epsilon=False",
                  "--config.model.ot.epsilon=0.1"],
 }

@@ -136,6 +136,21 @@ def ot_summaries(aux: dict) -> dict:
     return out
 
 
+def _map_differences(aux: dict, mask: jax.Array) -> dict:
+    """How class-dependent the maps are, averaged over a batch's real clips: the L1 distance (0..2)
+    between two different classes' maps of a clip, and between the predicted class's map and the
+    motion weights (balanced transport gives 0 for both)."""
+    maps = aux["class_maps"].astype(jnp.float32)  # [B,C,T,P]
+    b, c = maps.shape[:2]
+    flat = maps.reshape(b, c, -1)
+    pairwise = jnp.abs(flat[:, :, None] - flat[:, None]).sum(-1)  # [B,C,C]
+    between = pairwise.sum((1, 2)) / max(c * (c - 1), 1)  # [B], the diagonal is 0
+    prior = jnp.abs(aux["ot_visual_mass"] - aux["motion_weights"]).sum((1, 2))  # [B]
+    w = mask.astype(jnp.float32)
+    n = jnp.maximum(w.sum(), 1.0)
+    return {"class_map_l1": (between * w).sum() / n, "class_map_prior_l1": (prior * w).sum() / n}
+
+
 def _localization(patch: int, batch: dict, aux: dict, normalize: str) -> dict:
     """Per-clip localization of the model's maps against the batch's ground truth (SynthFER)."""
     mask = localization.expression_mask(
@@ -232,6 +247,8 @@ def eval_step(
         num_classes=num_classes,
     )
     extras = {"ot": ot_summaries(aux)}
+    if "class_maps" in aux:
+        extras["ot"].update(_map_differences(aux, batch["mask"]))
     if "gt_expression" in batch:
         # Merged only to read the patch size, a constant of the module (no computation is traced).
         patch = nnx.merge(graphdef, state["params"], state["frozen"], state["rest"]).patch_size
@@ -485,8 +502,8 @@ def _compilation_cache(config, workdir: str) -> str | None:
 def _clip_origin(clip_cfg) -> str:
     """Where CLIP's starting weights come from, for the log."""
     if clip_cfg.init == config_checks.RANDOM_INIT:
-        return ("CLIP starts from random weights (model.clip.init=random): not pretrained, as asked; "
-                "drop the override to start from OpenAI's.")
+        return ("CLIP starts from random weights (model.clip.init=random): not pretrained, as the "
+                "config asks; model.clip.init=<OpenAI hub name or folder> starts from pretrained ones.")
     from grace_jax import hub
 
     where = clip_cfg.init

@@ -47,13 +47,20 @@ def test_grace_loss_terms_switch():
     aux = {
         "ot_logits": jnp.asarray(rng.normal(size=(3, 7)), jnp.float32),
         "caption_scores": jnp.asarray(rng.normal(size=(3, 3)), jnp.float32),
+        "motion_logits": jnp.asarray(rng.normal(size=(3, 7)), jnp.float32),
     }
     loss, terms = losses.grace_loss(logits=logits, labels=labels, aux=aux, ot_weight=0.5,
-                                    align_weight=0.1)  # fmt: skip
-    np.testing.assert_allclose(loss, terms["ce"] + 0.5 * terms["ot_ce"] + 0.1 * terms["align"])
+                                    motion_weight=0.3, align_weight=0.1)  # fmt: skip
+    np.testing.assert_allclose(
+        loss, terms["ce"] + 0.5 * terms["ot_ce"] + 0.3 * terms["motion_ce"] + 0.1 * terms["align"], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        terms["motion_ce"], losses.cross_entropy(logits=aux["motion_logits"], labels=labels), rtol=1e-6
+    )
     assert float(terms["ot_ce"]) > 0 and float(terms["align"]) > 0
     loss0, terms0 = losses.grace_loss(logits=logits, labels=labels, aux={})
     assert float(terms0["ot_ce"]) == 0.0 and float(terms0["align"]) == 0.0
+    assert float(terms0["motion_ce"]) == 0.0
     np.testing.assert_allclose(loss0, terms["ce"])
     g = jax.grad(lambda x: losses.grace_loss(logits=x, labels=labels, aux=aux)[0])(logits)
     assert np.all(np.isfinite(np.asarray(g)))
