@@ -1,19 +1,29 @@
-r"""Evaluates a run on any split of any dataset built by data_prep: UAR, WAR, per-class recall.
+r"""Evaluates a run or an exported model on any split of any dataset: UAR, WAR, per-class recall.
 
   python -m grace_jax.evaluate --workdir=runs/dfew3 --data_dir=/data/shards/dfew_fold3
   python -m grace_jax.evaluate --workdir=runs/dferclip_dfew1 --data_dir=/data/shards/dfew_fold1 \
       --split=test --checkpoint=last
+  python -m grace_jax.evaluate --workdir=runs/dfew3 --tfds=dfew/fold_3 --tfds_dir=/data/tensorflow_datasets
+  python -m grace_jax.evaluate --model=your-name/grace-dfew3 --data_dir=/data/shards/dfew_fold3
 
-The evaluation protocol is the run's own (its config.json: frames per clip, input size, eval resize or
-crop, input normalisation; DFER-CLIP's for converted runs), with the evaluation step and loader the
-trainer uses. Prints a table of per-class recall with UAR and WAR (and, on SynthFER's test split,
-which carries ground truth, how much of each map lies on the expression: grace_jax/localization.py),
-and writes
+The model: `--workdir`, a training run or a DFER-CLIP checkpoint converted by grace_jax.convert; or
+`--model`, a folder written by grace_jax.export or its hub name (as grace_jax.predict takes it). The
+data: `--data_dir`, shards built by data_prep; or `--tfds=NAME/CONFIG` (with `--tfds_dir`, tfds's data
+folder), a dataset prepared by data_prep.tfds_builders, read as the trainer reads `data.tfds`. Give
+exactly one of each pair.
+
+The evaluation protocol is the run's own (its config.json, or the exported one: frames per clip, input
+size, eval resize or crop, input normalisation; DFER-CLIP's for converted runs), with the evaluation step
+and loader the trainer uses. Prints a table of per-class recall with UAR and WAR (and, on SynthFER's
+test split, which carries ground truth, how much of each map lies on the expression:
+grace_jax/localization.py), and writes
 `<out>/<split>-<checkpoint>.json` (the numbers, the confusion matrix, what was evaluated) and the
-confusion-matrix picture `<out>/<split>-<checkpoint>.png`; `--out` defaults to `<workdir>/evaluation`.
-`--checkpoint=best` (the default) falls back to `last` where a run has no best checkpoint, as converted
-runs do, and the files are named by the checkpoint used. `python -m grace_jax.folds --split=test`
-summarizes these files over the folds of a k-fold protocol.
+confusion-matrix picture `<out>/<split>-<checkpoint>.png`; `--out` defaults to `<workdir>/evaluation`,
+or `./evaluation` with `--model`. `--checkpoint=best` (the default) falls back to `last` where a run has
+no best checkpoint, as converted runs do, and the files are named by the checkpoint used; an exported
+model holds the one checkpoint it was exported from (`--checkpoint=last` on a `best` export is an
+error). `python -m grace_jax.folds --split=test` summarizes these files over the folds of a k-fold
+protocol.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from grace_jax import (
     cli,
     config_checks,
     distributed,
+    export,
     input_pipeline,
     localization,
     metrics,
@@ -41,8 +52,9 @@ from grace_jax import (
     sharding,
     train,
 )
+from grace_jax.data import tfds_source
 
-__all__ = ["evaluate_run", "format_table", "result_path"]
+__all__ = ["evaluate_run", "format_table", "parse_sources", "result_path"]
 
 
 def result_path(out_dir: str, split: str, checkpoint: str, ext: str = "json") -> str:
@@ -66,9 +78,52 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def parse_sources(
+    *, workdir: str | None, model: str | None, data_dir: str | None, tfds: str | None,
+    tfds_dir: str | None,
+) -> str | tfds_source.TfdsDataset:
+    """The flags' data: a shard folder or a TfdsDataset; raises cli.UsageError for a bad combination."""
+    if bool(workdir) == bool(model):
+        raise cli.UsageError(
+            "Give exactly one of --workdir (a training or converted run) and --model (a folder written "
+            "by grace_jax.export, or its hub name)."
+        )
+    if bool(data_dir) == bool(tfds):
+        raise cli.UsageError(
+            "Give exactly one of --data_dir (shards built by data_prep) and --tfds=NAME/CONFIG (a dataset "
+            "prepared by data_prep.tfds_builders, with --tfds_dir)."
+        )
+    if tfds_dir and not tfds:
+        raise cli.UsageError("--tfds_dir is tfds's data folder for --tfds; give --tfds=NAME/CONFIG too.")
+    if data_dir:
+        return data_dir
+    if tfds.count("/") > 1 or not tfds.strip("/") or tfds.startswith("/") or tfds.endswith("/"):
+        raise cli.UsageError(f"--tfds={tfds}: give a dataset name with its config, e.g. dfew/fold_3.")
+    return tfds_source.TfdsDataset(tfds, paths.resolve(tfds_dir) if tfds_dir else "")
+
+
+def _read_manifest(data: str | tfds_source.TfdsDataset) -> dict:
+    if isinstance(data, tfds_source.TfdsDataset):
+        return tfds_source.manifest(data, field="--tfds")
+    return input_pipeline.read_manifest(data)
+
+
+def _open_model(workdir: str | None, model: str | None, which: str, mesh) -> dict:
+    """{config, class_names, graphdef, state, step, checkpoint} of the run or the exported model."""
+    if workdir:
+        run = runs.load_run(workdir, which, mesh=mesh)
+        return dict(config=run.config, class_names=run.class_names, graphdef=run.graphdef,
+                    state=run.state, step=run.step, checkpoint=run.checkpoint)  # fmt: skip
+    config, names, graphdef, state = export.load_exported(model, mesh=mesh)
+    info = export.weights_metadata(model)
+    return dict(config=config, class_names=names, graphdef=graphdef, state=state,
+                step=int(info["step"]) if info.get("step") else None,
+                checkpoint=info.get("checkpoint") or "exported")  # fmt: skip
+
+
 def evaluate_run(
-    workdir: str,
-    data_dir: str,
+    workdir: str | None,
+    data_dir: str | tfds_source.TfdsDataset,
     *,
     split: str = "test",
     which: str = "best",
@@ -76,34 +131,60 @@ def evaluate_run(
     batch_size: int = 0,
     num_workers: int | None = None,
     command: str | None = None,
+    model: str | None = None,
 ) -> dict:
-    """Evaluates the run's `which` checkpoint on `split` of `data_dir`; writes and returns the result.
+    """Evaluates the run `workdir`'s `which` checkpoint, or the exported `model` (a folder written by
+    grace_jax.export or its hub name; give workdir None), on `split` of `data_dir` (a shard folder, or a
+    `tfds_source.TfdsDataset`); writes and returns the result.
 
     Args:
+      which: "best" (falling back to "last" where there is no best checkpoint) or "last". An exported
+        model holds one checkpoint: "last" on a "best" export is an error.
+      out_dir: default `<workdir>/evaluation`, or `./evaluation` for `model`.
       batch_size: global batch size; 0 takes the run's data.eval_batch_size or optim.batch_size.
       num_workers: grain worker processes; None takes the run's data.num_workers.
     """
-    workdir, data_dir = paths.resolve(workdir), paths.resolve(data_dir)
-    out_dir = paths.resolve(out_dir) if out_dir else paths.join(workdir, "evaluation")
-    config = runs.read_config(workdir)
+    if bool(workdir) == bool(model):
+        raise ValueError("give exactly one of workdir and model")
+    if which not in ("best", "last"):
+        raise ValueError(f"checkpoint must be 'best' or 'last', got {which!r}")
+    tfds = isinstance(data_dir, tfds_source.TfdsDataset)
+    data = data_dir if tfds else paths.resolve(data_dir)
+    model_dir = None
+    if workdir:
+        workdir = paths.resolve(workdir)
+        out_dir = paths.resolve(out_dir or paths.join(workdir, "evaluation"))
+        config = runs.read_config(workdir)
+    else:
+        # Everything checked before jax starts: a bad folder or hub name is one line, at once.
+        model_dir = export.resolve_model(model)
+        export.check_folder(model_dir)
+        exported = export.weights_metadata(model_dir).get("checkpoint")
+        if which == "last" and exported == "best":
+            raise cli.ConfigError(
+                f"--checkpoint=last: {model} holds the run's best checkpoint only; export its last one "
+                "(python -m grace_jax.export --checkpoint=last) to evaluate that."
+            )
+        out_dir = paths.resolve(out_dir or "evaluation")
+        config = runs.read_config(model_dir)
     # As training does, before anything starts jax's backend: multi-process runs evaluate together.
     distributed.initialize(config.get("distributed"))
-    manifest = input_pipeline.read_manifest(data_dir)
+    manifest = _read_manifest(data)
     if split not in manifest.get("splits", {}):
         raise cli.ConfigError(
-            f"--split={split}: {data_dir} has no split {split!r}; it holds {sorted(manifest.get('splits', {}))}."
+            f"--split={split}: {data} has no split {split!r}; it holds {sorted(manifest.get('splits', {}))}."
         )
-    config_checks.check_classes(config, manifest, data_dir)
+    config_checks.check_classes(config, manifest, data)
     mesh = sharding.make_mesh(dict(zip(config.mesh.axes, config.mesh.shape)))
-    run = runs.load_run(workdir, which, mesh=mesh)
-    config = run.config
+    run = _open_model(workdir, model_dir, which, mesh)
+    config = run["config"]
     num_classes = config.model.num_classes
-    state_sh = jax.tree.map(lambda x: x.sharding, run.state)
+    state_sh = jax.tree.map(lambda x: x.sharding, run["state"])
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     eval_fn = jax.jit(
         functools.partial(
             train.eval_step,
-            graphdef=run.graphdef,
+            graphdef=run["graphdef"],
             loss_cfg=dict(config.model.loss),
             num_classes=num_classes,
             normalize=config.data.get("normalize", "clip"),
@@ -111,10 +192,13 @@ def evaluate_run(
         in_shardings=(state_sh, sharding.batch_sharding(mesh)),
         out_shardings=(replicated, replicated, replicated),
     )
-    caption_tok = train.load_tokenizer(config.model) if config.model.cate.captions else None
+    # Captions enter only the loss (the caption contrastive term), never the predictions. An exported
+    # model carries no tokenizer, so unless its config names one, it is evaluated without them.
+    captions = bool(config.model.cate.captions) and bool(config_checks.tokenizer_source(config.model.clip))
+    caption_tok = train.load_tokenizer(config.model) if captions else None
     global_batch = batch_size or config.data.get("eval_batch_size") or config.optim.batch_size
     loader = input_pipeline.make_eval_loader(
-        data_dir,
+        data,
         split,
         global_batch_size=global_batch,
         # This process's rows of every global batch, as the trainer's eval loader takes them.
@@ -130,22 +214,27 @@ def evaluate_run(
     )
     start = time.perf_counter()
     confusion, loss, extras = train.evaluate(
-        eval_fn, run.state, loader, mesh, num_classes, run.class_names
+        eval_fn, run["state"], loader, mesh, num_classes, run["class_names"]
     )
     seconds = time.perf_counter() - start
 
-    result = metrics.summarize(confusion=confusion, class_names=run.class_names)
+    names, checkpoint, step = run["class_names"], run["checkpoint"], run["step"]
+    result = metrics.summarize(confusion=confusion, class_names=names)
     result.update(
         **extras,
         loss=loss,
         confusion=confusion.tolist(),
-        class_names=run.class_names,
+        class_names=names,
         workdir=workdir,
-        data_dir=data_dir,
+        model=model,
+        model_dir=model_dir,
+        data_dir=None if tfds else data,
+        tfds=data.name if tfds else None,
+        tfds_dir=(data.data_dir or None) if tfds else None,
         dataset=manifest.get("dataset"),
         split=split,
-        checkpoint=run.checkpoint,
-        step=run.step,
+        checkpoint=checkpoint,
+        step=step,
         protocol={
             "num_frames": config.data.num_frames,
             "image_size": config.data.image_size,
@@ -156,18 +245,17 @@ def evaluate_run(
         command=command or shlex.join(["python", "-m", "grace_jax.evaluate", *sys.argv[1:]]),
         evaluated_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
+    if config.model.cate.captions:
+        result["loss_with_captions"] = captions
     if jax.process_index() == 0:
         paths.makedirs(out_dir)
         plots.save_confusion_matrix(
-            result_path(out_dir, split, run.checkpoint, "png"),
+            result_path(out_dir, split, checkpoint, "png"),
             confusion,
-            run.class_names,
-            f"{split} ({run.checkpoint}, step {run.step}): UAR {result['uar']:.3f} "
-            f"WAR {result['war']:.3f}",
+            names,
+            f"{split} ({checkpoint}, step {step}): UAR {result['uar']:.3f} WAR {result['war']:.3f}",
         )
-        paths.write_text(
-            result_path(out_dir, split, run.checkpoint), json.dumps(result, indent=2) + "\n"
-        )
+        paths.write_text(result_path(out_dir, split, checkpoint), json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -176,24 +264,30 @@ def main(argv):
 
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    out = _OUT.value or paths.join(_WORKDIR.value, "evaluation")
+    data = parse_sources(
+        workdir=_WORKDIR.value, model=_MODEL.value, data_dir=_DATA_DIR.value, tfds=_TFDS.value,
+        tfds_dir=_TFDS_DIR.value,
+    )  # fmt: skip
+    out = _OUT.value or (paths.join(_WORKDIR.value, "evaluation") if _WORKDIR.value else "evaluation")
     result = evaluate_run(
         _WORKDIR.value,
-        _DATA_DIR.value,
+        data,
         split=_SPLIT.value,
         which=_CHECKPOINT.value,
         out_dir=out,
         batch_size=_BATCH_SIZE.value,
         num_workers=_NUM_WORKERS.value,
+        model=_MODEL.value,
     )
+    data_text = result["data_dir"] or f"tfds {result['tfds']}"
     print(
-        f"{result['workdir']} on {result['data_dir']} ({result['split']}), checkpoint "
+        f"{result['workdir'] or result['model']} on {data_text} ({result['split']}), checkpoint "
         f"{result['checkpoint']} (step {result['step']}):"
     )
     print(format_table(result))
     if result.get("localization"):
         print(localization.format_table(result["localization"]))
-    print(f"Wrote {result_path(out, result['split'], result['checkpoint'])} and .png")
+    print(f"Wrote {result_path(paths.resolve(out), result['split'], result['checkpoint'])} and .png")
 
 
 if __name__ == "__main__":
@@ -203,11 +297,23 @@ if __name__ == "__main__":
     from grace_jax import cli
 
     _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (config.json, checkpoints).")
+    _MODEL = flags.DEFINE_string(
+        "model", None, "Instead of --workdir: a folder written by grace_jax.export, or its hub name "
+        "(owner/name; fetched once into the Hugging Face cache, HF_HUB_OFFLINE=1 reads only the cache).",
+    )  # fmt: skip
     _DATA_DIR = flags.DEFINE_string("data_dir", None, "Shards written by data_prep.build_dataset.")
-    _SPLIT = flags.DEFINE_string("split", "test", "Split of the shards to evaluate on.")
+    _TFDS = flags.DEFINE_string(
+        "tfds", None, "Instead of --data_dir: NAME/CONFIG of a dataset prepared by "
+        "data_prep.tfds_builders (e.g. dfew/fold_3).",
+    )  # fmt: skip
+    _TFDS_DIR = flags.DEFINE_string(
+        "tfds_dir", None, "tfds's data folder holding --tfds; default $TFDS_DATA_DIR or ~/tensorflow_datasets."
+    )
+    _SPLIT = flags.DEFINE_string("split", "test", "Split of the data to evaluate on.")
     _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint.")
-    _OUT = flags.DEFINE_string("out", None, "Output folder; default <workdir>/evaluation.")
+    _OUT = flags.DEFINE_string(
+        "out", None, "Output folder; default <workdir>/evaluation (./evaluation with --model)."
+    )
     _BATCH_SIZE = flags.DEFINE_integer("batch_size", 0, "Global batch; 0: the run's eval batch.")
     _NUM_WORKERS = flags.DEFINE_integer("num_workers", None, "Loader processes; default the run's.")
-    flags.mark_flags_as_required(["workdir", "data_dir"])
     cli.run(main)

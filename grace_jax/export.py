@@ -37,11 +37,12 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from grace_jax import cli, paths, runs, train
+from grace_jax import cli, paths, runs, sharding, train
 from grace_jax.models import clip as clip_lib
 from grace_jax.models import grace, prompts
 
-__all__ = ["ExportError", "FILES", "export_run", "load_exported", "resolve_model"]
+__all__ = ["ExportError", "FILES", "check_folder", "export_run", "load_exported", "resolve_model",
+           "weights_metadata"]
 
 WEIGHTS = "model.safetensors"
 FILES = (WEIGHTS, "config.json", "classes.json", "README.md")
@@ -308,15 +309,41 @@ def resolve_model(name_or_dir: str, *, cache_dir: str | None = None) -> str:
         raise ExportError(str(e)) from None
 
 
-def load_exported(name_or_dir: str, *, cache_dir: str | None = None):
+def check_folder(folder: str) -> None:
+    """Raises ExportError naming the file when the local `folder` is not a model folder."""
+    for needed in (WEIGHTS, "config.json"):
+        if not os.path.isfile(os.path.join(folder, needed)):
+            run = os.path.isfile(os.path.join(folder, "config.json")) and os.path.isdir(
+                os.path.join(folder, "checkpoints")
+            )
+            hint = " (it is a training run: give it as --workdir)" if run else ""
+            raise ExportError(
+                f"{os.path.join(folder, needed)}: not found; not a grace_jax model folder{hint}."
+            )
+
+
+def weights_metadata(folder: str) -> dict:
+    """What export_run recorded in the weights file: {"format", "checkpoint", "step", "exported_utc"}."""
+    from safetensors import safe_open
+
+    with safe_open(os.path.join(folder, WEIGHTS), framework="np") as f:
+        return dict(f.metadata() or {})
+
+
+def load_exported(
+    name_or_dir: str, *, cache_dir: str | None = None, mesh: jax.sharding.Mesh | None = None
+):
     """(config, class names, graphdef, state) of an exported model folder or hub name, the same
-    tuple `grace_jax.predict.load_run` returns for a run; state is {"params", "frozen", "rest"}."""
+    tuple `grace_jax.predict.load_run` returns for a run; state is {"params", "frozen", "rest"}.
+
+    Without `mesh` the state is on the default device; with it, every array is placed as training
+    shards it (`sharding.state_shardings`), as `runs.load_run(..., mesh=mesh)` restores a run, in a
+    way that works with several processes too (each places its own devices' parts).
+    """
     from safetensors import safe_open
 
     folder = resolve_model(name_or_dir, cache_dir=cache_dir)
-    for needed in (WEIGHTS, "config.json"):
-        if not os.path.isfile(os.path.join(folder, needed)):
-            raise ExportError(f"{os.path.join(folder, needed)}: not found; not a grace_jax model folder.")
+    check_folder(folder)
     config = runs.read_config(folder)
     if grace.needs_tokenizer(config.model):
         raise ExportError(
@@ -347,7 +374,13 @@ def load_exported(name_or_dir: str, *, cache_dir: str | None = None):
                         f"{tuple(variable.shape)}."
                     )
                 used.add(key)
-                leaves.append((var_path, variable.replace(jnp.asarray(value, variable.dtype))))
+                if mesh is None:
+                    array = jnp.asarray(value, variable.dtype)
+                else:
+                    value = np.asarray(value, variable.dtype)
+                    placed = sharding.state_shardings(mesh, value)
+                    array = jax.make_array_from_callback(value.shape, placed, lambda i, v=value: v[i])
+                leaves.append((var_path, variable.replace(array)))
             return nnx.from_flat_state(leaves)
 
         params, frozen, rest = (filled(p) for p in parts)

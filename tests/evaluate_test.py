@@ -1,11 +1,13 @@
 """grace_jax.evaluate: its numbers against a confusion matrix counted by hand, its files, its table,
-and the k-fold summary over its outputs."""
+and the k-fold summary over its outputs; a TFDS dataset gives the numbers of the same clips as shards,
+an exported model those of its run; usage errors and bad inputs are one line naming the flag or file."""
 
 from __future__ import annotations
 
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,9 +15,11 @@ import jax
 import numpy as np
 import pytest
 
-from grace_jax import evaluate, folds, input_pipeline, predict, runs
+from grace_jax import cli, evaluate, export, folds, input_pipeline, predict, runs
+from grace_jax.data import tfds_source
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_DFEW_TEST = 12
 
 
 def _by_hand(workdir, data_dir, which):
@@ -144,3 +148,171 @@ def test_unknown_split_and_class_count_mismatch_are_clear(tiny_run, synthfer_dir
     workdir, _ = tiny_run
     with pytest.raises(ValueError, match="no split 'val'"):
         evaluate.evaluate_run(workdir, synthfer_dir, split="val")
+
+
+# ------------------------------------------------------------------------------------ TFDS and exports
+@pytest.fixture(scope="module")
+def dfew(tmp_path_factory):
+    """(TfdsDataset, shard folder) of the same DFEW-layout clips (8 train, 12 test, 32 px), prepared
+    by data_prep.tfds_builders and by data_prep's shard writer."""
+    from data_prep import job
+    from data_prep.tfds_builders import prepare
+    from tfds_fixtures import dfew_layout
+
+    tmp = tmp_path_factory.mktemp("dfew")
+    root = dfew_layout(tmp / "DFEW", 8, NUM_DFEW_TEST)
+    done = prepare.build("dfew", root, str(tmp / "tfds"), fold=1, frame_size=32, progress=False)
+    job.build(job.BuildConfig(dataset="dfew", root=root, fold=1, out=str(tmp / "shards"), frame_size=32,
+                              workers=1, progress=False, command=("test",)))  # fmt: skip
+    return tfds_source.TfdsDataset(done.name, str(tmp / "tfds")), str(tmp / "shards")
+
+
+@pytest.fixture(scope="module")
+def on_dfew_shards(tiny_run, dfew, tmp_path_factory):
+    """The tiny run's best checkpoint evaluated on the DFEW shards."""
+    out = tmp_path_factory.mktemp("eval_shards")
+    return evaluate.evaluate_run(tiny_run[0], dfew[1], out_dir=str(out), batch_size=8, num_workers=0)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory):
+    """(model folder, export_run's info) of the tiny run's best checkpoint, as tests/export_test.py."""
+    out = str(tmp_path_factory.mktemp("exports") / "grace-tiny")
+    return out, export.export_run(tiny_run[0], out)
+
+
+_SAME = ("confusion", "per_class_recall", "uar", "war", "num_examples", "class_names", "protocol")
+
+
+def test_a_tfds_dataset_gives_the_numbers_of_the_same_clips_as_shards(tiny_run, dfew, on_dfew_shards, tmp_path):
+    from tfds_fixtures import assert_no_tensorflow
+
+    dataset, shards = dfew
+    result = evaluate.evaluate_run(tiny_run[0], dataset, out_dir=str(tmp_path), batch_size=8, num_workers=0)
+    assert {k: result[k] for k in _SAME} == {k: on_dfew_shards[k] for k in _SAME}
+    # The loss depends on every clip's frames; the confusion only on the predicted class, which for this
+    # 6-step model on grey frames is the same for every clip (giving each clip its neighbour's frames
+    # keeps the confusion and changes the loss by 4e-4, relative).
+    assert result["loss"] == pytest.approx(on_dfew_shards["loss"], rel=1e-6)
+    # Test clips 9..20 of dfew_layout: labels i % 7 for i = 8..19.
+    assert np.asarray(result["confusion"]).sum(axis=1).tolist() == [1, 2, 2, 2, 2, 2, 1]
+    assert result["num_examples"] == NUM_DFEW_TEST
+    assert (result["tfds"], result["tfds_dir"], result["data_dir"]) == (dataset.name, dataset.data_dir, None)
+    assert (on_dfew_shards["data_dir"], on_dfew_shards["tfds"]) == (shards, None)
+    assert result["dataset"] == on_dfew_shards["dataset"] == "dfew"
+    assert json.loads((tmp_path / "test-best.json").read_text())["tfds"] == dataset.name
+    assert_no_tensorflow()
+
+
+def test_an_exported_model_gives_the_numbers_of_its_run(tiny_run, exported, synthfer_dir, tmp_path):
+    workdir, _ = tiny_run
+    folder, info = exported
+    kw = dict(batch_size=8, num_workers=0)
+    from_run = evaluate.evaluate_run(workdir, synthfer_dir, out_dir=str(tmp_path / "run"), **kw)
+    from_model = evaluate.evaluate_run(None, synthfer_dir, model=folder, out_dir=str(tmp_path / "model"), **kw)
+    assert {k: from_model[k] for k in _SAME} == {k: from_run[k] for k in _SAME}
+    assert from_model["loss"] == from_run["loss"]  # the same weights, placement and program
+    assert (from_model["checkpoint"], from_model["step"]) == (from_run["checkpoint"], from_run["step"])
+    assert (info["checkpoint"], info["step"]) == (from_run["checkpoint"], from_run["step"])
+    assert (from_model["model"], from_model["model_dir"], from_model["workdir"]) == (folder, folder, None)
+    assert (from_run["model"], from_run["workdir"]) == (None, workdir)
+    written = json.loads((tmp_path / "model" / "test-best.json").read_text())
+    assert written["model"] == folder and written["uar"] == from_run["uar"]
+    assert (tmp_path / "model" / "test-best.png").is_file()
+    with pytest.raises(cli.ConfigError, match="--checkpoint=last: .* holds the run's best checkpoint only"):
+        evaluate.evaluate_run(None, synthfer_dir, model=folder, which="last")
+    # Trained with per-clip captions: an export has no tokenizer for them, and captions enter only the
+    # loss's caption term, so without them the numbers are the run's (trained without) and the JSON says so.
+    captioned = tmp_path / "captioned"
+    shutil.copytree(folder, captioned)
+    config = json.loads((captioned / "config.json").read_text())
+    config["model"]["cate"]["captions"], config["model"]["clip"]["tokenizer"] = True, ""
+    (captioned / "config.json").write_text(json.dumps(config))
+    from_captioned = evaluate.evaluate_run(None, synthfer_dir, model=str(captioned), out_dir=str(tmp_path / "c"), **kw)
+    assert from_captioned["loss_with_captions"] is False and "loss_with_captions" not in from_run
+    assert {k: from_captioned[k] for k in _SAME} == {k: from_run[k] for k in _SAME}
+    assert from_captioned["loss"] == from_run["loss"]
+
+
+def test_command_line_with_model_and_tfds_writes_into_evaluation_here(exported, dfew, on_dfew_shards, tmp_path):
+    """--model and --tfds end to end: the exported run on the TFDS clips gives the run's numbers on
+    their shards, into ./evaluation."""
+    dataset, _ = dfew
+    cmd = [sys.executable, "-m", "grace_jax.evaluate", f"--model={exported[0]}", f"--tfds={dataset.name}",
+           f"--tfds_dir={dataset.data_dir}", "--batch_size=8", "--num_workers=0"]  # fmt: skip
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "evaluation" / "test-best.json").read_text())
+    assert {k: result[k] for k in _SAME} == {k: on_dfew_shards[k] for k in _SAME}
+    assert result["loss"] == pytest.approx(on_dfew_shards["loss"], rel=1e-6)
+    assert (result["model"], result["workdir"], result["tfds"]) == (exported[0], None, dataset.name)
+    assert f"{exported[0]} on tfds {dataset.name} (test), checkpoint best" in done.stdout
+    assert f"UAR {result['uar']:.4f}  WAR {result['war']:.4f}" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (dict(data_dir="d"), "exactly one of --workdir .* and --model"),
+        (dict(workdir="w", model="m", data_dir="d"), "exactly one of --workdir .* and --model"),
+        (dict(workdir="w"), "exactly one of --data_dir .* and --tfds"),
+        (dict(workdir="w", data_dir="d", tfds="dfew/fold_1"), "exactly one of --data_dir .* and --tfds"),
+        (dict(workdir="w", data_dir="d", tfds_dir="t"), "--tfds_dir is tfds's data folder for --tfds"),
+        (dict(model="m", tfds="dfew/fold_1/x"), "--tfds=dfew/fold_1/x: give a dataset name with its config"),
+        (dict(model="m", tfds="/dfew"), "--tfds=/dfew: give a dataset name"),
+    ],
+)
+def test_usage_errors_name_the_flags(flags, message):
+    given = {**dict(workdir=None, model=None, data_dir=None, tfds=None, tfds_dir=None), **flags}
+    with pytest.raises(cli.UsageError, match=message):
+        evaluate.parse_sources(**given)
+
+
+def test_parse_sources_gives_the_shards_or_the_tfds_dataset(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert evaluate.parse_sources(workdir="w", model=None, data_dir="d", tfds=None, tfds_dir=None) == "d"
+    got = evaluate.parse_sources(workdir=None, model="m", data_dir=None, tfds="dfew/fold_2", tfds_dir="tf")
+    assert got == tfds_source.TfdsDataset("dfew/fold_2", str(tmp_path / "tf"))
+    got = evaluate.parse_sources(workdir="w", model=None, data_dir=None, tfds="ferv39k", tfds_dir=None)
+    assert got == tfds_source.TfdsDataset("ferv39k", "")
+
+
+def test_bad_inputs_are_one_line_naming_the_thing(tiny_run, exported, dfew, synthfer_dir, tmp_path):
+    workdir, _ = tiny_run
+    dataset, _ = dfew
+    missing = tfds_source.TfdsDataset("dfew/fold_4", dataset.data_dir)
+    with pytest.raises(cli.NotFoundError, match=r"--tfds=dfew/fold_4: not prepared in --tfds_dir=.*; prepare it "
+                       r"with python -m data_prep.tfds_builders.build --dataset=dfew .*--data_dir=<tfds_dir>"):
+        evaluate.evaluate_run(workdir, missing)
+    from data_prep import tfds_builders
+
+    assert tfds_source.BUILDERS == tuple(tfds_builders.BUILDERS)  # the hint's list, kept in step
+    unknown = tfds_source.TfdsDataset("nosuch/fold_1", dataset.data_dir)
+    with pytest.raises(cli.NotFoundError, match=r"--tfds=nosuch/fold_1: not prepared .*DatasetNotFoundError.*; "
+                       r"data_prep.tfds_builders prepares dfew, ferv39k, mafw\.$"):
+        evaluate.evaluate_run(workdir, unknown)
+    with pytest.raises(cli.ConfigError, match=r"--tfds=dfew: name its config too, e.g. dfew/fold_1"):
+        evaluate.evaluate_run(workdir, tfds_source.TfdsDataset("dfew", dataset.data_dir))
+    with pytest.raises(cli.ConfigError, match=r"--split=val: tfds:dfew/fold_1_32px in .* has no split 'val'"):
+        evaluate.evaluate_run(workdir, dataset, split="val")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    not_a_model = r"empty/model.safetensors: not found; not a grace_jax model folder\.$"
+    with pytest.raises(export.ExportError, match=not_a_model):
+        evaluate.evaluate_run(None, synthfer_dir, model=str(empty))
+    with pytest.raises(export.ExportError, match="it is a training run: give it as --workdir"):
+        evaluate.evaluate_run(None, synthfer_dir, model=workdir)
+    # The same through the command line: one line on stderr, exit 1 (bad input) or 2 (usage).
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+    for args, code, text in (
+        ([f"--model={empty}", f"--data_dir={synthfer_dir}"], 1, f"{empty}/model.safetensors: not found"),
+        ([f"--workdir={workdir}", f"--model={exported[0]}", f"--data_dir={synthfer_dir}"], 2,
+         "Give exactly one of --workdir"),
+    ):  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "grace_jax.evaluate", *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+        assert done.returncode == code, done.stderr[-3000:]
+        assert done.stderr.startswith("grace_jax.evaluate: error: ") and text in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert not (tmp_path / "evaluation").exists()

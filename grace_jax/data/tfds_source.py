@@ -1,7 +1,8 @@
 """Clips of a tensorflow-datasets dataset (data_prep.tfds_builders' dfew, ferv39k, mafw) for the pipeline.
 
 `--config.data.tfds=dfew/fold_3 --config.data.tfds_dir=/data/tensorflow_datasets` trains on what
-`python -m data_prep.tfds_builders.build` prepared. The loaders take a `TfdsDataset` wherever they take
+`python -m data_prep.tfds_builders.build` prepared (and `python -m grace_jax.evaluate --tfds=dfew/fold_3
+--tfds_dir=...` evaluates on it). The loaders take a `TfdsDataset` wherever they take
 a shard folder: `records(dataset, split)` gives the split's clips as the same record bytes the shards
 hold (grace_jax.data.schema), so sampling, augmentation, evaluation and the checkpointable iterator
 state are those of the shards; `manifest(dataset)` gives what the trainer reads from a shard folder's
@@ -21,6 +22,8 @@ import grain
 from grace_jax import cli, paths
 from grace_jax.data import schema
 
+# data_prep.tfds_builders' datasets (named here: reading never imports data_prep).
+BUILDERS = ("dfew", "ferv39k", "mafw")
 _INSTALL_HINT = "install it with pip install -e '.[tfds]' (tensorflow-datasets without TensorFlow)"
 
 
@@ -50,7 +53,9 @@ def _tfds():
     return tfds
 
 
-def _builder(dataset: TfdsDataset):
+def _builder(dataset: TfdsDataset, field: str = "data.tfds"):
+    """The prepared dataset's tfds builder; errors name `field` (the config field, or a command's flag
+    such as grace_jax.evaluate's "--tfds") and `field`_dir."""
     tfds = _tfds()
     try:
         builder = tfds.builder(dataset.name, data_dir=dataset.data_dir or None)
@@ -63,21 +68,27 @@ def _builder(dataset: TfdsDataset):
         if "/" not in dataset.name and config is not None and config.name != "default":
             # tfds would take the first config (a fold) in silence: say which one to name.
             raise cli.ConfigError(
-                f"data.tfds={dataset.name}: name its config too, e.g. {dataset.name}/{config.name} "
+                f"{field}={dataset.name}: name its config too, e.g. {dataset.name}/{config.name} "
                 "(a bare name means the first config)."
             )
     if not prepared:
+        base = dataset.name.split("/")[0]
+        if base in BUILDERS:
+            hint = (f"prepare it with python -m data_prep.tfds_builders.build --dataset={base} "
+                    f"--manual_dir=<its folder> --data_dir=<{field.lstrip('-')}_dir> (--fold=k)")  # fmt: skip
+        else:
+            hint = f"data_prep.tfds_builders prepares {', '.join(BUILDERS)}"
         raise cli.NotFoundError(
-            f"data.tfds={dataset.name}: not prepared in data.tfds_dir={dataset.data_dir or '(tfds default)'} "
-            f"({reason}); prepare it with python -m data_prep.tfds_builders.build --dataset="
-            f"{dataset.name.split('/')[0]} --manual_dir=<its folder> --data_dir=<data.tfds_dir> (--fold=k)."
+            f"{field}={dataset.name}: not prepared in {field}_dir={dataset.data_dir or '(tfds default)'} "
+            f"({reason}); {hint}."
         )
     return builder
 
 
-def manifest(dataset: TfdsDataset) -> dict:
-    """The parts of a shard folder's manifest.json the trainer and its checks read, from dataset_info."""
-    info = _builder(dataset).info
+def manifest(dataset: TfdsDataset, field: str = "data.tfds") -> dict:
+    """The parts of a shard folder's manifest.json the trainer and its checks read, from dataset_info.
+    `field`: what errors call the dataset's name (see `_builder`)."""
+    info = _builder(dataset, field).info
     names = list(info.features["label"].names)
     frame_size = (info.metadata or {}).get("frame_size")
     return {
