@@ -158,14 +158,14 @@ def main(argv):
     for variant, models in results.items():
         print(f"\nSynthFER {variant}: mean +- sample std over {len(seeds)} seeds; shares = mass on expression "
               "tokens, mean over non-neutral classes")
-        print("| model | UAR | WAR | class map share | pointing | weights share | pixel prior share | uniform | "
-              "crop jump: share change |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| model | seeds | UAR | WAR | class map share | pointing | weights share | pixel prior share | "
+              "uniform | crop jump: share change |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for model, runs_ in models.items():
             def loc(name, key):
                 return [r["loc"][name][key] for r in runs_ if name in r["loc"]]
 
-            print(f"| {model} | {_stat([r['uar'] for r in runs_])} | {_stat([r['war'] for r in runs_])} | "
+            print(f"| {model} | {len(runs_)} | {_stat([r['uar'] for r in runs_])} | {_stat([r['war'] for r in runs_])} | "
                   f"{_stat(loc('predicted_class_map', 'share'))} | {_stat(loc('predicted_class_map', 'pointing'))} | "
                   f"{_stat(loc('motion_weights', 'share'))} | {_stat(loc('pixel_prior', 'share'))} | "
                   f"{_stat(loc('pixel_prior', 'chance'))} | {_stat([r['jump'] for r in runs_])} |")

@@ -54,6 +54,8 @@ def _step(variant: str, dtype: str, remat: bool, tokenizer):
     from grace_jax import train
 
     config = importlib.import_module(f"configs.ablations.{_CONFIG.value}").get_config()
+
+    config.model.clip.init = "random"  # sizes and time only: no pretrained weights needed
     config.model.clip.variant = variant
     config.model.clip.dtype = dtype
     config.model.clip.remat = remat

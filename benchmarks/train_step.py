@@ -65,6 +65,8 @@ def _build(name: str, variant: str, frames: int, tokenizer):
     from grace_jax import train
 
     config = importlib.import_module(f"configs.ablations.{name}").get_config()
+
+    config.model.clip.init = "random"  # sizes and time only: no pretrained weights needed
     config.model.clip.variant = variant
     config.model.num_frames = frames
     config.model.num_classes = 7  # DFEW's; the ablations' 0 takes the data's count in training

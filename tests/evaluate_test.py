@@ -83,6 +83,9 @@ def test_numbers_equal_a_confusion_matrix_counted_by_hand(tiny_run, synthfer_dir
         assert located[name]["share"] == pytest.approx(np.mean(values), rel=1e-4)
         assert located[name]["clips"] == len(values)
     assert written["localization"]["pixel_prior"]["chance"] == pytest.approx(result["localization"]["pixel_prior"]["chance"])
+    # The trained model's class maps depend on the class, and are not the motion weights again.
+    assert result["ot"]["class_map_l1"] > 1e-3 and result["ot"]["class_map_prior_l1"] > 1e-3
+    assert 0.0 <= result["ot"]["ot_mutual_information"] and result["ot"]["ot_converged"] > 0
 
 
 def _localization_by_hand(workdir, data_dir, which):
