@@ -31,7 +31,9 @@ def check_train_config(config: ml_collections.ConfigDict, workdir: str) -> dict 
         check_batch(config.data.eval_batch_size, "data.eval_batch_size", config)
     _check_choices(config)
     _check_intervals(config.train)
-    check_clip(config.model)
+    # A workdir that already holds a checkpoint (a resumed run, a converted DFER-CLIP checkpoint to
+    # fine-tune) takes its weights from there: no starting CLIP weights need naming.
+    check_clip(config.model, has_checkpoint=paths.exists(paths.join(workdir, "checkpoints", "last")))
     _check_workdir(workdir)
     manifest = check_data(config)
     # The class count against the data's, and the class texts for the model's prompts and cues
@@ -161,9 +163,10 @@ def _openai_variant(name: str) -> str | None:
     return {v: k for k, v in base.OPENAI_CLIP.items()}.get(name)
 
 
-def check_clip(model_cfg) -> None:
+def check_clip(model_cfg, *, has_checkpoint: bool = False) -> None:
     """The CLIP variant, the weights of model.clip.init (a hub name must be in the hub cache or the
-    hub reachable), the tokenizer's source."""
+    hub reachable), the tokenizer's source. `has_checkpoint`: the run restores its weights, so an
+    empty model.clip.init is fine."""
     from grace_jax.models import clip as clip_lib
     from grace_jax.models import clip_checkpoint, grace
 
@@ -176,7 +179,7 @@ def check_clip(model_cfg) -> None:
                 f"model.clip.variant={clip_cfg.variant!r} is not a CLIP variant; choose one of "
                 f"{', '.join(repr(v) for v in clip_lib.VARIANTS)}."
             ) from None
-    if not clip_cfg.init:
+    if not clip_cfg.init and not has_checkpoint:
         # Before: "" meant random weights, and a dataset config without an init trained a DFER model
         # from a random CLIP without a word.
         from configs import base

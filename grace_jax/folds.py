@@ -170,6 +170,8 @@ def format_results(results: dict) -> str:
         shown = "  ".join(f"{rule} UAR {100 * e['uar']:.2f} WAR {100 * e['war']:.2f}"
                           for rule, e in fold["rules"].items())
         source = fold["provenance"].get("frame_source") or "frame source not recorded"
+        if isinstance(source, dict):  # data_prep's record: {"kind", "description", ...}
+            source = source.get("description") or source.get("kind") or "frame source not recorded"
         lines.append(f"{fold['workdir']}: {shown}  ({source})")
     for rule, s in results["summary"].items():
         lines.append(

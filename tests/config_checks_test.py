@@ -117,3 +117,15 @@ def test_a_good_config_passes_and_returns_the_manifest(config, synthfer_dir, tmp
     with open(os.path.join(synthfer_dir, "manifest.json")) as f:
         assert manifest == json.load(f)
     assert not (tmp_path / "w").exists()  # checking writes nothing
+
+
+def test_motion_and_transport_fields(config, tmp_path, capsys):
+    """top_k without motion (tied weights: nothing to choose by), and the new alignment fields."""
+    config.model.motion.enabled = False
+    config.model.motion.top_k = 32
+    err = _fails(config, tmp_path / "a", capsys)
+    assert "model.motion.top_k=32 needs model.motion.enabled=True" in err
+    config.model.motion.enabled, config.model.ot.tau_visual = True, 1.5
+    assert "model.ot.tau_visual=1.5 must be in (0, 1]" in _fails(config, tmp_path / "b", capsys)
+    config.model.ot.tau_visual, config.model.motion.weighting = 0.5, "magic"
+    assert "model.motion.weighting='magic': choose one of 'learned', 'fixed'" in _fails(config, tmp_path / "c", capsys)

@@ -302,7 +302,8 @@ def test_gcs_run_predict_and_folds_read_from_the_bucket(gcs, gcs_predicted):
     assert gcs.read(BUCKET, "run/predictions/clip_0001.png")[:4] == b"\x89PNG"
     assert gcs.read(BUCKET, "run/predictions/predictions.csv").startswith(b"input,prediction,happiness")
     out = gcs_predicted["folds_out"]
-    assert "gs://bucket/run: UAR" in out and "(2 folds, last)" in out
+    assert "gs://bucket/run: best_uar UAR" in out and "(SynthFER, generated)" in out
+    assert "2 folds, 40 test clips" in out  # the same run twice: 20 test clips each
 
 
 def test_gcs_run_wrote_everything_to_the_bucket_and_nothing_locally(gcs, gcs_predicted):

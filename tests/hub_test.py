@@ -43,7 +43,9 @@ def test_a_hub_name_without_network_fails_at_once_in_one_line(tmp_path):
     a run that fails the config check just before (a batch of 0; both pay for the same imports).
     Before: SynthFER generated, then 52 retry lines over minutes."""
     port = _closed_port()
-    init = [f"--config.model.clip.init={MODEL}", "--config.model.clip.tokenizer="]
+    # The variant of those weights too: the demo's tiny variant with ViT-B/16 weights is refused first.
+    init = [f"--config.model.clip.init={MODEL}", "--config.model.clip.tokenizer=",
+            "--config.model.clip.variant=ViT-B/16"]
     runs = {
         "offline": (init, {"HF_HUB_OFFLINE": "1"}),
         "no_network": (init, {"HF_HUB_OFFLINE": None, "TRANSFORMERS_OFFLINE": None,

@@ -198,7 +198,7 @@ class GRACE(nnx.Module):
           [B,T,P], the predicted class's map; "text_mass" [C,N]; per problem [B,C]:
           "ot_converged", "ot_iterations", "ot_error", "ot_epsilon", "ot_cost_std",
           "ot_mutual_information" (nats), "ot_visual_entropy" (nats); with captions:
-          "caption_scores" [B,B] (clip x caption).
+          "caption_scores" and "caption_ot_iterations" [B,B] (clip x caption).
         """
         b, t, h, w, ch = images.shape
         cls, patches = self.clip.encode_image(images.reshape(b * t, h, w, ch))
@@ -274,13 +274,14 @@ class GRACE(nnx.Module):
                 ot_visual_entropy=stats["visual_entropy"],
             )
         if self.use_captions and captions is not None:
-            aux["caption_scores"] = self._caption_scores(
+            aux["caption_scores"], aux["caption_ot_iterations"] = self._caption_scores(
                 captions, caption_eot, patches, weights, ot_probe
-            )  # [B clips, B captions]
+            )  # [B clips, B captions] each
         return logits, aux
 
-    def _caption_scores(self, captions, caption_eot, patches, weights, probe) -> jax.Array:
-        """[B clips, B captions] OT scores, each clip against every caption of the batch.
+    def _caption_scores(self, captions, caption_eot, patches, weights, probe):
+        """([B clips, B captions] OT scores, each clip against every caption of the batch, and the
+        Sinkhorn iterations of each problem).
 
         Bounded cost: captions are cut to ``cate.caption_tokens`` positions (the text tower is
         causal, so the kept tokens' features are those of the whole caption) and each clip keeps its
@@ -306,8 +307,8 @@ class GRACE(nnx.Module):
         cap_mass = jnp.where(empty, 1.0 / length, cap_mass)
         k = int(self.cate_cfg.get("caption_top_k", 0) or 0)
         vis, vis_mass, _ = motion.select_top_k(patches, weights, k)  # [B,K,D], [B,K]
-        scores, _ = self._ot(cap[None], cap_mass[None], vis[:, None], vis_mass[:, None], probe)
-        return scores
+        scores, res = self._ot(cap[None], cap_mass[None], vis[:, None], vis_mass[:, None], probe)
+        return scores, res.n_iters
 
 
 def _stored_cue_rows(cfg: Any):

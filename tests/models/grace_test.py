@@ -204,6 +204,7 @@ def test_balanced_ablation_maps_are_the_motion_weights_for_every_class():
     motion weights, so the transport says nothing about where a class is."""
     cfg = _cfg()
     cfg.motion.weighting, cfg.motion.normalize, cfg.ot.tau_visual = "fixed", "clip_max", 1.0
+    cfg.motion.alpha = 0.1  # the old default
     cfg.ot.relative_epsilon, cfg.ot.epsilon, cfg.ot.threshold = False, 0.1, 1e-4
     cfg.ot.max_iterations = 1000
     images = _moving_images()
@@ -292,3 +293,37 @@ def test_base_config_builds_fp32_on_cpu_and_bf16_when_asked():
         assert kernel.dtype == jnp.float32  # parameters stay fp32 either way
     with pytest.raises(ValueError, match="model.clip.dtype='half'"):
         grace.compute_dtype("half")
+
+
+def test_caption_ot_is_bounded_and_a_clip_without_caption_does_not_slow_the_others():
+    """Cutting captions to cate.caption_tokens changes nothing for captions shorter than the cut (the
+    text tower is causal); a caption-less clip converges at once instead of running every problem of
+    the batch to max_iterations."""
+    tokens = _tokens()
+    images = _images(3, 4)
+    captions = np.zeros((3, 77), np.int32)
+    captions[:, 0] = SOT
+    captions[:2, 1:6] = np.arange(10).reshape(2, 5) + 10
+    captions[:2, 6] = EOT
+    captions[2, 1] = EOT  # clip 2: an empty caption, as the loader writes for a clip without one
+    out = {}
+    for length in (77, 12):
+        cfg = _cfg(captions=True)
+        cfg.cate.caption_tokens, cfg.cate.caption_top_k = length, 0
+        cfg.ot.threshold, cfg.ot.max_iterations = 1e-3, 100
+        model = grace.GRACE(cfg, tokens, rngs=nnx.Rngs(0))
+        _, aux = nnx.jit(lambda m, x, c: m(x, captions=c))(model, images, jnp.asarray(captions))
+        out[length] = aux
+    # Real captions score the same cut or not (caption 2's stand-in is spread over the kept positions,
+    # so it differs; the loss masks that column out).
+    np.testing.assert_allclose(
+        out[12]["caption_scores"][:, :2], out[77]["caption_scores"][:, :2], rtol=1e-4, atol=1e-5
+    )
+    iters = np.asarray(out[12]["caption_ot_iterations"])
+    assert iters.shape == (3, 3) and iters.max() < 100, iters  # no problem ran to the budget
+    # Bounded visual side: caption_top_k keeps that many tokens per clip (here 2 of each frame's 16).
+    cfg = _cfg(captions=True)
+    cfg.cate.caption_top_k = 8
+    model = grace.GRACE(cfg, tokens, rngs=nnx.Rngs(0))
+    _, aux = nnx.jit(lambda m, x, c: m(x, captions=c))(model, images, jnp.asarray(captions))
+    assert aux["caption_scores"].shape == (3, 3) and np.all(np.isfinite(np.asarray(aux["caption_scores"])))
