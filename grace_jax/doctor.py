@@ -1,0 +1,489 @@
+r"""Self-check of a machine: does the install work, are the numbers right on this chip, which batch fits?
+
+  python -m grace_jax.doctor --quick       # tiny model, 4 frames, 32 px: ~1 minute on a CPU (what CI runs)
+  python -m grace_jax.doctor               # ViT-B/16, T=16, 224 px, per-device batch auto (4 on GPU/TPU)
+  python -m grace_jax.doctor --variant=ViT-L/14 --batch=2 --dtype=bfloat16 --max_batch_search
+
+In order, one line each (one screen in all), and the same in a JSON report (--out, default doctor.json):
+
+1. versions, devices, platform and the flags that change numerics or memory;
+2. a tiny GRACE train step (random weights, the trainer's own `train.train_step`) on the first device and
+   on the host CPU with the same weights and inputs: loss and gradient norm in float32 and in bfloat16
+   (fp32 parameters) against the CPU's float32, within each dtype's tolerance; the bf16 step must keep
+   parameters, optimizer state and loss in float32. On a CPU-only machine both sides are the CPU (said so);
+3. attention: what `jax.nn.dot_product_attention` (the model's call, implementation=None) compiles to,
+   and on GPU whether its cuDNN implementation compiles and agrees; the OT (Sinkhorn) solve on the
+   device against the CPU, in float32, the dtype the model solves it in (it casts bf16 features up);
+4. the chosen variant's step over all local devices (mesh `data`, per-device batch x devices clips):
+   compile time, step time, clips/s, the compiled step's FLOPs (XLA's cost analysis, per device),
+   MFU against the chip's vendor peak (PEAK_TFLOPS; unknown chips: achieved FLOP/s only), the measured
+   peak memory (`memory_stats()`) beside the compiled estimate, remat's effect on both, and with
+   --max_batch_search the largest per-device batch whose compiled estimate fits 90% of the device limit.
+
+Weights are random (`model.clip.init=random`, builtin tiny tokenizer): nothing is downloaded. Exit 0
+when every check passed, 1 (after writing the report) naming the failed ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any
+
+from absl import flags
+
+from grace_jax import cli
+
+_VARIANT = flags.DEFINE_string("variant", "ViT-B/16", "CLIP variant of the timed step: tiny, ViT-B/32, ViT-B/16, ViT-L/14.")
+_FRAMES = flags.DEFINE_integer("frames", 16, "Frames per clip of the timed step.")
+_BATCH = flags.DEFINE_integer("batch", 0, "Per-device batch of the timed step; 0: 1 on CPU, 4 on GPU/TPU (halved until it fits).")
+_DTYPE = flags.DEFINE_enum("dtype", "auto", ["auto", "float32", "bfloat16"], "Compute dtype (auto: bf16 on GPU/TPU, fp32 on CPU).")
+_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps (after one warm-up step).")
+_OUT = flags.DEFINE_string("out", "doctor.json", "Where the JSON report goes.")
+_SEARCH = flags.DEFINE_bool("max_batch_search", False, "Compile at doubling per-device batches to find the largest that fits.")
+_MAX_BATCH = flags.DEFINE_integer("max_batch", 256, "Largest per-device batch --max_batch_search tries.")
+_REMAT = flags.DEFINE_bool("remat", False, "Rematerialize ViT blocks in the timed step.")
+_QUICK = flags.DEFINE_bool("quick", False, "Tiny variant, 4 frames, 32 px, batch 2, 3 steps: seconds of compute (CI).")
+
+# Vendor peak dense (no sparsity) TFLOP/s per jax device, (bf16, fp32), from NVIDIA's and Google's
+# data sheets. The fp32 column is what XLA's default precision runs fp32 matmuls at: TF32 tensor
+# cores on A100 and later, plain FP32 on V100/T4. None where there is no such figure: V100 and T4
+# have no bf16 tensor cores; a TPU's fp32 matmul takes 1-6 bf16 passes depending on the precision.
+# Matched as case-insensitive substrings of `device.device_kind`, most specific first.
+PEAK_TFLOPS: tuple[tuple[str, tuple[float | None, float | None]], ...] = (
+    ("H100 PCIe", (756.0, 378.0)),
+    ("H100 NVL", (835.0, 418.0)),
+    ("H100", (989.0, 495.0)),  # SXM5
+    ("H200", (989.0, 495.0)),  # SXM
+    ("A100", (312.0, 156.0)),  # SXM4 and PCIe alike
+    ("A10G", (70.0, 35.0)),
+    ("L40S", (362.0, 183.0)),
+    ("L4", (121.0, 60.0)),
+    ("V100", (None, 15.7)),  # SXM2
+    ("T4", (None, 8.1)),
+    ("TPU v4", (275.0, None)),
+    ("TPU v5 lite", (197.0, None)), ("TPU v5e", (197.0, None)),
+    ("TPU v5p", (459.0, None)), ("TPU v5", (459.0, None)),
+    ("TPU v6 lite", (918.0, None)), ("TPU v6e", (918.0, None)),
+)  # fmt: skip
+# Relative tolerance of the accelerator's loss and gradient norm against the CPU's float32: fp32 leaves
+# room for TF32 matmuls (10-bit mantissa) on GPUs; bf16 (8-bit mantissa) for its rounding.
+TOLERANCE = {"float32": 1e-2, "bfloat16": 5e-2}
+USABLE = 0.9  # of the device's limit, as grace_jax.memory and benchmarks/memory.py count it
+_ENV = ("JAX_PLATFORMS", "XLA_FLAGS", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION",
+        "XLA_PYTHON_CLIENT_ALLOCATOR", "JAX_COMPILATION_CACHE_DIR", "CUDA_VISIBLE_DEVICES", "LIBTPU_INIT_ARGS",
+        "TPU_VISIBLE_CHIPS")  # fmt: skip
+_PACKAGES = ("grace_jax", "jax", "jaxlib", "jax-cuda12-plugin", "libtpu", "flax", "optax", "ott-jax", "numpy")
+
+
+def peak_tflops(device_kind: str, dtype: str) -> float | None:
+    """The vendor peak dense TFLOP/s of `device_kind` in `dtype` (PEAK_TFLOPS), None when unknown."""
+    for key, (bf16, fp32) in PEAK_TFLOPS:
+        if key.lower() in device_kind.lower():
+            return bf16 if dtype == "bfloat16" else fp32
+    return None
+
+
+def mfu(flops_per_step: float, step_s: float, peak: float | None) -> float | None:
+    """Model FLOP utilization: achieved FLOP/s of one device over its peak (TFLOP/s); None if unknown."""
+    if not peak or step_s <= 0 or flops_per_step <= 0:
+        return None
+    return flops_per_step / step_s / (peak * 1e12)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _rel(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(b), 1e-12)
+
+
+def _mib(num_bytes: float | None) -> str:
+    from grace_jax import memory
+
+    return "n/a" if num_bytes is None else memory.size(int(num_bytes))
+
+
+# ------------------------------------------------------------------------------ 1. the environment
+def environment() -> dict[str, Any]:
+    """Versions, devices and the settings that matter, as plain data."""
+    import jax
+
+    from grace_jax import cpu_numerics
+
+    versions = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass  # not installed (the accelerator plugins): simply not listed
+    devices = jax.local_devices()
+    first = devices[0]
+    return dict(
+        versions=versions,
+        backend=jax.default_backend(),
+        device_kind=first.device_kind,
+        platform=first.platform,
+        local_devices=len(devices),
+        global_devices=jax.device_count(),
+        process=f"{jax.process_index()} of {jax.process_count()}",
+        compute_capability=getattr(first, "compute_capability", None),
+        env={k: os.environ[k] for k in _ENV if k in os.environ},
+        jax_enable_x64=bool(jax.config.jax_enable_x64),
+        default_matmul_precision=jax.config.jax_default_matmul_precision,
+        cpu_numerics=cpu_numerics.describe(),
+    )
+
+
+# ------------------------------------------------------------------------------ model and steps
+def _config(variant: str, frames: int, dtype: str, remat: bool, image_size: int):
+    """Full GRACE with random CLIP weights; the tiny variant takes the demo's small heads."""
+    from configs import demo
+    from configs.ablations import grace as grace_config
+
+    config = demo.get_config() if variant == "tiny" else grace_config.get_config()
+    config.model.clip.init = "random"  # never download: the doctor checks machines, not weights
+    config.model.clip.tokenizer = "builtin:tiny"
+    config.model.clip.variant = variant
+    config.model.clip.dtype = dtype
+    config.model.clip.remat = remat
+    config.model.num_frames = config.data.num_frames = frames
+    config.model.num_classes = 7
+    config.data.image_size = image_size
+    return config
+
+
+def _build(config):
+    """(graphdef, host state on the CPU, tx, jitted-able step) for `config`."""
+    import jax
+
+    from grace_jax import train
+    from grace_jax.text.tokenizer import Tokenizer
+
+    # Built on the host: one copy to put on any device, and nothing left on the accelerator to
+    # inflate its peak-memory reading.
+    with jax.default_device(jax.devices("cpu")[0]):
+        graphdef, state, tx = train.create_state(config, Tokenizer.from_pretrained("builtin:tiny"), steps_per_epoch=1000)
+    step = functools.partial(
+        train.train_step, graphdef=graphdef, tx=tx, loss_cfg=dict(config.model.loss),
+        normalize=config.data.normalize,
+    )  # fmt: skip
+    return state, step
+
+
+def _batch(batch: int, frames: int, size: int) -> dict:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return dict(
+        video=rng.integers(0, 256, (batch, frames, size, size, 3), dtype=np.uint8),
+        label=np.arange(batch, dtype=np.int32) % 7,
+        mask=np.ones((batch,), bool),
+    )
+
+
+# ------------------------------------------------------------------------------ 2. numerics
+def compare_devices(device, cpu) -> dict[str, Any]:
+    """The tiny step on `device` (fp32 and bf16) against the same step on `cpu` in fp32."""
+    import jax
+    import jax.numpy as jnp
+
+    batch = _batch(2, 4, 32)
+    out: dict[str, Any] = {"device": str(device), "cpu": str(cpu), "same_device": device == cpu, "rows": []}
+    ref = None
+    for dtype in ("float32", "bfloat16"):
+        state, step = _build(_config("tiny", 4, dtype, False, 32))
+        fn = jax.jit(step)  # no donation: the host state is reused
+        if ref is None:
+            _, m = fn(state, batch)  # state and batch live on the CPU: runs there
+            ref = {k: float(m[k]) for k in ("loss", "grad_norm")}
+        new_state, m = fn(jax.device_put(state, device), jax.device_put(batch, device))
+        got = {k: float(m[k]) for k in ("loss", "grad_norm")}
+        rel = {k: _rel(got[k], ref[k]) for k in got}
+        row = dict(dtype=dtype, device=got, cpu_float32=ref, rel=rel, tolerance=TOLERANCE[dtype],
+                   ok=all(v <= TOLERANCE[dtype] for v in rel.values()) and all(map(jnp.isfinite, got.values())))  # fmt: skip
+        if dtype == "bfloat16":  # bf16 compute only: parameters, optimizer state and losses stay fp32
+            floats = [x.dtype for x in jax.tree.leaves((new_state["params"], new_state["opt_state"]))
+                      if jnp.issubdtype(x.dtype, jnp.floating)]  # fmt: skip
+            row["fp32_state_and_loss"] = all(d == jnp.float32 for d in floats) and m["loss"].dtype == jnp.float32
+            row["ok"] = row["ok"] and row["fp32_state_and_loss"]
+        out["rows"].append(row)
+    out["ok"] = all(r["ok"] for r in out["rows"])
+    return out
+
+
+# ------------------------------------------------------------------------------ 3. attention and OT
+def attention_check(device) -> dict[str, Any]:
+    """What the model's attention call compiles to on `device`, and whether cuDNN's works (GPU)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    shape = (2, 197, 12, 64)  # ViT-B/16's 197 tokens x 12 heads of 64
+    q, k, v = (jax.device_put(jnp.asarray(np.random.default_rng(i).normal(size=shape), jnp.bfloat16), device)
+               for i in range(3))  # fmt: skip
+    compiled = jax.jit(jax.nn.dot_product_attention).lower(q, k, v).compile()
+    # implementation=None is jax's XLA path (jax 0.10.2's source: "defaults to XLA for now"); XLA may
+    # still rewrite it into a cuDNN fused attention, which shows as a cudnn custom call.
+    out = {"model_call": "cudnn" if "cudnn" in compiled.as_text().lower() else "xla", "ok": True}
+    if device.platform != "gpu":
+        out["cudnn"] = f"not tried ({device.platform})"
+        return out
+    try:
+        xla = jax.nn.dot_product_attention(q, k, v, implementation="xla").astype(jnp.float32)
+        cud = jax.nn.dot_product_attention(q, k, v, implementation="cudnn").astype(jnp.float32)
+        out["cudnn"] = f"works, max |diff| vs xla {float(jnp.abs(xla - cud).max()):.1e} (bf16)"
+    except Exception as e:  # noqa: BLE001 -- any failure is the finding, reported in one line
+        out["cudnn"] = f"unavailable: {str(e).splitlines()[0][:120]}"
+    return out
+
+
+def ot_check(device, cpu) -> dict[str, Any]:
+    """The Sinkhorn solve on `device` against `cpu`, in float32 (the model casts its OT inputs up)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from grace_jax.models import alignment
+
+    cost = np.random.default_rng(0).uniform(0, 2, (4, 16, 64)).astype(np.float32)  # 4 problems, 16 x 64
+    a, b = np.full((16,), 1 / 16, np.float32), np.full((64,), 1 / 64, np.float32)
+    solve = jax.jit(functools.partial(alignment.solve_ot, epsilon=0.05, max_iterations=200, threshold=1e-3))
+    got, ref = (solve(*jax.device_put((cost, a, b), d)) for d in (device, cpu))
+    diff = float(jnp.abs(jnp.asarray(np.asarray(got.plan)) - np.asarray(ref.plan)).max())
+    converged = bool(np.asarray(got.converged).all())
+    # Plans sum to 1 over 1024 entries (~1e-3 each): 1e-5 is 1% of an entry.
+    return dict(dtype="float32", max_plan_diff=diff, converged=converged, ok=converged and diff < 1e-5)
+
+
+# ------------------------------------------------------------------------------ 4. the timed step
+def _compile(step, state_spec, batch_spec, shardings):
+    """Lowers and compiles `step` (state donated, kept in `shardings`); returns (compiled, seconds)."""
+    import jax
+
+    t0 = time.perf_counter()
+    # The new state keeps the input's shardings, so the remat and plain steps can take turns on it.
+    fn = jax.jit(step, donate_argnums=0, out_shardings=(shardings, None))
+    return fn.lower(state_spec, batch_spec).compile(), time.perf_counter() - t0
+
+
+def _specs(state, per_device: int, frames: int, size: int, mesh):
+    import jax
+    import jax.numpy as jnp
+
+    from grace_jax import sharding
+
+    shardings = sharding.state_shardings(mesh, state)
+    state_spec = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+    n, bsh = mesh.size, sharding.batch_sharding(mesh)
+    batch_spec = {
+        "video": jax.ShapeDtypeStruct((per_device * n, frames, size, size, 3), jnp.uint8, sharding=bsh),
+        "label": jax.ShapeDtypeStruct((per_device * n,), jnp.int32, sharding=bsh),
+        "mask": jax.ShapeDtypeStruct((per_device * n,), jnp.bool_, sharding=bsh),
+    }
+    return state_spec, batch_spec, shardings
+
+
+def _peak(device) -> int | None:
+    try:
+        return (device.memory_stats() or {}).get("peak_bytes_in_use")
+    except Exception:  # noqa: BLE001 -- platforms without statistics raise various errors
+        return None
+
+
+def benchmark(opts: dict, device, mesh) -> dict[str, Any]:
+    """Compile, run and time the chosen variant's step; remat's effect; the largest batch that fits."""
+    import jax
+
+    from grace_jax import memory, sharding
+
+    limit, where = memory.device_limit(device=device)
+    size, frames, variant, dtype = opts["image_size"], opts["frames"], opts["variant"], opts["dtype"]
+    per_device = opts["batch"]
+    state, step = _build(_config(variant, frames, dtype, False, size))
+    _, step_remat = _build(_config(variant, frames, dtype, True, size)) if opts["check_remat"] else (None, None)
+    out: dict[str, Any] = dict(variant=variant, frames=frames, image_size=size, dtype=dtype, remat=opts["remat"],
+                               devices=mesh.size, memory_limit=limit, memory_limit_source=where)  # fmt: skip
+    # The requested batch, halved until the compiled estimate fits (an OOM on the first step would
+    # tell less than this).
+    while True:
+        state_spec, batch_spec, shardings = _specs(state, per_device, frames, size, mesh)
+        compiled, compile_s = _compile(step_remat if opts["remat"] else step, state_spec, batch_spec, shardings)
+        estimate = memory.step_bytes(compiled)
+        if limit is None or estimate <= USABLE * limit or per_device == 1:
+            break
+        out.setdefault("batch_halved_from", per_device)
+        per_device //= 2
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get("flops", 0.0))
+    out.update(per_device_batch=per_device, global_batch=per_device * mesh.size, compile_s=compile_s,
+               estimate_bytes=estimate, flops_per_step=flops)  # fmt: skip
+    batch = sharding.global_batch(_batch(per_device * mesh.size, frames, size), mesh)
+    live = jax.device_put(state, shardings)
+    times, runs = [], {}
+    try:
+        if opts["check_remat"]:  # remat first: the allocator's peak only grows, so the smaller goes first
+            other, _ = _compile(step if opts["remat"] else step_remat, state_spec, batch_spec, shardings)
+            order = [(True, compiled if opts["remat"] else other), (False, other if opts["remat"] else compiled)]
+        else:
+            order = [(opts["remat"], compiled)]
+        for remat, fn in order:
+            live, m = fn(live, batch)  # warm-up (and the only run of the comparison side)
+            jax.block_until_ready(m)
+            runs[remat] = dict(estimate_bytes=memory.step_bytes(fn), peak_bytes=_peak(device))
+            if remat == opts["remat"]:
+                for _ in range(opts["steps"]):
+                    t0 = time.perf_counter()
+                    live, m = fn(live, batch)
+                    jax.block_until_ready(m)
+                    times.append(time.perf_counter() - t0)
+        out["ok"] = bool(jax.numpy.isfinite(m["loss"]))
+    except Exception as e:  # noqa: BLE001 -- out of memory and the like: reported, not a traceback
+        out.update(ok=False, error=str(e).splitlines()[0][:200])
+    if times:
+        step_s = statistics.median(times)
+        peak = peak_tflops(device.device_kind, dtype)
+        out.update(step_s=step_s, step_min_s=min(times), clips_per_s=per_device * mesh.size / step_s,
+                   achieved_tflops=flops / step_s / 1e12, peak_tflops=peak, mfu=mfu(flops, step_s, peak),
+                   measured_peak_bytes=runs[opts["remat"]]["peak_bytes"])  # fmt: skip
+        if peak is None:
+            out["mfu_note"] = f"no {dtype} peak figure for {device.device_kind!r}: achieved FLOP/s only"
+    if len(runs) == 2:
+        out["remat_check"] = {str(k).lower(): v for k, v in runs.items()}
+    if opts["max_batch_search"]:
+        out["largest_batch"] = _largest_batch(state, step_remat if opts["remat"] else step, opts, mesh, limit, where)
+    return out
+
+
+def _largest_batch(state, step, opts: dict, mesh, limit: int | None, where: str) -> dict:
+    """Doubling per-device batches, compiled only, until the estimate exceeds USABLE x the limit."""
+    from grace_jax import memory
+
+    if limit is None:
+        return {"note": f"no memory limit reported ({where})"}
+    fits, b = {}, 1
+    while b <= opts["max_batch"]:
+        state_spec, batch_spec, shardings = _specs(state, b, opts["frames"], opts["image_size"], mesh)
+        fits[b] = memory.step_bytes(_compile(step, state_spec, batch_spec, shardings)[0])
+        if fits[b] > USABLE * limit:
+            break
+        b *= 2
+    ok = [k for k, v in fits.items() if v <= USABLE * limit]
+    return dict(estimates=fits, largest=max(ok) if ok else None, capped=b > opts["max_batch"],
+                note=f"largest fitting of the doubled batches tried, {USABLE:.0%} of {memory.size(limit)} ({where})")
+
+
+# ------------------------------------------------------------------------------ the command
+def _options() -> dict:
+    """The run's settings from the flags; one-line errors for values that cannot work."""
+    import jax
+
+    from grace_jax.models import clip as clip_lib
+    from grace_jax.models import grace
+
+    variant = "tiny" if _QUICK.value else _VARIANT.value
+    if variant not in clip_lib.VARIANTS:
+        raise cli.UsageError(f"--variant={variant}: choose one of {', '.join(clip_lib.VARIANTS)}")
+    for flag, low in ((_FRAMES, 1), (_BATCH, 0), (_STEPS, 1), (_MAX_BATCH, 1)):
+        if flag.value < low:
+            raise cli.UsageError(f"--{flag.name}={flag.value}: must be >= {low}")
+    accel = jax.default_backend() in ("gpu", "tpu")
+    dtype = jax.numpy.dtype(grace.compute_dtype(_DTYPE.value)).name  # resolves auto for the default backend
+    quick = _QUICK.value
+    return dict(
+        variant=variant, frames=4 if quick else _FRAMES.value, image_size=32 if quick else 224,
+        batch=_BATCH.value or (2 if quick else 4 if accel else 1), dtype=dtype,
+        steps=3 if quick and not flags.FLAGS["steps"].present else _STEPS.value,
+        remat=_REMAT.value, check_remat=True, max_batch_search=_SEARCH.value, max_batch=_MAX_BATCH.value,
+    )  # fmt: skip
+
+
+def _print_env(env: dict) -> None:
+    v = env["versions"]
+    _say("grace_jax doctor: " + ", ".join(f"{k} {x}" for k, x in v.items()))
+    cc = f", compute capability {env['compute_capability']}" if env["compute_capability"] else ""
+    _say(f"devices: {env['local_devices']} x {env['device_kind']} ({env['platform']}{cc}); "
+         f"{env['global_devices']} in all, process {env['process']}")  # fmt: skip
+    flags_set = "; ".join(f"{k}={x}" for k, x in env["env"].items()) or "none set"
+    _say(f"env: {flags_set}")
+    _say(f"jax: x64 {env['jax_enable_x64']}, matmul precision {env["default_matmul_precision"] or "default"}; {env['cpu_numerics']}")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise cli.UsageError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
+    import jax
+
+    from grace_jax import sharding
+
+    opts = _options()
+    start = time.perf_counter()
+    device, cpu = jax.local_devices()[0], jax.devices("cpu")[0]
+    report: dict[str, Any] = {"command": " ".join(["python -m grace_jax.doctor"] + sys.argv[1:]), "options": opts}
+    report["environment"] = env = environment()
+    _print_env(env)
+
+    num = report["numerics"] = compare_devices(device, cpu)
+    same = " (no accelerator: both sides are the CPU)" if num["same_device"] else ""
+    _say(f"numerics: tiny GRACE step on {device.platform}:{device.id} vs the CPU's float32{same}")
+    for r in num["rows"]:
+        extra = f"; params, opt state, loss fp32: {r['fp32_state_and_loss']}" if "fp32_state_and_loss" in r else ""
+        _say(f"  {r['dtype']:8s} loss {r['device']['loss']:.5f} vs {r['cpu_float32']['loss']:.5f}, grad norm "
+             f"{r['device']['grad_norm']:.4g} vs {r['cpu_float32']['grad_norm']:.4g}: rel {max(r['rel'].values()):.1e} "
+             f"<= {r['tolerance']:.0e} {'ok' if r['ok'] else 'FAILED'}{extra}")  # fmt: skip
+    att = report["attention"] = attention_check(device)
+    _say(f"attention: the model's jax.nn.dot_product_attention compiles to {att['model_call']}; cuDNN: {att['cudnn']}")
+    ot = report["ot"] = ot_check(device, cpu)
+    _say(f"OT (Sinkhorn, float32 as the model runs it): plan max |diff| vs CPU {ot['max_plan_diff']:.1e}, "
+         f"converged {ot['converged']} {'ok' if ot['ok'] else 'FAILED'}")  # fmt: skip
+
+    mesh = sharding.make_mesh({"data": -1, "fsdp": 1, "model": 1}, jax.local_devices())
+    _say(f"step: {opts['variant']} T={opts['frames']} {opts['image_size']} px {opts['dtype']} remat={opts['remat']}, "
+         f"per-device batch {opts['batch']} x {mesh.size} devices (compiling...)")  # fmt: skip
+    b = report["benchmark"] = benchmark(opts, device, mesh)
+    if "batch_halved_from" in b:
+        _say(f"  per-device batch {b['batch_halved_from']} does not fit the limit: halved to {b['per_device_batch']}")
+    _say(f"  compile {b['compile_s']:.1f} s; XLA cost analysis {b['flops_per_step'] / 1e9:.3g} GFLOP/step per device")
+    if "step_s" in b:
+        m = f"MFU {b['mfu']:.1%} of {b['peak_tflops']:g} TFLOP/s" if b["mfu"] is not None else f"MFU n/a ({b['mfu_note']})"
+        _say(f"  step {b['step_s'] * 1e3:.1f} ms (median of {opts['steps']}; min {b['step_min_s'] * 1e3:.1f}), "
+             f"{b['clips_per_s']:.1f} clips/s, {b['achieved_tflops'] * 1e3:.1f} GFLOP/s per device; {m}")  # fmt: skip
+    measured = _mib(b.get("measured_peak_bytes")) if b.get("measured_peak_bytes") else "not reported by this platform"
+    _say(f"  memory per device: compiled estimate {_mib(b['estimate_bytes'])}, measured peak {measured}; "
+         f"limit {_mib(b['memory_limit']) if b['memory_limit'] else 'none reported'}")  # fmt: skip
+    if "error" in b:
+        _say(f"  FAILED: {b['error']}")
+    if "remat_check" in b:
+        on, off = b["remat_check"]["true"], b["remat_check"]["false"]
+        saved = 1 - on["estimate_bytes"] / max(off["estimate_bytes"], 1)
+        meas = (f"measured peak {_mib(on['peak_bytes'])} -> {_mib(off['peak_bytes'])} (high-water marks, remat ran first)"
+                if on["peak_bytes"] else "measured: not reported by this platform")  # fmt: skip
+        _say(f"remat: estimate {_mib(on['estimate_bytes'])} with, {_mib(off['estimate_bytes'])} without "
+             f"(saves {saved:.0%}); {meas}")  # fmt: skip
+    if "largest_batch" in b:
+        lb = b["largest_batch"]
+        found = f"{lb['largest']}{' (cap reached)' if lb.get('capped') else ''}: " if "largest" in lb else ""
+        _say(f"largest per-device batch: {found}{lb['note']}")
+    checks = {"numerics": num["ok"], "attention": att["ok"], "ot": ot["ok"], "step": b.get("ok", False)}
+    report["checks"] = checks
+    report["wall_s"] = time.perf_counter() - start
+    tmp = _OUT.value + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:  # written whole, then renamed: never half a report
+        json.dump(report, f, indent=1, default=str)
+    os.replace(tmp, _OUT.value)
+    failed = [k for k, ok in checks.items() if not ok]
+    _say(f"report: {_OUT.value}; {len(checks) - len(failed)} of {len(checks)} checks passed in {report['wall_s']:.0f} s")
+    if failed:
+        raise cli.UserError(f"checks failed: {', '.join(failed)} (details in {_OUT.value})")
+
+
+if __name__ == "__main__":
+    cli.run(main)
