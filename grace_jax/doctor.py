@@ -34,6 +34,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from absl import flags
@@ -202,7 +203,7 @@ def compare_devices(device, cpu) -> dict[str, Any]:
         state, step = _build(_config("tiny", 4, dtype, False, 32))
         fn = jax.jit(step)  # no donation: the host state is reused
         if ref is None:
-            _, m = fn(state, batch)  # state and batch live on the CPU: runs there
+            _, m = fn(jax.device_put(state, cpu), jax.device_put(batch, cpu))  # committed: runs there
             ref = {k: float(m[k]) for k in ("loss", "grad_norm")}
         new_state, m = fn(jax.device_put(state, device), jax.device_put(batch, device))
         got = {k: float(m[k]) for k in ("loss", "grad_norm")}
@@ -358,27 +359,28 @@ def benchmark(opts: dict, device, mesh) -> dict[str, Any]:
             out["mfu_note"] = f"no {dtype} peak figure for {device.device_kind!r}: achieved FLOP/s only"
     if len(runs) == 2:
         out["remat_check"] = {str(k).lower(): v for k, v in runs.items()}
-    if opts["max_batch_search"]:
-        out["largest_batch"] = _largest_batch(state, step_remat if opts["remat"] else step, opts, mesh, limit, where)
+    if opts["max_batch_search"] and limit is None:
+        out["largest_batch"] = {"note": f"no memory limit reported ({where})"}
+    elif opts["max_batch_search"]:
+        timed = step_remat if opts["remat"] else step
+        found = largest_batch(lambda b: memory.step_bytes(_compile(timed, *_specs(state, b, frames, size, mesh))[0]),
+                              limit, opts["max_batch"])  # fmt: skip
+        found["note"] = f"compiled estimates <= {USABLE:.0%} of {memory.size(limit)} ({where}), batches doubled"
+        out["largest_batch"] = found
     return out
 
 
-def _largest_batch(state, step, opts: dict, mesh, limit: int | None, where: str) -> dict:
-    """Doubling per-device batches, compiled only, until the estimate exceeds USABLE x the limit."""
-    from grace_jax import memory
-
-    if limit is None:
-        return {"note": f"no memory limit reported ({where})"}
-    fits, b = {}, 1
-    while b <= opts["max_batch"]:
-        state_spec, batch_spec, shardings = _specs(state, b, opts["frames"], opts["image_size"], mesh)
-        fits[b] = memory.step_bytes(_compile(step, state_spec, batch_spec, shardings)[0])
-        if fits[b] > USABLE * limit:
+def largest_batch(estimate: Callable[[int], int], limit: int, max_batch: int) -> dict[str, Any]:
+    """Per-device batches 1, 2, 4, ... up to `max_batch`, until `estimate(batch)` (bytes) exceeds
+    USABLE x `limit`: {"estimates": {batch: bytes}, "largest": the largest that fit or None, "capped"}."""
+    estimates, b = {}, 1
+    while b <= max_batch:
+        estimates[b] = estimate(b)
+        if estimates[b] > USABLE * limit:
             break
         b *= 2
-    ok = [k for k, v in fits.items() if v <= USABLE * limit]
-    return dict(estimates=fits, largest=max(ok) if ok else None, capped=b > opts["max_batch"],
-                note=f"largest fitting of the doubled batches tried, {USABLE:.0%} of {memory.size(limit)} ({where})")
+    ok = [k for k, v in estimates.items() if v <= USABLE * limit]
+    return dict(estimates=estimates, largest=max(ok) if ok else None, capped=b > max_batch)
 
 
 # ------------------------------------------------------------------------------ the command
@@ -395,26 +397,78 @@ def _options() -> dict:
     for flag, low in ((_FRAMES, 1), (_BATCH, 0), (_STEPS, 1), (_MAX_BATCH, 1)):
         if flag.value < low:
             raise cli.UsageError(f"--{flag.name}={flag.value}: must be >= {low}")
-    accel = jax.default_backend() in ("gpu", "tpu")
-    dtype = jax.numpy.dtype(grace.compute_dtype(_DTYPE.value)).name  # resolves auto for the default backend
-    quick = _QUICK.value
+    folder = os.path.dirname(os.path.abspath(_OUT.value))
+    if not os.path.isdir(folder):
+        raise cli.UsageError(f"--out={_OUT.value}: the folder {folder} does not exist")
+    quick, accel = _QUICK.value, jax.default_backend() in ("gpu", "tpu")
     return dict(
         variant=variant, frames=4 if quick else _FRAMES.value, image_size=32 if quick else 224,
-        batch=_BATCH.value or (2 if quick else 4 if accel else 1), dtype=dtype,
+        batch=_BATCH.value or (2 if quick else 4 if accel else 1),
+        dtype=jax.numpy.dtype(grace.compute_dtype(_DTYPE.value)).name,  # auto: by the default backend
         steps=3 if quick and not flags.FLAGS["steps"].present else _STEPS.value,
         remat=_REMAT.value, check_remat=True, max_batch_search=_SEARCH.value, max_batch=_MAX_BATCH.value,
     )  # fmt: skip
 
 
+def _section(report: dict, name: str, fn: Callable[[], dict]) -> dict:
+    """Runs one part; an exception becomes that part's failure (with its first line), and the rest
+    still runs: a doctor that dies on the first problem shows one problem."""
+    t0 = time.perf_counter()
+    try:
+        out = fn()
+    except Exception as e:  # noqa: BLE001 -- reported in the output and the JSON, not a traceback
+        out = {"ok": False, "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"}
+        _say(f"{name}: FAILED: {out['error']}")
+    out["seconds"] = time.perf_counter() - t0
+    report[name] = out
+    return out
+
+
 def _print_env(env: dict) -> None:
-    v = env["versions"]
-    _say("grace_jax doctor: " + ", ".join(f"{k} {x}" for k, x in v.items()))
+    _say("grace_jax doctor: " + ", ".join(f"{k} {x}" for k, x in env["versions"].items()))
     cc = f", compute capability {env['compute_capability']}" if env["compute_capability"] else ""
     _say(f"devices: {env['local_devices']} x {env['device_kind']} ({env['platform']}{cc}); "
          f"{env['global_devices']} in all, process {env['process']}")  # fmt: skip
-    flags_set = "; ".join(f"{k}={x}" for k, x in env["env"].items()) or "none set"
-    _say(f"env: {flags_set}")
-    _say(f"jax: x64 {env['jax_enable_x64']}, matmul precision {env["default_matmul_precision"] or "default"}; {env['cpu_numerics']}")
+    _say("env: " + ("; ".join(f"{k}={x}" for k, x in env["env"].items()) or "none of the JAX/XLA/CUDA/TPU variables set"))
+    _say(f"jax: x64 {env['jax_enable_x64']}, matmul precision {env['default_matmul_precision'] or 'default'}; "
+         f"{env['cpu_numerics']}")  # fmt: skip
+
+
+def _print_numerics(num: dict, device) -> None:
+    same = " (no accelerator: both sides are the CPU)" if num["same_device"] else ""
+    _say(f"numerics: tiny GRACE step on {device.platform}:{device.id} vs the CPU's float32{same}")
+    for r in num["rows"]:
+        extra = f"; params, opt state, loss fp32: {r['fp32_state_and_loss']}" if "fp32_state_and_loss" in r else ""
+        _say(f"  {r['dtype']:8s} loss {r['device']['loss']:.5f} vs {r['cpu_float32']['loss']:.5f}, grad norm "
+             f"{r['device']['grad_norm']:.5g} vs {r['cpu_float32']['grad_norm']:.5g}: rel "
+             f"{max(r['rel'].values()):.1e} <= {r['tolerance']:.0e} {'ok' if r['ok'] else 'FAILED'}{extra}")  # fmt: skip
+
+
+def _print_step(b: dict, steps: int) -> None:
+    if "batch_halved_from" in b:
+        _say(f"  per-device batch {b['batch_halved_from']} does not fit: halved to {b['per_device_batch']}")
+    _say(f"  compile {b['compile_s']:.1f} s; XLA cost analysis {b['flops_per_step'] / 1e9:.3g} GFLOP/step per device")
+    if "step_s" in b:
+        m = (f"MFU {b['mfu']:.1%} of {b['peak_tflops']:g} TFLOP/s" if b["mfu"] is not None
+             else f"MFU n/a ({b['mfu_note']})")  # fmt: skip
+        _say(f"  step {b['step_s'] * 1e3:.1f} ms (median of {steps}; min {b['step_min_s'] * 1e3:.1f}), "
+             f"{b['clips_per_s']:.1f} clips/s, {b['achieved_tflops'] * 1e3:.1f} GFLOP/s per device; {m}")  # fmt: skip
+    peak = b.get("measured_peak_bytes")
+    _say(f"  memory per device: compiled estimate {_mib(b['estimate_bytes'])}, measured peak "
+         f"{_mib(peak) if peak else 'not reported by this platform'}; limit "
+         f"{_mib(b['memory_limit']) if b['memory_limit'] else 'none reported'}")  # fmt: skip
+    if "error" in b:
+        _say(f"  FAILED: {b['error']}")
+    if "remat_check" in b:
+        on, off = b["remat_check"]["true"], b["remat_check"]["false"]
+        meas = (f"measured peak {_mib(on['peak_bytes'])} -> {_mib(off['peak_bytes'])} (high-water marks, "
+                "remat ran first)" if on["peak_bytes"] else "measured: not reported by this platform")  # fmt: skip
+        _say(f"remat: estimate {_mib(on['estimate_bytes'])} with, {_mib(off['estimate_bytes'])} without "
+             f"(saves {1 - on['estimate_bytes'] / max(off['estimate_bytes'], 1):.0%}); {meas}")  # fmt: skip
+    if "largest_batch" in b:
+        lb = b["largest_batch"]
+        found = f"{lb['largest']}{' (cap reached)' if lb['capped'] else ''}: " if "largest" in lb else ""
+        _say(f"largest per-device batch: {found}{lb['note']}")
 
 
 def main(argv: list[str]) -> None:
@@ -430,57 +484,32 @@ def main(argv: list[str]) -> None:
     report: dict[str, Any] = {"command": " ".join(["python -m grace_jax.doctor"] + sys.argv[1:]), "options": opts}
     report["environment"] = env = environment()
     _print_env(env)
-
-    num = report["numerics"] = compare_devices(device, cpu)
-    same = " (no accelerator: both sides are the CPU)" if num["same_device"] else ""
-    _say(f"numerics: tiny GRACE step on {device.platform}:{device.id} vs the CPU's float32{same}")
-    for r in num["rows"]:
-        extra = f"; params, opt state, loss fp32: {r['fp32_state_and_loss']}" if "fp32_state_and_loss" in r else ""
-        _say(f"  {r['dtype']:8s} loss {r['device']['loss']:.5f} vs {r['cpu_float32']['loss']:.5f}, grad norm "
-             f"{r['device']['grad_norm']:.4g} vs {r['cpu_float32']['grad_norm']:.4g}: rel {max(r['rel'].values()):.1e} "
-             f"<= {r['tolerance']:.0e} {'ok' if r['ok'] else 'FAILED'}{extra}")  # fmt: skip
-    att = report["attention"] = attention_check(device)
-    _say(f"attention: the model's jax.nn.dot_product_attention compiles to {att['model_call']}; cuDNN: {att['cudnn']}")
-    ot = report["ot"] = ot_check(device, cpu)
-    _say(f"OT (Sinkhorn, float32 as the model runs it): plan max |diff| vs CPU {ot['max_plan_diff']:.1e}, "
-         f"converged {ot['converged']} {'ok' if ot['ok'] else 'FAILED'}")  # fmt: skip
-
+    num = _section(report, "numerics", lambda: compare_devices(device, cpu))
+    if "rows" in num:
+        _print_numerics(num, device)
+    att = _section(report, "attention", lambda: attention_check(device))
+    if "model_call" in att:
+        _say(f"attention: the model's jax.nn.dot_product_attention compiles to {att['model_call']}; "
+             f"cuDNN: {att['cudnn']}")  # fmt: skip
+    ot = _section(report, "ot", lambda: ot_check(device, cpu))
+    if "max_plan_diff" in ot:
+        _say(f"OT (Sinkhorn, float32 as the model runs it): plan max |diff| vs CPU {ot['max_plan_diff']:.1e}, "
+             f"converged {ot['converged']} {'ok' if ot['ok'] else 'FAILED'}")  # fmt: skip
     mesh = sharding.make_mesh({"data": -1, "fsdp": 1, "model": 1}, jax.local_devices())
-    _say(f"step: {opts['variant']} T={opts['frames']} {opts['image_size']} px {opts['dtype']} remat={opts['remat']}, "
-         f"per-device batch {opts['batch']} x {mesh.size} devices (compiling...)")  # fmt: skip
-    b = report["benchmark"] = benchmark(opts, device, mesh)
-    if "batch_halved_from" in b:
-        _say(f"  per-device batch {b['batch_halved_from']} does not fit the limit: halved to {b['per_device_batch']}")
-    _say(f"  compile {b['compile_s']:.1f} s; XLA cost analysis {b['flops_per_step'] / 1e9:.3g} GFLOP/step per device")
-    if "step_s" in b:
-        m = f"MFU {b['mfu']:.1%} of {b['peak_tflops']:g} TFLOP/s" if b["mfu"] is not None else f"MFU n/a ({b['mfu_note']})"
-        _say(f"  step {b['step_s'] * 1e3:.1f} ms (median of {opts['steps']}; min {b['step_min_s'] * 1e3:.1f}), "
-             f"{b['clips_per_s']:.1f} clips/s, {b['achieved_tflops'] * 1e3:.1f} GFLOP/s per device; {m}")  # fmt: skip
-    measured = _mib(b.get("measured_peak_bytes")) if b.get("measured_peak_bytes") else "not reported by this platform"
-    _say(f"  memory per device: compiled estimate {_mib(b['estimate_bytes'])}, measured peak {measured}; "
-         f"limit {_mib(b['memory_limit']) if b['memory_limit'] else 'none reported'}")  # fmt: skip
-    if "error" in b:
-        _say(f"  FAILED: {b['error']}")
-    if "remat_check" in b:
-        on, off = b["remat_check"]["true"], b["remat_check"]["false"]
-        saved = 1 - on["estimate_bytes"] / max(off["estimate_bytes"], 1)
-        meas = (f"measured peak {_mib(on['peak_bytes'])} -> {_mib(off['peak_bytes'])} (high-water marks, remat ran first)"
-                if on["peak_bytes"] else "measured: not reported by this platform")  # fmt: skip
-        _say(f"remat: estimate {_mib(on['estimate_bytes'])} with, {_mib(off['estimate_bytes'])} without "
-             f"(saves {saved:.0%}); {meas}")  # fmt: skip
-    if "largest_batch" in b:
-        lb = b["largest_batch"]
-        found = f"{lb['largest']}{' (cap reached)' if lb.get('capped') else ''}: " if "largest" in lb else ""
-        _say(f"largest per-device batch: {found}{lb['note']}")
-    checks = {"numerics": num["ok"], "attention": att["ok"], "ot": ot["ok"], "step": b.get("ok", False)}
-    report["checks"] = checks
+    _say(f"step: {opts['variant']} T={opts['frames']} {opts['image_size']} px {opts['dtype']} "
+         f"remat={opts['remat']}, per-device batch {opts['batch']} x {mesh.size} devices (compiling...)")  # fmt: skip
+    b = _section(report, "step", lambda: benchmark(opts, device, mesh))
+    if "compile_s" in b:
+        _print_step(b, opts["steps"])
+    report["checks"] = checks = {k: bool(report[k].get("ok")) for k in ("numerics", "attention", "ot", "step")}
     report["wall_s"] = time.perf_counter() - start
     tmp = _OUT.value + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:  # written whole, then renamed: never half a report
         json.dump(report, f, indent=1, default=str)
     os.replace(tmp, _OUT.value)
     failed = [k for k, ok in checks.items() if not ok]
-    _say(f"report: {_OUT.value}; {len(checks) - len(failed)} of {len(checks)} checks passed in {report['wall_s']:.0f} s")
+    _say(f"report: {_OUT.value}; {len(checks) - len(failed)} of {len(checks)} checks passed "
+         f"in {report['wall_s']:.0f} s")  # fmt: skip
     if failed:
         raise cli.UserError(f"checks failed: {', '.join(failed)} (details in {_OUT.value})")
 
