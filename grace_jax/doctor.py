@@ -1,10 +1,10 @@
 r"""Self-check of a machine: does the install work, are the numbers right on this chip, which batch fits?
 
-  python -m grace_jax.doctor --quick       # tiny model, 4 frames, 32 px: ~1 minute on a CPU (what CI runs)
+  python -m grace_jax.doctor --quick       # tiny model, 4 frames, 32 px: 1-2 minutes on 2 CPU cores (CI)
   python -m grace_jax.doctor               # ViT-B/16, T=16, 224 px, per-device batch auto (4 on GPU/TPU)
   python -m grace_jax.doctor --variant=ViT-L/14 --batch=2 --dtype=bfloat16 --max_batch_search
 
-In order, one line each (one screen in all), and the same in a JSON report (--out, default doctor.json):
+In order, one table row each (one screen in all), and the same in a JSON report (--out, default doctor.json):
 
 1. versions, devices, platform and the flags that change numerics or memory;
 2. a tiny GRACE train step (random weights, the trainer's own `train.train_step`) on the first device and
