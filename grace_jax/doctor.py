@@ -469,8 +469,9 @@ def main(argv: list[str]) -> None:
         _row("OT solve", f"Sinkhorn in float32 (as the model runs it): plan max |diff| vs CPU "
                          f"{ot['max_plan_diff']:.1e}, converged {ot['converged']}", ot["ok"])  # fmt: skip
     mesh = sharding.make_mesh({"data": -1, "fsdp": 1, "model": 1}, jax.local_devices())
+    devices = f"{mesh.size} device{'s' * (mesh.size > 1)}"
     _row("step", f"{opts['variant']} T={opts['frames']} {opts['image_size']} px {opts['dtype']}, remat "
-                 f"{opts['remat']}, batch {opts['batch']}/device x {mesh.size} device{'s' * (mesh.size > 1)} (compiling)")
+                 f"{opts['remat']}, batch {opts['batch']}/device x {devices} (compiling)")
     b = _section(report, "step", lambda: benchmark(opts, device, mesh))
     if "compile_s" in b:
         _print_step(b, opts["steps"])
