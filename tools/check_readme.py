@@ -1,4 +1,4 @@
-r"""Runs the README's "Quick start", "Install" and "Prediction" commands as printed, in a fresh clone, as a newcomer would.
+r"""Runs the README's "Quick start", "Install", "Check a new machine" and "Prediction" commands as printed, in a fresh clone, as a newcomer would.
 
 Usage (from the repository; CI runs it after the test suite, see .ci/run):
 
@@ -15,8 +15,9 @@ adapted, and the log says how:
 - the test-suite line is skipped: CI runs the suite just before this.
 
 After each predict line, its predictions.json is checked for a prediction of every input.
-Takes about 8 minutes on 2 cores, most of it the install and the demo. Exit status 0 when every line
-worked; otherwise the failing line and its output's tail.
+Takes about 10 minutes on 2 cores, most of it the install, the demo and the self-check
+(grace_jax.doctor --quick). Exit status 0 when every line worked; otherwise the failing line and its
+output's tail.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 
-SECTIONS = ("Quick start", "Install", "Prediction")
+SECTIONS = ("Quick start", "Install", "Check a new machine", "Prediction")
 DEMO = "python -m grace_jax.main --config=configs/demo.py"
 DEMO_OVERRIDES = "--config.optim.num_train_steps=110 --config.train.eval_every_steps=110"
 TESTS = "python -m pytest"
@@ -141,7 +142,8 @@ def main() -> int:
     args = parser.parse_args()
     with open(os.path.join(args.repo, "README.md"), encoding="utf-8") as f:
         lines = commands(f.read())
-    wanted = {"demo": DEMO, "predict": "python -m grace_jax.predict", "tensorboard": TENSORBOARD}
+    wanted = {"demo": DEMO, "predict": "python -m grace_jax.predict", "tensorboard": TENSORBOARD,
+              "doctor": "python -m grace_jax.doctor --quick"}
     absent = [k for k, v in wanted.items() if not any(c.startswith(v) for _, c in lines)]
     if absent:
         print(f"check_readme: the README's sections {SECTIONS} no longer contain the {absent} command(s)", file=sys.stderr)
