@@ -21,8 +21,8 @@ ground truth:
   crop_boxes     float32 [T,4]    (x0, y0, x1, y1) in source-frame pixels: the square each model frame
                                   shows (the face crop, or the centre square); face_cropped bool
   source_size    int [2]          the source frame's height and width
-Inputs that cannot be read
-are reported by name with the reason and skipped; the exit status is 1 if any input failed.
+
+Inputs that cannot be read are reported by name with the reason and skipped; the exit status is 1 if any input failed.
 --workdir and --out may be gs:// URIs (outputs default into the workdir, so a gs:// run gets them in
 its bucket); the inputs are local files or folders.
 """
@@ -44,9 +44,12 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from flax import nnx
+from PIL import Image
 
 from grace_jax import cli, heatmaps, input_pipeline, paths, runs
 from grace_jax import faces as faces_lib
+from grace_jax.data import frames as frames_lib
+from grace_jax.data import video as video_lib
 from grace_jax.data.errors import ClipError
 from grace_jax.data.windows import read_windows
 
@@ -118,13 +121,8 @@ def _face_frames(frames: np.ndarray, detector, image_size: int, min_face_fractio
 def _source_size(path: str) -> tuple[int, int]:
     """(height, width) of the source's frames, upright, as predict decodes them."""
     if os.path.isdir(path):
-        from grace_jax.data import frames as frames_lib
-        from PIL import Image
-
         with Image.open(os.path.join(path, frames_lib.list_frames(path)[0])) as image:
             return image.height, image.width
-    from grace_jax.data import video as video_lib
-
     # Whole and never downscaled (fit_within only shrinks), upright as every other read of it.
     _, frame = next(video_lib.iter_video(path, 1 << 20, [0], whole_frame=True))
     return frame.shape[0], frame.shape[1]

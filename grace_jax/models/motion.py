@@ -36,6 +36,7 @@ __all__ = [
     "MotionHead",
     "NORMALIZATIONS",
     "feature_motion",
+    "mix_uniform",
     "motion_weights",
     "normalize_motion",
     "pixel_motion",
