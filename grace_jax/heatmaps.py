@@ -1,7 +1,7 @@
 """Pictures of where the model looks: frames with per-patch weights overlaid as heat maps.
 
-Used by `grace_jax.predict` for the motion weights (which regions moved) and the optimal-transport mass
-of the predicted class (which regions the class's text tokens were matched to).
+Used by `grace_jax.predict` for the motion weights (where the motion weighting looks) and the class maps
+of the predicted class and the runner-up (the transport mass each patch receives from the class's words).
 """
 
 from __future__ import annotations
