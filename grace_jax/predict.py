@@ -287,6 +287,8 @@ class _Job:
     maps_dir: str | None
     patch_size: int
     taken: set = dataclasses.field(default_factory=set)
+    # Source frame size per input: decoded once, not once per window of a long video.
+    source_sizes: dict = dataclasses.field(default_factory=dict)
 
 
 def _predict_one(job: _Job, path: str, frame_indices: np.ndarray, frames: np.ndarray, span: dict) -> dict:
@@ -327,7 +329,9 @@ def _predict_one(job: _Job, path: str, frame_indices: np.ndarray, frames: np.nda
         heatmaps.clip_figure(picture, frames, rows, title, context=context)
         result["picture"] = picture
     if job.maps_dir is not None:
-        source = _source_size(path)
+        if path not in job.source_sizes:
+            job.source_sizes[path] = _source_size(path)
+        source = job.source_sizes[path]
         boxes = _crop_boxes(squares, read_shape, source, len(frame_indices))
         result["maps"] = paths.join(job.maps_dir, name + ".npz")
         _write_maps(result["maps"], maps, names, top, frame_indices, boxes, squares is not None, source,
