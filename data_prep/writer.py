@@ -14,7 +14,7 @@ import shutil
 
 from array_record.python import array_record_module
 
-from grace_jax.cli import UserError
+from grace_jax.infra.errors import UserError
 from grace_jax.data import schema
 
 

@@ -52,7 +52,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from grace_jax.cli import UserError
+from grace_jax.infra.errors import UserError
 
 __all__ = [
     "ConversionError",
@@ -390,7 +390,7 @@ def convert_dferclip(
         default openai/clip-vit-base-patch32 for CLIP's vocabulary, where available offline or online.
       temporal_heads: the temporal attention's head count (not stored in a state dict; DFER-CLIP: 8).
     """
-    from grace_jax import paths
+    from grace_jax.infra import errors, paths
 
     if paths.is_uri(workdir):
         raise ConversionError(
@@ -554,7 +554,8 @@ def _converted_state(config, sd, clip_sd, source):
     import jax.numpy as jnp
     from flax import nnx
 
-    from grace_jax import class_cues, train
+    from grace_jax import train
+    from grace_jax.text import class_cues
     from grace_jax.models import clip_checkpoint
 
     graphdef, state, tx = train.create_state(config, None, steps_per_epoch=1)
@@ -601,7 +602,7 @@ def _converted_state(config, sd, clip_sd, source):
 
 
 def _write_run(workdir: str, config, class_names, state, info) -> None:
-    from grace_jax import checkpointing
+    from grace_jax.run import checkpointing
 
     parent = os.path.dirname(workdir)
     os.makedirs(parent, exist_ok=True)
@@ -659,7 +660,7 @@ def main(argv):
 if __name__ == "__main__":
     from absl import flags
 
-    from grace_jax import cli
+    from grace_jax.infra import cli, errors
 
     _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "DFER-CLIP .pth file.")
     _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to create (must not exist).")

@@ -43,7 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from grace_jax import cli, cpu_numerics, memory, sharding, train
+from grace_jax import memory, sharding, train
+from grace_jax.infra import cli, cpu_numerics, errors
 from grace_jax.models import alignment, grace
 from grace_jax.models import clip as clip_lib
 from grace_jax.text.tokenizer import Tokenizer
@@ -358,13 +359,13 @@ def _options() -> dict:
     f = flags.FLAGS
     variant = "tiny" if f.quick else f.variant
     if variant not in clip_lib.VARIANTS:
-        raise cli.UsageError(f"--variant={variant}: choose one of {', '.join(clip_lib.VARIANTS)}")
+        raise errors.UsageError(f"--variant={variant}: choose one of {', '.join(clip_lib.VARIANTS)}")
     for name, low in (("frames", 1), ("batch", 0), ("steps", 1), ("max_batch", 1)):
         if f[name].value < low:
-            raise cli.UsageError(f"--{name}={f[name].value}: must be >= {low}")
+            raise errors.UsageError(f"--{name}={f[name].value}: must be >= {low}")
     folder = os.path.dirname(os.path.abspath(f.out))
     if not os.path.isdir(folder):
-        raise cli.UsageError(f"--out={f.out}: the folder {folder} does not exist")
+        raise errors.UsageError(f"--out={f.out}: the folder {folder} does not exist")
     accel = jax.default_backend() in ("gpu", "tpu")
     return dict(
         variant=variant, frames=4 if f.quick else f.frames, image_size=32 if f.quick else 224,
@@ -449,7 +450,7 @@ def _print_step(b: dict, steps: int) -> None:
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise cli.UsageError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
+        raise errors.UsageError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
     opts = _options()
     start = time.perf_counter()
     device, cpu = jax.local_devices()[0], jax.devices("cpu")[0]
@@ -486,7 +487,7 @@ def main(argv: list[str]) -> None:
     _row("report", f"{opts['out']}: {len(checks) - len(failed)} of {len(checks)} checks passed in "
                    f"{report['wall_s']:.0f} s")  # fmt: skip
     if failed:
-        raise cli.UserError(f"checks failed: {', '.join(failed)} (details in {opts['out']})")
+        raise errors.UserError(f"checks failed: {', '.join(failed)} (details in {opts['out']})")
 
 
 if __name__ == "__main__":

@@ -38,20 +38,10 @@ import time
 import jax
 import numpy as np
 
-from grace_jax import (
-    cli,
-    config_checks,
-    distributed,
-    export,
-    input_pipeline,
-    localization,
-    metrics,
-    paths,
-    plots,
-    runs,
-    sharding,
-    train,
-)
+from grace_jax import export, localization, metrics, sharding, train
+from grace_jax.data import input_pipeline
+from grace_jax.infra import cli, config_checks, distributed, errors, paths
+from grace_jax.run import plots, runs
 from grace_jax.data import tfds_source
 
 __all__ = ["evaluate_run", "format_table", "parse_sources", "result_path"]
@@ -82,23 +72,23 @@ def parse_sources(
     *, workdir: str | None, model: str | None, data_dir: str | None, tfds: str | None,
     tfds_dir: str | None,
 ) -> str | tfds_source.TfdsDataset:
-    """The flags' data: a shard folder or a TfdsDataset; raises cli.UsageError for a bad combination."""
+    """The flags' data: a shard folder or a TfdsDataset; raises errors.UsageError for a bad combination."""
     if bool(workdir) == bool(model):
-        raise cli.UsageError(
+        raise errors.UsageError(
             "Give exactly one of --workdir (a training or converted run) and --model (a folder written "
             "by grace_jax.export, or its hub name)."
         )
     if bool(data_dir) == bool(tfds):
-        raise cli.UsageError(
+        raise errors.UsageError(
             "Give exactly one of --data_dir (shards built by data_prep) and --tfds=NAME/CONFIG (a dataset "
             "prepared by data_prep.tfds_builders, with --tfds_dir)."
         )
     if tfds_dir and not tfds:
-        raise cli.UsageError("--tfds_dir is tfds's data folder for --tfds; give --tfds=NAME/CONFIG too.")
+        raise errors.UsageError("--tfds_dir is tfds's data folder for --tfds; give --tfds=NAME/CONFIG too.")
     if data_dir:
         return data_dir
     if tfds.count("/") > 1 or not tfds.strip("/") or tfds.startswith("/") or tfds.endswith("/"):
-        raise cli.UsageError(f"--tfds={tfds}: give a dataset name with its config, e.g. dfew/fold_3.")
+        raise errors.UsageError(f"--tfds={tfds}: give a dataset name with its config, e.g. dfew/fold_3.")
     return tfds_source.TfdsDataset(tfds, paths.resolve(tfds_dir) if tfds_dir else "")
 
 
@@ -161,7 +151,7 @@ def evaluate_run(
         export.check_folder(model_dir)
         exported = export.weights_metadata(model_dir).get("checkpoint")
         if which == "last" and exported == "best":
-            raise cli.ConfigError(
+            raise errors.ConfigError(
                 f"--checkpoint=last: {model} holds the run's best checkpoint only; export its last one "
                 "(python -m grace_jax.export --checkpoint=last) to evaluate that."
             )
@@ -171,7 +161,7 @@ def evaluate_run(
     distributed.initialize(config.get("distributed"))
     manifest = _read_manifest(data)
     if split not in manifest.get("splits", {}):
-        raise cli.ConfigError(
+        raise errors.ConfigError(
             f"--split={split}: {data} has no split {split!r}; it holds {sorted(manifest.get('splits', {}))}."
         )
     config_checks.check_classes(config, manifest, data)
@@ -294,7 +284,7 @@ if __name__ == "__main__":
     # Flags live here, not at import, so that other commands (and tests) can import this module.
     from absl import flags
 
-    from grace_jax import cli
+    from grace_jax.infra import cli, errors
 
     _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (config.json, checkpoints).")
     _MODEL = flags.DEFINE_string(

@@ -37,7 +37,9 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from grace_jax import cli, paths, runs, sharding, train
+from grace_jax import sharding, train
+from grace_jax.infra import cli, errors, paths
+from grace_jax.run import runs
 from grace_jax.models import clip as clip_lib
 from grace_jax.models import grace, prompts
 
@@ -49,7 +51,7 @@ FILES = (WEIGHTS, "config.json", "classes.json", "README.md")
 _FORMAT = "grace_jax"
 
 
-class ExportError(cli.UserError, ValueError):
+class ExportError(errors.UserError, ValueError):
     """A model folder that cannot be written or read; the message names the file and the key."""
 
 
@@ -299,7 +301,7 @@ def resolve_model(name_or_dir: str, *, cache_dir: str | None = None) -> str:
     """A local model folder: the directory itself, or a hub name's snapshot in the hub cache."""
     if os.path.isdir(name_or_dir):
         return os.path.abspath(name_or_dir)
-    from grace_jax import hub
+    from grace_jax.infra import errors, hub
 
     if not hub.HUB_NAME.fullmatch(name_or_dir):
         raise ExportError(f"{name_or_dir}: no such folder, and not a hub name (owner/name).")

@@ -30,7 +30,7 @@ import json
 import numpy as np
 from absl import app, flags
 
-from grace_jax import cli, paths
+from grace_jax.infra import cli, errors, paths
 
 RULES = ("best_uar", "best_war", "last")
 RULE_TEXT = {
@@ -91,7 +91,7 @@ def _evaluation(result: dict) -> dict:
 
 def _read_fold(workdir: str, split: str) -> dict:
     if not paths.is_uri(workdir) and not paths.exists(workdir):  # a gs:// "folder" is only a prefix
-        raise cli.NotFoundError(f"{workdir}: no such run folder (give the --workdir of each fold's run).")
+        raise errors.NotFoundError(f"{workdir}: no such run folder (give the --workdir of each fold's run).")
     rules = {}
     if split:
         for which in ("best", "last"):  # whichever of the two was evaluated
@@ -99,14 +99,14 @@ def _read_fold(workdir: str, split: str) -> dict:
             if paths.exists(path):
                 rules["best_uar" if which == "best" else "last"] = _evaluation(json.loads(paths.read_text(path)))
         if not rules:
-            raise cli.NotFoundError(
+            raise errors.NotFoundError(
                 f"{paths.join(workdir, 'evaluation', f'{split}-best.json')}: not found; evaluate the run first: "
                 f"python -m grace_jax.evaluate --workdir={workdir} --data_dir=... --split={split} --checkpoint=best"
             )
     else:
         path = paths.join(workdir, "final_metrics.json")
         if not paths.exists(path):
-            raise cli.NotFoundError(f"{path}: not found; has this run finished?")
+            raise errors.NotFoundError(f"{path}: not found; has this run finished?")
         final = json.loads(paths.read_text(path))
         for rule, key in _FINAL_KEYS.items():
             if key in final and final[key].get("uar", -1) >= 0:  # runs before best_war existed lack it
@@ -154,7 +154,7 @@ def summarize_folds(workdirs: list[str], which: str = "last", split: str = "") -
     if rule not in results["summary"]:
         hint = (f"; evaluate them first: python -m grace_jax.evaluate --split={split} --checkpoint={which} ..."
                 if split else "")
-        raise cli.NotFoundError(f"{which}: not every run's results hold that evaluation{hint}")
+        raise errors.NotFoundError(f"{which}: not every run's results hold that evaluation{hint}")
     summary = results["summary"][rule]
     return {
         "folds": [{"workdir": f["workdir"], "uar": f["rules"][rule]["uar"], "war": f["rules"][rule]["war"]}

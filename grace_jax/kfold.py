@@ -29,7 +29,8 @@ import shlex
 import subprocess
 import sys
 
-from grace_jax import cli, folds, paths
+from grace_jax import folds
+from grace_jax.infra import cli, errors, paths
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -103,7 +104,7 @@ def _run(argv: list[str], dry_run: bool) -> None:
     if dry_run:
         return
     if subprocess.run(argv).returncode != 0:
-        raise cli.UserError(f"{shlex.join(argv)} failed (its output is above); run this command again to "
+        raise errors.UserError(f"{shlex.join(argv)} failed (its output is above); run this command again to "
                             "resume from the folds already done")
 
 

@@ -11,7 +11,8 @@ same --workdir resumes from its latest checkpoint.
 from absl import app, flags
 from ml_collections import config_flags
 
-from grace_jax import cli, train
+from grace_jax import train
+from grace_jax.infra import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and plots go.")

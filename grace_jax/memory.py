@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import jax
 
-from grace_jax import cli
+from grace_jax.infra import errors
 
 GIB = 1024**3
 # At most this many extra compiles to find a setting that fits (an L/14 step takes minutes to compile).
@@ -76,7 +76,7 @@ def check_fits(
     dtype: str = "auto",
     remat: bool = False,
 ) -> None:
-    """Raises cli.ConfigError, one line naming a setting that fits, when `needed` > `limit` bytes.
+    """Raises errors.ConfigError, one line naming a setting that fits, when `needed` > `limit` bytes.
 
     `bytes_with(k)`: the peak bytes of the step compiled with optim.grad_accum_steps=k.
     """
@@ -101,7 +101,7 @@ def check_fits(
         got = bytes_with(k)
         tried.append((k, got))
         if got <= limit:
-            raise cli.ConfigError(
+            raise errors.ConfigError(
                 f"{said}. --config.optim.grad_accum_steps={k} ({at_once(k)}, the same optimizer step) needs "
                 f"{size(got)} and fits."
             )
@@ -112,7 +112,7 @@ def check_fits(
         smaller.append("--config.model.clip.dtype=bfloat16")
     smallest = ("; " + ", ".join(f"--config.optim.grad_accum_steps={k} ({at_once(k)}) needs {size(got)}"
                                  for k, got in tried)) if tried else ""
-    raise cli.ConfigError(
+    raise errors.ConfigError(
         f"{said}{smallest}. Shrink the rest: {', '.join(smaller + ['a smaller model.clip.variant'])}, or run "
         "on more devices (optim.batch_size is split over them)."
     )

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from grace_jax.cli import ConfigError
+from grace_jax.infra.errors import ConfigError
 
 
 class Group(NamedTuple):

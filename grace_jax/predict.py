@@ -46,7 +46,9 @@ from absl import app, flags
 from flax import nnx
 from PIL import Image
 
-from grace_jax import cli, heatmaps, input_pipeline, paths, runs
+from grace_jax.data import input_pipeline
+from grace_jax.infra import cli, paths
+from grace_jax.run import heatmaps, runs
 from grace_jax import faces as faces_lib
 from grace_jax.data import frames as frames_lib
 from grace_jax.data import video as video_lib

@@ -26,26 +26,11 @@ import optax
 from absl import logging
 from flax import nnx
 
-from grace_jax import (
-    checkpointing,
-    class_set,
-    cli,
-    config_checks,
-    distributed,
-    input_pipeline,
-    localization,
-    losses,
-    memory,
-    metric_writers,
-    metrics,
-    optim,
-    paths,
-    plots,
-    prefetch,
-    resume,
-    sharding,
-    workdir_lock,
-)
+from grace_jax import localization, losses, memory, metrics, optim, sharding
+from grace_jax.data import input_pipeline, prefetch
+from grace_jax.infra import config_checks, distributed, errors, paths
+from grace_jax.run import checkpointing, metric_writers, plots, resume, workdir_lock
+from grace_jax.text import class_set
 from grace_jax.data import device_transforms, tfds_source
 from grace_jax.models import grace
 from grace_jax.models import motion as motion_lib
@@ -266,7 +251,7 @@ def load_tokenizer(model_cfg) -> tokenizer_lib.Tokenizer | None:
         return None
     source = config_checks.tokenizer_source(model_cfg.clip)
     if not source:
-        raise cli.ConfigError(
+        raise errors.ConfigError(
             "config.model.clip.tokenizer (or model.clip.init) must name a CLIP "
             "tokenizer; use 'builtin:tiny' for the tiny random CLIP."
         )
@@ -304,7 +289,7 @@ def _prepare_data(config, workdir: str) -> str | tfds_source.TfdsDataset:
         built = (json.loads(paths.read_text(manifest_path)).get("synth") or {}).get("variant", "standard")
         wanted = config.data.get("synth_variant", "standard")
         if built != wanted:
-            raise cli.ConfigError(
+            raise errors.ConfigError(
                 f"data.synth_variant={wanted!r}, but {out} holds SynthFER's {built!r} variant from an "
                 "earlier run in this workdir: use another --workdir (or remove that folder)."
             )
@@ -459,13 +444,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains with periodic evaluation; returns the final evaluation summary.
 
     On SIGTERM (a preemption notice) it finishes the current step, saves a checkpoint of it (every
-    process at the same step; grace_jax.distributed) and returns {"preempted": True, "step": step}
+    process at the same step; grace_jax.infra.distributed) and returns {"preempted": True, "step": step}
     without the final evaluation; called again with the same workdir, it resumes from there.
 
-    Before any work: the config is checked (grace_jax.config_checks), the workdir's lock taken
-    (grace_jax.workdir_lock: one trainer per workdir; released however this returns or raises) and,
+    Before any work: the config is checked (grace_jax.infra.config_checks), the workdir's lock taken
+    (grace_jax.run.workdir_lock: one trainer per workdir; released however this returns or raises) and,
     when the workdir holds a checkpoint, the config compared with the one it was made with
-    (grace_jax.resume). Their problems raise cli.UserError with the field or file named, and leave
+    (grace_jax.run.resume). Their problems raise errors.UserError with the field or file named, and leave
     the workdir as it was.
     """
     # First: jax.distributed must start before anything starts jax's backend.
@@ -504,7 +489,7 @@ def _clip_origin(clip_cfg) -> str:
     if clip_cfg.init == config_checks.RANDOM_INIT:
         return ("CLIP starts from random weights (model.clip.init=random): not pretrained, as the "
                 "config asks; model.clip.init=<OpenAI hub name or folder> starts from pretrained ones.")
-    from grace_jax import hub
+    from grace_jax.infra import errors, hub
 
     where = clip_cfg.init
     if hub.is_hub_name(clip_cfg.init):
@@ -594,7 +579,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         normalize_on_host=False,
         augment=config.data.get("augment", "grace"),
     )
-    # Host batches go onto the devices one step ahead, in a thread (grace_jax/prefetch.py); its
+    # Host batches go onto the devices one step ahead, in a thread (grace_jax/data/prefetch.py); its
     # get_state() is the state after the batches the loop consumed, which is what checkpoints hold.
     host_iter = iter(
         input_pipeline.make_train_loader(

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from grace_jax import cli
+from grace_jax.infra import errors
 
 
 class Runner:
@@ -46,7 +46,7 @@ class Runner:
             if state == wanted:
                 return
             if time.monotonic() > deadline:
-                raise cli.UserError(
+                raise errors.UserError(
                     f"{shlex.join(argv)}: not {wanted} after {timeout_s:.0f} s (last: {state!r}); check it "
                     "in the Cloud console, then run the remaining --steps again"
                 )
@@ -59,10 +59,10 @@ def _checked(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     try:
         done = subprocess.run(argv, **kwargs)
     except FileNotFoundError:
-        raise cli.NotFoundError(f"{argv[0]}: command not found; install it or put it on PATH") from None
+        raise errors.NotFoundError(f"{argv[0]}: command not found; install it or put it on PATH") from None
     if done.returncode != 0:
         said = (done.stderr or "").strip().splitlines()[-1:] if kwargs.get("capture_output") else []
-        raise cli.UserError(
+        raise errors.UserError(
             f"{shlex.join(argv)} failed with exit status {done.returncode}"
             + (f": {said[0]}" if said else " (its output is above)")
         )

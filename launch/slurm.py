@@ -27,7 +27,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from grace_jax import cli
+from grace_jax.infra import cli
 from launch import common
 
 

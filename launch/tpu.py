@@ -29,7 +29,7 @@ import shlex
 import tempfile
 from pathlib import Path
 
-from grace_jax import cli
+from grace_jax.infra import cli
 from launch import common
 
 REPO = Path(__file__).resolve().parents[1]

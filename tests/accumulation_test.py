@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from grace_jax import cli, memory, sharding, train
+from grace_jax import memory, sharding, train
+from grace_jax.infra import errors
 
 
 def _setup(tiny_config, batch_size: int):
@@ -71,14 +72,14 @@ def test_check_fits_names_the_accumulation_that_fits(tiny_config):
     limit = (compiled[1] + compiled[2]) // 2
     common = dict(batch_size=32, parallel=8, accum_steps=1,
                   bytes_with=lambda k: memory.step_bytes(jitted(k).lower(state, batch).compile()))
-    with pytest.raises(cli.ConfigError) as e:
+    with pytest.raises(errors.ConfigError) as e:
         memory.check_fits(compiled[1], limit, "a small card", **common)
     said = str(e.value)
     assert "--config.optim.grad_accum_steps=2 (2 clips per device at once" in said and "fits" in said, said
     assert "optim.batch_size=32 over 8 devices" in said and "a small card" in said, said
     memory.check_fits(compiled[2], limit, "a small card", **dict(common, accum_steps=2))  # fits: no error
     # Nothing fits: the message names what shrinks the rest.
-    with pytest.raises(cli.ConfigError, match=r"remat=True.*dtype=bfloat16"):
+    with pytest.raises(errors.ConfigError, match=r"remat=True.*dtype=bfloat16"):
         memory.check_fits(compiled[1], compiled[4] // 2, "a tiny card", **common)
 
 
@@ -98,7 +99,7 @@ def test_the_trainer_refuses_a_step_that_cannot_fit_and_trains_the_named_one(tin
     config = tiny_config(synthfer_dir, 1)
     config.optim.batch_size = 32
     config.train.device_memory_gib = 1e-6  # 1 KiB: nothing fits, every candidate is listed
-    with pytest.raises(cli.ConfigError) as e:
+    with pytest.raises(errors.ConfigError) as e:
         train.train_and_evaluate(config, str(tmp_path / "none"))
     sizes = _sizes(str(e.value))
     assert sorted(sizes) == [1, 2, 4] and sizes[1] > sizes[2] > sizes[4], str(e.value)
@@ -106,7 +107,7 @@ def test_the_trainer_refuses_a_step_that_cannot_fit_and_trains_the_named_one(tin
     assert not [p.name for p in last.iterdir() if p.name.isdigit()] if last.exists() else True  # no step saved
 
     config.train.device_memory_gib = (sizes[1] + sizes[2]) / 2 / 1024
-    with pytest.raises(cli.ConfigError, match=r"--config\.optim\.grad_accum_steps=2 \(2 clips per device at once"):
+    with pytest.raises(errors.ConfigError, match=r"--config\.optim\.grad_accum_steps=2 \(2 clips per device at once"):
         train.train_and_evaluate(config, str(tmp_path / "some"))
 
     config.optim.grad_accum_steps = 2

@@ -20,7 +20,7 @@ else:
     _SESSION_XLA_CACHE = None
 # Importing grace_jax appends --xla_cpu_experimental_ynn_fusion_type= (XLA:CPU's ynn fusion off:
 # jaxlib 0.10.2 miscompiles it) unless the caller set that flag or GRACE_JAX_KEEP_YNN_FUSION=1;
-# here, so that it precedes every test module's first jax computation (grace_jax/cpu_numerics.py).
+# here, so that it precedes every test module's first jax computation (grace_jax/infra/cpu_numerics.py).
 import grace_jax  # noqa: E402, F401
 
 # Tests never touch the network: the Hugging Face hub is off.

@@ -24,7 +24,9 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(__file__))
 import dferclip_torch as dt  # noqa: E402
 
-from grace_jax import convert, input_pipeline, predict, runs  # noqa: E402
+from grace_jax import convert, predict  # noqa: E402
+from grace_jax.data import input_pipeline
+from grace_jax.run import runs
 from grace_jax.text import tiny_vocab  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

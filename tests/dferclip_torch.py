@@ -47,7 +47,7 @@ __all__ = [
 
 # Sentences in the form of DFER-CLIP's class descriptors ("a ..., ..., and ...", each ending with its
 # own period), written for the parity tests and benchmarks/train_step.py; the tiny vocabulary keeps
-# them within 77 positions (grace_jax/class_cues.py's own cue sentences do not fit there).
+# them within 77 positions (grace_jax/text/class_cues.py's own cue sentences do not fit there).
 DESCRIPTOR_SENTENCES = (
     "a wide smile, lifted cheeks, and creased eye corners.",
     "a drooping mouth, heavy lids, and raised inner brows.",

@@ -15,7 +15,10 @@ import jax
 import numpy as np
 import pytest
 
-from grace_jax import cli, evaluate, export, folds, input_pipeline, predict, runs
+from grace_jax import evaluate, export, folds, predict
+from grace_jax.data import input_pipeline
+from grace_jax.infra import errors
+from grace_jax.run import runs
 from grace_jax.data import tfds_source
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -222,7 +225,7 @@ def test_an_exported_model_gives_the_numbers_of_its_run(tiny_run, exported, synt
     written = json.loads((tmp_path / "model" / "test-best.json").read_text())
     assert written["model"] == folder and written["uar"] == from_run["uar"]
     assert (tmp_path / "model" / "test-best.png").is_file()
-    with pytest.raises(cli.ConfigError, match="--checkpoint=last: .* holds the run's best checkpoint only"):
+    with pytest.raises(errors.ConfigError, match="--checkpoint=last: .* holds the run's best checkpoint only"):
         evaluate.evaluate_run(None, synthfer_dir, model=folder, which="last")
     # Trained with per-clip captions: an export has no tokenizer for them, and captions enter only the
     # loss's caption term, so without them the numbers are the run's (trained without) and the JSON says so.
@@ -268,7 +271,7 @@ def test_command_line_with_model_and_tfds_writes_into_evaluation_here(exported, 
 )
 def test_usage_errors_name_the_flags(flags, message):
     given = {**dict(workdir=None, model=None, data_dir=None, tfds=None, tfds_dir=None), **flags}
-    with pytest.raises(cli.UsageError, match=message):
+    with pytest.raises(errors.UsageError, match=message):
         evaluate.parse_sources(**given)
 
 
@@ -285,19 +288,19 @@ def test_bad_inputs_are_one_line_naming_the_thing(tiny_run, exported, dfew, synt
     workdir, _ = tiny_run
     dataset, _ = dfew
     missing = tfds_source.TfdsDataset("dfew/fold_4", dataset.data_dir)
-    with pytest.raises(cli.NotFoundError, match=r"--tfds=dfew/fold_4: not prepared in --tfds_dir=.*; prepare it "
+    with pytest.raises(errors.NotFoundError, match=r"--tfds=dfew/fold_4: not prepared in --tfds_dir=.*; prepare it "
                        r"with python -m data_prep.tfds_builders.build --dataset=dfew .*--data_dir=<tfds_dir>"):
         evaluate.evaluate_run(workdir, missing)
     from data_prep import tfds_builders
 
     assert tfds_source.BUILDERS == tuple(tfds_builders.BUILDERS)  # the hint's list, kept in step
     unknown = tfds_source.TfdsDataset("nosuch/fold_1", dataset.data_dir)
-    with pytest.raises(cli.NotFoundError, match=r"--tfds=nosuch/fold_1: not prepared .*DatasetNotFoundError.*; "
+    with pytest.raises(errors.NotFoundError, match=r"--tfds=nosuch/fold_1: not prepared .*DatasetNotFoundError.*; "
                        r"data_prep.tfds_builders prepares dfew, ferv39k, mafw\.$"):
         evaluate.evaluate_run(workdir, unknown)
-    with pytest.raises(cli.ConfigError, match=r"--tfds=dfew: name its config too, e.g. dfew/fold_1"):
+    with pytest.raises(errors.ConfigError, match=r"--tfds=dfew: name its config too, e.g. dfew/fold_1"):
         evaluate.evaluate_run(workdir, tfds_source.TfdsDataset("dfew", dataset.data_dir))
-    with pytest.raises(cli.ConfigError, match=r"--split=val: tfds:dfew/fold_1_32px in .* has no split 'val'"):
+    with pytest.raises(errors.ConfigError, match=r"--split=val: tfds:dfew/fold_1_32px in .* has no split 'val'"):
         evaluate.evaluate_run(workdir, dataset, split="val")
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -8,7 +8,8 @@ import av
 import numpy as np
 from PIL import Image
 
-from grace_jax import heatmaps, predict
+from grace_jax import predict
+from grace_jax.run import heatmaps
 
 
 def _write_mp4(path, frames):

@@ -14,7 +14,8 @@ import pytest
 
 from configs import base, dfew, ferv39k, mafw
 from configs.ablations import dferclip
-from grace_jax import cli, config_checks, train
+from grace_jax import train
+from grace_jax.infra import config_checks, errors
 from grace_jax.models import clip as clip_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,18 +98,18 @@ def test_random_weights_only_by_name(tiny_config):
     assert config.model.clip.init == "random"
     assert "random weights" in train._clip_origin(config.model.clip)  # noqa: SLF001 -- the log line
     config.model.clip.init = ""
-    with pytest.raises(cli.ConfigError, match=r"model.clip.init is empty: .*--config.model.clip.init=random"):
+    with pytest.raises(errors.ConfigError, match=r"model.clip.init is empty: .*--config.model.clip.init=random"):
         config_checks.check_clip(config.model)
     b16 = base.get_config()
     b16.model.clip.init = ""
-    with pytest.raises(cli.ConfigError, match=r"OpenAI's ViT-B/16: --config.model.clip.init=openai/clip-vit-base-patch16"):
+    with pytest.raises(errors.ConfigError, match=r"OpenAI's ViT-B/16: --config.model.clip.init=openai/clip-vit-base-patch16"):
         config_checks.check_clip(b16.model)
     # A variant changed without its weights: the weights of the other variant are refused by name.
     l14 = base.get_config()
     l14.model.clip.variant = "ViT-L/14"
-    with pytest.raises(cli.ConfigError, match=r"holds OpenAI's ViT-B/16.*init=openai/clip-vit-large-patch14"):
+    with pytest.raises(errors.ConfigError, match=r"holds OpenAI's ViT-B/16.*init=openai/clip-vit-large-patch14"):
         config_checks.check_clip(l14.model)
     # random without a tokenizer: a clear error, not a silent fallback.
     config.model.clip.init, config.model.clip.tokenizer = "random", ""
-    with pytest.raises(cli.ConfigError, match="gives no tokenizer"):
+    with pytest.raises(errors.ConfigError, match="gives no tokenizer"):
         config_checks.check_clip(config.model)

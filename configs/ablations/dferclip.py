@@ -6,7 +6,7 @@ train_DFEW.sh / train_FERV39k.sh / train_MAFW.sh (read from the official code, n
 - CLIP ViT-B/32 (main.py loads "ViT-B/32"), float32;
 - prompts: 8 class-specific learnable contexts, then a descriptive sentence per class
   (``--text-type class_descriptor``): ``model.prompt.text="cue"``; our own sentences from
-  grace_jax/class_cues.py unless ``model.class_cues`` gives others (e.g. DFER-CLIP's own, verbatim);
+  grace_jax/text/class_cues.py unless ``model.class_cues`` gives others (e.g. DFER-CLIP's own, verbatim);
 - one temporal layer, 8 heads x 64, MLP 1024, tanh GELU; logits = cos / 0.01;
 - SGD momentum 0.9, weight decay 1e-4 on every trained parameter; lr 1e-2 for the temporal model,
   1e-5 for the image tower, 1e-3 for the contexts; text tower frozen; batch 48; 50 epochs; x0.1 at

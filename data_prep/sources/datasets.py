@@ -10,7 +10,7 @@ import re
 
 from data_prep.sources.annotations import parse_list_file
 from data_prep.sources.clip_spec import BadClip, ClipSpec
-from grace_jax.cli import UserError
+from grace_jax.infra.errors import UserError
 from grace_jax.data.video import VIDEO_EXTENSIONS
 
 # The dataset's own folder name(s); a list path is re-rooted from the component after it.

@@ -24,7 +24,7 @@ import os
 from absl import app, flags
 
 from data_prep.tfds_builders.prepare import FOLDS, build
-from grace_jax import cli
+from grace_jax.infra import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", None, sorted(FOLDS), "Which dataset to prepare.")

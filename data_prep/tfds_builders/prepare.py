@@ -10,7 +10,7 @@ import os
 
 from data_prep import report
 from data_prep.writer import OutputExistsError
-from grace_jax import cli
+from grace_jax.infra import errors
 from grace_jax.data import schema
 
 BAD_CLIP_REPORT_NAME = schema.BAD_CLIP_REPORT_NAME
@@ -31,7 +31,7 @@ class Prepared:
 def build(dataset: str, manual_dir: str, data_dir: str, *, fold: int | None = None, frame_size: int = 224,
           captions: str | None = None, workers: int = 1, max_bad_fraction: float = 0.05, jpeg_quality: int = 95,
           overwrite: bool = False, progress: bool = True) -> Prepared:
-    """Runs tfds's download_and_prepare for one dataset config; raises cli.UserError on bad input.
+    """Runs tfds's download_and_prepare for one dataset config; raises errors.UserError on bad input.
 
     Args:
       manual_dir: the dataset's folder as downloaded (frame folders and lists; see the builders'
@@ -45,18 +45,18 @@ def build(dataset: str, manual_dir: str, data_dir: str, *, fold: int | None = No
     from data_prep.tfds_builders.clip_builder import make_config
 
     if dataset not in BUILDERS:
-        raise cli.UsageError(f"--dataset={dataset!r}: choose one of {sorted(BUILDERS)}")
+        raise errors.UsageError(f"--dataset={dataset!r}: choose one of {sorted(BUILDERS)}")
     folds = FOLDS[dataset]
     if folds and (fold is None or not 1 <= fold <= folds):
-        raise cli.UsageError(f"--dataset={dataset} needs --fold=1..{folds}, got {fold}")
+        raise errors.UsageError(f"--dataset={dataset} needs --fold=1..{folds}, got {fold}")
     if not folds and fold is not None:
-        raise cli.UsageError(f"--dataset={dataset} has no folds; leave out --fold")
+        raise errors.UsageError(f"--dataset={dataset} has no folds; leave out --fold")
     if frame_size < 8:
-        raise cli.UsageError(f"--frame_size={frame_size}: give a frame side of at least 8 pixels")
+        raise errors.UsageError(f"--frame_size={frame_size}: give a frame side of at least 8 pixels")
     if not os.path.isdir(manual_dir):
-        raise cli.NotFoundError(f"--manual_dir={manual_dir} is not a folder")
+        raise errors.NotFoundError(f"--manual_dir={manual_dir} is not a folder")
     if captions is not None and not os.path.isfile(captions):
-        raise cli.NotFoundError(f"--captions={captions} does not exist")
+        raise errors.NotFoundError(f"--captions={captions} does not exist")
     if not progress:
         tfds.disable_progress_bar()
     config = make_config(fold if folds else None, frame_size)

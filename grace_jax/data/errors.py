@@ -1,6 +1,6 @@
 """The one exception readers raise for a clip that cannot be used."""
 
-from grace_jax.cli import UserError
+from grace_jax.infra.errors import UserError
 
 
 class ClipError(UserError):

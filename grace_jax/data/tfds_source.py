@@ -19,7 +19,7 @@ import os
 
 import grain
 
-from grace_jax import cli, paths
+from grace_jax.infra import errors, paths
 from grace_jax.data import schema
 
 # data_prep.tfds_builders' datasets (named here: reading never imports data_prep).
@@ -49,7 +49,7 @@ def _tfds():
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:
-        raise cli.ConfigError(f"data.tfds needs tensorflow-datasets ({e}); {_INSTALL_HINT}") from None
+        raise errors.ConfigError(f"data.tfds needs tensorflow-datasets ({e}); {_INSTALL_HINT}") from None
     return tfds
 
 
@@ -67,7 +67,7 @@ def _builder(dataset: TfdsDataset, field: str = "data.tfds"):
         config = builder.builder_config
         if "/" not in dataset.name and config is not None and config.name != "default":
             # tfds would take the first config (a fold) in silence: say which one to name.
-            raise cli.ConfigError(
+            raise errors.ConfigError(
                 f"{field}={dataset.name}: name its config too, e.g. {dataset.name}/{config.name} "
                 "(a bare name means the first config)."
             )
@@ -78,7 +78,7 @@ def _builder(dataset: TfdsDataset, field: str = "data.tfds"):
                     f"--manual_dir=<its folder> --data_dir=<{field.lstrip('-')}_dir> (--fold=k)")  # fmt: skip
         else:
             hint = f"data_prep.tfds_builders prepares {', '.join(BUILDERS)}"
-        raise cli.NotFoundError(
+        raise errors.NotFoundError(
             f"{field}={dataset.name}: not prepared in {field}_dir={dataset.data_dir or '(tfds default)'} "
             f"({reason}); {hint}."
         )
@@ -111,7 +111,7 @@ class TfdsRecords(grain.sources.RandomAccessDataSource):
     def __init__(self, dataset: TfdsDataset, split: str):
         builder = _builder(dataset)
         if split not in builder.info.splits:
-            raise cli.ConfigError(f"split {split!r} not in {dataset}; it has {sorted(builder.info.splits)}")
+            raise errors.ConfigError(f"split {split!r} not in {dataset}; it has {sorted(builder.info.splits)}")
         self._name = str(dataset)
         self._source = builder.as_data_source(split=split)
 
@@ -134,18 +134,18 @@ class TfdsRecords(grain.sources.RandomAccessDataSource):
 
 
 def check_config(config) -> dict:
-    """Before any work (grace_jax.config_checks): data.tfds is prepared and has the config's splits,
-    with clips, and the config's class count. Returns `manifest`; raises cli.UserError naming the field."""
+    """Before any work (grace_jax.infra.config_checks): data.tfds is prepared and has the config's splits,
+    with clips, and the config's class count. Returns `manifest`; raises errors.UserError naming the field."""
     data = config.data
     if data.tfds.count("/") > 1 or not data.tfds.strip("/"):
-        raise cli.ConfigError(f"data.tfds={data.tfds!r}: give a dataset name with its config, e.g. dfew/fold_3")
+        raise errors.ConfigError(f"data.tfds={data.tfds!r}: give a dataset name with its config, e.g. dfew/fold_3")
     dataset = TfdsDataset.from_config(data)
     found = manifest(dataset)
     for field in ("train_split", "eval_split"):
         if data[field] not in found["splits"]:
-            raise cli.ConfigError(f"data.{field}={data[field]!r}: {dataset} has no such split; it holds "
+            raise errors.ConfigError(f"data.{field}={data[field]!r}: {dataset} has no such split; it holds "
                                   f"{sorted(found['splits'])}.")
         if not found["splits"][data[field]]["num_clips"]:
-            raise cli.ConfigError(f"data.{field}={data[field]!r}: {dataset} holds no clips of that split.")
-    # The class count against model.num_classes: grace_jax.class_set, as for shard folders.
+            raise errors.ConfigError(f"data.{field}={data[field]!r}: {dataset} holds no clips of that split.")
+    # The class count against model.num_classes: grace_jax.text.class_set, as for shard folders.
     return found

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from grace_jax import hub
-from grace_jax.cli import UserError
+from grace_jax.infra import errors, hub
+from grace_jax.infra.errors import UserError
 from grace_jax.models import clip as clip_lib
 
 _LEAF_NAMES = {"kernel": "weight", "scale": "weight", "embedding": "weight"}
@@ -273,7 +273,7 @@ def load_pretrained(path_or_name: str, *, dtype=jnp.float32, remat: bool = False
       path_or_name: a directory in the Hugging Face layout (`config.json` + `model.safetensors`, as
         `CLIPModel.save_pretrained` writes it), an OpenAI `.pt` checkpoint (needs torch), or a hub
         name such as `openai/clip-vit-base-patch16` (from the hub cache, or downloaded where the hub
-        can be reached; otherwise a CheckpointError at once: `grace_jax.hub`).
+        can be reached; otherwise a CheckpointError at once: `grace_jax.infra.hub`).
       dtype: compute dtype; parameters stay float32.
       remat: rematerialise transformer blocks in the backward pass.
 

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from grace_jax import class_cues as class_cues_lib
+from grace_jax.text import class_cues as class_cues_lib
 from grace_jax.models import alignment, cate, motion, prompts, temporal
 from grace_jax.models import clip as clip_lib
 

@@ -6,7 +6,7 @@ and ``<text>`` is chosen by ``config.model.prompt.text``:
 
 - ``"name"``: the class name followed by a period ("happiness."), DFER-CLIP's ``--text-type
   class_names`` form; GRACE's default, since CATE brings the descriptive cue in as the fine text;
-- ``"cue"``: the class's cue sentence verbatim (``grace_jax.class_cues``, or ``model.class_cues``),
+- ``"cue"``: the class's cue sentence verbatim (``grace_jax.text.class_cues``, or ``model.class_cues``),
   the form of DFER-CLIP's ``--text-type class_descriptor`` that all its training scripts use.
 
 DFER-CLIP tokenises ``"X X .. X " + text`` (n_ctx placeholder words) and swaps the placeholders'

@@ -8,8 +8,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from grace_jax import hub
-from grace_jax.cli import UserError
+from grace_jax.infra import errors, hub
+from grace_jax.infra.errors import UserError
 
 
 # Names the tiny vocabulary built on the fly (grace_jax.text.tiny_vocab): no files, no download.

@@ -20,8 +20,8 @@ block_tensorflow()  # checked before tensorflow_datasets is imported
 
 from data_prep import job  # noqa: E402
 from data_prep.tfds_builders import prepare  # noqa: E402
-from grace_jax import cli, config_checks  # noqa: E402
-from grace_jax import input_pipeline as ip  # noqa: E402
+from grace_jax.infra import config_checks, errors  # noqa: E402
+from grace_jax.data import input_pipeline as ip  # noqa: E402
 from grace_jax.data import schema, tfds_source  # noqa: E402
 
 # conftest's SynthFER sizes: the tiny run below then has tiny_run's steps per epoch, so its learning-rate
@@ -112,17 +112,17 @@ def test_read_without_the_builders_in_a_fresh_process(prepared):
 
 def test_a_missing_dataset_and_a_wrong_split_are_config_errors(prepared, tiny_config, tmp_path):
     dataset, _ = prepared
-    with pytest.raises(cli.NotFoundError, match=r"data.tfds=dfew/fold_4: not prepared .*data_prep.tfds_builders.build"):
+    with pytest.raises(errors.NotFoundError, match=r"data.tfds=dfew/fold_4: not prepared .*data_prep.tfds_builders.build"):
         tfds_source.manifest(tfds_source.TfdsDataset("dfew/fold_4", dataset.data_dir))
-    with pytest.raises(cli.ConfigError, match=r"data.tfds=dfew: name its config too, e.g. dfew/fold_1"):
+    with pytest.raises(errors.ConfigError, match=r"data.tfds=dfew: name its config too, e.g. dfew/fold_1"):
         tfds_source.manifest(tfds_source.TfdsDataset("dfew", dataset.data_dir))
     config = tiny_config("", 1)
     config.data.tfds, config.data.tfds_dir = dataset.name, dataset.data_dir
     config.data.eval_split = "val"
-    with pytest.raises(cli.ConfigError, match=r"data.eval_split='val': .* has no such split; it holds \['test', 'train'\]"):
+    with pytest.raises(errors.ConfigError, match=r"data.eval_split='val': .* has no such split; it holds \['test', 'train'\]"):
         config_checks.check_data(config)
     config.data.eval_split, config.model.num_classes = "test", 11
-    with pytest.raises(cli.ConfigError, match="data.tfds=dfew/fold_1_32px lists 7 classes but model.num_classes is 11"):
+    with pytest.raises(errors.ConfigError, match="data.tfds=dfew/fold_1_32px lists 7 classes but model.num_classes is 11"):
         config_checks.check_data(config)
 
 

@@ -268,7 +268,7 @@ def test_prompt_buffers_are_our_token_ids(pair):
 
 
 def test_initial_logits(pair):
-    from grace_jax import input_pipeline
+    from grace_jax.data import input_pipeline
 
     model_t, _, ours = pair
     video, _ = next(_batches(seed=7))

@@ -1,0 +1,236 @@
+"""What every command does with an error its user can fix: one line on stderr, a non-zero exit.
+
+    from grace_jax.infra import cli
+
+    if __name__ == "__main__":
+        cli.run(main)            # absl commands (grace_jax.main, predict, ...)
+        cli.run_plain(main)      # argparse commands (launch/*)
+
+A `UserError` (or one of the standard-library-compatible subclasses below, or any exception class
+that subclasses it, such as data_prep's BuildError or CLIP's CheckpointError) raised anywhere in a
+command ends it with
+
+    <prog>: error: <message>
+
+on stderr and exit status 1; usage errors (`UsageError`, absl's `app.UsageError`, bad flags, an
+unknown config field) exit with 2. The message names the file, flag or config field and what to do;
+there is no traceback, because it would bury that line. Every other exception is a bug or an
+environment problem nobody anticipated and keeps its traceback.
+
+The subclasses that are also `FileNotFoundError` / `ValueError` keep `except` clauses (and tests)
+written against the standard types working.
+
+No jax here: data_prep and grace_jax.folds import this module and should start in a second.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+
+from grace_jax.infra.errors import ConfigError, NotFoundError, UsageError, UserError  # noqa: F401 (the CLI's own names)
+
+
+def prog_name() -> str:
+    """`grace_jax.main` for `python -m grace_jax.main`, else the script's file name."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return spec.name
+    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "grace_jax"
+
+
+def fail(message: str, exit_code: int = 1, prog: str | None = None) -> NoReturn:
+    """Ends the process with `<prog>: error: <message>` on stderr."""
+    sys.stdout.flush()
+    sys.stderr.write(f"{prog or prog_name()}: error: {str(message).rstrip()}\n")
+    sys.stderr.flush()
+    sys.exit(exit_code)
+
+
+def warn(message: str) -> None:
+    """`<prog>: warning: <message>` on stderr: something was done the user should know about."""
+    sys.stderr.write(f"{prog_name()}: warning: {message}\n")
+    sys.stderr.flush()
+
+
+def guarded(main: Callable[..., Any], prog: str | None = None) -> Callable[..., Any]:
+    """`main` with user errors turned into `fail(...)`; everything else propagates unchanged."""
+    from absl import app
+
+    def wrapped(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserError as e:
+            fail(str(e), e.exit_code, prog)
+        except app.UsageError as e:
+            fail(str(e), 2, prog)
+
+    return wrapped
+
+
+def run(main: Callable[[list[str]], Any], argv: list[str] | None = None) -> NoReturn:
+    """absl's `app.run(main)`, with user errors (in flag parsing too) as one line and exit 1 or 2.
+
+    The console shows the command's own lines: INFO logs of other libraries only with an explicit
+    `--verbosity`, and no accelerator probing where none is installed (grace_jax/infra/console.py).
+    """
+    from absl import app
+
+    from grace_jax.infra import console
+
+    console.prefer_cpu()
+
+    def quiet_main(argv):
+        console.quiet_third_party_info()
+        return main(argv)
+
+    app.run(guarded(quiet_main), argv=argv, flags_parser=_parse_flags)
+    raise AssertionError("unreachable: app.run exits")
+
+
+def run_plain(main: Callable[[], int | None]) -> NoReturn:
+    """For commands without absl (argparse's own usage errors already exit 2 with one line)."""
+    sys.exit(guarded(main)())
+
+
+# ------------------------------------------------------------------------------------ flag parsing
+def _parse_flags(argv: list[str]) -> list[str]:
+    from absl import flags
+
+    try:
+        rest = flags.FLAGS(argv)
+        for flag in _config_flags().values():
+            # ml_collections keeps a config file's IOError until the config is first read: read it
+            # here, so that the error is reported as the flag's.
+            getattr(flag.value, "keys", None)
+        return rest
+    except UserError as e:  # raised by a config file's get_config (e.g. configs/run.py:<missing dir>)
+        fail(_with_config_flag(argv, str(e)), UsageError.exit_code)
+    except flags.Error as e:
+        message = _flag_error_message(argv, e)
+        if message is None:
+            raise
+        fail(message, UsageError.exit_code)
+    except (AttributeError, KeyError) as e:  # ml_collections: an override names no field
+        message = _unknown_config_field(argv)
+        if message is None:
+            raise
+        fail(message, UsageError.exit_code)
+    except OSError as e:  # ml_collections defers a config file's IOError until the config is read
+        if not str(e).startswith("Configuration is not available"):
+            raise
+        fail(_with_config_flag(argv, _config_load_message(argv, e.__cause__ or e)), UsageError.exit_code)
+
+
+def _innermost(error: BaseException) -> BaseException:
+    seen = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        nxt = error.__cause__ or error.__context__
+        if nxt is None:
+            break
+        error = nxt
+    return error
+
+
+def _flag_error_message(argv: list[str], error: Exception) -> str | None:
+    text = str(error)
+    required = re.search(r"Flag --(\S+) must have a value other than None", text)
+    if required:
+        return f"--{required.group(1)} is required (--helpshort lists the flags)."
+    if "Error whilst parsing config file" in text:
+        # ml_collections re-raises a config file's ValueError with its traceback pasted into the
+        # message; the original exception, at the end of the chain, holds the one line that matters.
+        root = _innermost(error)
+        if not isinstance(root, (ValueError, UserError)) or root is error:
+            return None  # e.g. a TypeError: a bug in the config file, keep its traceback
+        return _with_config_flag(argv, str(root))
+    first, _, _ = text.partition("\n")
+    return f"{first} (--helpshort lists the flags)." if "Unknown command line flag" in first else text
+
+
+def _config_load_message(argv: list[str], cause: BaseException) -> str:
+    for name in _config_flags():
+        value = _flag_value(argv, name)
+        if value is not None and not os.path.exists(value.split(":", 1)[0]):
+            return "no such config file."
+    text = str(cause).strip()
+    return text.splitlines()[-1] if text else type(cause).__name__
+
+
+def _config_flags() -> dict[str, Any]:
+    """{name: flag} of the config-file flags (ml_collections' DEFINE_config_file) of this program."""
+    from absl import flags
+    from ml_collections.config_flags import config_flags
+
+    found = {}
+    for name, flag in flags.FLAGS._flags().items():  # noqa: SLF001 -- absl has no public iterator
+        if isinstance(getattr(flag, "parser", None), config_flags.ConfigFileFlagParser):
+            found[name] = flag
+    return found
+
+
+def _with_config_flag(argv: list[str], message: str) -> str:
+    for name in _config_flags():
+        value = _flag_value(argv, name)
+        if value is not None:
+            return f"--{name}={value}: {message}"
+    return message
+
+
+def _flag_value(argv: list[str], name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        for prefix in (f"--{name}=", f"-{name}="):
+            if arg.startswith(prefix):
+                return arg[len(prefix):]
+        if arg in (f"--{name}", f"-{name}") and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _field_paths(config, prefix: str = "") -> list[str]:
+    """Every field of a ConfigDict as a dotted path, sub-dicts included (they can be set whole)."""
+    out = []
+    for key, value in config.items():
+        out.append(prefix + key)
+        if hasattr(value, "items") and not isinstance(value, dict):
+            out += _field_paths(value, f"{prefix}{key}.")
+    return out
+
+
+def _unknown_config_field(argv: list[str]) -> str | None:
+    """'--config.optim.bach_size=8: configs/demo.py has no field optim.bach_size; did you mean
+    optim.batch_size?', or None when every override names a field (the error was something else)."""
+    for name, flag in _config_flags().items():
+        source = _flag_value(argv, name)
+        if source is None:
+            continue
+        try:
+            config = flag.parser.parse(source)  # loads the file again: the first load succeeded
+            fields = set(_field_paths(config))
+        except Exception:  # noqa: BLE001 -- then we cannot say more than the original error
+            return None
+        for arg in argv:
+            match = re.match(rf"^--?{re.escape(name)}\.([^=]+)(=.*)?$", arg)
+            if not match or match.group(1) in fields:
+                continue
+            path = match.group(1)
+            close = difflib.get_close_matches(path, sorted(fields), n=2, cutoff=0.85)
+            hint = f"did you mean {' or '.join(close)}?" if close else _siblings(path, fields)
+            return f"{arg}: {source.split(':', 1)[0]} has no field {path}; {hint}"
+    return None
+
+
+def _siblings(path: str, fields: set[str]) -> str:
+    parent = path.rpartition(".")[0]
+    names = sorted(f[len(parent) + 1:] for f in fields if parent and f.startswith(parent + ".")
+                   and "." not in f[len(parent) + 1:])
+    if names:
+        return f"the fields of {parent} are {', '.join(names)}."
+    top = sorted(f for f in fields if "." not in f)
+    return f"the top-level fields are {', '.join(top)}."
