@@ -174,7 +174,7 @@ def hold_out_validation(clips: list[ClipSpec], fraction: float, seed: int = 0) -
     return [dataclasses.replace(c, split="val") if i in moved else c for i, c in enumerate(clips)]
 
 
-# Labelled clips the datasets' papers publish (DESIGN.md section 3): DFEW's and MAFW's 5 folds each
+# Labelled clips the datasets' papers publish (docs/data.md): DFEW's and MAFW's 5 folds each
 # split all of them into train + test; FERV39k has one split.
 PUBLISHED_COUNTS = {
     "dfew": {"train+test": 11697},

@@ -1,4 +1,4 @@
-"""GRACE's training losses (DESIGN.md section 2.6), as pure keyword-only functions.
+"""GRACE's training losses (docs/model.md), as pure keyword-only functions.
 
 Loss = ce_weight * CE(fused logits) + ot_weight * CE(OT logits) + motion_weight * CE(motion logits) +
 align_weight * contrastive(clip, caption). Every term is switched off by a zero weight or by the

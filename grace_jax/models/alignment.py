@@ -1,7 +1,7 @@
 """Token-level entropic optimal transport between text tokens and visual tokens.
 
 GRACE aligns CATE-refined text tokens with spatio-temporal visual tokens by entropy-regularised OT
-(DESIGN.md section 2.5). The solver is ott-jax's log-domain Sinkhorn; this module adds what the model
+(docs/model.md). The solver is ott-jax's log-domain Sinkhorn; this module adds what the model
 needs around it: arbitrary leading batch dimensions (clips x classes), an explicit epsilon (ott treats
 ``epsilon=None`` as relative to the cost, which would silently change the problem with the cost scale),
 implicit or unrolled differentiation, and the convergence information that goes into ``aux``.

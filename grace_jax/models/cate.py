@@ -1,4 +1,4 @@
-"""CATE: Coarse-to-fine Affective Text Enhancement (DESIGN.md section 2.4).
+"""CATE: Coarse-to-fine Affective Text Enhancement (docs/model.md).
 
 Fine text (per-class FACS cue sentences, and per-clip captions when a dataset has them) is encoded by
 the frozen CLIP text tower into token features. CATE then

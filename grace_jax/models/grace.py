@@ -1,4 +1,4 @@
-"""GRACE: CLIP video pipeline + motion weighting + CATE + token-level OT (DESIGN.md section 2).
+"""GRACE: CLIP video pipeline + motion weighting + CATE + token-level OT (docs/model.md).
 
 Forward pass for B clips of T frames, C classes (D = CLIP joint dim, P patches per frame):
 

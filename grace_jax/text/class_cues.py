@@ -1,6 +1,6 @@
 """Class names (coarse text) and facial-action cue descriptions (fine text) for CATE.
 
-GRACE's CATE builds emotion-aware text at two grains (DESIGN.md section 2.4). The paper's generated
+GRACE's CATE builds emotion-aware text at two grains (docs/model.md). The paper's generated
 descriptions are not public, so the fine cues here are written from the Facial Action Coding System:
 each sentence spells out, in plain words CLIP's text encoder has seen, the action units (AUs) that the
 FACS/EMFACS literature associates with the emotion (Ekman & Friesen's prototypes for the six basic
