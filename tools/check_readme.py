@@ -1,4 +1,4 @@
-r"""Checks the commands of README.md and docs/*.md: the CPU ones run as printed in a fresh clone, the rest are checked statically.
+r"""Checks the commands of README.md and docs/*.md: the CPU ones run as printed, the rest statically.
 
 Usage (from the repository; CI runs it after the test suite, see .ci/run):
 
@@ -51,7 +51,12 @@ DEMO_OVERRIDES = "--config.optim.num_train_steps=110 --config.train.eval_every_s
 TESTS = "python -m pytest"
 TENSORBOARD = "tensorboard "
 PREDICT = "python -m grace_jax.predict"
-WANTED = {"demo": DEMO, "predict": PREDICT, "tensorboard": TENSORBOARD, "doctor": "python -m grace_jax.doctor --quick"}
+WANTED = {
+    "demo": DEMO,
+    "predict": PREDICT,
+    "tensorboard": TENSORBOARD,
+    "doctor": "python -m grace_jax.doctor --quick",
+}
 
 # Shell functions the generated script calls in place of the adapted lines.
 PRELUDE = r"""
@@ -265,7 +270,8 @@ def _config_problems(root: str, fields: dict[str, set[str]], where: dict[str, st
         if isinstance(result, str):
             problems.append(f"[{where[spec]}] --config={spec} does not load: {result}")
         else:
-            problems += [f"[{where[spec]}] --config={spec} has no field {f} (--config.{f}=...)" for f in result]
+            for f in result:
+                problems.append(f"[{where[spec]}] --config={spec} has no field {f} (--config.{f}=...)")
     return problems
 
 
@@ -289,7 +295,8 @@ def command_problems(root: str, lines: list[Command], python: str) -> list[str]:
             uses.append((line, inv))
     targets = sorted({(inv.kind, inv.target): inv for _, inv in uses}.items())
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        defined = dict(zip([k for k, _ in targets], pool.map(lambda kv: _defined_flags(root, kv[1], python), targets)))
+        flag_sets = pool.map(lambda kv: _defined_flags(root, kv[1], python), targets)
+        defined = dict(zip([k for k, _ in targets], flag_sets))
     config_fields: dict[str, set[str]] = {}
     where: dict[str, str] = {}
     for line, inv in uses:
@@ -354,7 +361,8 @@ def script(lines: list[Command]) -> tuple[str, list[str]]:
             head = cmd.split("&&")[0].strip() if "&&" in cmd and not cmd.startswith(TESTS) else ""
             if head:
                 body.append(head)
-            notes.append(f"skipped the suite (CI runs it before this check){'; ran ' + head if head else ''}: {cmd}")
+            ran = f"; ran {head}" if head else ""
+            notes.append(f"skipped the suite (CI runs it before this check){ran}: {cmd}")
         else:
             body.append(cmd)
             if cmd.startswith(PREDICT):
@@ -376,7 +384,8 @@ def _clean_env() -> dict[str, str]:
 
 def _documents(root: str) -> dict[str, str]:
     """README.md and docs/*.md of `root`, by path relative to it."""
-    paths = ["README.md"] + sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, "docs", "*.md")))
+    pages = glob.glob(os.path.join(root, "docs", "*.md"))
+    paths = ["README.md"] + sorted(os.path.relpath(p, root) for p in pages)
     docs = {}
     for rel in paths:
         with open(os.path.join(root, rel), encoding="utf-8") as f:
@@ -402,7 +411,9 @@ def _run_in_clone(repo: str, to_run: list[Command], keep: bool) -> tuple[list[st
     for note in notes:
         print(f"check_readme: {note}")
     run = subprocess.run(["bash", os.path.join(parent, "readme_commands.sh")], cwd=clone, env=_clean_env())
-    problems = [] if run.returncode == 0 else [f"a command failed (exit {run.returncode}); see the last '+' line above"]
+    problems = []
+    if run.returncode:
+        problems.append(f"a command failed (exit {run.returncode}); see the last '+' line above")
     return problems, parent
 
 
@@ -410,7 +421,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     parser.add_argument("--keep", action="store_true", help="keep the clone")
-    parser.add_argument("--list", action="store_true", help="list the commands found and what happens to each")
+    parser.add_argument("--list", action="store_true", help="list the commands found and what each gets")
     parser.add_argument("--static_only", action="store_true", help="only the static checks, on --repo")
     args = parser.parse_args()
     docs = _documents(args.repo)
@@ -437,7 +448,8 @@ def main() -> int:
     for p in problems:
         print(f"check_readme: FAILED: {p}", file=sys.stderr)
     if not problems:
-        print("check_readme: every command worked as printed" + (" (static checks only)" if args.static_only else ""))
+        scope = " (static checks only)" if args.static_only else ""
+        print(f"check_readme: every command worked as printed{scope}")
     return 1 if problems else 0
 
 
