@@ -7,28 +7,20 @@ Usage (from the repository; CI runs it after the test suite, see .ci/run):
   python tools/check_readme.py --list         # prints every command found and whether it runs; nothing runs
   python tools/check_readme.py --static_only  # the static checks on this checkout, without cloning or running
 
-Run as printed (RUN: the README's "Quick start", "Install" and "Check a new machine", docs/inference.md's
+Run as printed (RUN: the README's "Quick start", "Install", "Check a new machine"; docs/inference.md's
 "Prediction"): every shell line of those sections' code blocks runs in order in one bash (`set -euo
 pipefail`) at the clone's root, so what one line makes (the venv, runs/demo) is there for the next.
-Three lines are adapted, and the log says how:
+Adapted, and logged: the demo's training command gets DEMO_OVERRIDES (110 steps, so that the step-100
+checkpoint is written and read back, where a relative --workdir once crashed); `tensorboard ...` runs
+in the background until its HTTP API lists the demo's run; the test-suite lines are skipped (CI runs
+the suite just before this). After each predict line, its predictions.json must predict every input.
 
-- the demo's training command gets DEMO_OVERRIDES appended (fewer steps; 110 so that the step-100
-  checkpoint is written and read back, where a relative --workdir once crashed);
-- `tensorboard ...` runs in the background until its HTTP API lists the demo's run, then is stopped;
-- the test-suite lines are skipped: CI runs the suite just before this.
-
-After each predict line, its predictions.json is checked for a prediction of every input.
-
-Checked statically (every other shell line of README.md and docs/*.md: TPU, SLURM, real datasets,
-downloads): each `python -m MODULE` of this project (grace_jax, data_prep, launch, benchmarks, tools)
-and each `python path.py` must exist, every `--flag` it passes must be one that the command defines
-(read from its `--helpfull` (absl) or `--help` (argparse) output), every `--config=FILE[:ARG]` file must
-exist and load, and every `--config.a.b=...` override must name a field of that config. Links from the
-README into docs/ must name an existing page and heading. These take about a minute.
-
-Takes about 10 minutes on 2 cores in all, most of it the install, the demo and the self-check
-(grace_jax.doctor --quick). Exit status 0 when every check passed; otherwise the failing line and its
-output's tail, or the list of static problems.
+Checked statically (every other shell line: TPU, SLURM, real datasets, downloads): each `python -m
+MODULE` of this project and each `python path.py` exists, every `--flag` it passes is one the command
+defines (its `--helpfull` (absl) or `--help` (argparse) output), every `--config=FILE[:ARG]` exists and
+loads, and every `--config.a.b=...` names a field of that config; the README's links into docs/ name an
+existing page and heading. About a minute; the whole check about 10 minutes on 2 cores, most of it the
+install, the demo and grace_jax.doctor --quick. Exit status 0 when every check passed.
 """
 
 from __future__ import annotations
