@@ -100,7 +100,7 @@ def _jump_effect(workdir: str, data: str, pixels: int = 2) -> float | None:
     from grace_jax.data import input_pipeline
     from grace_jax.run import runs
 
-    run = runs.load_run(workdir, "last")
+    run = runs.load(workdir, "last")
     config = run.config
     if not config.model.ot.enabled:
         return None

@@ -73,7 +73,7 @@ def part_b(workdir: str, data_dir: str) -> None:
     from grace_jax.data import input_pipeline
     from grace_jax.run import runs
 
-    run = runs.load_run(workdir, "last")
+    run = runs.load(workdir, "last")
     mesh = sharding.make_mesh({"data": -1})
     print(f"\nPart B: {workdir} (step {run.step}) on {data_dir} test, epsilon replaced at evaluation")
     print("| epsilon | UAR | mutual information (nats) | class map share on expression tokens | uniform |")

@@ -16,9 +16,10 @@ In order, one table row each (one screen in all), and the same in a JSON report 
    device against the CPU, in float32, the dtype the model solves it in (it casts bf16 features up);
 4. the chosen variant's step over all local devices (mesh `data`, per-device batch x devices clips):
    compile time, step time, clips/s, the compiled step's FLOPs (XLA's cost analysis, per device),
-   MFU against the chip's vendor peak (PEAK_TFLOPS; unknown chips: achieved FLOP/s only), the measured
-   peak memory (`memory_stats()`) beside the compiled estimate, remat's effect on both, and with
-   --max_batch_search the largest per-device batch whose compiled estimate fits 90% of the device limit.
+   MFU against the chip's vendor peak (grace_jax/infra/machine.py; unknown chips: achieved FLOP/s
+   only), the measured peak memory (`memory_stats()`) beside the compiled estimate, remat's effect on
+   both, and with --max_batch_search the largest per-device batch whose compiled estimate fits 90% of
+   the device limit.
 
 Weights are random (`model.clip.init=random`, builtin tiny tokenizer): nothing is downloaded. Exit 0
 when every check passed, 1 (after writing the report) naming the failed ones.
@@ -27,11 +28,9 @@ when every check passed, 1 (after writing the report) naming the failed ones.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -44,56 +43,15 @@ import numpy as np
 from absl import flags
 
 from grace_jax import memory, sharding, train
-from grace_jax.infra import cli, cpu_numerics, errors
+from grace_jax.infra import cli, errors, machine
 from grace_jax.models import alignment, grace
 from grace_jax.models import clip as clip_lib
 from grace_jax.text.tokenizer import Tokenizer
 
-# Vendor peak dense (no sparsity) TFLOP/s per jax device, (bf16, fp32), from NVIDIA's and Google's
-# data sheets. The fp32 column is what XLA's default precision runs fp32 matmuls at: TF32 tensor
-# cores on A100 and later, plain FP32 on V100/T4. None where there is no such figure: V100 and T4
-# have no bf16 tensor cores; a TPU's fp32 matmul takes 1-6 bf16 passes depending on the precision.
-# Matched as case-insensitive substrings of `device.device_kind`, most specific first.
-PEAK_TFLOPS: tuple[tuple[str, tuple[float | None, float | None]], ...] = (
-    ("H100 PCIe", (756.0, 378.0)),
-    ("H100 NVL", (835.0, 418.0)),
-    ("H100", (989.0, 495.0)),  # SXM5
-    ("H200", (989.0, 495.0)),  # SXM
-    ("A100", (312.0, 156.0)),  # SXM4 and PCIe alike
-    ("A10G", (70.0, 35.0)),  # AWS's A10 variant: no NVIDIA data sheet, the commonly quoted figures
-    ("L40S", (362.0, 183.0)),
-    ("L4", (121.0, 60.0)),
-    ("V100", (None, 15.7)),  # SXM2
-    ("T4", (None, 8.1)),
-    ("TPU v4", (275.0, None)),
-    ("TPU v5 lite", (197.0, None)), ("TPU v5e", (197.0, None)),
-    ("TPU v5p", (459.0, None)), ("TPU v5", (459.0, None)),
-    ("TPU v6 lite", (918.0, None)), ("TPU v6e", (918.0, None)),
-)  # fmt: skip
 # Relative tolerance of the accelerator's loss and gradient norm against the CPU's float32: fp32 leaves
 # room for TF32 matmuls (10-bit mantissa) on GPUs; bf16 (8-bit mantissa) for its rounding.
 TOLERANCE = {"float32": 1e-2, "bfloat16": 5e-2}
 USABLE = 0.9  # of the device's limit, as grace_jax.memory and benchmarks/memory.py count it
-# The environment variables that change numerics, memory or which devices jax sees.
-_ENV = ("JAX_PLATFORMS", "XLA_FLAGS", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION",
-        "XLA_PYTHON_CLIENT_ALLOCATOR", "JAX_COMPILATION_CACHE_DIR", "CUDA_VISIBLE_DEVICES",
-        "LIBTPU_INIT_ARGS", "TPU_VISIBLE_CHIPS")  # fmt: skip
-_PACKAGES = ("grace_jax", "jax", "jaxlib", "jax-cuda12-plugin", "libtpu", "flax", "optax", "ott-jax")
-
-
-def peak_tflops(device_kind: str, dtype: str) -> float | None:
-    """The vendor peak dense TFLOP/s of `device_kind` in `dtype` (PEAK_TFLOPS), None when unknown."""
-    for key, (bf16, fp32) in PEAK_TFLOPS:
-        if key.lower() in device_kind.lower():
-            return bf16 if dtype == "bfloat16" else fp32
-    return None
-
-
-def mfu(flops_per_step: float, step_s: float, peak: float | None) -> float | None:
-    """Model FLOP utilization: one device's achieved FLOP/s over its `peak` TFLOP/s; None if unknown."""
-    if not peak or step_s <= 0 or flops_per_step <= 0:
-        return None
-    return flops_per_step / step_s / (peak * 1e12)
 
 
 def _say(line: str) -> None:
@@ -106,33 +64,6 @@ def _rel(a: float, b: float) -> float:
 
 def _mib(num_bytes: float | None) -> str:
     return "n/a" if num_bytes is None else memory.size(int(num_bytes))
-
-
-# ------------------------------------------------------------------------------ 1. the environment
-def environment() -> dict[str, Any]:
-    """Versions, devices and the settings that matter, as plain data."""
-    versions = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass  # not installed (the accelerator plugins): simply not listed
-    devices = jax.local_devices()
-    first = devices[0]
-    return dict(
-        versions=versions,
-        backend=jax.default_backend(),
-        device_kind=first.device_kind,
-        platform=first.platform,
-        local_devices=len(devices),
-        global_devices=jax.device_count(),
-        process=f"{jax.process_index()} of {jax.process_count()}",
-        compute_capability=getattr(first, "compute_capability", None),
-        env={k: os.environ[k] for k in _ENV if k in os.environ},
-        jax_enable_x64=bool(jax.config.jax_enable_x64),
-        default_matmul_precision=jax.config.jax_default_matmul_precision,
-        cpu_numerics=cpu_numerics.describe(),
-    )
 
 
 # ------------------------------------------------------------------------------ model and steps
@@ -308,9 +239,9 @@ def benchmark(opts: dict, device, mesh) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001 -- out of memory and the like: reported with what was measured
         out.update(ok=False, error=f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")
     if times:
-        step_s, peak = statistics.median(times), peak_tflops(device.device_kind, dtype)
+        step_s, peak = statistics.median(times), machine.peak_tflops(device.device_kind, dtype)
         out.update(step_s=step_s, step_min_s=min(times), clips_per_s=per_device * mesh.size / step_s,
-                   achieved_tflops=flops / step_s / 1e12, peak_tflops=peak, mfu=mfu(flops, step_s, peak),
+                   achieved_tflops=flops / step_s / 1e12, peak_tflops=peak, mfu=machine.mfu(flops, step_s, peak),
                    measured_peak_bytes=runs[remat]["peak_bytes"])  # fmt: skip
         if peak is None:
             out["mfu_note"] = f"no {dtype} peak figure for {device.device_kind!r}: achieved FLOP/s only"
@@ -456,7 +387,7 @@ def main(argv: list[str]) -> None:
     device, cpu = jax.local_devices()[0], jax.devices("cpu")[0]
     command = " ".join(["python -m grace_jax.doctor"] + sys.argv[1:])
     report: dict[str, Any] = dict(command=command, options=opts)
-    report["environment"] = env = environment()
+    report["environment"] = env = machine.environment()
     _print_env(env)
     num = _section(report, "numerics", lambda: compare_devices(device, cpu))
     if "rows" in num:

@@ -38,9 +38,10 @@ import time
 import jax
 import numpy as np
 
-from grace_jax import export, localization, metrics, sharding, train
+from grace_jax import localization, metrics, sharding, train
 from grace_jax.data import input_pipeline
 from grace_jax.infra import cli, config_checks, distributed, errors, paths
+from grace_jax.interop import hf_export
 from grace_jax.run import plots, runs
 from grace_jax.data import tfds_source
 
@@ -100,15 +101,9 @@ def _read_manifest(data: str | tfds_source.TfdsDataset) -> dict:
 
 def _open_model(workdir: str | None, model: str | None, which: str, mesh) -> dict:
     """{config, class_names, graphdef, state, step, checkpoint} of the run or the exported model."""
-    if workdir:
-        run = runs.load_run(workdir, which, mesh=mesh)
-        return dict(config=run.config, class_names=run.class_names, graphdef=run.graphdef,
-                    state=run.state, step=run.step, checkpoint=run.checkpoint)  # fmt: skip
-    config, names, graphdef, state = export.load_exported(model, mesh=mesh)
-    info = export.weights_metadata(model)
-    return dict(config=config, class_names=names, graphdef=graphdef, state=state,
-                step=int(info["step"]) if info.get("step") else None,
-                checkpoint=info.get("checkpoint") or "exported")  # fmt: skip
+    run = runs.load(workdir or model, which, mesh=mesh, kind="run" if workdir else "export")
+    return dict(config=run.config, class_names=run.class_names, graphdef=run.graphdef,
+                state=run.state, step=run.step, checkpoint=run.checkpoint)  # fmt: skip
 
 
 def evaluate_run(
@@ -147,9 +142,9 @@ def evaluate_run(
         config = runs.read_config(workdir)
     else:
         # Everything checked before jax starts: a bad folder or hub name is one line, at once.
-        model_dir = export.resolve_model(model)
-        export.check_folder(model_dir)
-        exported = export.weights_metadata(model_dir).get("checkpoint")
+        model_dir = hf_export.resolve_model(model)
+        hf_export.check_folder(model_dir)
+        exported = hf_export.weights_metadata(model_dir).get("checkpoint")
         if which == "last" and exported == "best":
             raise errors.ConfigError(
                 f"--checkpoint=last: {model} holds the run's best checkpoint only; export its last one "

@@ -1,405 +1,34 @@
-r"""Shares a trained (or converted) run as a Hugging Face style model folder, and loads one back.
+r"""Shares a trained (or converted) run as a Hugging Face style model folder.
 
   python -m grace_jax.export --workdir=runs/dfew3 --out=exports/grace-dfew3
   huggingface-cli upload your-name/grace-dfew3 exports/grace-dfew3
   python -m grace_jax.predict --model=your-name/grace-dfew3 clip.mp4
 
-The folder holds:
-
-- `model.safetensors`: every variable of the model (parameters in float32 and the class texts' token
-  ids), keyed by its path in the model ("clip/vision_model/.../kernel"), no optimizer state; no pickle
-  anywhere in the folder;
-- `config.json`: the run's grace_jax config, made self-contained: `model.clip.architecture` gives the
-  CLIP sizes, `model.clip.init` is empty (the weights are here) and `model.prompt.token_ids` (plus
-  `model.cate.token_ids` for CATE's cues) holds the class texts' token ids, so loading needs no
-  download and no tokenizer;
-- `classes.json`: the class names, in label order;
-- `README.md`: a model card (what the model is, its classes, the data and the metrics the run
-  recorded, how it was made, the recipe's sources).
-
-`load_exported(dir_or_hub_name)` reads such a folder, from the Hugging Face hub cache for a hub name
-(`huggingface_hub.snapshot_download`: downloaded once, then offline; `HF_HUB_OFFLINE=1` uses the cache
-only), and returns what `grace_jax.predict` needs; the probabilities equal those of the run itself.
+The folder holds `model.safetensors` (every variable of the model, no optimizer state, no pickle),
+a self-contained `config.json` (loading needs no download and no tokenizer), `classes.json` and a
+model card `README.md`; `grace_jax.interop.hf_export` describes it. `grace_jax.predict --model` and
+`grace_jax.evaluate --model` read it back, from a folder or from the hub cache for a hub name.
 """
 
 from __future__ import annotations
 
-import datetime
-import json
-import os
 import shlex
-import shutil
 import sys
 
-import jax
-import jax.numpy as jnp
-import ml_collections
-import numpy as np
-from flax import nnx
-
-from grace_jax import sharding, train
-from grace_jax.infra import cli, errors, paths
+from grace_jax.infra import cli
+from grace_jax.interop import hf_export
 from grace_jax.run import runs
-from grace_jax.models import clip as clip_lib
-from grace_jax.models import grace, prompts
-
-__all__ = ["ExportError", "FILES", "check_folder", "export_run", "load_exported", "resolve_model",
-           "weights_metadata"]
-
-WEIGHTS = "model.safetensors"
-FILES = (WEIGHTS, "config.json", "classes.json", "README.md")
-_FORMAT = "grace_jax"
 
 
-class ExportError(errors.UserError, ValueError):
-    """A model folder that cannot be written or read; the message names the file and the key."""
-
-
-# ------------------------------------------------------------------------------------ export
-def _model_of(run: runs.Run):
-    state = run.state
-    return nnx.merge(run.graphdef, state["params"], state["frozen"], state["rest"])
-
-
-def self_contained_config(config: ml_collections.ConfigDict, model) -> ml_collections.ConfigDict:
-    """The run's config with what loading would otherwise fetch written into it (see the module
-    docstring)."""
-    c = ml_collections.ConfigDict(json.loads(config.to_json_best_effort()))
-    m = c.model
-    m.clip.architecture = clip_lib.config_to_dict(model.clip.config)
-    m.clip.variant = clip_lib.variant_name(model.clip.config) or m.clip.variant
-    m.clip.init = ""
-    m.prompt.token_ids = prompts.rows_from_ids(
-        np.asarray(model.prompts.ids[...]), np.asarray(model.prompts.eot[...]), model.prompts.n_ctx
-    )
-    if model.cue_ids is not None:
-        m.cate.token_ids = prompts.rows_from_ids(
-            np.asarray(model.cue_ids[...]), np.asarray(model.cue_eot[...])
-        )
-    return c
-
-
-def _flat_variables(model) -> dict[str, np.ndarray]:
-    out = {}
-    for path, variable in nnx.to_flat_state(nnx.state(model)):
-        # np.array(order="C"), not np.ascontiguousarray: that one turns scalars into [1] arrays.
-        out["/".join(map(str, path))] = np.array(jax.device_get(variable[...]), order="C")
-    return out
-
-
-def _read_json(path: str):
-    try:
-        return json.loads(paths.read_text(path)) if paths.exists(path) else None
-    except (OSError, ValueError):
-        return None
-
-
-def _evaluations(workdir: str) -> list[dict]:
-    folder = paths.join(workdir, "evaluation")
-    if not paths.isdir(folder):
-        return []
-    found = []
-    for name in paths.listdir(folder):
-        if name.endswith(".json") and (result := _read_json(paths.join(folder, name))):
-            found.append(result)
-    return found
-
-
-def _clip_name(clip_cfg) -> str:
-    if clip_cfg.variant != "custom" or not clip_cfg.get("architecture"):
-        return clip_cfg.variant
-    v = clip_cfg.architecture.vision
-    return f"ViT (width {v.width}, {v.layers} layers, patch {v.patch_size})"
-
-
-def _fmt(x) -> str:
-    return "-" if x is None else f"{100 * x:.2f}"
-
-
-def model_card(
-    run: runs.Run, workdir: str, config, *, name: str, license_id: str, command_line: str = ""
-) -> str:
-    """The README.md of an exported model (Hugging Face model card with YAML metadata)."""
-    m, d = config.model, config.data
-    conversion = _read_json(paths.join(workdir, "conversion.json"))
-    final = _read_json(paths.join(workdir, "final_metrics.json"))
-    evaluations = _evaluations(workdir)
-    manifest = _read_json(paths.join(d.dir, "manifest.json")) if d.get("dir") else None
-    command = _read_json(paths.join(workdir, "command.json"))
-    is_dferclip = not (m.motion.enabled or m.cate.enabled or m.ot.enabled)
-    kind = (
-        "DFER-CLIP (Zhao & Patras, BMVC 2023), as grace_jax's `dferclip` configuration"
-        if is_dferclip
-        else "GRACE (granular representation alignment for cross-modal emotion recognition, "
-        "arXiv 2507.11892) as reconstructed by grace_jax"
-    )
-    lines = [
-        "---",
-        f"library_name: {_FORMAT}",
-        f"license: {license_id}",
-        "pipeline_tag: video-classification",
-        "tags:",
-        *(f"- {t}" for t in ("dynamic-facial-expression-recognition", "emotion-recognition",
-                              "clip", "jax", "flax", _FORMAT)),
-        "---",
-        "",
-        f"# {name}",
-        "",
-        f"{kind}: a dynamic facial expression recognition model that classifies a face video into "
-        f"{m.num_classes} emotions. CLIP {_clip_name(m.clip)} image tower on {d.num_frames} frames of "
-        f"{d.image_size}x{d.image_size} px, a temporal transformer, and learned text prompts "
-        f"({m.prompt.n_ctx} context tokens followed by the class {'description' if m.prompt.text == 'cue' else 'name'})."
-        + ("" if is_dferclip else " Motion weighting, CATE and token-level optimal transport: "
-           f"{'on' if m.motion.enabled else 'off'} / {'on' if m.cate.enabled else 'off'} / "
-           f"{'on' if m.ot.enabled else 'off'}."),
-        "",
-        "## Use",
-        "",
-        "```",
-        "pip install grace_jax   # or: pip install -e . in a clone of the grace_jax repository",
-        f"python -m grace_jax.predict --model={name} my_clip.mp4 /data/faces/clip_0042/",
-        "```",
-        "",
-        "Inputs are face videos or folders of face-crop frames; per-class probabilities go to "
-        "predictions.json / predictions.csv. The model was trained on face crops, so crop faces the "
-        "same way first.",
-        "",
-        "## Classes",
-        "",
-        "| label | class |",
-        "|---|---|",
-        *(f"| {i} | {n} |" for i, n in enumerate(run.class_names)),
-        "",
-        "## Data",
-        "",
-    ]  # fmt: skip
-    if conversion:
-        recipe = str(conversion.get("recipe", "")).partition(":")[2] or "?"
-        lines.append(
-            f"Trained with DFER-CLIP's official code ({recipe.replace(',fold=', ' fold ')}); its "
-            "checkpoint converted with `grace_jax.convert` (recipe: "
-            f"`{conversion.get('recipe')}`)."
-        )
-    if manifest:
-        splits = ", ".join(f"{s}: {v.get('num_clips')} clips" for s, v in manifest.get("splits", {}).items())
-        lines.append(f"Dataset `{manifest.get('dataset')}` ({splits}), built with `{manifest.get('command')}`.")
-    elif d.get("dir"):
-        lines.append(f"Shards: `{d.dir}` (fold {d.get('fold', '-')}).")
-    lines += [
-        "DFEW, FERV39k and MAFW are licence-gated research datasets: check their terms before any "
-        "use of a model trained on them.",
-        "",
-        "## Metrics",
-        "",
-        "UAR: mean per-class recall; WAR: accuracy (%).",
-        "",
-        "| evaluation | UAR | WAR | clips |",
-        "|---|---|---|---|",
-    ]
-    if final:
-        for which in ("best", "last"):
-            r = final.get(which) or {}
-            if "uar" in r:
-                lines.append(f"| training, {which} (step {r.get('step')}) | {_fmt(r['uar'])} | "
-                             f"{_fmt(r['war'])} | {r.get('num_examples', '-')} |")  # fmt: skip
-    for r in evaluations:
-        lines.append(f"| grace_jax.evaluate: {r.get('dataset') or r.get('data_dir')} {r.get('split')}, "
-                     f"{r.get('checkpoint')} | {_fmt(r.get('uar'))} | {_fmt(r.get('war'))} | "
-                     f"{r.get('num_examples', '-')} |")  # fmt: skip
-    if conversion and conversion.get("best_acc") is not None:
-        lines.append(f"| DFER-CLIP's main.py, best epoch ({conversion.get('epoch')}) | - | "
-                     f"{float(conversion['best_acc']):.2f} | - |")  # fmt: skip
-    lines += ["", "## How it was made", ""]
-    if conversion:
-        lines.append(f"`{conversion.get('command')}` (source SHA-256 `{conversion.get('sha256')}`).")
-    if command and command.get("commands"):
-        lines += ["Trained with:", "", "```", *command["commands"], "```"]
-    if command_line:
-        lines.append(f"Exported with `{command_line}`.")
-    lines += [
-        "",
-        "The full configuration is `config.json` (grace_jax's config format; "
-        "`python -m grace_jax.main --config=configs/run.py:<a run with this config.json>` trains with it).",
-        "",
-        "## Sources",
-        "",
-        "- CLIP: Radford et al., ICML 2021 (OpenAI), the image and text towers.",
-        "- DFER-CLIP: Zhao & Patras, BMVC 2023; code github.com/zengqunzhao/DFER-CLIP (MIT licence): "
-        "the video pipeline, the learned class-specific prompts and the training recipe.",
-    ]  # fmt: skip
-    if not is_dferclip:
-        lines.append("- GRACE: arXiv 2507.11892 (2025); its code is not public, so numbers the paper "
-                     "does not state are grace_jax's config defaults. PLOT (ICLR 2023) for token-level "
-                     "Sinkhorn.")  # fmt: skip
-    lines += ["", "## Files", "",
-              "`model.safetensors` (weights and token ids, no pickle), `config.json`, `classes.json`, "
-              "this `README.md`.", ""]  # fmt: skip
-    return "\n".join(lines)
-
-
-def export_run(
-    workdir: str, out_dir: str, *, which: str = "best", name: str | None = None,
-    license_id: str = "other", command: str = "",
-) -> dict:  # fmt: skip
-    """Writes the model folder `out_dir` (local, must not exist) from the run's `which` checkpoint.
-
-    Returns {"out", "checkpoint", "step", "tensors"}.
-    """
-    from safetensors.numpy import save_file
-
-    if paths.is_uri(out_dir):
-        raise ExportError(f"{out_dir}: export writes a local folder (upload it with huggingface-cli).")
-    out_dir = paths.resolve(out_dir)
-    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
-        raise ExportError(f"{out_dir}: already exists; choose a new --out.")
-    workdir = paths.resolve(workdir)
-    run = runs.load_run(workdir, which)
-    model = _model_of(run)
-    config = self_contained_config(run.config, model)
-    tensors = _flat_variables(model)
-    name = name or os.path.basename(out_dir)
-    card = model_card(
-        run, workdir, config, name=name, license_id=license_id, command_line=command
-    )
-
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = os.path.join(parent, f".{os.path.basename(out_dir)}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        os.makedirs(staging)
-        save_file(
-            tensors,
-            os.path.join(staging, WEIGHTS),
-            metadata={
-                "format": _FORMAT,
-                "checkpoint": run.checkpoint,
-                "step": str(run.step),
-                "exported_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                    timespec="seconds"
-                ),
-            },
-        )
-        os.chmod(os.path.join(staging, WEIGHTS), 0o644)  # safetensors writes it owner-only
-        with open(os.path.join(staging, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-        with open(os.path.join(staging, "classes.json"), "w") as f:
-            json.dump(run.class_names, f)
-        with open(os.path.join(staging, "README.md"), "w") as f:
-            f.write(card)
-        if os.path.isdir(out_dir):
-            os.rmdir(out_dir)
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return {"out": out_dir, "checkpoint": run.checkpoint, "step": run.step, "tensors": len(tensors)}
-
-
-# ------------------------------------------------------------------------------------ loading
-def resolve_model(name_or_dir: str, *, cache_dir: str | None = None) -> str:
-    """A local model folder: the directory itself, or a hub name's snapshot in the hub cache."""
-    if os.path.isdir(name_or_dir):
-        return os.path.abspath(name_or_dir)
-    from grace_jax.infra import errors, hub
-
-    if not hub.HUB_NAME.fullmatch(name_or_dir):
-        raise ExportError(f"{name_or_dir}: no such folder, and not a hub name (owner/name).")
-    try:
-        return hub.snapshot(name_or_dir, "--model", FILES, cache_dir=cache_dir)
-    except hub.HubError as e:
-        raise ExportError(str(e)) from None
-
-
-def check_folder(folder: str) -> None:
-    """Raises ExportError naming the file when the local `folder` is not a model folder."""
-    for needed in (WEIGHTS, "config.json"):
-        if not os.path.isfile(os.path.join(folder, needed)):
-            run = os.path.isfile(os.path.join(folder, "config.json")) and os.path.isdir(
-                os.path.join(folder, "checkpoints")
-            )
-            hint = " (it is a training run: give it as --workdir)" if run else ""
-            raise ExportError(
-                f"{os.path.join(folder, needed)}: not found; not a grace_jax model folder{hint}."
-            )
-
-
-def weights_metadata(folder: str) -> dict:
-    """What export_run recorded in the weights file: {"format", "checkpoint", "step", "exported_utc"}."""
-    from safetensors import safe_open
-
-    with safe_open(os.path.join(folder, WEIGHTS), framework="np") as f:
-        return dict(f.metadata() or {})
-
-
-def load_exported(
-    name_or_dir: str, *, cache_dir: str | None = None, mesh: jax.sharding.Mesh | None = None
-):
-    """(config, class names, graphdef, state) of an exported model folder or hub name, the same
-    tuple `grace_jax.predict.load_run` returns for a run; state is {"params", "frozen", "rest"}.
-
-    Without `mesh` the state is on the default device; with it, every array is placed as training
-    shards it (`sharding.state_shardings`), as `runs.load_run(..., mesh=mesh)` restores a run, in a
-    way that works with several processes too (each places its own devices' parts).
-    """
-    from safetensors import safe_open
-
-    folder = resolve_model(name_or_dir, cache_dir=cache_dir)
-    check_folder(folder)
-    config = runs.read_config(folder)
-    if grace.needs_tokenizer(config.model):
-        raise ExportError(
-            f"{folder}/config.json: no model.prompt.token_ids; not written by grace_jax.export."
-        )
-    names = runs.read_class_names(folder, config.model.num_classes)
-    # The model's structure without spending a random initialisation on it.
-    abstract = nnx.eval_shape(
-        lambda: grace.build_model(config.model, rngs=nnx.Rngs(0), tokenizer=None)
-    )
-    groups = train._groups(config.optim)  # noqa: SLF001 -- the same split as training's state
-    graphdef, *parts = nnx.split(abstract, train._trainable(groups), nnx.Param, ...)  # noqa: SLF001
-    path = os.path.join(folder, WEIGHTS)
-    with safe_open(path, framework="np") as f:
-        available = set(f.keys())
-        used = set()
-
-        def filled(part):
-            leaves = []
-            for var_path, variable in nnx.to_flat_state(part):
-                key = "/".join(map(str, var_path))
-                if key not in available:
-                    raise ExportError(f"{path}: tensor {key!r} is missing.")
-                value = f.get_tensor(key)
-                if value.shape != tuple(variable.shape):
-                    raise ExportError(
-                        f"{path}: tensor {key!r} has shape {value.shape}, the model expects "
-                        f"{tuple(variable.shape)}."
-                    )
-                used.add(key)
-                if mesh is None:
-                    array = jnp.asarray(value, variable.dtype)
-                else:
-                    value = np.asarray(value, variable.dtype)
-                    placed = sharding.state_shardings(mesh, value)
-                    array = jax.make_array_from_callback(value.shape, placed, lambda i, v=value: v[i])
-                leaves.append((var_path, variable.replace(array)))
-            return nnx.from_flat_state(leaves)
-
-        params, frozen, rest = (filled(p) for p in parts)
-    extra = sorted(available - used)
-    if extra:
-        raise ExportError(f"{path}: tensor {extra[0]!r} has no place in the model of config.json.")
-    return config, names, graphdef, {"params": params, "frozen": frozen, "rest": rest}
-
-
-def main(argv):
+def main(argv: list[str]) -> None:
     from absl import app
 
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    info = export_run(
-        _WORKDIR.value, _OUT.value, which=_CHECKPOINT.value, name=_NAME.value,
-        license_id=_LICENSE.value,
+    out = hf_export.check_out_dir(_OUT.value)  # before loading: a taken --out is refused at once
+    run = runs.load(_WORKDIR.value, _CHECKPOINT.value, kind="run")
+    info = hf_export.export_run(
+        run, out, name=_NAME.value, license_id=_LICENSE.value,
         command=shlex.join(["python", "-m", "grace_jax.export", *sys.argv[1:]]),
     )  # fmt: skip
     print(
@@ -410,7 +39,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    # Flags live here, not at import, so that grace_jax.predict can import this module.
+    # Flags live here, not at import, so that other commands and tests can import this module.
     from absl import flags
 
     _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (config.json, checkpoints).")

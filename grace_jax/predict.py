@@ -98,12 +98,6 @@ _FOLDER_FPS = flags.DEFINE_float(
 FACE_READ_SIDE = 640
 
 
-def load_run(workdir: str, which: str = "best"):
-    """(config, class names, graphdef, state) of a training run; falls back to `last` if no best."""
-    run = runs.load_run(workdir, which)
-    return run.config, run.class_names, run.graphdef, run.state
-
-
 def _face_frames(frames: np.ndarray, detector, image_size: int, min_face_fraction: float):
     """Whole sampled frames [T,h,w,3] -> (model frames [T,S,S,3] or None for no face, result fields,
     the picture's row of whole frames with the crops drawn, or None when not cropped, the crop
@@ -219,12 +213,9 @@ def run(
     if face_crop not in ("auto", "none"):
         raise ValueError(f"face_crop must be 'auto' or 'none', got {face_crop!r}")
     out_dir = paths.resolve(out_dir)
-    if model:
-        from grace_jax import export
-
-        config, names, graphdef, state = export.load_exported(model)
-    else:
-        config, names, graphdef, state = load_run(paths.resolve(workdir), which)
+    # An export holds one checkpoint: `which` chooses among a run's only.
+    loaded = runs.load(model, kind="export") if model else runs.load(workdir, which, kind="run")
+    config, names, graphdef, state = loaded.config, loaded.class_names, loaded.graphdef, loaded.state
     # Runs saved before data.normalize existed were trained on CLIP-normalized frames.
     normalize = config.data.get("normalize", "clip")
     step = jax.jit(functools.partial(predict_step, graphdef=graphdef, normalize=normalize))
@@ -239,7 +230,7 @@ def run(
         step=step, state=state, names=names, detector=detector, config=config,
         min_face_fraction=min_face_fraction, picture_dir=out_dir if pictures else None,
         maps_dir=paths.join(out_dir, "maps") if write_maps else None,
-        patch_size=nnx.merge(graphdef, state["params"], state["frozen"], state["rest"]).patch_size,
+        patch_size=loaded.model.patch_size,
     )
     results, errors = [], []
     for path in inputs:

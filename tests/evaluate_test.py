@@ -15,9 +15,10 @@ import jax
 import numpy as np
 import pytest
 
-from grace_jax import evaluate, export, folds, predict
+from grace_jax import evaluate, folds, predict
 from grace_jax.data import input_pipeline
 from grace_jax.infra import errors
+from grace_jax.interop import hf_export
 from grace_jax.run import runs
 from grace_jax.data import tfds_source
 
@@ -27,7 +28,7 @@ NUM_DFEW_TEST = 12
 
 def _by_hand(workdir, data_dir, which):
     """Every test clip through the model, 5 at a time on one device; counted with Python loops."""
-    run = runs.load_run(workdir, which)
+    run = runs.load(workdir, which)
     config = run.config
     step = jax.jit(
         functools.partial(
@@ -93,7 +94,7 @@ def test_numbers_equal_a_confusion_matrix_counted_by_hand(tiny_run, synthfer_dir
 
 def _localization_by_hand(workdir, data_dir, which):
     """{class: [share of the predicted class's map on expression tokens, per clip with any]}."""
-    run = runs.load_run(workdir, which)
+    run = runs.load(workdir, which)
     config = run.config
     step = jax.jit(functools.partial(predict.predict_step, graphdef=run.graphdef, normalize="clip"))
     loader = input_pipeline.make_eval_loader(
@@ -184,7 +185,7 @@ def on_dfew_shards(tiny_run, dfew, tmp_path_factory):
 def exported(tiny_run, tmp_path_factory):
     """(model folder, export_run's info) of the tiny run's best checkpoint, as tests/export_test.py."""
     out = str(tmp_path_factory.mktemp("exports") / "grace-tiny")
-    return out, export.export_run(tiny_run[0], out)
+    return out, hf_export.export_run(runs.load(tiny_run[0]), out)
 
 
 _SAME = ("confusion", "per_class_recall", "uar", "war", "num_examples", "class_names", "protocol")
@@ -305,9 +306,9 @@ def test_bad_inputs_are_one_line_naming_the_thing(tiny_run, exported, dfew, synt
     empty = tmp_path / "empty"
     empty.mkdir()
     not_a_model = r"empty/model.safetensors: not found; not a grace_jax model folder\.$"
-    with pytest.raises(export.ExportError, match=not_a_model):
+    with pytest.raises(hf_export.ExportError, match=not_a_model):
         evaluate.evaluate_run(None, synthfer_dir, model=str(empty))
-    with pytest.raises(export.ExportError, match="it is a training run: give it as --workdir"):
+    with pytest.raises(hf_export.ExportError, match="it is a training run: give it as --workdir"):
         evaluate.evaluate_run(None, synthfer_dir, model=workdir)
     # The same through the command line: one line on stderr, exit 1 (bad input) or 2 (usage).
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)

@@ -116,7 +116,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
         if message is None:
             raise
         fail(message, UsageError.exit_code)
-    except (AttributeError, KeyError) as e:  # ml_collections: an override names no field
+    except (AttributeError, KeyError):  # ml_collections: an override names no field
         message = _unknown_config_field(argv)
         if message is None:
             raise
@@ -139,6 +139,8 @@ def _innermost(error: BaseException) -> BaseException:
 
 
 def _flag_error_message(argv: list[str], error: Exception) -> str | None:
+    from absl import flags
+
     text = str(error)
     required = re.search(r"Flag --(\S+) must have a value other than None", text)
     if required:
@@ -150,8 +152,9 @@ def _flag_error_message(argv: list[str], error: Exception) -> str | None:
         if not isinstance(root, (ValueError, UserError)) or root is error:
             return None  # e.g. a TypeError: a bug in the config file, keep its traceback
         return _with_config_flag(argv, str(root))
-    first, _, _ = text.partition("\n")
-    return f"{first} (--helpshort lists the flags)." if "Unknown command line flag" in first else text
+    if isinstance(error, flags.UnrecognizedFlagError):  # its first line names the flag and a guess
+        return f"{text.splitlines()[0]} (--helpshort lists the flags)."
+    return text
 
 
 def _config_load_message(argv: list[str], cause: BaseException) -> str:

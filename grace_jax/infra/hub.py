@@ -78,7 +78,7 @@ def _complete(folder: str, patterns: tuple[str, ...]) -> bool:
         return "tokenizer.json" in files or {"vocab.json", "merges.txt"} <= files
     if patterns == CLIP_FILES:
         return "config.json" in files and any(f.endswith(".safetensors") for f in files)
-    return bool(files)  # other uses check their files themselves (export.load_exported)
+    return bool(files)  # other uses check their files themselves (hf_export.check_folder)
 
 
 def cached(name: str, patterns: tuple[str, ...], cache_dir: str | None = None) -> str | None:

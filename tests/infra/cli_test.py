@@ -59,9 +59,9 @@ def test_library_errors_users_can_fix_are_user_errors():
     from data_prep.job import BuildError
     from data_prep.sources.datasets import SourceError
     from data_prep.writer import OutputExistsError
-    from grace_jax.convert import ConversionError
+    from grace_jax.interop.torch_pickle import ConversionError
     from grace_jax.data.errors import ClipError
-    from grace_jax.export import ExportError
+    from grace_jax.interop.hf_export import ExportError
     from grace_jax.models.clip_checkpoint import CheckpointError
     from grace_jax.text.tokenizer import TokenizerError
     from grace_jax.run.workdir_lock import LockHeldError

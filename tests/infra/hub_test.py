@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from grace_jax import export
+from grace_jax.interop import hf_export
 from grace_jax.infra import hub
 from grace_jax.models import clip as clip_lib
 from grace_jax.text.tokenizer import Tokenizer
@@ -125,8 +125,8 @@ def test_a_cached_hub_name_loads_offline_and_without_network(cached_clip, monkey
 
 
 def test_predict_model_hub_name_offline_names_the_flag_and_the_way_out():
-    with pytest.raises(export.ExportError) as e:
-        export.resolve_model("someone/not-there")
+    with pytest.raises(hf_export.ExportError) as e:
+        hf_export.resolve_model("someone/not-there")
     text = str(e.value)
     assert text.startswith("--model=someone/not-there: ") and "HF_HUB_OFFLINE is set" in text
     assert "hf download someone/not-there" in text and "--model=<folder>" in text

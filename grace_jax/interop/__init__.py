@@ -1,0 +1,1 @@
+"""Formats from and to other frameworks: PyTorch pickles, DFER-CLIP's checkpoints, Hugging Face folders."""
