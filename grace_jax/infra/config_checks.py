@@ -161,7 +161,7 @@ def tokenizer_source(clip_cfg) -> str:
 
 def _openai_variant(name: str) -> str | None:
     """The variant whose OpenAI weights the hub name `name` holds (configs/base.py OPENAI_CLIP)."""
-    from configs import base
+    from grace_jax.configs import base
 
     return {v: k for k, v in base.OPENAI_CLIP.items()}.get(name)
 
@@ -185,7 +185,7 @@ def check_clip(model_cfg, *, has_checkpoint: bool = False) -> None:
     if not clip_cfg.init and not has_checkpoint:
         # Before: "" meant random weights, and a dataset config without an init trained a DFER model
         # from a random CLIP without a word.
-        from configs import base
+        from grace_jax.configs import base
 
         named = base.OPENAI_CLIP.get(clip_cfg.variant)
         raise errors.ConfigError(
@@ -229,7 +229,7 @@ def check_clip(model_cfg, *, has_checkpoint: bool = False) -> None:
 
 def configs_openai_name(variant: str) -> str:
     """OpenAI's hub name for `variant`, or a placeholder saying there is none."""
-    from configs import base
+    from grace_jax.configs import base
 
     return base.OPENAI_CLIP.get(variant, "<CLIP weights of that variant>")
 

@@ -16,7 +16,7 @@ Forward pass for B clips of T frames, C classes (D = CLIP joint dim, P patches p
 
 With motion, CATE and OT all off this is DFER-CLIP exactly (fixed scale 100, class-specific contexts,
 one temporal layer; with ``prompt.text="cue"`` its class-descriptor prompts; see
-configs/ablations/dferclip.py and tests/models/dferclip_parity_test.py). The model is an NNX module
+configs/dferclip.py and tests/models/dferclip_parity_test.py). The model is an NNX module
 whose forward is a pure function of its state, so it runs under ``nnx.split`` / ``nnx.merge`` inside
 ``jax.jit``.
 """
