@@ -189,16 +189,14 @@ def evaluate_run(
     global_batch = batch_size or config.data.get("eval_batch_size") or config.optim.batch_size
     loader = input_pipeline.make_eval_loader(
         data,
-        split,
+        config.data,
+        split=split,
         global_batch_size=global_batch,
         # This process's rows of every global batch, as the trainer's eval loader takes them.
         **train._process_rows(sharding.batch_sharding(mesh), global_batch),  # noqa: SLF001
-        num_frames=config.data.num_frames,
-        image_size=config.data.image_size,
-        worker_count=config.data.num_workers if num_workers is None else num_workers,
+        worker_count=num_workers,
         tokenizer=caption_tok,
         normalize_on_host=False,
-        augment=config.data.get("augment", "grace"),
         # SynthFER's test split: also how much of each map lies where the expression is.
         ground_truth=localization.has_ground_truth(manifest, split),
     )

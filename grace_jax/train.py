@@ -571,29 +571,17 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     ), "eval_step")
 
     caption_tok = tokenizer if config.model.cate.captions else None
-    loader_kw = dict(
-        num_frames=config.data.num_frames,
-        image_size=config.data.image_size,
-        worker_count=config.data.num_workers,
-        tokenizer=caption_tok,
-        normalize_on_host=False,
-        augment=config.data.get("augment", "grace"),
-    )
     # Host batches go onto the devices one step ahead, in a thread (grace_jax/data/prefetch.py); its
     # get_state() is the state after the batches the loop consumed, which is what checkpoints hold.
     host_iter = iter(
         input_pipeline.make_train_loader(
             data_dir,
-            config.data.train_split,
+            config.data,
             global_batch_size=batch_size,
             seed=config.seed,
-            crop_scale=tuple(config.data.crop_scale),
-            flip_probability=config.data.flip_probability,
-            augment_on_device=config.data.augment_on_device,
-            brightness=config.data.get("brightness", 0.0),
-            rotation_degrees=config.data.get("rotation_degrees", 0.0),
+            tokenizer=caption_tok,
+            normalize_on_host=False,
             **_process_rows(batch_sh, batch_size),
-            **loader_kw,
         )
     )
     train_iter = prefetch.DevicePrefetcher(host_iter, lambda b: sharding.global_batch(b, mesh))
@@ -607,11 +595,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     def eval_loader():
         return input_pipeline.make_eval_loader(
             data_dir,
-            config.data.eval_split,
+            config.data,
             ground_truth=ground_truth,
             global_batch_size=eval_batch,
+            tokenizer=caption_tok,
+            normalize_on_host=False,
             **_process_rows(batch_sh, eval_batch),
-            **loader_kw,
         )
 
     ckpt = checkpointing.Checkpoints(
