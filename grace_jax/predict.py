@@ -226,7 +226,7 @@ def run(
     else:
         config, names, graphdef, state = load_run(paths.resolve(workdir), which)
     # Runs saved before data.normalize existed were trained on CLIP-normalized frames.
-    normalize = config.data.get("normalize", "clip")
+    normalize = config.data.normalize
     step = jax.jit(functools.partial(predict_step, graphdef=graphdef, normalize=normalize))
     detector = None
     if face_crop == "auto":

@@ -15,7 +15,7 @@ import jax
 import ml_collections
 
 from grace_jax import sharding, train
-from grace_jax.infra import errors, paths
+from grace_jax.infra import config_upgrade, errors, paths
 from grace_jax.run import checkpointing
 from grace_jax.models import grace
 
@@ -36,7 +36,7 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
             f"{path}: not found; --workdir must be a grace_jax run (a folder written by grace_jax.main "
             "or grace_jax.convert)."
         )
-    return ml_collections.ConfigDict(json.loads(paths.read_text(path)))
+    return ml_collections.ConfigDict(config_upgrade.upgrade(json.loads(paths.read_text(path))))
 
 
 def read_class_names(directory: str, num_classes: int) -> list[str]:
