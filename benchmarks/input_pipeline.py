@@ -316,8 +316,8 @@ def main(argv: list[str]) -> None:
             settings.num_frames, settings.image_size = FLAGS.num_frames, FLAGS.image_size
             settings.augment_on_device = augment_on_device
             return input_pipeline.make_train_loader(
-                data, settings, split="train", global_batch_size=FLAGS.batch_size, seed=0, worker_count=workers,
-                shard_index=0, shard_count=1, **kw)
+                data, settings, split="train", global_batch_size=FLAGS.batch_size, seed=0,
+                worker_count=workers, shard_index=0, shard_count=1, **kw)
 
         readers = {
             "shards-dev": lambda w: shard_loader(w, normalize_on_host=False, augment_on_device=True),

@@ -37,7 +37,9 @@ _BATCHES = flags.DEFINE_list("batches", ["1", "2", "4", "8", "16", "32", "64"], 
 _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "model.clip.dtype values.")
 _REMAT = flags.DEFINE_list("remat", ["False", "True"], "model.clip.remat values.")
 _CONFIG = flags.DEFINE_string(
-    "config", "grace", "configs/ablation.py variant (grace, motion, cate, ot), or dferclip (configs/dferclip.py)."
+    "config",
+    "grace",
+    "A configs/ablation.py variant (grace, motion, cate, ot), or dferclip (configs/dferclip.py).",
 )
 _FRAMES = flags.DEFINE_integer("frames", 16, "Frames per clip.")
 _CAPTIONS = flags.DEFINE_bool(
@@ -53,7 +55,6 @@ def _step(variant: str, dtype: str, remat: bool, tokenizer):
     import jax
 
     from grace_jax import train
-
     from grace_jax.configs import ablation, dferclip
 
     name = _CONFIG.value

@@ -40,7 +40,8 @@ from absl import app, flags
 
 _VARIANTS = flags.DEFINE_list("variants", ["ViT-B/16", "ViT-B/32"], "CLIP variants.")
 _CONFIGS = flags.DEFINE_list(
-    "configs", ["dferclip", "motion", "cate", "ot", "grace"], "configs/ablation.py variants, and dferclip (configs/dferclip.py)."
+    "configs", ["dferclip", "motion", "cate", "ot", "grace"],
+    "configs/ablation.py variants, and dferclip (configs/dferclip.py).",
 )
 _REFERENCE = flags.DEFINE_enum(
     "reference", "", ["", "pytorch"], "Also time DFER-CLIP's PyTorch step (needs torch)."
@@ -62,7 +63,6 @@ def _build(name: str, variant: str, frames: int, tokenizer):
     import jax
 
     from grace_jax import train
-
     from grace_jax.configs import ablation, dferclip
 
     config = dferclip.get_config() if name == "dferclip" else ablation.get_config(name)

@@ -6,9 +6,9 @@ r"""The module ablations: configs/base.py's recipe with GRACE's three switches s
 | variant | motion | CATE | OT | what it is |
 |---|---|---|---|---|
 | grace | on | on | on | full GRACE (the default without an argument) |
-| motion | on | off | off | DFER-CLIP + motion-difference weighting (pooled into the frame features) |
-| cate | off | on | off | DFER-CLIP + CATE (FACS cue tokens refined by the coarse prompts, fused into the class embedding) |
-| ot | off | off | on | DFER-CLIP + token-level OT between the coarse prompt's words and all patch tokens, uniform marginals |
+| motion | on | off | off | DFER-CLIP + motion-difference weighting, pooled into the frame features |
+| cate | off | on | off | DFER-CLIP + CATE: FACS cue tokens refined by the coarse prompts, in the class embedding |
+| ot | off | off | on | DFER-CLIP + token-level OT between the prompt's words and all patch tokens, uniform marginals |
 
 Everything else is configs/base.py's; every field can still be overridden on the command line.
 DFER-CLIP's whole official recipe (ViT-B/32, its transforms and input scale) is configs/dferclip.py.

@@ -296,9 +296,11 @@ def make_train_loader(
         brightness=data.brightness,
         rotation_degrees=data.rotation_degrees,
     )
-    return _split_loader(source, data, transform, shuffle=True, num_epochs=num_epochs, seed=seed,
-                         global_batch_size=global_batch_size, shard_index=shard_index, shard_count=shard_count,
-                         worker_count=worker_count, worker_buffer_size=worker_buffer_size)
+    return _split_loader(
+        source, data, transform, shuffle=True, num_epochs=num_epochs, seed=seed, global_batch_size=global_batch_size,
+        shard_index=shard_index, shard_count=shard_count, worker_count=worker_count,
+        worker_buffer_size=worker_buffer_size,
+    )
 
 
 def eval_batches(num_records: int, global_batch_size: int) -> int:
@@ -338,6 +340,8 @@ def make_eval_loader(
     transform = EvalClipTransform(num_frames=data.num_frames, image_size=data.image_size, tokenizer=tokenizer,
                                   normalize_on_host=normalize_on_host, normalize=data.normalize,
                                   augment=data.augment, ground_truth=ground_truth)
-    return _split_loader(source, data, transform, shuffle=False, num_epochs=1, seed=0,
-                         global_batch_size=global_batch_size, shard_index=shard_index, shard_count=shard_count,
-                         worker_count=worker_count, worker_buffer_size=worker_buffer_size)
+    return _split_loader(
+        source, data, transform, shuffle=False, num_epochs=1, seed=0, global_batch_size=global_batch_size,
+        shard_index=shard_index, shard_count=shard_count, worker_count=worker_count,
+        worker_buffer_size=worker_buffer_size,
+    )

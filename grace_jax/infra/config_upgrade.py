@@ -72,8 +72,8 @@ def upgrade(config: Config) -> Config:
     if not fields:
         return config
     defaults = dict(ADDED_FIELDS)
-    unlocked = config.unlocked() if isinstance(config, ml_collections.ConfigDict) else contextlib.nullcontext()
-    with unlocked:
+    locked = isinstance(config, ml_collections.ConfigDict)
+    with config.unlocked() if locked else contextlib.nullcontext():
         for field in fields:
             _section(config, field)[field.rsplit(".", 1)[1]] = defaults[field]
     return config
