@@ -75,7 +75,10 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=setuptools.find_packages(include=["grace_jax*", "data_prep*", "configs*"]),
+    # grace_jax only. Its `configs` subpackage is the repository's configs/ folder (grace_jax/configs is a
+    # link to it), so `--config=configs/x.py` from a checkout and `grace_jax.configs.x` from an install
+    # are the same files; data_prep, tools, benchmarks and launch run from a checkout and are not installed.
+    packages=setuptools.find_packages(include=["grace_jax", "grace_jax.*"]),
     # The face detector's weights (MediaPipe's, Apache-2.0) and their licence notice.
     package_data={"grace_jax.faces": ["*.npz", "NOTICE", "LICENSE-APACHE-2.0"]},
     install_requires=INSTALL_REQUIRES,

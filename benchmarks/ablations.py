@@ -118,9 +118,8 @@ def _jump_effect(workdir: str, data: str, pixels: int = 2) -> float | None:
         r = localization.localization(maps=aux["ot_visual_mass"], mask=mask)
         return r["share"], r["valid"] & batch["mask"]
 
-    loader = input_pipeline.make_eval_loader(data, "test", global_batch_size=50, num_frames=config.data.num_frames,
-                                             image_size=config.data.image_size, normalize_on_host=False,
-                                             ground_truth=True)
+    loader = input_pipeline.make_eval_loader(data, config.data, split="test", global_batch_size=50,
+                                             worker_count=0, normalize_on_host=False, ground_truth=True)
     diffs = []
     for batch in loader:
         before, valid = shares(run.state, batch, False)

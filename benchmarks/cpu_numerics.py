@@ -8,7 +8,7 @@ A step is the trainer's own `grace_jax.train.train_step` on the state of `train.
 (forward, loss, backward, optimizer update; under jax.jit with the state donated), as in
 benchmarks/train_step.py. Models:
   demo     configs/demo.py as the README's demo trains it: tiny CLIP, batch 32 x 8 frames, 48 px.
-  vit-b32  configs/ablations/grace.py (motion, CATE, OT on) on a random ViT-B/32, --batch x
+  vit-b32  configs/ablation.py:grace (motion, CATE, OT on) on a random ViT-B/32, --batch x
            --frames frames of 224 px, the built-in tiny vocabulary for the class cues.
 
 XLA reads XLA_FLAGS once per process, so every measurement is its own subprocess: fusion `on`
@@ -49,14 +49,14 @@ _OFF_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
 
 def _config(model: str):
     if model == "demo":
-        from configs import demo
+        from grace_jax.configs import demo
 
         c = demo.get_config()
         return c, c.optim.batch_size, c.model.num_frames, c.data.image_size
     if model == "vit-b32":
-        from configs.ablations import grace
+        from grace_jax.configs import ablation
 
-        c = grace.get_config()
+        c = ablation.get_config("grace")
         c.model.clip.variant = "ViT-B/32"
         c.model.clip.init = "random"
         c.model.clip.tokenizer = "builtin:tiny"

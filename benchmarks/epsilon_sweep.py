@@ -88,8 +88,8 @@ def part_b(workdir: str, data_dir: str) -> None:
             train.eval_step, graphdef=graphdef, loss_cfg=dict(config.model.loss),
             num_classes=config.model.num_classes, normalize=config.data.normalize))
         loader = input_pipeline.make_eval_loader(
-            data_dir, "test", global_batch_size=50, num_frames=config.data.num_frames,
-            image_size=config.data.image_size, normalize_on_host=False, ground_truth=True)
+            data_dir, config.data, split="test", global_batch_size=50, worker_count=0,
+            normalize_on_host=False, ground_truth=True)
         confusion, _, extras = train.evaluate(eval_fn, run.state, loader, mesh, config.model.num_classes,
                                               run.class_names)
         uar = metrics.summarize(confusion=confusion, class_names=run.class_names)["uar"]

@@ -309,10 +309,15 @@ def main(argv: list[str]) -> None:
     try:
         shards, folders, labels, frame_bytes = _prepare(workdir)
         folder_source = FrameFolderSource(folders, labels)
-        def shard_loader(workers: int, data=shards, **kw) -> grain.DataLoader:
+        def shard_loader(workers: int, data=shards, augment_on_device=False, **kw) -> grain.DataLoader:
+            from grace_jax.configs import base
+
+            settings = base.get_config().data  # the base recipe's crop, flip and normalization
+            settings.num_frames, settings.image_size = FLAGS.num_frames, FLAGS.image_size
+            settings.augment_on_device = augment_on_device
             return input_pipeline.make_train_loader(
-                data, "train", global_batch_size=FLAGS.batch_size, num_frames=FLAGS.num_frames,
-                image_size=FLAGS.image_size, seed=0, worker_count=workers, shard_index=0, shard_count=1, **kw)
+                data, settings, split="train", global_batch_size=FLAGS.batch_size, seed=0,
+                worker_count=workers, shard_index=0, shard_count=1, **kw)
 
         readers = {
             "shards-dev": lambda w: shard_loader(w, normalize_on_host=False, augment_on_device=True),

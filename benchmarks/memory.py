@@ -6,7 +6,7 @@
       # MAFW's clip-caption OT; --caption_tokens=77 --caption_top_k=0 gives the unbounded problem
 
 For each CLIP variant, compute dtype and remat setting, the trainer's `train.train_step` (full GRACE,
-`configs/ablations/grace.py`, unless --config says otherwise) is lowered and compiled for one device
+`configs/ablation.py:grace`, unless --config says otherwise) is lowered and compiled for one device
 at each per-device batch of 16-frame 224 px clips, and never run: XLA's `memory_analysis()` of the
 compiled step gives the argument, output, alias and temporary bytes, and the peak is arguments +
 outputs - aliased (the donated train state) + temporaries. `cost_analysis()` gives the FLOPs, shown
@@ -26,7 +26,6 @@ compile took 1-5 min.
 from __future__ import annotations
 
 import functools
-import importlib
 import os
 import sys
 import time
@@ -37,7 +36,11 @@ _VARIANTS = flags.DEFINE_list("variants", ["ViT-B/32", "ViT-B/16", "ViT-L/14"], 
 _BATCHES = flags.DEFINE_list("batches", ["1", "2", "4", "8", "16", "32", "64"], "Per-device batches.")
 _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "model.clip.dtype values.")
 _REMAT = flags.DEFINE_list("remat", ["False", "True"], "model.clip.remat values.")
-_CONFIG = flags.DEFINE_string("config", "grace", "configs/ablations/ name.")
+_CONFIG = flags.DEFINE_string(
+    "config",
+    "grace",
+    "A configs/ablation.py variant (grace, motion, cate, ot), or dferclip (configs/dferclip.py).",
+)
 _FRAMES = flags.DEFINE_integer("frames", 16, "Frames per clip.")
 _CAPTIONS = flags.DEFINE_bool(
     "captions", False, "Per-clip captions on (MAFW): adds the B x B clip-caption OT of cate.captions."
@@ -52,8 +55,10 @@ def _step(variant: str, dtype: str, remat: bool, tokenizer):
     import jax
 
     from grace_jax import train
+    from grace_jax.configs import ablation, dferclip
 
-    config = importlib.import_module(f"configs.ablations.{_CONFIG.value}").get_config()
+    name = _CONFIG.value
+    config = dferclip.get_config() if name == "dferclip" else ablation.get_config(name)
 
     config.model.clip.init = "random"  # sizes and time only: no pretrained weights needed
     config.model.clip.variant = variant

@@ -40,7 +40,8 @@ from absl import app, flags
 
 _VARIANTS = flags.DEFINE_list("variants", ["ViT-B/16", "ViT-B/32"], "CLIP variants.")
 _CONFIGS = flags.DEFINE_list(
-    "configs", ["dferclip", "motion", "cate", "ot", "grace"], "configs/ablations/ names."
+    "configs", ["dferclip", "motion", "cate", "ot", "grace"],
+    "configs/ablation.py variants, and dferclip (configs/dferclip.py).",
 )
 _REFERENCE = flags.DEFINE_enum(
     "reference", "", ["", "pytorch"], "Also time DFER-CLIP's PyTorch step (needs torch)."
@@ -58,13 +59,13 @@ def _build(name: str, variant: str, frames: int, tokenizer):
     """The trainer's own state and jitted `train.train_step` for one ablation config."""
     import torch_reference
     import functools
-    import importlib
 
     import jax
 
     from grace_jax import train
+    from grace_jax.configs import ablation, dferclip
 
-    config = importlib.import_module(f"configs.ablations.{name}").get_config()
+    config = dferclip.get_config() if name == "dferclip" else ablation.get_config(name)
 
     config.model.clip.init = "random"  # sizes and time only: no pretrained weights needed
     config.model.clip.variant = variant

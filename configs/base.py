@@ -10,7 +10,7 @@ CLIP starts from OpenAI's pretrained weights of `model.clip.variant` (`model.cli
 hub name; `OPENAI_CLIP` below); `--config.model.clip.init=/path/folder` (or an OpenAI .pt) reads them
 from disk, and `--config.model.clip.init=random` starts from random weights (said in the log).
 Every field can be overridden, e.g. --config.model.ot.epsilon=0.05 --config.model.motion.enabled=False.
-The ablations in configs/ablations/ derive from this file.
+The ablations (configs/ablation.py:<variant>, configs/dferclip.py) derive from this file.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m = c.model = ml_collections.ConfigDict()
     m.clip = ml_collections.ConfigDict()
     # tiny | ViT-B/32 | ViT-B/16 | ViT-L/14. ViT-B/16 is our choice for full GRACE (finer patches for
-    # token-level OT); DFER-CLIP uses ViT-B/32 (configs/ablations/dferclip.py).
+    # token-level OT); DFER-CLIP uses ViT-B/32 (configs/dferclip.py).
     m.clip.variant = "ViT-B/16"
     # The weights CLIP starts from: a hub name (OpenAI's of `variant` by default), a Hugging Face CLIP
     # folder, an OpenAI .pt file, or "random" (RANDOM_INIT). Change it with `variant`.

@@ -8,7 +8,7 @@ and the built-in tiny vocabulary, so every learning rate is that of a model trai
 Takes a few minutes on two CPU cores.
 """
 
-from configs import base
+from grace_jax.configs import base
 
 
 def get_config(arg: str | None = None):

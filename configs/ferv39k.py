@@ -7,7 +7,7 @@ CLIP starts from openai/clip-vit-base-patch16 (the hub cache, or fetched); offli
 --config.model.clip.init=<folder or OpenAI .pt>. On devices with less memory:
 --config.optim.grad_accum_steps=4 (the trainer names the value that fits before step 1).
 
-What is DFER-CLIP's (its official main.py and train_*.sh; configs/ablations/dferclip.py is all of it)
+What is DFER-CLIP's (its official main.py and train_*.sh; configs/dferclip.py is all of it)
 and what is GRACE's own, with the reason for each difference (tests/recipe_table_test.py checks every row
 against this config and the dferclip ablation):
 
@@ -34,7 +34,7 @@ clips a device (README, "Performance"); before step 1 the trainer checks the ste
 and names the optim.grad_accum_steps that fits (the same step in micro-batches).
 """
 
-from configs import base
+from grace_jax.configs import base
 
 
 def get_config(arg: str | None = None):

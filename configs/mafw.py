@@ -9,7 +9,7 @@ MAFW ships a description per clip, so CATE's clip-caption alignment is on here
 (`model.cate.captions=True`; DFER-CLIP reads no per-clip text). CLIP starts from
 openai/clip-vit-base-patch16; offline, --config.model.clip.init=<folder or OpenAI .pt>.
 
-What is DFER-CLIP's (its official main.py and train_*.sh; configs/ablations/dferclip.py is all of it)
+What is DFER-CLIP's (its official main.py and train_*.sh; configs/dferclip.py is all of it)
 and what is GRACE's own, with the reason for each difference (tests/recipe_table_test.py checks every row
 against this config and the dferclip ablation):
 
@@ -36,7 +36,7 @@ clips a device (README, "Performance"); before step 1 the trainer checks the ste
 and names the optim.grad_accum_steps that fits (the same step in micro-batches).
 """
 
-from configs import base, dfew
+from grace_jax.configs import base, dfew
 
 
 def get_config(arg: str | None = None):

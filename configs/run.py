@@ -28,11 +28,12 @@ def _tuples(value):
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    from grace_jax.infra import errors, paths
+    from grace_jax.infra import config_upgrade, errors, paths
 
     if not arg:
         raise errors.UsageError("configs/run.py needs the run directory: --config=configs/run.py:<workdir>")
     path = paths.join(paths.resolve(arg), "config.json")
     if not paths.exists(path):
         raise errors.NotFoundError(f"{path}: not found; configs/run.py:<dir> needs a grace_jax run.")
-    return ml_collections.ConfigDict(_tuples(json.loads(paths.read_text(path))))
+    # A run made before some of today's fields: the values it used (grace_jax/infra/config_upgrade.py).
+    return ml_collections.ConfigDict(_tuples(config_upgrade.upgrade(json.loads(paths.read_text(path)))))

@@ -10,7 +10,7 @@ from it (`grace_jax.interop.torch_pickle`: a pickle naming anything beyond tenso
 main.py's training-curve recorder is refused unread). Every size comes from the tensors, and the
 prompts' token ids from the prompt learner's buffers (`grace_jax.interop.dferclip_layout`). The run
 directory (`grace_jax.interop.dferclip`) holds `config.json` (the `dferclip` recipe,
-configs/ablations/dferclip.py, with the checkpoint's sizes), `classes.json`, an orbax checkpoint at
+configs/dferclip.py, with the checkpoint's sizes), `classes.json`, an orbax checkpoint at
 step 0 in `checkpoints/last` and `conversion.json` (source, SHA-256, epoch, best accuracy, command).
 Fine-tune it with `python -m grace_jax.main --config=configs/run.py:<workdir> --workdir=<workdir>
 --config.data.dir=...`. PyTorch is needed for this one command only: `pip install -e '.[torch]'`.

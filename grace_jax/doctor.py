@@ -69,10 +69,9 @@ def _mib(num_bytes: float | None) -> str:
 # ------------------------------------------------------------------------------ model and steps
 def _config(variant: str, frames: int, dtype: str, remat: bool, image_size: int):
     """Full GRACE with random CLIP weights; the tiny variant takes the demo's small heads."""
-    from configs import demo
-    from configs.ablations import grace as grace_config
+    from grace_jax.configs import ablation, demo
 
-    config = demo.get_config() if variant == "tiny" else grace_config.get_config()
+    config = demo.get_config() if variant == "tiny" else ablation.get_config("grace")
     config.model.clip.init = "random"  # never download: the doctor checks machines, not weights
     config.model.clip.tokenizer = "builtin:tiny"
     config.model.clip.variant = variant

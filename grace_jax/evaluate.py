@@ -172,7 +172,7 @@ def evaluate_run(
             graphdef=run["graphdef"],
             loss_cfg=dict(config.model.loss),
             num_classes=num_classes,
-            normalize=config.data.get("normalize", "clip"),
+            normalize=config.data.normalize,
         ),
         in_shardings=(state_sh, sharding.batch_sharding(mesh)),
         out_shardings=(replicated, replicated, replicated),
@@ -181,19 +181,17 @@ def evaluate_run(
     # model carries no tokenizer, so unless its config names one, it is evaluated without them.
     captions = bool(config.model.cate.captions) and bool(config_checks.tokenizer_source(config.model.clip))
     caption_tok = train.load_tokenizer(config.model) if captions else None
-    global_batch = batch_size or config.data.get("eval_batch_size") or config.optim.batch_size
+    global_batch = batch_size or config.data.eval_batch_size or config.optim.batch_size
     loader = input_pipeline.make_eval_loader(
         data,
-        split,
+        config.data,
+        split=split,
         global_batch_size=global_batch,
         # This process's rows of every global batch, as the trainer's eval loader takes them.
         **train._process_rows(sharding.batch_sharding(mesh), global_batch),  # noqa: SLF001
-        num_frames=config.data.num_frames,
-        image_size=config.data.image_size,
-        worker_count=config.data.num_workers if num_workers is None else num_workers,
+        worker_count=num_workers,
         tokenizer=caption_tok,
         normalize_on_host=False,
-        augment=config.data.get("augment", "grace"),
         # SynthFER's test split: also how much of each map lies where the expression is.
         ground_truth=localization.has_ground_truth(manifest, split),
     )
@@ -223,8 +221,8 @@ def evaluate_run(
         protocol={
             "num_frames": config.data.num_frames,
             "image_size": config.data.image_size,
-            "augment": config.data.get("augment", "grace"),
-            "normalize": config.data.get("normalize", "clip"),
+            "augment": config.data.augment,
+            "normalize": config.data.normalize,
         },
         seconds=round(seconds, 2),
         command=command or shlex.join(["python", "-m", "grace_jax.evaluate", *sys.argv[1:]]),

@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m grace_jax.kfold", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="a k-fold config: configs/dfew.py, configs/mafw.py, "
-                        "configs/ablations/dferclip.py:dfew (its argument, if any, gets ',fold=k')")
+                        "configs/dferclip.py:dfew (its argument, if any, gets ',fold=k')")
     parser.add_argument("--workdir", required=True, help="fold k trains in <workdir>/fold_k; results.json here")
     parser.add_argument("--folds", default="1,2,3,4,5", help="comma-separated fold numbers")
     parser.add_argument("--data_dir", default="", help="config.data.dir per fold, with {fold} for the number "

@@ -217,7 +217,7 @@ def run(
     loaded = runs.load(model, kind="export") if model else runs.load(workdir, which, kind="run")
     config, names, graphdef, state = loaded.config, loaded.class_names, loaded.graphdef, loaded.state
     # Runs saved before data.normalize existed were trained on CLIP-normalized frames.
-    normalize = config.data.get("normalize", "clip")
+    normalize = config.data.normalize
     step = jax.jit(functools.partial(predict_step, graphdef=graphdef, normalize=normalize))
     detector = None
     if face_crop == "auto":

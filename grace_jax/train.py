@@ -279,7 +279,7 @@ def _trainable(groups: list[optim.Group]):
 def _prepare_data(config, workdir: str) -> str | tfds_source.TfdsDataset:
     """The shard directory (or data.tfds's dataset); for SynthFER configs it is generated once under
     the workdir."""
-    if config.data.get("tfds"):  # a TFDS dataset instead of shards (grace_jax.data.tfds_source)
+    if config.data.tfds:  # a TFDS dataset instead of shards (grace_jax.data.tfds_source)
         return tfds_source.TfdsDataset.from_config(config.data)
     if config.data.dir:
         return paths.resolve(config.data.dir)
@@ -287,7 +287,7 @@ def _prepare_data(config, workdir: str) -> str | tfds_source.TfdsDataset:
     manifest_path = paths.join(out, "manifest.json")
     if paths.exists(manifest_path):
         built = (json.loads(paths.read_text(manifest_path)).get("synth") or {}).get("variant", "standard")
-        wanted = config.data.get("synth_variant", "standard")
+        wanted = config.data.synth_variant
         if built != wanted:
             raise errors.ConfigError(
                 f"data.synth_variant={wanted!r}, but {out} holds SynthFER's {built!r} variant from an "
@@ -319,7 +319,7 @@ def _build_synthfer(config, out: str) -> None:
         f"--synth_train={config.data.synth_train_clips}", f"--synth_test={config.data.synth_test_clips}",
         f"--synth_seed={config.seed}", f"--frame_size={config.data.image_size}",
         f"--workers={os.cpu_count() or 1}",
-        f"--synth_variant={config.data.get('synth_variant', 'standard')}",
+        f"--synth_variant={config.data.synth_variant}",
     ]
     if config.data.image_size % 2 == 0:  # H.264 4:2:0 needs even sides
         # One test clip per class as mp4, for the README's predict command after the demo.
@@ -405,9 +405,9 @@ def _memory_check(config, train_jit, mesh):
     """CompiledTogether's `check` for the train step: refuses, before step 1, a step that does not fit
     the device memory, naming the setting that does (grace_jax/memory.py); None when nothing is to
     be checked (train.memory_check off, or a device without a memory limit, as CPUs)."""
-    if not config.train.get("memory_check", True):
+    if not config.train.memory_check:
         return None
-    limit, where = memory.device_limit(config.train.get("device_memory_gib", 0.0))
+    limit, where = memory.device_limit(config.train.device_memory_gib)
     if limit is None:
         return None
     shape = dict(zip(sharding.AXES, config_checks.check_mesh(config)))
@@ -424,7 +424,7 @@ def _memory_check(config, train_jit, mesh):
             needed, limit, where,
             batch_size=config.optim.batch_size,
             parallel=shape["data"] * shape["fsdp"],
-            accum_steps=config.optim.get("grad_accum_steps", 1),
+            accum_steps=config.optim.grad_accum_steps,
             bytes_with=lambda k: memory.step_bytes(train_jit(k).lower(*abstract).compile()),
             dtype=config.model.clip.dtype,
             remat=config.model.clip.remat,
@@ -473,7 +473,7 @@ def _compilation_cache(config, workdir: str) -> str | None:
     restart after a preemption would compile it again; off on CPU, where resumed multi-process runs
     from the cache hung (README, "Cloud TPU and clusters"). A cache the environment already set
     (JAX_COMPILATION_CACHE_DIR) is left as it is."""
-    setting = config.train.get("compilation_cache", "auto")
+    setting = config.train.compilation_cache
     if not setting or jax.config.jax_compilation_cache_dir:
         return jax.config.jax_compilation_cache_dir or None
     if setting == "auto":
@@ -522,7 +522,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     train_clips = int(manifest["splits"][config.data.train_split]["num_clips"])
     steps_per_epoch = max(train_clips // batch_size, 1)
     total_steps = config.optim.num_epochs * steps_per_epoch
-    if config.optim.get("num_train_steps", -1) > 0:
+    if config.optim.num_train_steps > 0:
         total_steps = config.optim.num_train_steps
 
     mesh = sharding.make_mesh(dict(zip(config.mesh.axes, config.mesh.shape)))
@@ -534,8 +534,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
     loss_cfg = dict(config.model.loss)
-    normalize = config.data.get("normalize", "clip")  # configs saved before the field: CLIP mean/std
-    accum_steps = config.optim.get("grad_accum_steps", 1)
+    normalize = config.data.normalize
+    accum_steps = config.optim.grad_accum_steps
 
     def train_jit(accum: int):
         return jax.jit(
@@ -571,29 +571,17 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     ), "eval_step")
 
     caption_tok = tokenizer if config.model.cate.captions else None
-    loader_kw = dict(
-        num_frames=config.data.num_frames,
-        image_size=config.data.image_size,
-        worker_count=config.data.num_workers,
-        tokenizer=caption_tok,
-        normalize_on_host=False,
-        augment=config.data.get("augment", "grace"),
-    )
     # Host batches go onto the devices one step ahead, in a thread (grace_jax/data/prefetch.py); its
     # get_state() is the state after the batches the loop consumed, which is what checkpoints hold.
     host_iter = iter(
         input_pipeline.make_train_loader(
             data_dir,
-            config.data.train_split,
+            config.data,
             global_batch_size=batch_size,
             seed=config.seed,
-            crop_scale=tuple(config.data.crop_scale),
-            flip_probability=config.data.flip_probability,
-            augment_on_device=config.data.augment_on_device,
-            brightness=config.data.get("brightness", 0.0),
-            rotation_degrees=config.data.get("rotation_degrees", 0.0),
+            tokenizer=caption_tok,
+            normalize_on_host=False,
             **_process_rows(batch_sh, batch_size),
-            **loader_kw,
         )
     )
     train_iter = prefetch.DevicePrefetcher(host_iter, lambda b: sharding.global_batch(b, mesh))
@@ -602,16 +590,17 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     ground_truth = localization.has_ground_truth(manifest, config.data.eval_split)
     # Evaluation holds no gradients, but by default takes the training micro-batch: a size whose
     # activations the memory check has seen fit.
-    eval_batch = config.data.get("eval_batch_size") or batch_size // accum_steps
+    eval_batch = config.data.eval_batch_size or batch_size // accum_steps
 
     def eval_loader():
         return input_pipeline.make_eval_loader(
             data_dir,
-            config.data.eval_split,
+            config.data,
             ground_truth=ground_truth,
             global_batch_size=eval_batch,
+            tokenizer=caption_tok,
+            normalize_on_host=False,
             **_process_rows(batch_sh, eval_batch),
-            **loader_kw,
         )
 
     ckpt = checkpointing.Checkpoints(
@@ -634,7 +623,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     writer = metric_writers.MetricWriter(workdir, enabled=is_main, resume_step=step)
     progress = metric_writers.Progress(total_steps, batch_size, enabled=is_main)
     eval_every = config.train.eval_every_epochs * steps_per_epoch
-    if config.train.get("eval_every_steps", 0) > 0:
+    if config.train.eval_every_steps > 0:
         eval_every = config.train.eval_every_steps
     if eval_every <= 0:  # eval_every_epochs=0: evaluate once, at the end.
         eval_every = total_steps

@@ -62,7 +62,7 @@ def synthfer_dir(tmp_path_factory):
 
 def tiny_run_config(data_dir: str, num_steps: int):
     """The demo config shrunk to seconds per step: 4 frames, 32 px, batch 8."""
-    from configs import demo
+    from grace_jax.configs import demo
 
     c = demo.get_config()
     c.data.dir = data_dir

@@ -1,4 +1,4 @@
-"""configs/ablations/dferclip.py: DFER-CLIP's official recipe (main.py, train_*.sh), per dataset."""
+"""configs/dferclip.py: DFER-CLIP's official recipe (main.py, train_*.sh), per dataset."""
 
 import importlib
 
@@ -6,8 +6,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from configs import base
-from configs.ablations import dferclip
+from grace_jax.configs import base, dferclip
 
 
 def _keys(cfg, prefix=""):
@@ -54,7 +53,7 @@ def test_recipe(arg, dataset, data_dir, classes):
         "mafw": (0.0, 0.0),
     }[dataset]
     # Only fields the trainer knows: the ablation sets, it does not invent.
-    dataset_cfg = importlib.import_module(f"configs.{dataset}").get_config()
+    dataset_cfg = importlib.import_module(f"grace_jax.configs.{dataset}").get_config()
     assert _keys(c) == _keys(dataset_cfg) == _keys(base.get_config()) | (
         {"data.fold"} if dataset != "ferv39k" else set()
     )
@@ -71,7 +70,7 @@ def test_command_line_with_descriptor_sentences():
     inside the sentences are fine)."""
     argv = [
         "main",
-        "--config=configs/ablations/dferclip.py:mafw,fold=2",
+        "--config=configs/dferclip.py:mafw,fold=2",
         "--config.model.class_cues=('a b, c, and d.', 'e, f.')",
     ]
     fv = flags.FlagValues()

@@ -36,10 +36,9 @@ def _by_hand(workdir, data_dir, which):
         )
     )
     loader = input_pipeline.make_eval_loader(
-        data_dir, "test", global_batch_size=5, num_frames=config.data.num_frames,
-        image_size=config.data.image_size, shard_index=0, shard_count=1, normalize_on_host=False,
-        augment=config.data.get("augment", "grace"),
-    )  # fmt: skip
+        data_dir, config.data, split="test", global_batch_size=5, shard_index=0, shard_count=1, worker_count=0,
+        normalize_on_host=False,
+    )
     pairs = []
     for batch in loader:
         probs, _ = step(run.state, batch["video"])
@@ -98,9 +97,9 @@ def _localization_by_hand(workdir, data_dir, which):
     config = run.config
     step = jax.jit(functools.partial(predict.predict_step, graphdef=run.graphdef, normalize="clip"))
     loader = input_pipeline.make_eval_loader(
-        data_dir, "test", global_batch_size=5, num_frames=4, image_size=32, shard_index=0, shard_count=1,
+        data_dir, config.data, split="test", global_batch_size=5, shard_index=0, shard_count=1, worker_count=0,
         normalize_on_host=False, ground_truth=True,
-    )  # fmt: skip
+    )
     out = {}
     for batch in loader:
         probs, maps = step(run.state, batch["video"])

@@ -58,8 +58,8 @@ def test_five_folds_in_one_command_write_results_json(synthfer_dir, tmp_path):
 
 def test_fold_commands_and_launch_recipe(capsys):
     assert kfold.fold_config("configs/dfew.py", 3) == "configs/dfew.py:fold=3"
-    assert kfold.fold_config("configs/ablations/dferclip.py:mafw,fold=1", 4) == \
-        "configs/ablations/dferclip.py:mafw,fold=4"
+    assert kfold.fold_config("configs/dferclip.py:mafw,fold=1", 4) == \
+        "configs/dferclip.py:mafw,fold=4"
     argv = ["--config=configs/mafw.py", "--workdir=gs://b/mafw", "--data_dir=gs://b/shards/mafw_fold{fold}",
             "--launch=python -m launch.slurm --nodes=1 --gpus_per_node=8 --sbatch", "--select_on=val",
             "--dry_run", "--", "--config.optim.grad_accum_steps=4"]

@@ -12,8 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from configs import base, dfew, ferv39k, mafw
-from configs.ablations import dferclip
+from grace_jax.configs import base, dferclip, dfew, ferv39k, mafw
 from grace_jax import train
 from grace_jax.infra import config_checks, errors
 from grace_jax.models import clip as clip_lib

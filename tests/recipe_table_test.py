@@ -5,8 +5,7 @@ import re
 
 import pytest
 
-from configs import dfew, ferv39k, mafw
-from configs.ablations import dferclip
+from grace_jax.configs import dferclip, dfew, ferv39k, mafw
 
 
 def _rows(doc: str):

@@ -9,7 +9,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from configs import base
+from grace_jax.configs import base
 from grace_jax import train
 
 

@@ -1,7 +1,8 @@
 """grain input pipelines over the ArrayRecord shards written by `python -m data_prep.build_dataset`.
 
-    loader = make_train_loader("/data/shards/ferv39k", "train", global_batch_size=48, num_frames=16,
-                               image_size=224, seed=0, worker_count=8)
+    data = grace_jax.configs.ferv39k.get_config().data   # the loaders read a config's `data` section
+    data.augment_on_device = False                       # crop and flip on the host, not in the step
+    loader = make_train_loader(data.dir, data, global_batch_size=48, seed=0)
     it = iter(loader)
     batch = next(it)   # {"video": f32 [B,16,224,224,3], "label": i32 [B], "mask": bool [B], "clip_index": i32 [B]}
     state = it.get_state(); ...; it.set_state(state)   # or orbax: grain.checkpoint.CheckpointSave(it)
@@ -25,12 +26,13 @@ uint8 [B,T,H,W,3], aligned pixel for pixel with `video`, and `has_ground_truth` 
 `normalize_on_host=False` keeps `video` uint8 and leaves normalization to `normalize_on_device` inside
 the jitted step: a quarter of the bytes to batch, copy between processes and send to the accelerator
 (a 16x224x224 clip is 9.6 MB as float32, 2.4 MB as uint8), for the same values.
-`augment_on_device=True` (with `normalize_on_host=False`) also leaves the train crop and flip to the
+`data.augment_on_device=True` (with `normalize_on_host=False`) also leaves the train crop and flip to the
 accelerator: `video` is then the decoded frames at their stored size, and batches carry `crop_box`
 [B,4] and `flip` [B] (plus `crop_inside`, `rotation`, `brightness` when the augmentation uses them)
 for `device_transforms.augment`; the host only reads and decodes.
-`augment="dferclip"` gives DFER-CLIP's official transforms instead of ours (crop, eval resize),
-`brightness`/`rotation_degrees` its ColorJitter/RandomRotation, `normalize="unit"` its [0,1] input.
+`data.augment="dferclip"` gives DFER-CLIP's official transforms instead of ours (crop, eval resize),
+`data.brightness`/`data.rotation_degrees` its ColorJitter/RandomRotation, `data.normalize="unit"` its
+[0,1] input.
 """
 
 from __future__ import annotations
@@ -42,9 +44,9 @@ import sys
 import grain
 import jax
 import jax.numpy as jnp
+import ml_collections
 from absl import flags
 
-from grace_jax.infra import errors
 from grace_jax.data import schema, tfds_source
 from grace_jax.infra import errors, paths as paths_lib
 from grace_jax.data.clip_transforms import (
@@ -211,75 +213,92 @@ class BatchSliceSampler:
         return grain.sharding.ShardOptions(self._index, self._count, drop_remainder=True)
 
 
-def make_train_loader(
-    data_dir: str | tfds_source.TfdsDataset,
-    split: str = "train",
+def _split_loader(
+    source: IndexedSource,
+    data: ml_collections.ConfigDict,
+    transform,
     *,
+    shuffle: bool,
+    num_epochs: int | None,
+    seed: int,
     global_batch_size: int,
-    num_frames: int = 16,
-    image_size: int = 224,
-    seed: int = 0,
-    worker_count: int = 0,
-    shard_index: int | None = None,
-    shard_count: int | None = None,
-    tokenizer: Tokenizer | None = None,
-    crop_scale: tuple[float, float] = (0.08, 1.0),
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
-    flip_probability: float = 0.5,
-    num_epochs: int | None = None,
-    worker_buffer_size: int = 2,
-    normalize_on_host: bool = True,
-    augment_on_device: bool = False,
-    normalize: str = "clip",
-    augment: str = "grace",
-    brightness: float = 0.0,
-    rotation_degrees: float = 0.0,
+    shard_index: int | None,
+    shard_count: int | None,
+    worker_count: int | None,
+    worker_buffer_size: int,
 ) -> grain.DataLoader:
-    """Training DataLoader: shuffled, augmented, repeated (`num_epochs=None`: forever), per-process batches.
-
-    The same seed gives the same batches whatever `worker_count`; iterate with `iter(loader)` and
-    checkpoint the iterator's `get_state()` (or `grain.checkpoint.CheckpointSave(iterator)` in orbax).
-    Crop defaults are DFER-CLIP's (GroupRandomSizedCrop: area 8%..100%, aspect 3/4..4/3); `augment`
-    "grace" or "dferclip", `brightness`, `rotation_degrees` and `normalize` ("clip" or "unit", used when
-    `normalize_on_host`) are described in `clip_transforms`.
-    """
+    """This process's batches of `source` in one global order (`BatchSliceSampler`)."""
     shard_index = jax.process_index() if shard_index is None else shard_index
     shard_count = jax.process_count() if shard_count is None else shard_count
     batch = _per_process_batch(global_batch_size, shard_count)
-    _flags_for_workers(worker_count)
-    source = IndexedSource(record_source(data_dir, split))
-    sampler = BatchSliceSampler(  # one global shuffle; this process's rows of each global batch
+    workers = data.num_workers if worker_count is None else worker_count
+    _flags_for_workers(workers)
+    sampler = BatchSliceSampler(  # one global order; this process's rows of each global batch
         grain.samplers.IndexSampler(
             num_records=len(source),
             shard_options=grain.sharding.ShardOptions(0, 1, drop_remainder=True),
-            shuffle=True,
+            shuffle=shuffle,
             num_epochs=num_epochs,
-            seed=seed,
+            seed=seed if shuffle else None,
         ),
         per_process_batch=batch,
         shard_index=shard_index,
         shard_count=shard_count,
-    )
-    transform = TrainClipTransform(
-        num_frames=num_frames,
-        image_size=image_size,
-        tokenizer=tokenizer,
-        crop_scale=tuple(crop_scale),
-        crop_ratio=tuple(crop_ratio),
-        flip_probability=flip_probability,
-        normalize_on_host=normalize_on_host,
-        augment_on_device=augment_on_device,
-        normalize=normalize,
-        augment=augment,
-        brightness=brightness,
-        rotation_degrees=rotation_degrees,
     )
     return grain.DataLoader(
         data_source=source,
         sampler=sampler,
         shard_options=sampler.shard_options,
         operations=[transform, grain.transforms.Batch(batch, drop_remainder=True)],
-        worker_count=worker_count,
+        worker_count=workers,
+        worker_buffer_size=worker_buffer_size,
+    )
+
+
+def make_train_loader(
+    data_dir: str | tfds_source.TfdsDataset,
+    data: ml_collections.ConfigDict,
+    *,
+    global_batch_size: int,
+    seed: int,
+    split: str | None = None,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+    tokenizer: Tokenizer | None = None,
+    normalize_on_host: bool = True,
+    worker_count: int | None = None,
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    num_epochs: int | None = None,
+    worker_buffer_size: int = 2,
+) -> grain.DataLoader:
+    """Training DataLoader: shuffled, augmented, repeated (`num_epochs=None`: forever), per-process batches.
+
+    `data` is a config's `data` section (configs/base.py): the split (`train_split`, unless `split`),
+    `num_frames`, `image_size`, `num_workers` (unless `worker_count`), `crop_scale`, `flip_probability`,
+    `augment_on_device`, `normalize`, `augment`, `brightness` and `rotation_degrees`, described there
+    and in `clip_transforms`; `data_dir` is where the records are (the trainer's resolution of `data.dir`,
+    `data.tfds` or a generated SynthFER). `crop_ratio` is DFER-CLIP's GroupRandomSizedCrop aspect range.
+    The same seed gives the same batches whatever the worker count; iterate with `iter(loader)` and
+    checkpoint the iterator's `get_state()` (or `grain.checkpoint.CheckpointSave(iterator)` in orbax).
+    """
+    source = IndexedSource(record_source(data_dir, split or data.train_split))
+    transform = TrainClipTransform(
+        num_frames=data.num_frames,
+        image_size=data.image_size,
+        tokenizer=tokenizer,
+        crop_scale=tuple(data.crop_scale),
+        crop_ratio=tuple(crop_ratio),
+        flip_probability=data.flip_probability,
+        normalize_on_host=normalize_on_host,
+        augment_on_device=data.augment_on_device,
+        normalize=data.normalize,
+        augment=data.augment,
+        brightness=data.brightness,
+        rotation_degrees=data.rotation_degrees,
+    )
+    return _split_loader(
+        source, data, transform, shuffle=True, num_epochs=num_epochs, seed=seed, global_batch_size=global_batch_size,
+        shard_index=shard_index, shard_count=shard_count, worker_count=worker_count,
         worker_buffer_size=worker_buffer_size,
     )
 
@@ -291,24 +310,23 @@ def eval_batches(num_records: int, global_batch_size: int) -> int:
 
 def make_eval_loader(
     data_dir: str | tfds_source.TfdsDataset,
-    split: str = "test",
+    data: ml_collections.ConfigDict,
     *,
     global_batch_size: int,
-    num_frames: int = 16,
-    image_size: int = 224,
-    worker_count: int = 0,
+    split: str | None = None,
     shard_index: int | None = None,
     shard_count: int | None = None,
     tokenizer: Tokenizer | None = None,
-    worker_buffer_size: int = 2,
     normalize_on_host: bool = True,
-    normalize: str = "clip",
-    augment: str = "grace",
+    worker_count: int | None = None,
     ground_truth: bool = False,
+    worker_buffer_size: int = 2,
 ) -> grain.DataLoader:
     """Evaluation DataLoader: one pass, every clip exactly once, padding rows masked.
 
-    `augment` "grace": centre square crop; "dferclip": the whole frame resized (DFER-CLIP's test loader).
+    From the `data` config: the split (`eval_split`, unless `split`), `num_frames`, `image_size`,
+    `num_workers` (unless `worker_count`), `normalize` and `augment` ("grace": centre square crop;
+    "dferclip": the whole frame resized, DFER-CLIP's test loader).
     `ground_truth`: batches also hold `gt_expression`, `gt_distractor` (uint8 [B,T,H,W,3], the same frames,
     crop and resize as `video`) and `has_ground_truth` (bool [B]; False, with zero frames, for clips whose
     records carry none and for padding rows); see `clip_transforms.EvalClipTransform`.
@@ -317,31 +335,13 @@ def make_eval_loader(
     `shard_count` equal slices, one per process, so every process yields
     `eval_batches(num_clips, global_batch_size)` batches and each clip is in exactly one of them.
     """
-    shard_index = jax.process_index() if shard_index is None else shard_index
-    shard_count = jax.process_count() if shard_count is None else shard_count
-    batch = _per_process_batch(global_batch_size, shard_count)
-    _flags_for_workers(worker_count)
-    records = record_source(data_dir, split)
+    records = record_source(data_dir, split or data.eval_split)
     source = IndexedSource(records, length=eval_batches(len(records), global_batch_size) * global_batch_size)
-    sampler = BatchSliceSampler(
-        grain.samplers.IndexSampler(
-            num_records=len(source),
-            shard_options=grain.sharding.ShardOptions(0, 1, drop_remainder=True),
-            shuffle=False,
-            num_epochs=1,
-        ),
-        per_process_batch=batch,
-        shard_index=shard_index,
-        shard_count=shard_count,
-    )
-    transform = EvalClipTransform(num_frames=num_frames, image_size=image_size, tokenizer=tokenizer,
-                                  normalize_on_host=normalize_on_host, normalize=normalize, augment=augment,
-                                  ground_truth=ground_truth)
-    return grain.DataLoader(
-        data_source=source,
-        sampler=sampler,
-        shard_options=sampler.shard_options,
-        operations=[transform, grain.transforms.Batch(batch, drop_remainder=True)],
-        worker_count=worker_count,
+    transform = EvalClipTransform(num_frames=data.num_frames, image_size=data.image_size, tokenizer=tokenizer,
+                                  normalize_on_host=normalize_on_host, normalize=data.normalize,
+                                  augment=data.augment, ground_truth=ground_truth)
+    return _split_loader(
+        source, data, transform, shuffle=False, num_epochs=1, seed=0, global_batch_size=global_batch_size,
+        shard_index=shard_index, shard_count=shard_count, worker_count=worker_count,
         worker_buffer_size=worker_buffer_size,
     )

@@ -30,7 +30,7 @@ def check_train_config(config: ml_collections.ConfigDict, workdir: str) -> dict 
     check_mesh(config)
     check_batch(config.optim.batch_size, "optim.batch_size", config)
     check_accumulation(config)
-    if config.data.get("eval_batch_size"):
+    if config.data.eval_batch_size:
         check_batch(config.data.eval_batch_size, "data.eval_batch_size", config)
     _check_choices(config)
     _check_intervals(config.train)
@@ -91,7 +91,7 @@ def check_batch(batch_size: int, field: str, config) -> None:
 
 def check_accumulation(config) -> None:
     """optim.grad_accum_steps cuts optim.batch_size into micro-batches that split over the devices."""
-    accum, batch = config.optim.get("grad_accum_steps", 1), config.optim.batch_size
+    accum, batch = config.optim.grad_accum_steps, config.optim.batch_size
     if accum < 1:
         raise errors.ConfigError(f"optim.grad_accum_steps={accum} must be >= 1 (1: no accumulation).")
     if accum == 1:
@@ -115,8 +115,8 @@ def _one_of(field: str, value, allowed) -> None:
 
 def _check_choices(config) -> None:
     _one_of("optim.optimizer", config.optim.optimizer, optim.OPTIMIZERS)
-    _one_of("data.normalize", config.data.get("normalize", "clip"), clip_transforms.NORMALIZE_MODES)
-    _one_of("data.augment", config.data.get("augment", "grace"), clip_transforms.AUGMENT_MODES)
+    _one_of("data.normalize", config.data.normalize, clip_transforms.NORMALIZE_MODES)
+    _one_of("data.augment", config.data.augment, clip_transforms.AUGMENT_MODES)
     _one_of("model.clip.dtype", config.model.clip.dtype, ("auto", "float32", "bfloat16"))
     _check_alignment(config.model)
 
@@ -124,15 +124,15 @@ def _check_choices(config) -> None:
 def _check_alignment(model_cfg) -> None:
     """Motion weighting and OT fields whose bad values would only fail inside the first step."""
     m, ot = model_cfg.motion, model_cfg.ot
-    _one_of("model.motion.weighting", m.get("weighting", "fixed"), ("learned", "fixed"))
-    _one_of("model.motion.normalize", m.get("normalize", "clip_max"), ("robust", "clip_max"))
+    _one_of("model.motion.weighting", m.weighting, ("learned", "fixed"))
+    _one_of("model.motion.normalize", m.normalize, ("robust", "clip_max"))
     _one_of("model.motion.mode", m.mode, ("pixel", "feature"))
-    if m.get("top_k", 0) and not m.enabled:
+    if m.top_k and not m.enabled:
         raise errors.ConfigError(
             f"model.motion.top_k={m.top_k} needs model.motion.enabled=True: without motion every token "
             "weighs the same and there is nothing to choose the top k by; set top_k=0 (all tokens)."
         )
-    if not 0.0 < ot.get("tau_visual", 1.0) <= 1.0:
+    if not 0.0 < ot.tau_visual <= 1.0:
         raise errors.ConfigError(
             f"model.ot.tau_visual={ot.tau_visual} must be in (0, 1]: 1 is balanced transport, smaller "
             "lets each class move visual mass away from the motion prior."
@@ -145,7 +145,7 @@ def _check_intervals(train_cfg) -> None:
     for field in ("log_every_steps", "ckpt_every_steps", "max_checkpoints"):
         if train_cfg[field] <= 0:
             raise errors.ConfigError(f"train.{field}={train_cfg[field]} must be > 0.")
-    if train_cfg.get("eval_every_epochs", 0) < 0:
+    if train_cfg.eval_every_epochs < 0:
         raise errors.ConfigError(f"train.eval_every_epochs={train_cfg.eval_every_epochs} must be >= 0 (0: at the end).")
 
 
@@ -161,7 +161,7 @@ def tokenizer_source(clip_cfg) -> str:
 
 def _openai_variant(name: str) -> str | None:
     """The variant whose OpenAI weights the hub name `name` holds (configs/base.py OPENAI_CLIP)."""
-    from configs import base
+    from grace_jax.configs import base
 
     return {v: k for k, v in base.OPENAI_CLIP.items()}.get(name)
 
@@ -174,7 +174,7 @@ def check_clip(model_cfg, *, has_checkpoint: bool = False) -> None:
     from grace_jax.models import clip_checkpoint, grace
 
     clip_cfg = model_cfg.clip
-    if clip_cfg.get("architecture") is None:
+    if clip_cfg.architecture is None:
         try:
             clip_lib.clip_config(clip_cfg.variant)
         except ValueError:
@@ -185,7 +185,7 @@ def check_clip(model_cfg, *, has_checkpoint: bool = False) -> None:
     if not clip_cfg.init and not has_checkpoint:
         # Before: "" meant random weights, and a dataset config without an init trained a DFER model
         # from a random CLIP without a word.
-        from configs import base
+        from grace_jax.configs import base
 
         named = base.OPENAI_CLIP.get(clip_cfg.variant)
         raise errors.ConfigError(
@@ -203,7 +203,7 @@ def check_clip(model_cfg, *, has_checkpoint: bool = False) -> None:
                 "file or a hub name (owner/name), or 'random' for random weights."
             ) from None
         weights_of = _openai_variant(clip_cfg.init)
-        if weights_of and clip_cfg.get("architecture") is None and weights_of != clip_cfg.variant:
+        if weights_of and clip_cfg.architecture is None and weights_of != clip_cfg.variant:
             raise errors.ConfigError(
                 f"model.clip.init={clip_cfg.init} holds OpenAI's {weights_of}, but model.clip.variant="
                 f"{clip_cfg.variant}: also set --config.model.clip.init="
@@ -229,7 +229,7 @@ def check_clip(model_cfg, *, has_checkpoint: bool = False) -> None:
 
 def configs_openai_name(variant: str) -> str:
     """OpenAI's hub name for `variant`, or a placeholder saying there is none."""
-    from configs import base
+    from grace_jax.configs import base
 
     return base.OPENAI_CLIP.get(variant, "<CLIP weights of that variant>")
 
@@ -255,12 +255,12 @@ def check_data(config) -> dict | None:
     """data.dir's manifest, splits and shards, and the class count; None for SynthFER (generated
     under the workdir), whose class count is checked here against the one it will have."""
     data = config.data
-    if data.get("tfds"):
+    if data.tfds:
         manifest = tfds_source.check_config(config)
         class_set.check_count(config, manifest)
         return manifest
     if not data.dir:
-        if not data.get("synth_train_clips"):
+        if not data.synth_train_clips:
             raise errors.ConfigError(
                 "data.dir is empty: set --config.data.dir to a folder of shards written by "
                 "python -m data_prep.build_dataset."

@@ -17,7 +17,7 @@ vocabulary, frames, contexts. Head counts are not stored in a state dict; CLIP's
 
 The run directory (written to a temporary name and renamed when complete; a failed conversion leaves
 nothing) holds what `grace_jax.predict`, `grace_jax.evaluate` and training read: `config.json` (the
-`dferclip` recipe, configs/ablations/dferclip.py, with the checkpoint's sizes, the recovered token ids
+`dferclip` recipe, configs/dferclip.py, with the checkpoint's sizes, the recovered token ids
 in `model.prompt.token_ids` so that no tokenizer is needed, and the decoded sentences in
 `model.class_cues` where a CLIP tokenizer is at hand), `classes.json`, an orbax checkpoint at step 0
 in `checkpoints/last`, and `conversion.json` (source file, its SHA-256, epoch, best accuracy, the
@@ -109,7 +109,7 @@ def convert_dferclip(
     Args:
       checkpoint: a .pth saved by DFER-CLIP's main.py (or a bare state dict of its model).
       workdir: the run directory to create (local; must not exist yet).
-      dataset, fold: the recipe (configs/ablations/dferclip.py) the config is written with; default
+      dataset, fold: the recipe (configs/dferclip.py) the config is written with; default
         from the file name or the class count. Only training reads dataset-specific settings.
       tokenizer: a CLIP tokenizer (directory or hub name) to decode the recovered sentences with;
         default openai/clip-vit-base-patch32 for CLIP's vocabulary, where available offline or online.
@@ -151,7 +151,7 @@ def convert_dferclip(
         "epoch": meta.get("epoch"),
         # DFER-CLIP's best test accuracy (WAR, in %) over its epochs, as main.py recorded it.
         "best_acc": meta.get("best_acc"),
-        "recipe": f"configs/ablations/dferclip.py:{_recipe_arg(dataset, fold)}",
+        "recipe": f"configs/dferclip.py:{_recipe_arg(dataset, fold)}",
         "texts": texts,
         "token_ids": token_rows,
         "command": command or shlex.join(["python", "-m", "grace_jax.convert", *sys.argv[1:]]),
@@ -183,7 +183,7 @@ def _recipe_arg(dataset: str, fold: int | None) -> str:
 
 def _config(*, dataset, fold, clip_config, num_classes, n_ctx, class_specific, num_frames, temporal,
             token_rows, texts, tokenizer):  # fmt: skip
-    from configs.ablations import dferclip
+    from grace_jax.configs import dferclip
     from grace_jax.models import clip as clip_lib
 
     c = dferclip.get_config(_recipe_arg(dataset, fold))

@@ -116,7 +116,7 @@ def variant_name(config: CLIPConfig) -> str | None:
 def config_for(clip_cfg) -> CLIPConfig:
     """The architecture a `model.clip` config section asks for: `architecture` when it is set (it
     wins over `variant`), else the named `variant`."""
-    architecture = clip_cfg.get("architecture")
+    architecture = clip_cfg.architecture
     if architecture:
         return config_from_dict(architecture)
     return clip_config(clip_cfg.variant)

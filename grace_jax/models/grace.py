@@ -16,7 +16,7 @@ Forward pass for B clips of T frames, C classes (D = CLIP joint dim, P patches p
 
 With motion, CATE and OT all off this is DFER-CLIP exactly (fixed scale 100, class-specific contexts,
 one temporal layer; with ``prompt.text="cue"`` its class-descriptor prompts; see
-configs/ablations/dferclip.py and tests/models/dferclip_parity_test.py). The model is an NNX module
+configs/dferclip.py and tests/models/dferclip_parity_test.py). The model is an NNX module
 whose forward is a pure function of its state, so it runs under ``nnx.split`` / ``nnx.merge`` inside
 ``jax.jit``.
 """
@@ -108,10 +108,10 @@ class GRACE(nnx.Module):
             dtype=dtype,
             rngs=rngs,
         )
-        self.learned_motion = self.use_motion and cfg.motion.get("weighting", "fixed") == "learned"
+        self.learned_motion = self.use_motion and cfg.motion.weighting == "learned"
         if self.learned_motion:
             self.motion_head = motion.MotionHead(
-                dim, hidden=cfg.motion.get("hidden", 64), dtype=dtype, rngs=rngs
+                dim, hidden=cfg.motion.hidden, dtype=dtype, rngs=rngs
             )
         else:
             self.motion_head = None
@@ -142,8 +142,7 @@ class GRACE(nnx.Module):
             m = motion.feature_motion(patches)  # [B,T,P]
         else:
             raise ValueError(f"model.motion.mode must be 'pixel' or 'feature', got {c['mode']!r}")
-        # Configs saved before the field existed divided by the clip maximum.
-        normalize = c.get("normalize", "clip_max")
+        normalize = c["normalize"]
         if self.motion_head is None:
             return motion.motion_weights(m, tau=c["tau"], alpha=c["alpha"], normalize=normalize)
         prior_logit = motion.normalize_motion(m, normalize) / c["tau"]  # [B,T,P]
@@ -166,9 +165,8 @@ class GRACE(nnx.Module):
             threshold=c["threshold"],
             inner_iterations=c["inner_iterations"],
             implicit=c["implicit"],
-            # Configs saved before these fields existed: absolute epsilon, balanced transport.
-            relative_epsilon=c.get("relative_epsilon", False),
-            tau_b=c.get("tau_visual", 1.0),
+            relative_epsilon=c["relative_epsilon"],
+            tau_b=c["tau_visual"],
             probe=probe,
         )
 
@@ -243,7 +241,7 @@ class GRACE(nnx.Module):
         if not self.use_ot and not (self.use_captions and captions is not None):
             return global_logits, aux
 
-        k = int(self.motion_cfg.get("top_k", 0) or 0)
+        k = int(self.motion_cfg["top_k"] or 0)
         vis, vis_mass, vis_idx = motion.select_top_k(patches, weights, k)  # [B,K,D], [B,K], [B,K]
         logits = global_logits
         if self.use_ot:
@@ -290,7 +288,7 @@ class GRACE(nnx.Module):
         """
         if caption_eot is None:
             caption_eot = clip_lib.find_eot(captions, self.clip.config.text.eos_token_id)
-        length = min(int(self.cate_cfg.get("caption_tokens", 0) or captions.shape[1]), captions.shape[1])
+        length = min(int(self.cate_cfg["caption_tokens"] or captions.shape[1]), captions.shape[1])
         cap_ids = captions[:, :length]  # [B,Lc]
         cap = jax.lax.stop_gradient(self.clip.encode_text(cap_ids, jnp.minimum(caption_eot, length - 1))[1])
         # Word tokens only (0 < position < EOT), as far as the cut keeps them.
@@ -305,7 +303,7 @@ class GRACE(nnx.Module):
         # masks these pairs out).
         empty = cap_valid.sum(-1, keepdims=True) == 0
         cap_mass = jnp.where(empty, 1.0 / length, cap_mass)
-        k = int(self.cate_cfg.get("caption_top_k", 0) or 0)
+        k = int(self.cate_cfg["caption_top_k"] or 0)
         vis, vis_mass, _ = motion.select_top_k(patches, weights, k)  # [B,K,D], [B,K]
         scores, res = self._ot(cap[None], cap_mass[None], vis[:, None], vis_mass[:, None], probe)
         return scores, res.n_iters
@@ -313,10 +311,10 @@ class GRACE(nnx.Module):
 
 def _stored_cue_rows(cfg: Any):
     """The cue token ids to use with stored prompt ids, or None when the cues must be tokenised."""
-    rows = cfg.cate.get("token_ids")
+    rows = cfg.cate.token_ids
     if rows:
         return rows
-    if cfg.prompt.get("text", "name") == "cue" or not cfg.cate.enabled:
+    if cfg.prompt.text == "cue" or not cfg.cate.enabled:
         # The prompt texts are the cues; or CATE, the only reader of cue ids, is off.
         return cfg.prompt.token_ids
     return None
@@ -326,7 +324,7 @@ def needs_tokenizer(cfg: Any) -> bool:
     """False when ``cfg`` (the model section) stores the token ids of its class texts
     (``model.prompt.token_ids``, and ``model.cate.token_ids`` where CATE reads other cues): converted
     and exported models are built without a tokenizer, so without a download."""
-    return not cfg.prompt.get("token_ids") or _stored_cue_rows(cfg) is None
+    return not cfg.prompt.token_ids or _stored_cue_rows(cfg) is None
 
 
 def class_tokens_from_config(cfg: Any, tokenizer) -> prompts.ClassTokens:
@@ -337,7 +335,7 @@ def class_tokens_from_config(cfg: Any, tokenizer) -> prompts.ClassTokens:
     ``class_names``/``class_cues`` are for display only; ``model.cate.token_ids`` likewise holds the
     cue ids, which default to the prompt ids when the prompts are the cues (``prompt.text="cue"``).
     """
-    if cfg.prompt.get("token_ids"):
+    if cfg.prompt.token_ids:
         cue_rows = _stored_cue_rows(cfg)
         if cue_rows is None:
             cues = class_cues_lib.class_cues(
@@ -360,8 +358,7 @@ def class_tokens_from_config(cfg: Any, tokenizer) -> prompts.ClassTokens:
         [c.name for c in cues],
         [c.cue for c in cues],
         cfg.prompt.n_ctx,
-        # Configs saved before the field existed put the class name there.
-        prompt_text=cfg.prompt.get("text", "name"),
+        prompt_text=cfg.prompt.text,
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import ml_collections
 
-from grace_jax.infra import errors, paths
+from grace_jax.infra import config_upgrade, errors, paths
 
 FREE_FIELDS = (
     "train.*",  # logging, evaluation and checkpoint intervals, checkpoints kept
@@ -120,7 +120,8 @@ def check(config: ml_collections.ConfigDict, workdir: str, process_count: int = 
     stored_path = paths.join(workdir, "config.json")
     if not paths.exists(stored_path):
         return [f"{stored_path} is missing: the config could not be compared with the checkpoint's run."]
-    stored = json.loads(paths.read_text(stored_path))
+    # Fields added since the run was made: the values it used (a different one is a change like any other).
+    stored = config_upgrade.upgrade(json.loads(paths.read_text(stored_path)))
     new = json.loads(config.to_json_best_effort())
     started = step > 0 or paths.isdir(paths.join(step_dir, "data"))
     refused, taken = compare(stored, new, process_count=process_count, started=started)

@@ -26,7 +26,7 @@ import ml_collections
 from flax import nnx
 
 from grace_jax import sharding, train
-from grace_jax.infra import errors, hub, paths
+from grace_jax.infra import config_upgrade, errors, hub, paths
 from grace_jax.interop import hf_export
 from grace_jax.models import grace
 from grace_jax.run import checkpointing
@@ -61,7 +61,7 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
             f"{path}: not found; --workdir must be a grace_jax run (a folder written by grace_jax.main "
             "or grace_jax.convert)."
         )
-    return ml_collections.ConfigDict(json.loads(paths.read_text(path)))
+    return ml_collections.ConfigDict(config_upgrade.upgrade(json.loads(paths.read_text(path))))
 
 
 def read_class_names(directory: str, num_classes: int) -> list[str]:

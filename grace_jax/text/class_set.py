@@ -76,7 +76,7 @@ def resolve(config: ml_collections.ConfigDict, manifest: dict | None) -> ml_coll
     m = out.model
     m.num_classes = count
     builtin = count <= len(class_cues.CLASS_CUES) and names == [c.name for c in class_cues.class_cues(count)]
-    if names and not m.class_names and not builtin and not m.prompt.get("token_ids"):
+    if names and not m.class_names and not builtin and not m.prompt.token_ids:
         m.class_names = tuple(names)
         if not m.class_cues:
             m.class_cues = tuple(class_cues.cue_for_name(n).cue for n in names)

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from data_prep import job
+from grace_jax.configs import base
 from grace_jax.data import input_pipeline as ip
 from grace_jax.data import device_transforms
 from grace_jax.data.clip_transforms import CLIP_MEAN, CLIP_STD
@@ -44,10 +45,29 @@ def fake_tokenizer(texts):
     return ids, eot
 
 
+def _data(**fields):
+    """configs/base.py's data section at the tests' sizes, with the crop and flip on the host."""
+    data = base.get_config().data
+    data.update(dict(num_frames=8, image_size=16, num_workers=0, augment_on_device=False) | fields)
+    return data
+
+
+def _loader_args(kw, **defaults):
+    """(data config, loader keywords): the keywords named like a data config field go into the config."""
+    fields = base.get_config().data
+    args = defaults | kw
+    data = _data(**{k: args.pop(k) for k in list(args) if k in fields})
+    return data, args
+
+
 def _train(data_dir, **kw):
-    args = dict(global_batch_size=4, num_frames=8, image_size=16, seed=0, worker_count=0, shard_index=0, shard_count=1)
-    args.update(kw)
-    return ip.make_train_loader(data_dir, "train", **args)
+    data, args = _loader_args(kw, global_batch_size=4, seed=0, shard_index=0, shard_count=1)
+    return ip.make_train_loader(data_dir, data, **args)
+
+
+def _eval(data_dir, split="test", **kw):
+    data, args = _loader_args(kw, global_batch_size=4, shard_index=0, shard_count=1)
+    return ip.make_eval_loader(data_dir, data, split=split, **args)
 
 
 def _take(iterator, n):
@@ -84,6 +104,19 @@ def test_train_batch_structure_and_normalization(synth_dir):
             ids, eot = fake_tokenizer([text])
             np.testing.assert_array_equal(batch["caption_ids"][row], ids[0])
             assert batch["caption_eot"][row] == eot[0]
+
+
+def test_loaders_read_their_settings_from_the_data_config(synth_dir):
+    # The splits, sizes and augmentation come from config.data; `split` overrides the config's.
+    data = _data(train_split="test", eval_split="train", num_frames=4, image_size=8, flip_probability=0.0)
+    train = next(iter(ip.make_train_loader(synth_dir, data, global_batch_size=4, seed=0, shard_index=0,
+                                           shard_count=1)))
+    assert train["video"].shape == (4, 4, 8, 8, 3) and train["clip_index"].max() < NUM_TEST
+    evaluated = list(ip.make_eval_loader(synth_dir, data, global_batch_size=4, shard_index=0, shard_count=1))
+    assert sorted(np.concatenate([b["clip_index"] for b in evaluated]).tolist()) == list(range(NUM_TRAIN))
+    named = list(ip.make_eval_loader(synth_dir, data, split="test", global_batch_size=4, shard_index=0,
+                                     shard_count=1))
+    assert len(named) == ip.eval_batches(NUM_TEST, 4)
 
 
 def test_uint8_batches_normalized_on_device_equal_host_normalization(synth_dir):
@@ -160,9 +193,9 @@ def test_process_batches_put_together_are_the_one_process_batches(synth_dir):
     fresh = iter(_train(synth_dir, shard_index=1, shard_count=2, **kw))
     fresh.set_state(states[1])
     _assert_same(_take(fresh, 3), parts[1][6:])
-    evals = [list(ip.make_eval_loader(synth_dir, "test", global_batch_size=4, num_frames=8, image_size=16,
+    evals = [list(_eval(synth_dir, "test", global_batch_size=4, num_frames=8, image_size=16,
                                       shard_index=i, shard_count=2, normalize_on_host=False)) for i in range(2)]
-    one_eval = list(ip.make_eval_loader(synth_dir, "test", global_batch_size=4, num_frames=8, image_size=16,
+    one_eval = list(_eval(synth_dir, "test", global_batch_size=4, num_frames=8, image_size=16,
                                         shard_index=0, shard_count=1, normalize_on_host=False))
     _assert_same(one_eval, [{k: np.concatenate([a[k], b[k]]) for k in a} for a, b in zip(*evals)])
     with pytest.raises(ValueError, match="shard_index 2 is not in"):
@@ -174,7 +207,7 @@ def test_eval_sees_every_clip_once_with_masked_padding(synth_dir, shard_count):
     seen, counts = [], []
     labels = [r["label"] for r in ip.read_clip_table(synth_dir, "test")]
     for i in range(shard_count):
-        loader = ip.make_eval_loader(synth_dir, "test", global_batch_size=4, num_frames=8, image_size=16,
+        loader = _eval(synth_dir, "test", global_batch_size=4, num_frames=8, image_size=16,
                                      shard_index=i, shard_count=shard_count)
         batches = list(loader)
         counts.append(len(batches))
@@ -206,13 +239,13 @@ def _frame_numbers(video):
 
 def test_pipeline_samples_the_protocol_frames(tmp_path):
     data_dir = _grey_dataset(tmp_path)
-    batch = next(iter(ip.make_eval_loader(data_dir, "test", global_batch_size=2, num_frames=16, image_size=16,
+    batch = next(iter(_eval(data_dir, "test", global_batch_size=2, num_frames=16, image_size=16,
                                           shard_index=0, shard_count=1)))
     np.testing.assert_array_equal(_frame_numbers(batch["video"][0]), [0, 2, 3, 5, 7, 8, 10, 11, 13, 14, 16, 17, 19, 21, 22, 24])
     np.testing.assert_array_equal(_frame_numbers(batch["video"][1]), list(range(10)) + [9] * 6)
     edges = [0, 1, 3, 4, 6, 7, 9, 10, 12, 14, 15, 17, 18, 20, 21, 23, 25]
-    train = ip.make_train_loader(data_dir, "test", global_batch_size=2, num_frames=16, image_size=16, seed=0,
-                                 shard_index=0, shard_count=1, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
+    train = _train(data_dir, split="test", global_batch_size=2, num_frames=16, crop_scale=(1.0, 1.0),
+                   crop_ratio=(1.0, 1.0))
     for batch in _take(iter(train), 3):
         long_clip = batch["video"][batch["clip_index"] == 0][0]
         frames = _frame_numbers(long_clip)
@@ -220,17 +253,17 @@ def test_pipeline_samples_the_protocol_frames(tmp_path):
 
 
 def test_eval_padding_rows_have_no_caption_and_missing_data_is_named(synth_dir, tmp_path):
-    batches = list(ip.make_eval_loader(synth_dir, "test", global_batch_size=4, num_frames=4, image_size=16,
+    batches = list(_eval(synth_dir, "test", global_batch_size=4, num_frames=4, image_size=16,
                                        shard_index=0, shard_count=1, tokenizer=fake_tokenizer))
     last = batches[-1]
     assert not last["has_caption"][~last["mask"]].any()
     assert np.all(last["caption_ids"][~last["mask"]][:, 0] == 49406)
     with pytest.raises(FileNotFoundError, match="not a dataset built by data_prep.build_dataset"):
-        ip.make_eval_loader(str(tmp_path), "test", global_batch_size=4, shard_index=0, shard_count=1)
+        _eval(str(tmp_path), "test")
     with pytest.raises(ValueError, match="split 'val' not in"):
-        ip.make_eval_loader(synth_dir, "val", global_batch_size=4, shard_index=0, shard_count=1)
+        _eval(synth_dir, "val", global_batch_size=4, shard_index=0, shard_count=1)
     with pytest.raises(ValueError, match="not divisible by 3 processes"):
-        ip.make_train_loader(synth_dir, "train", global_batch_size=4, shard_index=0, shard_count=3)
+        _train(synth_dir, shard_count=3)
 
 
 def test_augment_on_device_gives_the_host_crops_and_flips(synth_dir):
@@ -260,7 +293,7 @@ def test_unit_normalization_on_host_and_on_device(synth_dir):
     # DFER-CLIP's ToTorchFormatTensor: float32(x) / 255, no mean/std. Same values on the accelerator.
     np.testing.assert_array_equal(unit["video"], raw["video"].astype(np.float32) / np.float32(255))
     np.testing.assert_array_equal(np.asarray(ip.normalize_on_device(raw["video"], "unit")), unit["video"])
-    evaluated = next(iter(ip.make_eval_loader(synth_dir, "test", global_batch_size=4, num_frames=8, image_size=16,
+    evaluated = next(iter(_eval(synth_dir, "test", global_batch_size=4, num_frames=8, image_size=16,
                                               shard_index=0, shard_count=1, normalize="unit")))
     assert 0.0 <= evaluated["video"].min() and evaluated["video"].max() <= 1.0
     with pytest.raises(ValueError, match="normalize='imagenet'"):
@@ -289,10 +322,10 @@ def test_dferclip_eval_resize_equals_the_centre_crop_on_square_shards(synth_dir)
     # Shards hold square frames (data_prep resizes the shorter side and centre-crops), where resizing
     # the whole frame (DFER-CLIP's GroupResize) and the centre square crop are the same image.
     kw = dict(global_batch_size=4, num_frames=8, image_size=16, shard_index=0, shard_count=1, normalize_on_host=False)
-    _assert_same(list(ip.make_eval_loader(synth_dir, "test", augment="dferclip", **kw)),
-                 list(ip.make_eval_loader(synth_dir, "test", **kw)))
+    _assert_same(list(_eval(synth_dir, "test", augment="dferclip", **kw)),
+                 list(_eval(synth_dir, "test", **kw)))
     with pytest.raises(ValueError, match="augment='dfer'"):
-        ip.make_eval_loader(synth_dir, "test", augment="dfer", **kw)
+        _eval(synth_dir, "test", augment="dfer", **kw)
 
 
 @pytest.mark.parametrize("augment", ["grace", "dferclip"])
@@ -302,8 +335,8 @@ def test_eval_ground_truth_is_aligned_with_video(synth_dir, augment):
     from grace_jax.data.segments import segment_indices
 
     kw = dict(global_batch_size=4, num_frames=8, image_size=16, shard_index=0, shard_count=1, augment=augment)
-    batches = list(ip.make_eval_loader(synth_dir, "test", ground_truth=True, normalize_on_host=False, **kw))
-    plain = list(ip.make_eval_loader(synth_dir, "test", normalize_on_host=False, **kw))
+    batches = list(_eval(synth_dir, "test", ground_truth=True, normalize_on_host=False, **kw))
+    plain = list(_eval(synth_dir, "test", normalize_on_host=False, **kw))
     table = ip.read_clip_table(synth_dir, "test")
     config = synth.SynthConfig(frame_size=24, min_frames=6, max_frames=20)
     box = ct.full_box(24, 24) if augment == "dferclip" else ct.centre_box(24, 24)
@@ -328,5 +361,5 @@ def test_eval_ground_truth_is_aligned_with_video(synth_dir, augment):
             rows += 1
     assert rows == NUM_TEST
     # The train split's records carry none (as records written before ground truth existed).
-    train = next(iter(ip.make_eval_loader(synth_dir, "train", ground_truth=True, **kw)))
+    train = next(iter(_eval(synth_dir, "train", ground_truth=True, **kw)))
     assert not train["has_ground_truth"].any() and not train["gt_expression"].any()

@@ -14,10 +14,12 @@ from grace_jax.data import prefetch
 
 
 def _loader(data_dir, seed=0):
-    return ip.make_train_loader(
-        data_dir, "train", global_batch_size=8, num_frames=4, image_size=16, seed=seed,
-        worker_count=0, shard_index=0, shard_count=1, normalize_on_host=False,
-    )  # fmt: skip
+    from grace_jax.configs import base
+
+    data = base.get_config().data
+    data.num_frames, data.image_size, data.num_workers, data.augment_on_device = 4, 16, 0, False
+    return ip.make_train_loader(data_dir, data, global_batch_size=8, seed=seed, shard_index=0, shard_count=1,
+                                normalize_on_host=False)
 
 
 @pytest.fixture(scope="module")

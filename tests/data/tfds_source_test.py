@@ -61,9 +61,17 @@ def test_records_pickle_for_grain_worker_processes(prepared):
     assert len(copy) == NUM_TEST and [copy[i] for i in range(NUM_TEST)] == [records[i] for i in range(NUM_TEST)]
 
 
+def _data():
+    """configs/base.py's data section at these clips' sizes, crops and flips on the host."""
+    from grace_jax.configs import base
+
+    data = base.get_config().data
+    data.num_frames, data.image_size, data.num_workers, data.augment_on_device = 4, 24, 0, False
+    return data
+
+
 def _train(dataset, seed=0):
-    return ip.make_train_loader(dataset, "train", global_batch_size=4, num_frames=4, image_size=24, seed=seed,
-                                shard_index=0, shard_count=1)
+    return ip.make_train_loader(dataset, _data(), global_batch_size=4, seed=seed, shard_index=0, shard_count=1)
 
 
 def test_train_batches_repeat_with_the_seed_and_resume_from_the_iterator_state(prepared):
@@ -89,8 +97,7 @@ def test_eval_covers_every_clip_once_with_its_label(prepared):
     dataset, _ = prepared
     records = ip.record_source(dataset, "test")
     labels = {i: schema.parse(records[i]).label for i in range(len(records))}
-    loader = ip.make_eval_loader(dataset, "test", global_batch_size=4, num_frames=4, image_size=24,
-                                 shard_index=0, shard_count=1)
+    loader = ip.make_eval_loader(dataset, _data(), split="test", global_batch_size=4, shard_index=0, shard_count=1)
     rows = [(int(i), int(y)) for b in loader for i, y, m in zip(b["clip_index"], b["label"], b["mask"]) if m]
     assert sorted(rows) == sorted(labels.items())
 

@@ -48,7 +48,7 @@ def _flatten(config, prefix=""):
 
 def config_flags(config) -> list[str]:
     """`--config.a.b=value` for every field in which `config` differs from configs/demo.py."""
-    from configs import demo
+    from grace_jax.configs import demo
 
     base = _flatten(demo.get_config())
     flags = []
@@ -201,7 +201,7 @@ def _final_confusion(workdir):
 def test_initialize_arguments_from_config_then_environment():
     import ml_collections
 
-    from configs import base
+    from grace_jax.configs import base
 
     cfg = base.get_config().distributed
     assert not distributed.wanted(cfg, environ={})

@@ -179,7 +179,7 @@ def test_recovered_token_ids_are_the_ones_the_model_was_built_with(official, con
     assert [t.replace(" ,", ",").replace(" .", ".") for t in info["texts"]] == list(SENTENCES)
     assert config["model"]["class_cues"] == info["texts"]
     assert (info["epoch"], info["best_acc"]) == (7, pytest.approx(61.25))
-    assert info["recipe"] == "configs/ablations/dferclip.py:dfew,fold=2"
+    assert info["recipe"] == "configs/dferclip.py:dfew,fold=2"
     assert json.load(open(os.path.join(workdir, "classes.json")))[:3] == ["happiness", "sadness", "neutral"]
     assert "class 0: cheeks raised" in stdout
     # The model holds DFER-CLIP's EOT positions and its sizes, read from the tensors.
@@ -246,7 +246,7 @@ def test_converted_run_fine_tunes_and_evaluates(converted, synthfer_dir, tmp_pat
     """Training continues from the converted weights (step 0) with the run's own config."""
     import shutil
 
-    from configs import run as run_config
+    from grace_jax.configs import run as run_config
     from grace_jax import train
 
     workdir = str(tmp_path / "finetune")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs import base
+from grace_jax.configs import base
 from grace_jax import losses
 from grace_jax.models import clip as clip_lib
 from grace_jax.models import grace, prompts

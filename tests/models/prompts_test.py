@@ -111,7 +111,7 @@ def test_prompt_text_modes_tokenise_like_dferclip():
 def test_config_overrides_work_in_both_modes():
     """model.class_names / model.class_cues reach the prompts in the mode that uses them; the
     built-in cue sentences fill the classes an override leaves empty."""
-    from configs import base
+    from grace_jax.configs import base
     from grace_jax.models import grace
 
     tok = Tokenizer.from_pretrained("builtin:tiny")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from configs import demo
+from grace_jax.configs import demo
 from grace_jax import train
 from grace_jax.models import clip as clip_lib
 from grace_jax.models import grace, prompts

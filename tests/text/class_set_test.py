@@ -2,7 +2,7 @@
 
 import pytest
 
-from configs import base, demo
+from grace_jax.configs import base, demo
 from grace_jax.infra import errors
 from grace_jax.text import class_cues, class_set
 

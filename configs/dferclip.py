@@ -1,4 +1,4 @@
-r"""Ablation `dferclip`: DFER-CLIP (Zhao & Liu, BMVC 2023) as its official code trains it.
+r"""DFER-CLIP (Zhao & Liu, BMVC 2023) as its official code trains it: the `dferclip` recipe.
 
 Motion weighting, CATE and OT are off, and every setting follows DFER-CLIP's main.py and its
 train_DFEW.sh / train_FERV39k.sh / train_MAFW.sh (read from the official code, not from the paper):
@@ -17,15 +17,15 @@ train_DFEW.sh / train_FERV39k.sh / train_MAFW.sh (read from the official code, n
 
 The argument picks the dataset (and fold) as configs/dfew.py, ferv39k.py and mafw.py do:
 
-  python -m grace_jax.main --config=configs/ablations/dferclip.py:dfew,fold=3 --workdir=runs/dfc_dfew3
-  python -m grace_jax.main --config=configs/ablations/dferclip.py:ferv39k --workdir=runs/dfc_ferv39k
-  python -m grace_jax.main --config=configs/ablations/dferclip.py:mafw,fold=2 --workdir=runs/dfc_mafw2
+  python -m grace_jax.main --config=configs/dferclip.py:dfew,fold=3 --workdir=runs/dfc_dfew3
+  python -m grace_jax.main --config=configs/dferclip.py:ferv39k --workdir=runs/dfc_ferv39k
+  python -m grace_jax.main --config=configs/dferclip.py:mafw,fold=2 --workdir=runs/dfc_mafw2
 
 No argument means DFEW fold 1; CLIP starts from openai/clip-vit-base-patch32 (the Hugging Face copy of
 what DFER-CLIP's clip.load("ViT-B/32") downloads). DFER-CLIP itself keeps the checkpoint with the best
 test accuracy (WAR) and reports that checkpoint's UAR and WAR; our trainer keeps the best by UAR and
 records the best-WAR evaluation beside it (final_metrics.json "best_war"; grace_jax.folds reports both).
-All five folds in one command: python -m grace_jax.kfold --config=configs/ablations/dferclip.py:dfew
+All five folds in one command: python -m grace_jax.kfold --config=configs/dferclip.py:dfew
 --workdir=runs/dfc_dfew.
 """
 
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import base, dfew, ferv39k, mafw
+from grace_jax.configs import base, dfew, ferv39k, mafw
 
 _DATASETS = {"dfew": dfew, "ferv39k": ferv39k, "mafw": mafw}
 # Per-dataset train transforms of DFER-CLIP's train_data_loader: (brightness, rotation degrees).
@@ -47,7 +47,7 @@ def _parse(arg: str | None) -> tuple[str, str | None]:
     dataset, _, rest = arg.partition(",")
     if dataset not in _DATASETS:
         raise ValueError(
-            "configs/ablations/dferclip.py takes 'dfew[,fold=N]', 'ferv39k' or 'mafw[,fold=N]', "
+            "configs/dferclip.py takes 'dfew[,fold=N]', 'ferv39k' or 'mafw[,fold=N]', "
             f"got {arg!r}."
         )
     if rest and dataset == "ferv39k":
