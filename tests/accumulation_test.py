@@ -12,6 +12,9 @@ import pytest
 from grace_jax import memory, sharding, train
 from grace_jax.infra import errors
 
+# Each test compiles and runs full-size accumulated training steps.
+pytestmark = pytest.mark.slow
+
 
 def _setup(tiny_config, batch_size: int):
     config = tiny_config("unused", 1)

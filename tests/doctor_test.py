@@ -28,6 +28,7 @@ def _run(*args: str, cwd: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_quick_self_check_on_cpu(tmp_path):
     out = tmp_path / "report.json"
     run = _run("--quick", "--max_batch_search", f"--out={out}", cwd=str(tmp_path))
@@ -57,6 +58,7 @@ def test_quick_self_check_on_cpu(tmp_path):
     assert "no memory limit" in step["largest_batch"]["note"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [

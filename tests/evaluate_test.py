@@ -58,6 +58,7 @@ def _by_hand(workdir, data_dir, which):
     return confusion, recalls, sum(present) / len(present), war, len(pairs)
 
 
+@pytest.mark.slow
 def test_numbers_equal_a_confusion_matrix_counted_by_hand(tiny_run, synthfer_dir, tmp_path):
     workdir, _ = tiny_run
     out = tmp_path / "eval"
@@ -125,6 +126,7 @@ def _localization_by_hand(workdir, data_dir, which):
     return out
 
 
+@pytest.mark.slow
 def test_command_line_prints_the_table_and_folds_reads_the_results(tiny_run, synthfer_dir, tmp_path):
     workdir, _ = tiny_run
     out = tmp_path / "fold1"
@@ -190,6 +192,7 @@ def exported(tiny_run, tmp_path_factory):
 _SAME = ("confusion", "per_class_recall", "uar", "war", "num_examples", "class_names", "protocol")
 
 
+@pytest.mark.slow
 def test_a_tfds_dataset_gives_the_numbers_of_the_same_clips_as_shards(tiny_run, dfew, on_dfew_shards, tmp_path):
     from tfds_fixtures import assert_no_tensorflow
 
@@ -210,6 +213,7 @@ def test_a_tfds_dataset_gives_the_numbers_of_the_same_clips_as_shards(tiny_run, 
     assert_no_tensorflow()
 
 
+@pytest.mark.slow
 def test_an_exported_model_gives_the_numbers_of_its_run(tiny_run, exported, synthfer_dir, tmp_path):
     workdir, _ = tiny_run
     folder, info = exported
@@ -240,6 +244,7 @@ def test_an_exported_model_gives_the_numbers_of_its_run(tiny_run, exported, synt
     assert from_captioned["loss"] == from_run["loss"]
 
 
+@pytest.mark.slow
 def test_command_line_with_model_and_tfds_writes_into_evaluation_here(exported, dfew, on_dfew_shards, tmp_path):
     """--model and --tfds end to end: the exported run on the TFDS clips gives the run's numbers on
     their shards, into ./evaluation."""
@@ -284,6 +289,7 @@ def test_parse_sources_gives_the_shards_or_the_tfds_dataset(tmp_path, monkeypatc
     assert got == tfds_source.TfdsDataset("ferv39k", "")
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_line_naming_the_thing(tiny_run, exported, dfew, synthfer_dir, tmp_path):
     workdir, _ = tiny_run
     dataset, _ = dfew

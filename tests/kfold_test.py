@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from grace_jax import kfold
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,6 +23,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow
 def test_five_folds_in_one_command_write_results_json(synthfer_dir, tmp_path):
     shards = tmp_path / "shards"
     shards.mkdir()

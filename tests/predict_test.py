@@ -6,6 +6,7 @@ import os
 
 import av
 import numpy as np
+import pytest
 from PIL import Image
 
 from grace_jax import predict
@@ -21,6 +22,7 @@ def _write_mp4(path, frames):
         container.mux(stream.encode())
 
 
+@pytest.mark.slow
 def test_predict_videos_and_folders(tiny_run, tmp_path):
     workdir, _ = tiny_run
     rng = np.random.RandomState(0)
@@ -114,6 +116,7 @@ def test_face_crop_auto_crops_to_the_face_and_reports_a_clip_without_one(tiny_ru
     assert nobody_row[1] == "no face" and nobody_row[2:-1] == [""] * 7 and float(nobody_row[-1]) == 0
 
 
+@pytest.mark.slow
 def test_windows_of_a_video_where_the_face_enters_late(tiny_run, tmp_path):
     # 6 s at 10 fps: nobody for 3 s, then a face; 2 s windows every 1.5 s.
     workdir, _ = tiny_run

@@ -47,6 +47,7 @@ def _main(args, home, **env):
                           capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow
 def test_ferv39k_as_printed_starts_from_the_hub_cache_weights(synthfer_dir, tmp_path):
     home = tmp_path / "hf"
     snap = _hub_cache(home, MODEL)
@@ -69,6 +70,7 @@ def test_ferv39k_as_printed_starts_from_the_hub_cache_weights(synthfer_dir, tmp_
         assert any(got.shape == want.shape and np.array_equal(got, want) for got in frozen)
 
 
+@pytest.mark.slow
 def test_ferv39k_as_printed_offline_without_a_cache_stops_in_one_line(tmp_path):
     done = _main(["--config=configs/ferv39k.py", f"--workdir={tmp_path / 'run'}"], tmp_path / "empty_hf")
     assert done.returncode == 1, done.stderr[-3000:]

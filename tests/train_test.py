@@ -45,6 +45,7 @@ def test_run_writes_config_metrics_plots_checkpoints(tiny_run):
         assert json.load(f)[0] == "happiness"
 
 
+@pytest.mark.slow
 def test_train_then_resume_matches_uninterrupted(tiny_run, tiny_config, synthfer_dir, tmp_path):
     straight, _ = tiny_run
     resumed = str(tmp_path / "resumed")
@@ -66,6 +67,7 @@ def test_class_count_mismatch_is_a_clear_error(tiny_config, synthfer_dir, tmp_pa
         train.train_and_evaluate(config, str(tmp_path / "bad"))
 
 
+@pytest.mark.slow
 def test_relative_workdir_trains_saves_and_predicts(tiny_config, synthfer_dir, tmp_path, monkeypatch):
     # The README's commands use --workdir=runs/demo: orbax refuses relative checkpoint paths, so the
     # trainer must resolve it before the first (mid-run) save, and predict must find the run again.
@@ -89,6 +91,7 @@ def test_relative_workdir_trains_saves_and_predicts(tiny_config, synthfer_dir, t
     assert os.path.isfile(tmp_path / "runs/rel/predictions/predictions.json")
 
 
+@pytest.mark.slow
 def test_trains_on_a_folder_dataset_of_its_own_three_classes(tiny_config, tmp_path):
     """Own videos labelled calm/happy/tense (data_prep --dataset=folder, classes from the labels) train
     with model.num_classes=0: the count, the names and the prompts come from the manifest, and the
@@ -142,6 +145,7 @@ def _one_step(config, batch):
     return step(state, batch)
 
 
+@pytest.mark.slow
 def test_remat_train_step_equals_the_plain_one(tiny_config, synthfer_dir):
     # The trainer's step differentiates part of the parameters (the text tower is frozen): remat must
     # work there, not only under nnx.grad of the whole model, and change nothing but memory.

@@ -133,6 +133,7 @@ def test_a_missing_dataset_and_a_wrong_split_are_config_errors(prepared, tiny_co
         config_checks.check_data(config)
 
 
+@pytest.mark.slow
 def test_the_tiny_config_trains_from_the_tfds_dataset(prepared, tiny_config, tmp_path):
     from grace_jax import train
 

@@ -81,6 +81,7 @@ def test_class_irrelevant_motion_is_as_large_as_the_expression():
     assert 0.67 <= ratio <= 2.0, ratio
 
 
+@pytest.mark.slow
 def test_label_is_learnable_from_dynamics_and_absent_from_the_first_frame():
     train, y_train = _clips("train", 350)
     test, y_test = _clips("test", 210)
@@ -212,6 +213,7 @@ def test_hard_motion_amplitudes():
         assert flashes.sum() <= 2 and ((motion.gain[flashes] >= 1.15) & (motion.gain[flashes] <= 1.3)).all()
 
 
+@pytest.mark.slow
 def test_hard_label_is_still_learnable_from_dynamics():
     config = dataclasses.replace(CONFIG, variant="hard")
     train, y_train = _clips("train", 350, config)

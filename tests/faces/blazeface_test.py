@@ -50,6 +50,7 @@ def test_same_faces_as_original_model(jitted):
     assert not ours[2].any() and not ours[3].any(), "the scene and the noise hold none"
 
 
+@pytest.mark.slow
 def test_jit_matches_eager(detector, jitted):
     # XLA:CPU (jaxlib 0.10.2) has miscompiled conv chains like this one under jit; eagerly, each
     # layer is its own small program. One input: eager time is mostly compiling ~150 ops.

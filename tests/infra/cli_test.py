@@ -158,10 +158,12 @@ CASES = (
 )
 
 
+@pytest.mark.slow
 def test_every_case_is_run(command_results):
     assert tuple(command_results) == CASES
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CASES)
 def test_command_names_the_culprit_in_one_line(command_results, name):
     (argv, code, texts), done, _ = command_results[name]
@@ -174,6 +176,7 @@ def test_command_names_the_culprit_in_one_line(command_results, name):
         assert text in done.stderr, f"{text!r} not in stderr; {said}"
 
 
+@pytest.mark.slow
 def test_refused_commands_left_the_workdirs_as_they_were(command_results, tiny_run):
     (_, _, _), _, tmp = command_results["main: a finished run resumed with another prompt.n_ctx"]
     with open(os.path.join(tiny_run[0], "config.json")) as f, open(tmp / "run_copy" / "config.json") as g:

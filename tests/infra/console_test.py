@@ -103,6 +103,7 @@ def resumed_runs(tiny_run, tiny_config, synthfer_dir, tmp_path_factory):
     return default, verbose
 
 
+@pytest.mark.slow
 def test_default_console_has_no_third_party_info(resumed_runs):
     default, _ = resumed_runs
     out = default.stdout + default.stderr
@@ -116,6 +117,7 @@ def test_default_console_has_no_third_party_info(resumed_runs):
     assert len(out.splitlines()) <= 6, out  # resumed, one progress line, one eval line
 
 
+@pytest.mark.slow
 def test_verbosity_brings_the_libraries_info_back(resumed_runs):
     _, verbose = resumed_runs
     out = verbose.stdout + verbose.stderr

@@ -287,6 +287,7 @@ def sgd_one_process(tiny_config, synthfer_dir, tmp_path_factory):
     return workdir, train.train_and_evaluate(_sgd_config(tiny_config, synthfer_dir), workdir)
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_and_stop_together(sgd_one_process, tiny_config, synthfer_dir, tmp_path):
     # 2 processes x 4 devices for 6 steps, with a SIGTERM to process 1 on the way: both stop at one
     # step, save it together and exit 0; the same 2 commands resume and end where 1 process x 8 ends.
@@ -333,6 +334,7 @@ def test_two_processes_train_like_one_and_stop_together(sgd_one_process, tiny_co
     assert "eval step 6" not in again[1].output(last=None)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_step_exits_0_and_the_restart_matches(tiny_run, tiny_config, synthfer_dir, tmp_path):
     straight, _ = tiny_run  # the uninterrupted 6-step run, same devices
     config = tiny_config(synthfer_dir, 6)

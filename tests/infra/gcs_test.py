@@ -57,6 +57,7 @@ def _no_gs_folder(root):
 
 
 # ------------------------------------------------------------------------------ the path layer
+@pytest.mark.slow
 def test_path_layer_reads_writes_lists_on_gcs(gcs_env):
     from grace_jax.infra import errors, paths
 
@@ -254,6 +255,7 @@ def _train(run, steps, data_dir):
                 run["env"], str(run["cwd"]), timeout=900)
 
 
+@pytest.mark.slow
 def test_gcs_first_run_wrote_its_outputs_to_the_bucket(gcs_first_run):
     assert "Resumed from" not in gcs_first_run["out"] and "step 2/2" in gcs_first_run["out"]
     objects = gcs_first_run["objects"]
@@ -266,6 +268,7 @@ def test_gcs_first_run_wrote_its_outputs_to_the_bucket(gcs_first_run):
     assert os.listdir(gcs_first_run["cwd"]) == []
 
 
+@pytest.mark.slow
 def test_gcs_run_resumes_and_keeps_every_record(gcs, gcs_run):
     second = gcs_run["out"]
     assert "Resumed from gs://bucket/run/checkpoints at step 2." in second
@@ -297,6 +300,7 @@ def gcs_predicted(gcs_run):
     return dict(gcs_run, predict_out=predict_out, folds_out=folds_out)
 
 
+@pytest.mark.slow
 def test_gcs_run_predict_and_folds_read_from_the_bucket(gcs, gcs_predicted):
     assert "Wrote gs://bucket/run/predictions/predictions.json" in gcs_predicted["predict_out"]
     predictions = json.loads(gcs.read(BUCKET, "run/predictions/predictions.json"))
@@ -309,6 +313,7 @@ def test_gcs_run_predict_and_folds_read_from_the_bucket(gcs, gcs_predicted):
     assert "2 folds, 40 test clips" in out  # the same run twice: 20 test clips each
 
 
+@pytest.mark.slow
 def test_gcs_run_wrote_everything_to_the_bucket_and_nothing_locally(gcs, gcs_predicted):
     objects = set(gcs.list_objects(BUCKET, "run/"))
     for name in ("config.json", "classes.json", "metrics.jsonl", "confusion_matrix.png",

@@ -38,6 +38,7 @@ def _main(tmp_path, name: str, overrides: list[str], **env_changes) -> tuple[sub
     return done, time.monotonic() - start
 
 
+@pytest.mark.slow
 def test_a_hub_name_without_network_fails_at_once_in_one_line(tmp_path):
     """Offline (HF_HUB_OFFLINE=1) and with the hub unreachable (HF_ENDPOINT on a closed local port,
     HF_HUB_OFFLINE unset): one error line naming the model and the ways out, within a few seconds of

@@ -109,6 +109,7 @@ def test_apply_opt_out_and_old_jaxlib(monkeypatch):
     assert cpu_numerics.status in ("added", "user-set", "opted-out")  # os.environ's, untouched
 
 
+@pytest.mark.slow
 def test_entry_points_get_the_flag_before_jax_starts():
     # `python -m grace_jax.predict` (or .main) imports the package before its module; the flag must
     # be in effect in the backend: jax-ml/jax#39103's sum (below) comes out right under jit.
@@ -132,6 +133,7 @@ class _WorkerEnv(grain.transforms.Map):
         }
 
 
+@pytest.mark.slow
 def test_grain_workers_inherit_the_flag():
     from absl import flags
 
@@ -163,6 +165,7 @@ _REPRO = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fusion", ["off", "on"])
 def test_jaxlib_sum_miscompile(fusion):
     out = subprocess.run([sys.executable, "-c", _REPRO], env=_env(fusion), check=False,
@@ -330,6 +333,7 @@ def jit_and_eager(_eager_side):
 _RTOL = 1e-4
 
 
+@pytest.mark.slow
 def test_jitted_forward_equals_eager(jit_and_eager):
     jitted, eager = jit_and_eager
     outputs = [k for k in eager if not k.startswith("grad/")]
@@ -350,6 +354,7 @@ def test_jitted_forward_equals_eager(jit_and_eager):
             np.testing.assert_allclose(a, b, rtol=0, atol=_RTOL * scale, err_msg=k)
 
 
+@pytest.mark.slow
 def test_jitted_gradients_equal_eager(jit_and_eager):
     jitted, eager = jit_and_eager
     names = [k for k in eager if k.startswith("grad/")]

@@ -134,6 +134,7 @@ def _torch_logits(model, video_uint8):
         return model(frames).numpy()
 
 
+@pytest.mark.slow
 def test_converted_logits_equal_pytorch(official, converted):
     model_t = official[1]
     run = runs.load(converted[0])
@@ -147,6 +148,7 @@ def test_converted_logits_equal_pytorch(official, converted):
     np.testing.assert_allclose(np.asarray(logits), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
+@pytest.mark.slow
 def test_predict_on_frame_folders_equals_pytorch_softmax(official, converted, tmp_path):
     model_t = official[1]
     video = _clips(seed=2, batch=1)
@@ -242,6 +244,7 @@ def test_existing_workdir_is_refused(official, converted):
         dferclip.convert_dferclip(official[0], converted[0])
 
 
+@pytest.mark.slow
 def test_converted_run_fine_tunes_and_evaluates(converted, synthfer_dir, tmp_path):
     """Training continues from the converted weights (step 0) with the run's own config."""
     import shutil

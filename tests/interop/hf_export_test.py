@@ -76,6 +76,7 @@ def from_run(exported, tmp_path_factory):
     return inputs, results, (folder / "out" / "predictions.csv").read_text()
 
 
+@pytest.mark.slow
 def test_predict_from_the_folder_equals_predict_from_the_run(exported, from_run, tmp_path):
     inputs, expected, csv_text = from_run
     from_model, _ = predict.run(None, inputs, str(tmp_path / "b"), pictures=False, model=exported[1], face_crop="none")

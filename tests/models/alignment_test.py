@@ -137,6 +137,7 @@ def _implicit_and_unrolled_grads(c, x, b, w):
 
 
 # Both cases run one compiled program: which tokens are absent is data (a > 0), not structure.
+@pytest.mark.slow
 @pytest.mark.parametrize("zeros", [0, 3])
 def test_implicit_and_unrolled_gradients_agree(zeros):
     rng = np.random.default_rng(4)
@@ -223,6 +224,7 @@ def test_relative_epsilon_scales_with_the_cost_spread():
     np.testing.assert_allclose(r1.plan, r2.plan, atol=1e-5)  # same sharpness at any scale
 
 
+@pytest.mark.slow
 def test_probe_counts_problems_whose_gradient_was_zeroed():
     """A non-finite gradient inside one problem is zeroed for that problem and counted by the probe's
     gradient; the other problems keep their gradients."""

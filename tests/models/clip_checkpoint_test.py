@@ -90,6 +90,7 @@ def _scripted(state: dict, path: str) -> None:
     torch.jit.script(root).save(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("container", ["state_dict", "torchscript"])
 def test_openai_checkpoint_loads_to_the_same_model(tmp_path, container):
     reference = clip_fixtures.write_hf_clip(str(tmp_path / "hf"), OPENAI_SMALL, seed=4)

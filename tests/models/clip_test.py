@@ -21,6 +21,7 @@ from grace_jax.models import clip_checkpoint  # noqa: E402
 VARIANTS = ["tiny", "ViT-B/32", "ViT-B/16", "ViT-L/14"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_shapes_and_names_match_hugging_face(variant):
     config = clip_lib.clip_config(variant)
@@ -126,6 +127,7 @@ def test_jitted_forward_compiles_once():
     assert len(traces) == 1
 
 
+@pytest.mark.slow
 def test_remat_and_bf16_agree_with_default():
     config = clip_lib.clip_config("tiny")
     plain = clip_lib.CLIP(config, rngs=nnx.Rngs(3))

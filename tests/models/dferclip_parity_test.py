@@ -245,6 +245,7 @@ def pair(tmp_path_factory):
     return model_t, clip_path, _ours(model_t, clip_path)
 
 
+@pytest.mark.slow
 def test_prompt_buffers_are_our_token_ids(pair):
     """token_prefix/suffix hold the embeddings of DFER-CLIP's "X .. X <sentence>" ids: they must be
     our prompt ids' embeddings around the context slots, with EOT where DFER-CLIP's argmax finds it."""
@@ -379,6 +380,7 @@ def _our_steps(ours: Ours):
     return state, out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lr_scale", LR_SCALES)
 def test_five_sgd_steps(pair, lr_scale):
     model_t, clip_path, ours = pair

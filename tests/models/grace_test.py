@@ -84,6 +84,7 @@ def _dferclip_logits(model, images, tokens: prompts.ClassTokens):
     return video @ text.T / 0.01
 
 
+@pytest.mark.slow
 def test_all_components_off_is_exactly_dferclip():
     tokens = _tokens()
     model = grace.GRACE(_cfg(False, False, False), tokens, rngs=nnx.Rngs(0))
@@ -130,6 +131,7 @@ def full_step():
     return _split_step(model, images, jnp.array([0, 3, 6]), jnp.asarray(captions)), tokens
 
 
+@pytest.mark.slow
 def test_full_grace_gradients_finite_for_every_parameter_group(full_step):
     (loss, (logits, aux)), grads = full_step[0]
     assert np.isfinite(float(loss)) and logits.shape == (3, 7)
@@ -199,6 +201,7 @@ def _moving_images(b=2, t=4, size=32, seed=3):
     return jnp.asarray(x, jnp.float32)
 
 
+@pytest.mark.slow
 def test_balanced_ablation_maps_are_the_motion_weights_for_every_class():
     """The old model (fixed clip-max prior as a hard visual marginal): every class's map is the
     motion weights, so the transport says nothing about where a class is."""
@@ -218,6 +221,7 @@ def test_balanced_ablation_maps_are_the_motion_weights_for_every_class():
     np.testing.assert_allclose(weights, prior, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_relaxed_maps_differ_between_classes_and_from_the_prior():
     cfg = _cfg()  # the defaults: learned weighting, semi-relaxed visual side
     maps, weights = _maps(cfg, _moving_images())
@@ -226,6 +230,7 @@ def test_relaxed_maps_differ_between_classes_and_from_the_prior():
     assert np.abs(maps - weights[:, None]).sum((2, 3)).min() > 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["pixel", "feature"])
 def test_motion_only_and_ot_only_ablations_run(mode):
     tokens = _tokens()
@@ -242,6 +247,7 @@ def test_motion_only_and_ot_only_ablations_run(mode):
         assert np.all(mass[c, eot[c] :] == 0.0) and mass[c, 0] == 0.0
 
 
+@pytest.mark.slow
 def test_vit_b16_sixteen_frames_forward_shapes():
     """The paper's setting: ViT-B/16, T=16, 224 px; batch 1 to keep CPU time in check.
 
@@ -295,6 +301,7 @@ def test_base_config_builds_fp32_on_cpu_and_bf16_when_asked():
         grace.compute_dtype("half")
 
 
+@pytest.mark.slow
 def test_caption_ot_is_bounded_and_a_clip_without_caption_does_not_slow_the_others():
     """Cutting captions to cate.caption_tokens changes nothing for captions shorter than the cut (the
     text tower is causal); a caption-less clip converges at once instead of running every problem of

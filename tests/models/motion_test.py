@@ -110,6 +110,7 @@ def test_robust_normalisation_resists_one_outlier_frame():
     assert share["robust"][1] - share["robust"][0] < share["clip_max"][1] - share["clip_max"][0]
 
 
+@pytest.mark.slow
 def test_learned_head_starts_as_the_fixed_weighting_and_learns_to_ignore_a_motion():
     """At initialisation the head's weights equal the fixed weighting's; a few gradient steps on
     'put mass on the region whose features change along direction u' make it prefer that region over

@@ -29,6 +29,7 @@ def test_insert_context_slots_and_valid_mask():
     assert bool(with_eot[0, 7]) and not bool(with_eot[0, 8])
 
 
+@pytest.mark.slow
 def test_tokenize_classes_and_prompt_learner(tmp_path):
     tok = Tokenizer.from_pretrained(clip_fixtures.write_tokenizer_dir(str(tmp_path)))
     cues = class_cues.class_cues(7)

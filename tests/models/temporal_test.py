@@ -16,6 +16,7 @@ import dferclip_torch  # noqa: E402
 from grace_jax.models import temporal  # noqa: E402
 
 
+@pytest.mark.slow
 def test_shapes_order_sensitivity_and_fewer_frames():
     model = temporal.TemporalTransformer(32, 16, rngs=nnx.Rngs(0))
     x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 16, 32)), jnp.float32)
@@ -59,6 +60,7 @@ def _copy_from_torch(ours: temporal.TemporalTransformer, ref) -> None:
         blk.fc2.kernel[...], blk.fc2.bias[...] = t(ff.fn.fn.net[3].weight).T, t(ff.fn.fn.net[3].bias)
 
 
+@pytest.mark.slow
 def test_matches_dferclip_temporal_transformer_cls():
     """Against the PyTorch Temporal_Transformer_Cls (tests/dferclip_torch.py), DFER-CLIP's sizes
     (512 wide, 8 x 64 heads, MLP 1024, 16 frames), two layers, LayerNorms and biases randomised."""

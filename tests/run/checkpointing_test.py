@@ -64,6 +64,7 @@ print("saved", flush=True)
 """
 
 
+@pytest.mark.slow
 def test_two_processes_save_best_and_last_of_one_step_at_once(tmp_path):
     # Without per-manager barrier names this failed 3 times in 3: both processes aborted ("Barrier
     # _async_write_complete.1 is already ongoing") or hung in a save; with them it takes ~10 s.

@@ -11,8 +11,12 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from distributed_test import RUN_TIMEOUT_S, Run, _args, _env, _final_confusion, _last_checkpoint
+
+# Kills training subprocesses at many moments and restarts them.
+pytestmark = pytest.mark.slow
 
 TERMS = ("loss", "ce", "ot_ce", "align", "accuracy", "grad_norm", "ot_converged", "ot_iterations")
 

@@ -98,6 +98,7 @@ def test_an_unwritable_workdir_is_named(tmp_path):
         workdir_lock.acquire(str(tmp_path / "file" / "run"))
 
 
+@pytest.mark.slow
 def test_a_two_process_job_stops_on_every_process_when_the_lock_is_held(tiny_config, synthfer_dir, tmp_path):
     # Process 0 asks for the lock; process 1 learns the answer through the coordination service and
     # stops with the same line, instead of waiting for a peer that has left.
