@@ -33,12 +33,13 @@ def main(argv):
 
     import clip_fixtures
     from grace_jax.models import clip as clip_lib
+    from grace_jax.models import clip_checkpoint
 
     config = clip_lib.clip_config(_VARIANT.value)
     size = config.vision.image_size
     with tempfile.TemporaryDirectory() as tmp:
         reference = clip_fixtures.write_hf_clip(tmp, config)
-        model = clip_lib.load_pretrained(tmp)
+        model = clip_checkpoint.load_pretrained(tmp)
     images = np.random.RandomState(0).randn(_BATCH.value, size, size, 3).astype(np.float32)
     images_torch = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
     images_jax = jnp.asarray(images)

@@ -16,6 +16,7 @@ from grace_jax.configs import base, dferclip, dfew, ferv39k, mafw
 from grace_jax import train
 from grace_jax.infra import config_checks, errors
 from grace_jax.models import clip as clip_lib
+from grace_jax.models import clip_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = "openai/clip-vit-base-patch16"
@@ -63,7 +64,7 @@ def test_ferv39k_as_printed_starts_from_the_hub_cache_weights(synthfer_dir, tmp_
     frozen = [np.asarray(x) for x in jax.tree.leaves(state["frozen"])]
     from flax import nnx
 
-    cached = clip_lib.load_pretrained(str(snap))
+    cached = clip_checkpoint.load_pretrained(str(snap))
     text = [np.asarray(x) for x in jax.tree.leaves(nnx.state(cached.text_model, nnx.Param))]
     assert len(text) > 10
     for want in text:

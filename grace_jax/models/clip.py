@@ -375,10 +375,3 @@ def find_eot(token_ids: Array, eos_token_id: int) -> Array:
     if eos_token_id == 2:  # Configs older than transformers PR 24773 carry this placeholder id.
         return jnp.argmax(token_ids, axis=-1).astype(jnp.int32)
     return jnp.argmax(token_ids == eos_token_id, axis=-1).astype(jnp.int32)
-
-
-def load_pretrained(path_or_name: str, *, dtype=jnp.float32, remat: bool = False) -> CLIP:
-    """Loads CLIP weights; see `grace_jax.models.clip_checkpoint.load_pretrained`."""
-    from grace_jax.models import clip_checkpoint  # Avoids a cycle: the loader builds `CLIP`.
-
-    return clip_checkpoint.load_pretrained(path_or_name, dtype=dtype, remat=remat)

@@ -31,7 +31,7 @@ import numpy as np
 from flax import nnx
 
 from grace_jax.text import class_cues as class_cues_lib
-from grace_jax.models import alignment, cate, motion, prompts, temporal
+from grace_jax.models import alignment, cate, clip_checkpoint, motion, prompts, temporal
 from grace_jax.models import clip as clip_lib
 
 __all__ = ["GRACE", "build_model", "class_tokens_from_config", "compute_dtype", "needs_tokenizer"]
@@ -377,7 +377,7 @@ def build_model(
     # from their checkpoint) both mean: no pretrained weights to read here.
     init = "" if cfg.clip.init == "random" else cfg.clip.init
     if clip is None and init:
-        clip = clip_lib.load_pretrained(init, dtype=dtype, remat=cfg.clip.remat)
+        clip = clip_checkpoint.load_pretrained(init, dtype=dtype, remat=cfg.clip.remat)
     if tokenizer is None and needs_tokenizer(cfg):
         from grace_jax.text.tokenizer import Tokenizer
 

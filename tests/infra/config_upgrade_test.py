@@ -125,6 +125,6 @@ def test_an_old_run_dir_still_loads(tiny_run, tmp_path):
     assert len(same) >= 10, same  # most added fields kept their old behaviour as the default
     with open(os.path.join(old_dir, "config.json"), "w") as f:
         json.dump(_without(stored, same), f)
-    run = runs.load_run(old_dir, "last")
+    run = runs.load(old_dir, "last", kind="run")
     assert json.loads(run.config.to_json_best_effort()) == stored
     assert run.step == 6

@@ -12,6 +12,7 @@ import pytest
 from grace_jax.interop import hf_export
 from grace_jax.infra import hub
 from grace_jax.models import clip as clip_lib
+from grace_jax.models import clip_checkpoint
 from grace_jax.text.tokenizer import Tokenizer
 
 MODEL = "openai/clip-vit-base-patch16"
@@ -108,7 +109,7 @@ def test_a_cached_hub_name_loads_offline_and_without_network(cached_clip, monkey
 
     name, snap = cached_clip
     assert os.environ["HF_HUB_OFFLINE"] == "1"  # tests/conftest.py
-    model = clip_lib.load_pretrained(name)
+    model = clip_checkpoint.load_pretrained(name)
     assert model.config.vision.width == clip_lib.clip_config("tiny").vision.width
     assert Tokenizer.from_pretrained(name).vocab_size == Tokenizer.from_pretrained(str(snap)).vocab_size
     # Online mode, but the hub does not answer: the cache is used, with no retries.

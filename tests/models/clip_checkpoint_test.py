@@ -100,8 +100,8 @@ def test_openai_checkpoint_loads_to_the_same_model(tmp_path, container):
         _scripted(state, path)
     else:
         torch.save(state, path)
-    from_hf = clip_lib.load_pretrained(str(tmp_path / "hf"))
-    from_openai = clip_lib.load_pretrained(path)
+    from_hf = clip_checkpoint.load_pretrained(str(tmp_path / "hf"))
+    from_openai = clip_checkpoint.load_pretrained(path)
     assert from_openai.config == OPENAI_SMALL
     images = np.random.RandomState(0).randn(2, 32, 32, 3).astype(np.float32)
     ids = np.array([[1022, 5, 9, 1023, 1023], [1022, 1023, 1023, 1023, 1023]], np.int32)
@@ -115,7 +115,7 @@ def test_openai_resnet_checkpoint_is_refused(tmp_path):
         {"visual.conv1.weight": torch.zeros(64, 3, 3, 3), "ln_final.weight": torch.zeros(8)}, path
     )
     with pytest.raises(clip_checkpoint.CheckpointError, match="RN50.pt.*ResNet"):
-        clip_lib.load_pretrained(path)
+        clip_checkpoint.load_pretrained(path)
 
 
 def test_missing_tensor_names_file_and_tensor(tmp_path):
@@ -125,7 +125,7 @@ def test_missing_tensor_names_file_and_tensor(tmp_path):
     del tensors["vision_model.encoder.layers.1.mlp.fc2.bias"]
     safetensors.numpy.save_file(tensors, path)
     with pytest.raises(clip_checkpoint.CheckpointError) as err:
-        clip_lib.load_pretrained(str(tmp_path))
+        clip_checkpoint.load_pretrained(str(tmp_path))
     assert "model.safetensors" in str(err.value)
     assert "vision_model.encoder.layers.1.mlp.fc2.bias" in str(err.value)
 
@@ -138,27 +138,27 @@ def test_shape_mismatch_names_file_and_tensor(tmp_path):
     with open(tmp_path / "config.json", "w") as f:
         json.dump(config, f)
     with pytest.raises(clip_checkpoint.CheckpointError, match=r"model\.safetensors.*fc1.* shape"):
-        clip_lib.load_pretrained(str(tmp_path))
+        clip_checkpoint.load_pretrained(str(tmp_path))
 
 
 def test_missing_files_are_named(tmp_path):
     with pytest.raises(clip_checkpoint.CheckpointError, match="config.json: file not found"):
-        clip_lib.load_pretrained(str(tmp_path))
+        clip_checkpoint.load_pretrained(str(tmp_path))
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(clip_checkpoint.CheckpointError, match="model.safetensors: file not found"):
-        clip_lib.load_pretrained(str(tmp_path))
+        clip_checkpoint.load_pretrained(str(tmp_path))
     with pytest.raises(clip_checkpoint.CheckpointError, match="nope.pt: file not found"):
-        clip_lib.load_pretrained(str(tmp_path / "nope.pt"))
+        clip_checkpoint.load_pretrained(str(tmp_path / "nope.pt"))
 
 
 def test_hub_name_fails_clearly_offline():
     with pytest.raises(clip_checkpoint.CheckpointError, match="openai/clip-vit-base-patch16"):
-        clip_lib.load_pretrained("openai/clip-vit-base-patch16")
+        clip_checkpoint.load_pretrained("openai/clip-vit-base-patch16")
 
 
 def test_bf16_compute_keeps_fp32_params(tmp_path):
     clip_fixtures.write_hf_clip(str(tmp_path), TINY)
-    model = clip_lib.load_pretrained(str(tmp_path), dtype=jnp.bfloat16)
+    model = clip_checkpoint.load_pretrained(str(tmp_path), dtype=jnp.bfloat16)
     assert model.vision_model.embeddings.class_embedding[...].dtype == jnp.float32
     cls, _ = model.encode_image(jnp.zeros((1, 32, 32, 3)))
     assert cls.dtype == jnp.bfloat16

@@ -67,7 +67,7 @@ def _two_layers(config: clip_lib.CLIPConfig) -> clip_lib.CLIPConfig:
 def test_parity_with_transformers(variant, tmp_path):
     config = _two_layers(clip_lib.clip_config(variant))
     reference = clip_fixtures.write_hf_clip(str(tmp_path), config, seed=1)
-    model = clip_lib.load_pretrained(str(tmp_path))
+    model = clip_checkpoint.load_pretrained(str(tmp_path))
     assert model.config == config  # the checkpoint's sizes, the depth included
     rng = np.random.RandomState(0)
     size = config.vision.image_size
@@ -96,7 +96,7 @@ def test_parity_with_transformers(variant, tmp_path):
 def test_position_interpolation_matches_transformers(tmp_path):
     config = clip_lib.clip_config("tiny")
     reference = clip_fixtures.write_hf_clip(str(tmp_path), config, seed=2)
-    model = clip_lib.load_pretrained(str(tmp_path))
+    model = clip_checkpoint.load_pretrained(str(tmp_path))
     images = np.random.RandomState(1).randn(2, 56, 40, 3).astype(np.float32)  # 7x5 patch grid
     with torch.no_grad():
         out = reference.vision_model(
