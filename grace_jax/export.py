@@ -37,7 +37,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from grace_jax import sharding, train
+from grace_jax import sharding
+from grace_jax import state as state_lib
 from grace_jax.infra import cli, errors, paths
 from grace_jax.run import runs
 from grace_jax.models import clip as clip_lib
@@ -356,8 +357,8 @@ def load_exported(
     abstract = nnx.eval_shape(
         lambda: grace.build_model(config.model, rngs=nnx.Rngs(0), tokenizer=None)
     )
-    groups = train._groups(config.optim)  # noqa: SLF001 -- the same split as training's state
-    graphdef, *parts = nnx.split(abstract, train._trainable(groups), nnx.Param, ...)  # noqa: SLF001
+    groups = state_lib.groups(config.optim)  # the same split as training's state
+    graphdef, *parts = nnx.split(abstract, state_lib.trainable(groups), nnx.Param, ...)
     path = os.path.join(folder, WEIGHTS)
     with safe_open(path, framework="np") as f:
         available = set(f.keys())

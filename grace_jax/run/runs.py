@@ -14,7 +14,8 @@ from typing import Any, NamedTuple
 import jax
 import ml_collections
 
-from grace_jax import sharding, train
+from grace_jax import sharding
+from grace_jax import state as state_lib
 from grace_jax.infra import errors, paths
 from grace_jax.run import checkpointing
 from grace_jax.models import grace
@@ -58,8 +59,8 @@ def load_run(workdir: str, which: str = "best", *, mesh: jax.sharding.Mesh | Non
     workdir = paths.resolve(workdir)
     config = read_config(workdir)
     # Inference reads no captions: a tokenizer is needed only to build the class texts.
-    tokenizer = train.load_tokenizer(config.model) if grace.needs_tokenizer(config.model) else None
-    graphdef, state, _ = train.create_state(config, tokenizer, steps_per_epoch=1)
+    tokenizer = state_lib.load_tokenizer(config.model) if grace.needs_tokenizer(config.model) else None
+    graphdef, state, _ = state_lib.create_state(config, tokenizer, steps_per_epoch=1)
     if mesh is None:
         # One device, whatever mesh the run was saved from: what predicting one clip needs, and the
         # same placement (so the same numbers) as a model loaded by grace_jax.export.
