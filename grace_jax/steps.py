@@ -169,8 +169,8 @@ _KEPT_AUX = ("ot_converged", "ot_iterations", "ot_epsilon", "ot_cost_std", "ot_m
              "ot_visual_entropy")
 
 
-def accumulated_grads(forward, params, batch: dict, *, accum_steps: int = 1):
-    """((terms, logits, aux), (grads, probe grad)) of `forward(params, probe, batch) -> (loss,
+def accumulated_grads(loss_fn, params, batch: dict, *, accum_steps: int = 1):
+    """((terms, logits, aux), (grads, probe grad)) of `loss_fn(params, probe, batch) -> (loss,
     (terms, logits, aux))`, differentiated with respect to `params` and a float32 scalar `probe`
     (zero; its gradient counts zeroed OT gradients, summed over micro-batches).
 
@@ -182,7 +182,7 @@ def accumulated_grads(forward, params, batch: dict, *, accum_steps: int = 1):
     it is an approximation. `logits` come back [B, C] in batch order; `aux` holds only the OT
     convergence and sharpness statistics (`_KEPT_AUX`), stacked per micro-batch.
     """
-    grad_fn = jax.value_and_grad(forward, argnums=(0, 1), has_aux=True)
+    grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)
     probe = jnp.zeros((), jnp.float32)
     if accum_steps == 1:
         (_, (terms, logits, aux)), grads = grad_fn(params, probe, batch)

@@ -130,9 +130,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         writer=metric_writers.MetricWriter(workdir, enabled=is_main, resume_step=step),
         step=step, state=state, best=best, best_war=best_war,
     )
-    # The run holds the state from here on: the step donates it, so no other reference may outlive
-    # the first step (a restored state would otherwise stay on the devices beside the trained one).
-    del state
+    del state  # `run.state` from here on: no second reference keeps a replaced state alive
 
     # ---- loop, with eval and save
     _loop(run)
