@@ -4,7 +4,7 @@
   python benchmarks/cpu_numerics.py --models=demo --rounds=3 --steps=5
   python benchmarks/cpu_numerics.py --models=vit-b32 --batch=2 --frames=16
 
-A step is the trainer's own `grace_jax.train.train_step` on the state of `train.create_state`
+A step is the trainer's own `grace_jax.steps.train_step` on the state of `state.create_state`
 (forward, loss, backward, optimizer update; under jax.jit with the state donated), as in
 benchmarks/train_step.py. Models:
   demo     configs/demo.py as the README's demo trains it: tiny CLIP, batch 32 x 8 frames, 48 px.
@@ -73,15 +73,16 @@ def _child(model: str) -> None:
     import jax
     import numpy as np
 
-    from grace_jax import train
+    from grace_jax import state as state_lib
+    from grace_jax import steps
     from grace_jax.infra import cpu_numerics
 
     config, batch_size, frames, size = _config(model)
-    tokenizer = train.load_tokenizer(config.model)
+    tokenizer = state_lib.load_tokenizer(config.model)
     # A long epoch keeps the step-decay boundaries out of the few timed steps.
-    graphdef, state, tx = train.create_state(config, tokenizer, steps_per_epoch=1000)
+    graphdef, state, tx = state_lib.create_state(config, tokenizer, steps_per_epoch=1000)
     step = functools.partial(
-        train.train_step, graphdef=graphdef, tx=tx, loss_cfg=dict(config.model.loss)
+        steps.train_step, graphdef=graphdef, tx=tx, loss_cfg=dict(config.model.loss)
     )
     rng = np.random.default_rng(0)
     batch = {  # uint8 frames, normalised inside the step, as the trainer feeds them

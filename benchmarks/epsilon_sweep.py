@@ -69,7 +69,8 @@ def part_a() -> None:
 def part_b(workdir: str, data_dir: str) -> None:
     import jax
 
-    from grace_jax import localization, metrics, sharding, train
+    from grace_jax import localization, metrics, sharding, steps
+    from grace_jax import state as state_lib
     from grace_jax.data import input_pipeline
     from grace_jax.run import runs
 
@@ -83,14 +84,14 @@ def part_b(workdir: str, data_dir: str) -> None:
         if eps is not None:
             config.model.ot.epsilon = eps
             config.model.ot.relative_epsilon = kind == "relative"
-        graphdef, _, _ = train.create_state(config, train.load_tokenizer(config.model), steps_per_epoch=1)
+        graphdef, _, _ = state_lib.create_state(config, state_lib.load_tokenizer(config.model), steps_per_epoch=1)
         eval_fn = jax.jit(functools.partial(
-            train.eval_step, graphdef=graphdef, loss_cfg=dict(config.model.loss),
+            steps.eval_step, graphdef=graphdef, loss_cfg=dict(config.model.loss),
             num_classes=config.model.num_classes, normalize=config.data.normalize))
         loader = input_pipeline.make_eval_loader(
             data_dir, config.data, split="test", global_batch_size=50, worker_count=0,
             normalize_on_host=False, ground_truth=True)
-        confusion, _, extras = train.evaluate(eval_fn, run.state, loader, mesh, config.model.num_classes,
+        confusion, _, extras = steps.evaluate(eval_fn, run.state, loader, mesh, config.model.num_classes,
                                               run.class_names)
         uar = metrics.summarize(confusion=confusion, class_names=run.class_names)["uar"]
         loc = extras.get("localization", {}).get("predicted_class_map", {})

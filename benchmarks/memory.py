@@ -5,7 +5,7 @@
   python benchmarks/memory.py --variants=ViT-B/16 --batches=8 --dtypes=bfloat16 --remat=False --captions
       # MAFW's clip-caption OT; --caption_tokens=77 --caption_top_k=0 gives the unbounded problem
 
-For each CLIP variant, compute dtype and remat setting, the trainer's `train.train_step` (full GRACE,
+For each CLIP variant, compute dtype and remat setting, the trainer's `steps.train_step` (full GRACE,
 `configs/ablation.py:grace`, unless --config says otherwise) is lowered and compiled for one device
 at each per-device batch of 16-frame 224 px clips, and never run: XLA's `memory_analysis()` of the
 compiled step gives the argument, output, alias and temporary bytes, and the peak is arguments +
@@ -54,7 +54,8 @@ _USABLE = 0.9  # headroom for the runtime, fragmentation and the compiler's diff
 def _step(variant: str, dtype: str, remat: bool, tokenizer):
     import jax
 
-    from grace_jax import train
+    from grace_jax import state as state_lib
+    from grace_jax import steps
     from grace_jax.configs import ablation, dferclip
 
     name = _CONFIG.value
@@ -76,10 +77,10 @@ def _step(variant: str, dtype: str, remat: bool, tokenizer):
         import torch_reference
 
         config.model.class_cues = torch_reference.SENTENCES
-    graphdef, state, tx = train.create_state(config, tokenizer, steps_per_epoch=1000)
+    graphdef, state, tx = state_lib.create_state(config, tokenizer, steps_per_epoch=1000)
     fn = jax.jit(
         functools.partial(
-            train.train_step, graphdef=graphdef, tx=tx, loss_cfg=dict(config.model.loss),
+            steps.train_step, graphdef=graphdef, tx=tx, loss_cfg=dict(config.model.loss),
             normalize=config.data.normalize,
         ),
         donate_argnums=0,

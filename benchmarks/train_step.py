@@ -6,7 +6,7 @@
       --steps=3                                                             # quicker: see below
   python benchmarks/train_step.py --variants=tiny --batch=8                 # seconds, a smoke run
 
-A step is the trainer's own `grace_jax.train.train_step` on the state of `train.create_state`:
+A step is the trainer's own `grace_jax.steps.train_step` on the state of `state.create_state`:
 forward, loss, backward, SGD with momentum and weight decay per parameter group (the frozen text tower
 is split off so it gets no gradient), under jax.jit with the train state donated. Random CLIP weights,
 random frames, the real class cue sentences tokenised with the built-in tiny vocabulary (its subword
@@ -56,13 +56,14 @@ TORCH = "pytorch dferclip"
 
 
 def _build(name: str, variant: str, frames: int, tokenizer):
-    """The trainer's own state and jitted `train.train_step` for one ablation config."""
+    """The trainer's own state and jitted `steps.train_step` for one ablation config."""
     import torch_reference
     import functools
 
     import jax
 
-    from grace_jax import train
+    from grace_jax import state as state_lib
+    from grace_jax import steps
     from grace_jax.configs import ablation, dferclip
 
     config = dferclip.get_config() if name == "dferclip" else ablation.get_config(name)
@@ -76,9 +77,9 @@ def _build(name: str, variant: str, frames: int, tokenizer):
     if config.model.prompt.text == "cue":  # dferclip: its descriptor prompts, as the PyTorch step's
         config.model.class_cues = torch_reference.SENTENCES
     # A long epoch keeps the step-decay boundaries out of the few timed steps.
-    graphdef, state, tx = train.create_state(config, tokenizer, steps_per_epoch=1000)
+    graphdef, state, tx = state_lib.create_state(config, tokenizer, steps_per_epoch=1000)
     step = functools.partial(
-        train.train_step,
+        steps.train_step,
         graphdef=graphdef,
         tx=tx,
         loss_cfg=dict(config.model.loss),

@@ -185,7 +185,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     o.weight_decay = 1e-4
     o.batch_size = 48  # the global batch of one optimizer step (DFER-CLIP: 48)
     # The step's gradient is summed over this many micro-batches of batch_size / grad_accum_steps
-    # clips, one after the other: the same step (grace_jax/train.py accumulated_grads) in a fraction
+    # clips, one after the other: the same step (grace_jax/steps.py accumulated_grads) in a fraction
     # of the activation memory. batch_size must divide into micro-batches that split evenly over the
     # devices. Before step 1 the trainer checks that the step fits the device memory and, when it
     # does not, names a setting that does (train.memory_check).

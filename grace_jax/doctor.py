@@ -7,7 +7,7 @@ r"""Self-check of a machine: does the install work, are the numbers right on thi
 In order, one table row each (one screen in all), and the same in a JSON report (--out, default doctor.json):
 
 1. versions, devices, platform and the flags that change numerics or memory;
-2. a tiny GRACE train step (random weights, the trainer's own `train.train_step`) on the first device and
+2. a tiny GRACE train step (random weights, the trainer's own `steps.train_step`) on the first device and
    on the host CPU with the same weights and inputs: loss and gradient norm in float32 and in bfloat16
    (fp32 parameters) against the CPU's float32, within each dtype's tolerance; the bf16 step must keep
    parameters, optimizer state and loss in float32. On a CPU-only machine both sides are the CPU (said so);
@@ -42,7 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from grace_jax import memory, sharding, train
+from grace_jax import memory, sharding, steps
+from grace_jax import state as state_lib
 from grace_jax.infra import cli, errors, machine
 from grace_jax.models import alignment, grace
 from grace_jax.models import clip as clip_lib
@@ -89,9 +90,9 @@ def _build(config):
     # inflate its peak-memory reading.
     with jax.default_device(jax.devices("cpu")[0]):
         tokenizer = Tokenizer.from_pretrained("builtin:tiny")
-        graphdef, state, tx = train.create_state(config, tokenizer, steps_per_epoch=1000)
+        graphdef, state, tx = state_lib.create_state(config, tokenizer, steps_per_epoch=1000)
     step = functools.partial(
-        train.train_step, graphdef=graphdef, tx=tx, loss_cfg=dict(config.model.loss),
+        steps.train_step, graphdef=graphdef, tx=tx, loss_cfg=dict(config.model.loss),
         normalize=config.data.normalize,
     )  # fmt: skip
     return state, step

@@ -38,7 +38,8 @@ import time
 import jax
 import numpy as np
 
-from grace_jax import localization, metrics, sharding, train
+from grace_jax import localization, metrics, sharding, steps
+from grace_jax import state as state_lib
 from grace_jax.data import input_pipeline
 from grace_jax.infra import cli, config_checks, distributed, errors, paths
 from grace_jax.interop import hf_export
@@ -168,7 +169,7 @@ def evaluate_run(
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     eval_fn = jax.jit(
         functools.partial(
-            train.eval_step,
+            steps.eval_step,
             graphdef=run["graphdef"],
             loss_cfg=dict(config.model.loss),
             num_classes=num_classes,
@@ -180,7 +181,7 @@ def evaluate_run(
     # Captions enter only the loss (the caption contrastive term), never the predictions. An exported
     # model carries no tokenizer, so unless its config names one, it is evaluated without them.
     captions = bool(config.model.cate.captions) and bool(config_checks.tokenizer_source(config.model.clip))
-    caption_tok = train.load_tokenizer(config.model) if captions else None
+    caption_tok = state_lib.load_tokenizer(config.model) if captions else None
     global_batch = batch_size or config.data.eval_batch_size or config.optim.batch_size
     loader = input_pipeline.make_eval_loader(
         data,
@@ -188,7 +189,7 @@ def evaluate_run(
         split=split,
         global_batch_size=global_batch,
         # This process's rows of every global batch, as the trainer's eval loader takes them.
-        **train._process_rows(sharding.batch_sharding(mesh), global_batch),  # noqa: SLF001
+        **steps.process_rows(sharding.batch_sharding(mesh), global_batch),
         worker_count=num_workers,
         tokenizer=caption_tok,
         normalize_on_host=False,
@@ -196,7 +197,7 @@ def evaluate_run(
         ground_truth=localization.has_ground_truth(manifest, split),
     )
     start = time.perf_counter()
-    confusion, loss, extras = train.evaluate(
+    confusion, loss, extras = steps.evaluate(
         eval_fn, run["state"], loader, mesh, num_classes, run["class_names"]
     )
     seconds = time.perf_counter() - start

@@ -12,15 +12,19 @@ When it does not fit, the step is compiled again with more gradient-accumulation
 (`optim.grad_accum_steps`: the same optimizer step, a fraction of the activations) until one fits,
 and the error names that setting, checked by compiling it, not estimated. When even one clip per
 device at a time does not fit, it names the settings that shrink the rest (remat, bf16, more devices).
+`train_step_check` is the hook the trainer hands to its compiled step (distributed.CompiledTogether).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
+import ml_collections
 
-from grace_jax.infra import errors
+from grace_jax import sharding
+from grace_jax.infra import config_checks, errors
 
 GIB = 1024**3
 # At most this many extra compiles to find a setting that fits (an L/14 step takes minutes to compile).
@@ -116,3 +120,39 @@ def check_fits(
         f"{said}{smallest}. Shrink the rest: {', '.join(smaller + ['a smaller model.clip.variant'])}, or run "
         "on more devices (optim.batch_size is split over them)."
     )
+
+
+def train_step_check(
+    config: ml_collections.ConfigDict, jit_with: Callable[[int], Any]
+) -> Callable[[Any, tuple], None] | None:
+    """`distributed.CompiledTogether`'s `check` for the trainer's step: refuses, before step 1, a step
+    that does not fit the device memory, naming the setting that does (`check_fits`); None when
+    nothing is to be checked (train.memory_check off, or a device without a memory limit, as CPUs).
+
+    `jit_with(k)`: the jitted train step with optim.grad_accum_steps=k, compiled for the other
+    accumulations `check_fits` tries."""
+    if not config.train.memory_check:
+        return None
+    limit, where = device_limit(config.train.device_memory_gib)
+    if limit is None:
+        return None
+    shape = dict(zip(sharding.AXES, config_checks.check_mesh(config)))
+
+    def check(compiled, args: tuple) -> None:
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), args
+        )
+        needed = step_bytes(compiled)
+        if jax.process_index() == 0:
+            print(f"Train step: {size(needed)} per device of {size(limit)} ({where}).", flush=True)
+        check_fits(
+            needed, limit, where,
+            batch_size=config.optim.batch_size,
+            parallel=shape["data"] * shape["fsdp"],
+            accum_steps=config.optim.grad_accum_steps,
+            bytes_with=lambda k: step_bytes(jit_with(k).lower(*abstract).compile()),
+            dtype=config.model.clip.dtype,
+            remat=config.model.clip.remat,
+        )
+
+    return check

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from grace_jax import memory, sharding, train
+from grace_jax import memory, sharding, steps, train
+from grace_jax import state as state_lib
 from grace_jax.infra import errors
 
 # Each test compiles and runs full-size accumulated training steps.
@@ -24,7 +25,7 @@ def _setup(tiny_config, batch_size: int):
     config.optim.optimizer = "sgd"
     config.optim.warmup_steps = 0
     config.optim.groups = ((".*", 0.5),)
-    graphdef, state, tx = train.create_state(config, train.load_tokenizer(config.model), steps_per_epoch=1)
+    graphdef, state, tx = state_lib.create_state(config, state_lib.load_tokenizer(config.model), steps_per_epoch=1)
     mesh = sharding.make_mesh(dict(zip(config.mesh.axes, config.mesh.shape)))  # all 8 fake devices
     state_sh = sharding.state_shardings(mesh, state)
     batch_sh = sharding.batch_sharding(mesh)
@@ -32,7 +33,7 @@ def _setup(tiny_config, batch_size: int):
 
     def jitted(accum):
         return jax.jit(
-            functools.partial(train.train_step, graphdef=graphdef, tx=tx, loss_cfg=dict(config.model.loss),
+            functools.partial(steps.train_step, graphdef=graphdef, tx=tx, loss_cfg=dict(config.model.loss),
                               image_size=config.data.image_size, accum_steps=accum),
             in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, replicated),
         )

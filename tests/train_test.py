@@ -10,7 +10,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from grace_jax.configs import base
-from grace_jax import train
+from grace_jax import state as state_lib
+from grace_jax import steps, train
 
 
 def _params(workdir: str):
@@ -138,9 +139,9 @@ def _one_step(config, batch):
 
     from grace_jax.text.tokenizer import Tokenizer
 
-    graphdef, state, tx = train.create_state(config, Tokenizer.from_pretrained("builtin:tiny"), 100)
+    graphdef, state, tx = state_lib.create_state(config, Tokenizer.from_pretrained("builtin:tiny"), 100)
     step = jax.jit(functools.partial(
-        train.train_step, graphdef=graphdef, tx=tx, loss_cfg=dict(config.model.loss)
+        steps.train_step, graphdef=graphdef, tx=tx, loss_cfg=dict(config.model.loss)
     ))  # fmt: skip
     return step(state, batch)
 

@@ -213,11 +213,11 @@ def _converted_state(config, sd, clip_sd, source):
     import jax.numpy as jnp
     from flax import nnx
 
-    from grace_jax import train
+    from grace_jax import state as state_lib
     from grace_jax.text import class_cues
     from grace_jax.models import clip_checkpoint
 
-    graphdef, state, tx = train.create_state(config, None, steps_per_epoch=1)
+    graphdef, state, tx = state_lib.create_state(config, None, steps_per_epoch=1)
     hf = clip_checkpoint.openai_to_hf(clip_sd)
     used: set[str] = set()
 

@@ -26,7 +26,7 @@ FREE_FIELDS = (
     "train.*",  # logging, evaluation and checkpoint intervals, checkpoints kept
     "optim.num_train_steps",  # how long; the learning-rate schedule (optim.lr_decay_epochs, ...) stays
     "optim.num_epochs",
-    "optim.grad_accum_steps",  # the same step, over micro-batches (train.accumulated_grads)
+    "optim.grad_accum_steps",  # the same step, over micro-batches (steps.accumulated_grads)
     "data.dir",  # the same shards, moved
     "data.tfds_dir",  # the same TFDS dataset, moved
     "data.eval_batch_size",

@@ -25,7 +25,8 @@ import jax
 import ml_collections
 from flax import nnx
 
-from grace_jax import sharding, train
+from grace_jax import sharding
+from grace_jax import state as state_lib
 from grace_jax.infra import config_upgrade, errors, hub, paths
 from grace_jax.interop import hf_export
 from grace_jax.models import grace
@@ -115,14 +116,14 @@ def _kind_of(source: str) -> str:
 
 
 def _abstract_state(config: ml_collections.ConfigDict) -> tuple[Any, dict]:
-    """(graphdef, the shapes and dtypes of the training state `train.create_state` builds), without
+    """(graphdef, the shapes and dtypes of the training state `state.create_state` builds), without
     spending a random initialisation on it."""
     # Inference reads no captions: a tokenizer is needed only to build the class texts.
-    tokenizer = train.load_tokenizer(config.model) if grace.needs_tokenizer(config.model) else None
+    tokenizer = state_lib.load_tokenizer(config.model) if grace.needs_tokenizer(config.model) else None
     built = {}
 
     def state_only():
-        built["graphdef"], state, _ = train.create_state(config, tokenizer, steps_per_epoch=1)
+        built["graphdef"], state, _ = state_lib.create_state(config, tokenizer, steps_per_epoch=1)
         return state
 
     abstract = jax.eval_shape(state_only)

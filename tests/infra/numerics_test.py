@@ -212,16 +212,17 @@ def _case():
     """
     import jax
 
-    from grace_jax import train
+    from grace_jax import state as state_lib
+    from grace_jax import steps
 
     config = tiny_run_config("", num_steps=1)
     model = config.model
     assert model.motion.enabled and model.cate.enabled and model.ot.enabled
-    tokenizer = train.load_tokenizer(model)
+    tokenizer = state_lib.load_tokenizer(model)
     held = {}
 
     def build():
-        held["graphdef"], state, _ = train.create_state(config, tokenizer, steps_per_epoch=1000)
+        held["graphdef"], state, _ = state_lib.create_state(config, tokenizer, steps_per_epoch=1000)
         return {k: state[k] for k in ("params", "frozen", "rest")}
 
     size = config.data.image_size
@@ -233,7 +234,7 @@ def _case():
     }
 
     def loss(params, frozen, rest):
-        return train._forward(
+        return steps.forward(
             held["graphdef"], params, frozen, rest, batch, loss_cfg=dict(model.loss)
         )
 

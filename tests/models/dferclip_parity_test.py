@@ -8,7 +8,7 @@ without a source. Then, on the same [0,1] frames (``data.normalize="unit"``) and
 descriptor sentences passed through ``model.class_cues``:
 
 - initial logits agree to 1e-5 relative;
-- five SGD steps of our jitted ``train.train_step`` against main.py's optimizer step (its three
+- five SGD steps of our jitted ``steps.train_step`` against main.py's optimizer step (its three
   groups, momentum, weight decay), at DFER-CLIP's learning rates and at 100x them: every loss agrees
   to 1e-3 and the trained parameters stay together, the text tower does not move;
 - the optimizer groups agree parameter by parameter, and so does the step-decay schedule.
@@ -38,7 +38,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 import dferclip_torch as dt  # noqa: E402
 
 from grace_jax.configs import dferclip  # noqa: E402
-from grace_jax import optim, train  # noqa: E402
+from grace_jax import optim, steps  # noqa: E402
+from grace_jax import state as state_lib  # noqa: E402
 from grace_jax.models import clip_checkpoint  # noqa: E402
 from grace_jax.text import tiny_vocab  # noqa: E402
 from grace_jax.text.tokenizer import Tokenizer  # noqa: E402
@@ -182,14 +183,14 @@ class Ours(NamedTuple):
 
 
 def _ours(model_t: dt.GenerateModel, clip_path: str, lr_scale: float = 1.0) -> Ours:
-    """Our trainer's state (``train.create_state``) holding ``model_t``'s weights.
+    """Our trainer's state (``state_lib.create_state``) holding ``model_t``'s weights.
 
     CLIP comes in through ``model.clip.init`` (the OpenAI checkpoint at ``clip_path``), the rest is
     copied; checks that every parameter of ours has exactly one source and nothing is left over.
     """
     config = _config(clip_path, lr_scale)
     tokenizer = Tokenizer.from_pretrained(config.model.clip.tokenizer)
-    graphdef, state, tx = train.create_state(config, tokenizer, steps_per_epoch=1000)
+    graphdef, state, tx = state_lib.create_state(config, tokenizer, steps_per_epoch=1000)
     ours = {**_flat(state["params"]), **_flat(state["frozen"])}
     mapped, sources, _ = official_to_ours(model_t.state_dict(), set(ours))
     assert set(mapped) == set(ours), sorted(set(ours) ^ set(mapped))[:5]
@@ -293,7 +294,7 @@ def test_optimizer_groups(pair):
     params = dict(model_t.state_dict(keep_vars=True))  # duplicated views: the same Parameter
     group_of = {id(p): g for g in opt_t.param_groups for p in g["params"]}
     assert sum(len(g["params"]) for g in opt_t.param_groups) == len(group_of)  # no overlaps
-    groups = train._groups(ours.config.optim)  # noqa: SLF001 -- the trainer's own reading
+    groups = state_lib.groups(ours.config.optim)  # the trainer's own reading
     trained = set(_flat(ours.state["params"]))
     frozen = set(_flat(ours.state["frozen"]))
     seen = {"frozen": 0, 1e-2: 0, 1e-5: 0, 1e-3: 0}
@@ -365,7 +366,7 @@ def _torch_steps(model_t, opt_t) -> list[float]:
 def _our_steps(ours: Ours):
     step = jax.jit(
         functools.partial(
-            train.train_step,
+            steps.train_step,
             graphdef=ours.graphdef,
             tx=ours.tx,
             loss_cfg=dict(ours.config.model.loss),

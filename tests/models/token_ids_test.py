@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from grace_jax.configs import demo
-from grace_jax import train
+from grace_jax import state as state_lib
 from grace_jax.models import clip as clip_lib
 from grace_jax.models import grace, prompts
 from grace_jax.text.tokenizer import BUILTIN_TINY, Tokenizer
@@ -49,7 +49,7 @@ def test_a_config_with_token_ids_and_architecture_builds_without_a_tokenizer():
     size["vision"]["heads"] = 2  # not a named variant any more
     c.model.clip.architecture = size
     c.model.clip.variant = "custom"
-    assert not grace.needs_tokenizer(c.model) and train.load_tokenizer(c.model) is None
+    assert not grace.needs_tokenizer(c.model) and state_lib.load_tokenizer(c.model) is None
     from flax import nnx
 
     model = grace.build_model(c.model, rngs=nnx.Rngs(0), tokenizer=None)
