@@ -49,24 +49,45 @@ MODELS = {
     "no_motion": ["--config.model.motion.enabled=False", "--config.model.motion.top_k=0"],
     "no_cate": ["--config.model.cate.enabled=False"],
     "no_ot": ["--config.model.ot.enabled=False", "--config.model.loss.ot_weight=0"],
-    "all_off": ["--config.model.motion.enabled=False", "--config.model.motion.top_k=0",
-                "--config.model.cate.enabled=False", "--config.model.ot.enabled=False",
-                "--config.model.loss.ot_weight=0"],
+    "all_off": [
+        "--config.model.motion.enabled=False",
+        "--config.model.motion.top_k=0",
+        "--config.model.cate.enabled=False",
+        "--config.model.ot.enabled=False",
+        "--config.model.loss.ot_weight=0",
+    ],
     "fixed_prior": ["--config.model.motion.weighting=fixed"],
-    "balanced": ["--config.model.motion.weighting=fixed", "--config.model.motion.normalize=clip_max",
-                 "--config.model.motion.alpha=0.1", "--config.model.motion.top_k=64",
-                 "--config.model.ot.tau_visual=1.0", "--config.model.ot.relative_epsilon=False",
-                 "--config.model.ot.epsilon=0.1"],
+    "balanced": [
+        "--config.model.motion.weighting=fixed",
+        "--config.model.motion.normalize=clip_max",
+        "--config.model.motion.alpha=0.1",
+        "--config.model.motion.top_k=64",
+        "--config.model.ot.tau_visual=1.0",
+        "--config.model.ot.relative_epsilon=False",
+        "--config.model.ot.epsilon=0.1",
+    ],
 }
 
 
 def _build(variant: str, out: str) -> str:
     data = os.path.join(out, variant, "synthfer")
     if not os.path.exists(os.path.join(data, "manifest.json")):
-        subprocess.run([sys.executable, "-m", "data_prep.build_dataset", "--dataset=synth", f"--out={data}",
-                        f"--synth_train={_TRAIN.value}", f"--synth_test={_TEST.value}", "--synth_seed=0",
-                        "--frame_size=48", f"--synth_variant={variant}", f"--workers={os.cpu_count() or 1}"],
-                       check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "data_prep.build_dataset",
+                "--dataset=synth",
+                f"--out={data}",
+                f"--synth_train={_TRAIN.value}",
+                f"--synth_test={_TEST.value}",
+                "--synth_seed=0",
+                "--frame_size=48",
+                f"--synth_variant={variant}",
+                f"--workers={os.cpu_count() or 1}",
+            ],
+            check=True,
+        )
     return data
 
 
@@ -75,10 +96,19 @@ def _train(variant: str, model: str, seed: int, data: str, out: str) -> str:
     if not os.path.exists(os.path.join(workdir, "final_metrics.json")):
         epochs = _EPOCHS.value
         decay = f"({max(epochs * 2 // 3, 1)},{max(epochs * 13 // 15, 1)})"
-        command = [sys.executable, "-m", "grace_jax.main", "--config=configs/demo.py", f"--workdir={workdir}",
-                   f"--config.data.dir={data}", f"--config.seed={seed}", f"--config.optim.num_epochs={epochs}",
-                   f"--config.optim.lr_decay_epochs={decay}", f"--config.train.eval_every_epochs={epochs}",
-                   *MODELS[model]]
+        command = [
+            sys.executable,
+            "-m",
+            "grace_jax.main",
+            "--config=configs/demo.py",
+            f"--workdir={workdir}",
+            f"--config.data.dir={data}",
+            f"--config.seed={seed}",
+            f"--config.optim.num_epochs={epochs}",
+            f"--config.optim.lr_decay_epochs={decay}",
+            f"--config.train.eval_every_epochs={epochs}",
+            *MODELS[model],
+        ]
         start = time.perf_counter()
         os.makedirs(os.path.dirname(workdir), exist_ok=True)
         with open(workdir + ".log", "w") as log:
@@ -113,13 +143,21 @@ def _jump_effect(workdir: str, data: str, pixels: int = 2) -> float | None:
         if jump:
             video = localization.shift_frame(video.astype(jnp.float32), video.shape[1] // 2, pixels)
         _, aux = model(input_pipeline.normalize_on_device(video, config.data.normalize))
-        mask = localization.expression_mask(expression=batch["gt_expression"], distractor=batch["gt_distractor"],
-                                            patch_size=model_patch)
+        mask = localization.expression_mask(
+            expression=batch["gt_expression"], distractor=batch["gt_distractor"], patch_size=model_patch
+        )
         r = localization.localization(maps=aux["ot_visual_mass"], mask=mask)
         return r["share"], r["valid"] & batch["mask"]
 
-    loader = input_pipeline.make_eval_loader(data, config.data, split="test", global_batch_size=50,
-                                             worker_count=0, normalize_on_host=False, ground_truth=True)
+    loader = input_pipeline.make_eval_loader(
+        data,
+        config.data,
+        split="test",
+        global_batch_size=50,
+        worker_count=0,
+        normalize_on_host=False,
+        ground_truth=True,
+    )
     diffs = []
     for batch in loader:
         before, valid = shares(run.state, batch, False)
@@ -150,39 +188,59 @@ def main(argv):
                 loc = final.get("localization", {})
                 jump = _jump_effect(workdir, data) if model in ("grace", "balanced", "fixed_prior") else None
                 results.setdefault(variant, {}).setdefault(model, []).append(
-                    {"uar": final["uar"], "war": final["war"], "loc": loc, "jump": jump})
+                    {"uar": final["uar"], "war": final["war"], "loc": loc, "jump": jump}
+                )
     json.dump(results, open(os.path.join(out, "results.json"), "w"), indent=1)
 
-    print(f"\n# python benchmarks/ablations.py --variants={','.join(_VARIANTS.value)} "
-          f"--models={','.join(_MODELS.value)} --seeds={_SEEDS.value and ','.join(_SEEDS.value)} "
-          f"--epochs={_EPOCHS.value}  (commit {commit}, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores)")
+    print(
+        f"\n# python benchmarks/ablations.py --variants={','.join(_VARIANTS.value)} "
+        f"--models={','.join(_MODELS.value)} --seeds={_SEEDS.value and ','.join(_SEEDS.value)} "
+        f"--epochs={_EPOCHS.value}  (commit {commit}, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores)"
+    )
     for variant, models in results.items():
-        print(f"\nSynthFER {variant}: mean +- sample std over {len(seeds)} seeds; shares = mass on expression "
-              "tokens, mean over non-neutral classes")
-        print("| model | seeds | UAR | WAR | class map share | pointing | weights share | pixel prior share | "
-              "uniform | crop jump: share change |")
+        print(
+            f"\nSynthFER {variant}: mean +- sample std over {len(seeds)} seeds; shares = mass on expression "
+            "tokens, mean over non-neutral classes"
+        )
+        print(
+            "| model | seeds | UAR | WAR | class map share | pointing | weights share | pixel prior share | "
+            "uniform | crop jump: share change |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|")
         for model, runs_ in models.items():
-            def loc(name, key):
+
+            def loc(name, key, runs_=runs_):
                 return [r["loc"][name][key] for r in runs_ if name in r["loc"]]
 
-            print(f"| {model} | {len(runs_)} | {_stat([r['uar'] for r in runs_])} | {_stat([r['war'] for r in runs_])} | "
-                  f"{_stat(loc('predicted_class_map', 'share'))} | {_stat(loc('predicted_class_map', 'pointing'))} | "
-                  f"{_stat(loc('motion_weights', 'share'))} | {_stat(loc('pixel_prior', 'share'))} | "
-                  f"{_stat(loc('pixel_prior', 'chance'))} | {_stat([r['jump'] for r in runs_])} |")
+            print(
+                f"| {model} | {len(runs_)} | {_stat([r['uar'] for r in runs_])} | {_stat([r['war'] for r in runs_])} | "
+                f"{_stat(loc('predicted_class_map', 'share'))} | {_stat(loc('predicted_class_map', 'pointing'))} | "
+                f"{_stat(loc('motion_weights', 'share'))} | {_stat(loc('pixel_prior', 'share'))} | "
+                f"{_stat(loc('pixel_prior', 'chance'))} | {_stat([r['jump'] for r in runs_])} |"
+            )
         if "grace" in models:
             print(f"\n`grace` per class on {variant} (mean over seeds): class map share / pixel prior share / uniform")
             classes = models["grace"][0]["loc"].get("predicted_class_map", {}).get("per_class", {})
             print("| class | class map | pixel prior | uniform | class map / uniform |")
             print("|---|---|---|---|---|")
             for cls in classes:
-                def per(name, key, cls=cls):
-                    return float(np.mean([r["loc"][name]["per_class"][cls][key] for r in models["grace"]
-                                          if cls in r["loc"][name]["per_class"]]))
+
+                def per(name, key, cls=cls, grace_runs=models["grace"]):
+                    return float(
+                        np.mean(
+                            [
+                                r["loc"][name]["per_class"][cls][key]
+                                for r in grace_runs
+                                if cls in r["loc"][name]["per_class"]
+                            ]
+                        )
+                    )
 
                 share, chance = per("predicted_class_map", "share"), per("pixel_prior", "chance")
-                print(f"| {cls} | {share:.3f} | {per('pixel_prior', 'share'):.3f} | {chance:.3f} | "
-                      f"{share / max(chance, 1e-9):.1f}x |")
+                print(
+                    f"| {cls} | {share:.3f} | {per('pixel_prior', 'share'):.3f} | {chance:.3f} | "
+                    f"{share / max(chance, 1e-9):.1f}x |"
+                )
 
 
 if __name__ == "__main__":

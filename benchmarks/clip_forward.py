@@ -25,13 +25,13 @@ _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed runs per side.")
 
 def main(argv):
     del argv
+    import clip_fixtures
     import jax
     import jax.numpy as jnp
     import numpy as np
     import torch
     from flax import nnx
 
-    import clip_fixtures
     from grace_jax.models import clip as clip_lib
     from grace_jax.models import clip_checkpoint
 
@@ -80,10 +80,7 @@ def main(argv):
     )
     print(f"{'implementation':<16}{'median s':>10}{'min s':>10}{'max s':>10}{'images/s':>10}")
     for name, values in times.items():
-        print(
-            f"{name:<16}{med[name]:>10.3f}{min(values):>10.3f}{max(values):>10.3f}"
-            f"{_BATCH.value / med[name]:>10.1f}"
-        )
+        print(f"{name:<16}{med[name]:>10.3f}{min(values):>10.3f}{max(values):>10.3f}{_BATCH.value / med[name]:>10.1f}")
     print(f"\nratio grace_jax / pytorch (median): {med['grace_jax'] / med['pytorch']:.2f}")
 
 

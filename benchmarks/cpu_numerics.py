@@ -81,9 +81,7 @@ def _child(model: str) -> None:
     tokenizer = state_lib.load_tokenizer(config.model)
     # A long epoch keeps the step-decay boundaries out of the few timed steps.
     graphdef, state, tx = state_lib.create_state(config, tokenizer, steps_per_epoch=1000)
-    step = functools.partial(
-        steps.train_step, graphdef=graphdef, tx=tx, loss_cfg=dict(config.model.loss)
-    )
+    step = functools.partial(steps.train_step, graphdef=graphdef, tx=tx, loss_cfg=dict(config.model.loss))
     rng = np.random.default_rng(0)
     batch = {  # uint8 frames, normalised inside the step, as the trainer feeds them
         "video": rng.integers(0, 256, (batch_size, frames, size, size, 3), np.uint8),

@@ -48,22 +48,33 @@ def part_a() -> None:
     a = jnp.full((n,), 1 / n, jnp.float32)
     b = jax.nn.softmax(jnp.asarray(rng.normal(size=k) * 1.5, jnp.float32))
     print("\nPart A: 30 x 3136 tokens, cos = 0.2 + s N(0,1); balanced (tau_visual 1) and semi-relaxed (0.5)")
-    print("| cos spread s | epsilon | tau_visual | mutual information (nats) | visual entropy (nats) | "
-          "OT - independent score |")
+    print(
+        "| cos spread s | epsilon | tau_visual | mutual information (nats) | visual entropy (nats) | "
+        "OT - independent score |"
+    )
     print("|---|---|---|---|---|---|")
     for s in (0.03, 0.05, 0.1, 0.3):
         cos = jnp.asarray(0.2 + s * rng.normal(size=(n, k)), jnp.float32)
         independent = float(jnp.sum(a[:, None] * b[None] * cos))
         for kind, eps in _settings():
             for tau in (1.0, 0.5):
-                res = jax.jit(functools.partial(
-                    alignment.solve_ot, epsilon=eps, relative_epsilon=kind == "relative", tau_b=tau,
-                    max_iterations=2000, threshold=1e-4))(1.0 - cos, a, b)
+                res = jax.jit(
+                    functools.partial(
+                        alignment.solve_ot,
+                        epsilon=eps,
+                        relative_epsilon=kind == "relative",
+                        tau_b=tau,
+                        max_iterations=2000,
+                        threshold=1e-4,
+                    )
+                )(1.0 - cos, a, b)
                 stats = alignment.plan_statistics(plan=res.plan)
                 score = float(jnp.sum(res.plan * cos))
-                print(f"| {s} | {eps} {kind} (= {float(res.epsilon):.3g}) | {tau} | "
-                      f"{float(stats['mutual_information']):.3f} | {float(stats['visual_entropy']):.2f} | "
-                      f"{score - independent:+.4f} |")
+                print(
+                    f"| {s} | {eps} {kind} (= {float(res.epsilon):.3g}) | {tau} | "
+                    f"{float(stats['mutual_information']):.3f} | {float(stats['visual_entropy']):.2f} | "
+                    f"{score - independent:+.4f} |"
+                )
 
 
 def part_b(workdir: str, data_dir: str) -> None:
@@ -85,19 +96,34 @@ def part_b(workdir: str, data_dir: str) -> None:
             config.model.ot.epsilon = eps
             config.model.ot.relative_epsilon = kind == "relative"
         graphdef, _, _ = state_lib.create_state(config, state_lib.load_tokenizer(config.model), steps_per_epoch=1)
-        eval_fn = jax.jit(functools.partial(
-            steps.eval_step, graphdef=graphdef, loss_cfg=dict(config.model.loss),
-            num_classes=config.model.num_classes, normalize=config.data.normalize))
+        eval_fn = jax.jit(
+            functools.partial(
+                steps.eval_step,
+                graphdef=graphdef,
+                loss_cfg=dict(config.model.loss),
+                num_classes=config.model.num_classes,
+                normalize=config.data.normalize,
+            )
+        )
         loader = input_pipeline.make_eval_loader(
-            data_dir, config.data, split="test", global_batch_size=50, worker_count=0,
-            normalize_on_host=False, ground_truth=True)
-        confusion, _, extras = steps.evaluate(eval_fn, run.state, loader, mesh, config.model.num_classes,
-                                              run.class_names)
+            data_dir,
+            config.data,
+            split="test",
+            global_batch_size=50,
+            worker_count=0,
+            normalize_on_host=False,
+            ground_truth=True,
+        )
+        confusion, _, extras = steps.evaluate(
+            eval_fn, run.state, loader, mesh, config.model.num_classes, run.class_names
+        )
         uar = metrics.summarize(confusion=confusion, class_names=run.class_names)["uar"]
         loc = extras.get("localization", {}).get("predicted_class_map", {})
         label = f"{eps} {kind}" if eps is not None else f"{config.model.ot.epsilon} (run's own)"
-        print(f"| {label} | {uar:.3f} | {extras['ot'].get('ot_mutual_information', float('nan')):.3f} | "
-              f"{loc.get('share', float('nan')):.3f} | {loc.get('chance', float('nan')):.3f} |")
+        print(
+            f"| {label} | {uar:.3f} | {extras['ot'].get('ot_mutual_information', float('nan')):.3f} | "
+            f"{loc.get('share', float('nan')):.3f} | {loc.get('chance', float('nan')):.3f} |"
+        )
     del localization
 
 

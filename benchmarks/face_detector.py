@@ -62,12 +62,7 @@ def main(argv):
     for size in _SIZES.value:
         h, w = (int(v) for v in size.lower().split("x"))
         side = min(h, w) // 2
-        frames = np.stack(
-            [
-                paste_face(scene(rng, h, w), (w - side) // 2, (h - side) // 2, side)[0]
-                for _ in range(n)
-            ]
-        )
+        frames = np.stack([paste_face(scene(rng, h, w), (w - side) // 2, (h - side) // 2, side)[0] for _ in range(n)])
         inputs, _ = letterbox(frames)
         stages = {
             "letterbox": lambda frames=frames: letterbox(frames),
@@ -94,9 +89,7 @@ def main(argv):
         f"{_RUNS.value} runs each, alternating; first network call (compile + run) "
         f"{compile_s:.1f} s\n"
     )
-    print(
-        f"{'frames':<12}{'stage':<16}{'median ms/frame':>17}{'min ms/frame':>14}{'faces found':>13}"
-    )
+    print(f"{'frames':<12}{'stage':<16}{'median ms/frame':>17}{'min ms/frame':>14}{'faces found':>13}")
     for frame, name, med, low, found in rows:
         print(f"{frame:<12}{name:<16}{med:>17.2f}{low:>14.2f}{found:>13}")
 

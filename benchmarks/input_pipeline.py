@@ -53,9 +53,7 @@ from absl import app, flags
 from PIL import Image
 
 from data_prep import job
-from grace_jax.data import schema
-from grace_jax.data import input_pipeline
-from grace_jax.data import clip_transforms, device_transforms
+from grace_jax.data import clip_transforms, device_transforms, input_pipeline, schema
 from grace_jax.data.segments import segment_indices
 
 FLAGS = flags.FLAGS
@@ -132,8 +130,12 @@ class DferPilTransform(grain.transforms.RandomMap):
                 image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             frames.append(np.asarray(image, np.float32) / 255.0)  # ToTensor
         video = (np.stack(frames) - self.mean) / self.std  # Normalize
-        return {"video": video.astype(np.float32), "label": np.int32(element["label"]),
-                "mask": np.bool_(True), "clip_index": np.int32(element["key"])}
+        return {
+            "video": video.astype(np.float32),
+            "label": np.int32(element["label"]),
+            "mask": np.bool_(True),
+            "clip_index": np.int32(element["key"]),
+        }
 
 
 class OursPilTransform(grain.transforms.RandomMap):
@@ -155,19 +157,30 @@ class OursPilTransform(grain.transforms.RandomMap):
         seed = int(rng.integers(2**31))
 
         def box_fn(width, height):
-            return clip_transforms.random_resized_box(width, height, np.random.default_rng(seed), (0.08, 1.0), (3 / 4, 4 / 3))
+            return clip_transforms.random_resized_box(
+                width, height, np.random.default_rng(seed), (0.08, 1.0), (3 / 4, 4 / 3)
+            )
 
         frames = clip_transforms.decode_resized(view, local, box_fn, self.image_size)
         if rng.uniform() < 0.5:
             frames = frames[:, :, ::-1]
-        return {"video": clip_transforms.normalize(frames), "label": np.int32(element["label"]),
-                "mask": np.bool_(True), "clip_index": np.int32(element["key"])}
+        return {
+            "video": clip_transforms.normalize(frames),
+            "label": np.int32(element["label"]),
+            "mask": np.bool_(True),
+            "clip_index": np.int32(element["key"]),
+        }
 
 
 def _folder_loader(source, transform, workers: int) -> grain.DataLoader:
     sampler = grain.samplers.IndexSampler(len(source), shuffle=True, num_epochs=None, seed=0)
-    return grain.DataLoader(data_source=source, sampler=sampler, worker_count=workers, worker_buffer_size=2,
-                            operations=[transform, grain.transforms.Batch(FLAGS.batch_size, drop_remainder=True)])
+    return grain.DataLoader(
+        data_source=source,
+        sampler=sampler,
+        worker_count=workers,
+        worker_buffer_size=2,
+        operations=[transform, grain.transforms.Batch(FLAGS.batch_size, drop_remainder=True)],
+    )
 
 
 def _time(loader) -> tuple[float, float]:
@@ -226,25 +239,45 @@ def _textured_shards(workdir: str, synth_shards: str) -> str:
         os.makedirs(folder)
         for i, frame in enumerate(frames):
             frame = frame + texture + rng.normal(0, FLAGS.texture / 4, frame.shape)
-            Image.fromarray(frame.clip(0, 255).astype(np.uint8)).save(os.path.join(folder, f"{i + 1:05d}.jpg"),
-                                                                       quality=95)
+            Image.fromarray(frame.clip(0, 255).astype(np.uint8)).save(
+                os.path.join(folder, f"{i + 1:05d}.jpg"), quality=95
+            )
         rows.append(f"{key:05d},{view.label}")
     with open(os.path.join(workdir, "textured.csv"), "w") as f:
         f.write("\n".join(rows) + "\n")
     shards = os.path.join(workdir, "textured_shards")
-    job.build(job.BuildConfig(dataset="folder", out=shards, videos=os.path.join(workdir, "textured"),
-                              labels=(f"train={os.path.join(workdir, 'textured.csv')}",), frame_size=FLAGS.image_size,
-                              workers=os.cpu_count() or 1, progress=False, command=("benchmarks.input_pipeline",)))
+    job.build(
+        job.BuildConfig(
+            dataset="folder",
+            out=shards,
+            videos=os.path.join(workdir, "textured"),
+            labels=(f"train={os.path.join(workdir, 'textured.csv')}",),
+            frame_size=FLAGS.image_size,
+            workers=os.cpu_count() or 1,
+            progress=False,
+            command=("benchmarks.input_pipeline",),
+        )
+    )
     return shards
 
 
 def _prepare(workdir: str) -> tuple[str, list[str], list[int], float]:
     """Shards at 224 px, frame folders holding the same JPEG bytes, and the mean bytes per frame."""
     shards = os.path.join(workdir, "shards")
-    job.build(job.BuildConfig(dataset="synth", out=shards, frame_size=FLAGS.image_size, synth_train=FLAGS.num_clips,
-                              synth_test=1, synth_min_frames=FLAGS.frames_per_clip,
-                              synth_max_frames=FLAGS.frames_per_clip, workers=os.cpu_count() or 1, progress=False,
-                              command=("benchmarks.input_pipeline",)))
+    job.build(
+        job.BuildConfig(
+            dataset="synth",
+            out=shards,
+            frame_size=FLAGS.image_size,
+            synth_train=FLAGS.num_clips,
+            synth_test=1,
+            synth_min_frames=FLAGS.frames_per_clip,
+            synth_max_frames=FLAGS.frames_per_clip,
+            workers=os.cpu_count() or 1,
+            progress=False,
+            command=("benchmarks.input_pipeline",),
+        )
+    )
     if FLAGS.texture > 0:
         shards = _textured_shards(workdir, shards)
     folders, labels, sizes = [], [], []
@@ -281,12 +314,25 @@ def _prepare_tfds(workdir: str, folders: list[str], labels: list[int]):
         f.write("".join(f"{folder} {len(os.listdir(folder))} {label}\n" for folder, label in zip(folders, labels)))
     shards = os.path.join(workdir, "dfew_shards")
     common = dict(workers=os.cpu_count() or 1, max_bad_fraction=0.0)
-    job.build(job.BuildConfig(dataset="dfew", root=lists, fold=1, out=shards, frame_size=FLAGS.image_size,
-                              progress=False, command=("benchmarks.input_pipeline",), **common))
-    done = prepare.build("dfew", lists, os.path.join(workdir, "tfds"), fold=1, frame_size=FLAGS.image_size,
-                       progress=False, **common)
-    sizes = {"shards": _tree_bytes(shards, lambda n: n.endswith(".array_record")),
-             "tfds": _tree_bytes(done.path, lambda n: ".array_record-" in n)}
+    job.build(
+        job.BuildConfig(
+            dataset="dfew",
+            root=lists,
+            fold=1,
+            out=shards,
+            frame_size=FLAGS.image_size,
+            progress=False,
+            command=("benchmarks.input_pipeline",),
+            **common,
+        )
+    )
+    done = prepare.build(
+        "dfew", lists, os.path.join(workdir, "tfds"), fold=1, frame_size=FLAGS.image_size, progress=False, **common
+    )
+    sizes = {
+        "shards": _tree_bytes(shards, lambda n: n.endswith(".array_record")),
+        "tfds": _tree_bytes(done.path, lambda n: ".array_record-" in n),
+    }
     return shards, tfds_source.TfdsDataset(done.name, os.path.join(workdir, "tfds")), sizes
 
 
@@ -309,6 +355,7 @@ def main(argv: list[str]) -> None:
     try:
         shards, folders, labels, frame_bytes = _prepare(workdir)
         folder_source = FrameFolderSource(folders, labels)
+
         def shard_loader(workers: int, data=shards, augment_on_device=False, **kw) -> grain.DataLoader:
             from grace_jax.configs import base
 
@@ -316,20 +363,34 @@ def main(argv: list[str]) -> None:
             settings.num_frames, settings.image_size = FLAGS.num_frames, FLAGS.image_size
             settings.augment_on_device = augment_on_device
             return input_pipeline.make_train_loader(
-                data, settings, split="train", global_batch_size=FLAGS.batch_size, seed=0,
-                worker_count=workers, shard_index=0, shard_count=1, **kw)
+                data,
+                settings,
+                split="train",
+                global_batch_size=FLAGS.batch_size,
+                seed=0,
+                worker_count=workers,
+                shard_index=0,
+                shard_count=1,
+                **kw,
+            )
 
         readers = {
             "shards-dev": lambda w: shard_loader(w, normalize_on_host=False, augment_on_device=True),
             "shards": shard_loader,
             "shards-u8": lambda w: shard_loader(w, normalize_on_host=False),
-            "pil-dfer": lambda w: _folder_loader(folder_source, DferPilTransform(FLAGS.num_frames, FLAGS.image_size), w),
-            "pil-ours": lambda w: _folder_loader(folder_source, OursPilTransform(FLAGS.num_frames, FLAGS.image_size), w),
+            "pil-dfer": lambda w: _folder_loader(
+                folder_source, DferPilTransform(FLAGS.num_frames, FLAGS.image_size), w
+            ),
+            "pil-ours": lambda w: _folder_loader(
+                folder_source, OursPilTransform(FLAGS.num_frames, FLAGS.image_size), w
+            ),
         }
         if FLAGS.tfds:
             dfew_shards, dfew_tfds, sizes = _prepare_tfds(workdir, folders, labels)
             readers |= {
-                "dfew-shards-dev": lambda w: shard_loader(w, dfew_shards, normalize_on_host=False, augment_on_device=True),
+                "dfew-shards-dev": lambda w: shard_loader(
+                    w, dfew_shards, normalize_on_host=False, augment_on_device=True
+                ),
                 "dfew-tfds-dev": lambda w: shard_loader(w, dfew_tfds, normalize_on_host=False, augment_on_device=True),
                 "dfew-shards": lambda w: shard_loader(w, dfew_shards),
                 "dfew-tfds": lambda w: shard_loader(w, dfew_tfds),
@@ -347,43 +408,57 @@ def main(argv: list[str]) -> None:
                 per_core = statistics.median(r[0] / r[1] for r in runs)
                 rows[name, workers] = (rate, cores, per_core)
         load = os.getloadavg()
-        print(f"\nbatches of {FLAGS.batch_size}x{FLAGS.num_frames}x{FLAGS.image_size}x{FLAGS.image_size}x3; "
-              f"{FLAGS.num_clips} clips of {FLAGS.frames_per_clip} frames, {frame_bytes / 1024:.1f} KiB per JPEG frame "
-              f"(texture {FLAGS.texture:g}); medians of {FLAGS.repeats} runs; "
-              f"{os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n")
+        print(
+            f"\nbatches of {FLAGS.batch_size}x{FLAGS.num_frames}x{FLAGS.image_size}x{FLAGS.image_size}x3; "
+            f"{FLAGS.num_clips} clips of {FLAGS.frames_per_clip} frames, {frame_bytes / 1024:.1f} KiB per JPEG frame "
+            f"(texture {FLAGS.texture:g}); medians of {FLAGS.repeats} runs; "
+            f"{os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n"
+        )
         header = f"{'reader':<15} {'workers':>7} {'clips/s':>9} {'cores used':>11} {'clips/s/core':>13} {'cores for 500 clips/s':>22}"
         print(header)
         print("-" * len(header))
         for (name, workers), (rate, cores, per_core) in rows.items():
-            print(f"{name:<15} {workers:>7} {rate:>9.1f} {cores:>11.2f} {per_core:>13.1f} {TARGET_CLIPS_PER_S / per_core:>22.1f}")
+            print(
+                f"{name:<15} {workers:>7} {rate:>9.1f} {cores:>11.2f} {per_core:>13.1f} {TARGET_CLIPS_PER_S / per_core:>22.1f}"
+            )
         print()
         for workers in (int(w) for w in FLAGS.workers):
             if not {"shards", "pil-dfer", "pil-ours", "shards-u8", "shards-dev"} <= set(timed):
                 break
             shard, dfer, ours = rows["shards", workers][2], rows["pil-dfer", workers][2], rows["pil-ours", workers][2]
             u8, dev = rows["shards-u8", workers][2], rows["shards-dev", workers][2]
-            print(f"workers={workers}: clips/s per core, shards-dev / pil-dfer = {dev / dfer:.2f}x, "
-                  f"shards / pil-dfer = {shard / dfer:.2f}x, shards-u8 / pil-dfer = {u8 / dfer:.2f}x, "
-                  f"shards / pil-ours = {shard / ours:.2f}x")
+            print(
+                f"workers={workers}: clips/s per core, shards-dev / pil-dfer = {dev / dfer:.2f}x, "
+                f"shards / pil-dfer = {shard / dfer:.2f}x, shards-u8 / pil-dfer = {u8 / dfer:.2f}x, "
+                f"shards / pil-ours = {shard / ours:.2f}x"
+            )
         if FLAGS.tfds:
-            print(f"\nthe same {FLAGS.num_clips} clips on disk (record files only): dfew shards "
-                  f"{sizes['shards'] / 2**20:.2f} MiB, dfew TFDS {sizes['tfds'] / 2**20:.2f} MiB "
-                  f"(TFDS / shards = {sizes['tfds'] / sizes['shards']:.3f})")
+            print(
+                f"\nthe same {FLAGS.num_clips} clips on disk (record files only): dfew shards "
+                f"{sizes['shards'] / 2**20:.2f} MiB, dfew TFDS {sizes['tfds'] / 2**20:.2f} MiB "
+                f"(TFDS / shards = {sizes['tfds'] / sizes['shards']:.3f})"
+            )
             reads = _record_reads(dfew_shards, dfew_tfds)
-            print(f"one record read (no decoding): dfew shards {reads['shards']:.0f} records/s, dfew TFDS "
-                  f"{reads['tfds']:.0f} records/s (tfds parses its example proto; grace_jax re-joins the frames)")
+            print(
+                f"one record read (no decoding): dfew shards {reads['shards']:.0f} records/s, dfew TFDS "
+                f"{reads['tfds']:.0f} records/s (tfds parses its example proto; grace_jax re-joins the frames)"
+            )
             for workers in (int(w) for w in FLAGS.workers):
                 if not {"dfew-tfds", "dfew-shards", "dfew-tfds-dev", "dfew-shards-dev"} <= set(timed):
                     break
                 host = rows["dfew-tfds", workers][0] / rows["dfew-shards", workers][0]
                 dev = rows["dfew-tfds-dev", workers][0] / rows["dfew-shards-dev", workers][0]
-                print(f"workers={workers}: clips/s, dfew-tfds / dfew-shards = {host:.2f}x, "
-                      f"dfew-tfds-dev / dfew-shards-dev = {dev:.2f}x")
+                print(
+                    f"workers={workers}: clips/s, dfew-tfds / dfew-shards = {host:.2f}x, "
+                    f"dfew-tfds-dev / dfew-shards-dev = {dev:.2f}x"
+                )
         if "shards-dev" not in timed:
             return
         gflop, ms = _device_work(readers["shards-dev"](0))
-        print(f"\nshards-dev leaves to the accelerator: crop/resize/flip + normalization, {gflop:.2f} GFLOP per clip "
-              f"(XLA cost analysis); {ms:.0f} ms per batch of {FLAGS.batch_size} on this CPU (median of 5)")
+        print(
+            f"\nshards-dev leaves to the accelerator: crop/resize/flip + normalization, {gflop:.2f} GFLOP per clip "
+            f"(XLA cost analysis); {ms:.0f} ms per batch of {FLAGS.batch_size} on this CPU (median of 5)"
+        )
     finally:
         if FLAGS.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

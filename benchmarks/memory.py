@@ -121,9 +121,9 @@ def _measure(fn, abstract_state, batch: int) -> dict:
 
 def main(argv):
     del argv
-    from grace_jax.text.tokenizer import Tokenizer
-
     import jax
+
+    from grace_jax.text.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_pretrained("builtin:tiny")
     start = time.perf_counter()

@@ -44,9 +44,8 @@ class TorchStep:
     loss."""
 
     def __init__(self, variant: str, sentences: list[str], hf_tokenizer, batch: dict, seed: int = 0):
-        import torch
-
         import dferclip_torch as dt
+        import torch
 
         torch.manual_seed(seed)
         tokenize = dt.make_tokenize(

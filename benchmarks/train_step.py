@@ -40,12 +40,11 @@ from absl import app, flags
 
 _VARIANTS = flags.DEFINE_list("variants", ["ViT-B/16", "ViT-B/32"], "CLIP variants.")
 _CONFIGS = flags.DEFINE_list(
-    "configs", ["dferclip", "motion", "cate", "ot", "grace"],
+    "configs",
+    ["dferclip", "motion", "cate", "ot", "grace"],
     "configs/ablation.py variants, and dferclip (configs/dferclip.py).",
 )
-_REFERENCE = flags.DEFINE_enum(
-    "reference", "", ["", "pytorch"], "Also time DFER-CLIP's PyTorch step (needs torch)."
-)
+_REFERENCE = flags.DEFINE_enum("reference", "", ["", "pytorch"], "Also time DFER-CLIP's PyTorch step (needs torch).")
 _BATCH = flags.DEFINE_integer("batch", 2, "Clips per step.")
 _FRAMES = flags.DEFINE_integer("frames", 16, "Frames per clip.")
 _STEPS = flags.DEFINE_integer("steps", 3, "Timed steps per configuration (median and min reported).")
@@ -57,10 +56,10 @@ TORCH = "pytorch dferclip"
 
 def _build(name: str, variant: str, frames: int, tokenizer):
     """The trainer's own state and jitted `steps.train_step` for one ablation config."""
-    import torch_reference
     import functools
 
     import jax
+    import torch_reference
 
     from grace_jax import state as state_lib
     from grace_jax import steps
@@ -121,9 +120,8 @@ def main(argv):
     use_torch = _REFERENCE.value == "pytorch"
     if use_torch:
         import torch
-        import transformers
-
         import torch_reference
+        import transformers
 
         hf_tok = transformers.CLIPTokenizer.from_pretrained(tiny_vocab.cached_tiny_vocab())
     start = time.perf_counter()
@@ -185,11 +183,12 @@ def main(argv):
         base = runs.get("dferclip")
         for name, r in runs.items():
             med, lo = statistics.median(r["times"]), min(r["times"])
-            vs = lambda other: (
-                (med / statistics.median(other["times"]), lo / min(other["times"]))
-                if other and other is not r
-                else (float("nan"), float("nan"))
-            )
+
+            def vs(other, med=med, lo=lo, r=r):
+                if other and other is not r:
+                    return med / statistics.median(other["times"]), lo / min(other["times"])
+                return float("nan"), float("nan")
+
             rows.append(dict(
                 variant=variant, name=name, n=r["n"], compile=r["compile"], med=med, lo=lo,
                 x_dfc=vs(base) if name != TORCH else (float("nan"),) * 2,
@@ -201,7 +200,10 @@ def main(argv):
     header = ["variant", "step", "trainable", "compile s", "step s (median)", "step s (min)",
               "x our dferclip (median / min)", "x PyTorch DFER-CLIP (median / min)",
               "GFLOP", "GFLOP/s at min", "loss"]  # fmt: skip
-    fmt = lambda pair: "" if np.isnan(pair[0]) else f"{pair[0]:.2f} / {pair[1]:.2f}"
+
+    def fmt(pair):
+        return "" if np.isnan(pair[0]) else f"{pair[0]:.2f} / {pair[1]:.2f}"
+
     print("\n" + head)
     if peaks:
         print(f"fp32 matmul peak {_MATMUL}: XLA {peaks['xla']:.0f} GFLOP/s, PyTorch "

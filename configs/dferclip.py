@@ -46,10 +46,7 @@ def _parse(arg: str | None) -> tuple[str, str | None]:
         return "dfew", None
     dataset, _, rest = arg.partition(",")
     if dataset not in _DATASETS:
-        raise ValueError(
-            "configs/dferclip.py takes 'dfew[,fold=N]', 'ferv39k' or 'mafw[,fold=N]', "
-            f"got {arg!r}."
-        )
+        raise ValueError(f"configs/dferclip.py takes 'dfew[,fold=N]', 'ferv39k' or 'mafw[,fold=N]', got {arg!r}.")
     if rest and dataset == "ferv39k":
         raise ValueError(f"FERV39k has one split and takes no fold, got {arg!r}.")
     return dataset, rest or None

@@ -48,8 +48,12 @@ flags.DEFINE_string("root", None, "Dataset folder on this machine; list paths ar
 flags.DEFINE_integer("fold", None, "DFEW/MAFW fold (1..5): keeps the `set_<fold>` lists.")
 flags.DEFINE_string("videos", None, "--dataset=folder: folder the CSV paths are relative to.")
 flags.DEFINE_list("labels", [], "--dataset=folder: CSVs `path,label[,caption]`, as `path` or `split=path`.")
-flags.DEFINE_list("class_names", [], "--dataset=folder: the classes in label order (a CSV label is an index "
-                  "into them or one of them); default: the CSVs' distinct label names, sorted.")
+flags.DEFINE_list(
+    "class_names",
+    [],
+    "--dataset=folder: the classes in label order (a CSV label is an index "
+    "into them or one of them); default: the CSVs' distinct label names, sorted.",
+)
 flags.DEFINE_string("captions", None, "Clip id -> caption file (JSON object, or CSV/TSV `clip_id,text`).")
 flags.DEFINE_string("out", None, "Output folder.")
 flags.DEFINE_integer("num_shards", 0, "Shards per split; 0 picks about one shard per 500 clips.")
@@ -58,27 +62,49 @@ flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality of stored frames.")
 flags.DEFINE_integer("workers", os.cpu_count() or 1, "Worker processes reading and encoding clips.")
 flags.DEFINE_float("max_bad_fraction", 0.05, "Fail when more than this fraction of listed clips is bad.")
 flags.DEFINE_bool("overwrite", False, "Replace an existing output folder as a whole.")
-flags.DEFINE_enum("face_crop", "none", ["auto", "none"],
-                  "auto: crop videos and frame folders to the face found in their frames (BlazeFace, as "
-                  "grace_jax.predict --face_crop=auto); clips without a face go to bad_clips.tsv. none: "
-                  "the frames as they are (the datasets' own face crops).")
-flags.DEFINE_float("min_face_fraction", 0.25, "With --face_crop=auto: a clip with a face in fewer of its "
-                   "frames is bad ('no face').")
+flags.DEFINE_enum(
+    "face_crop",
+    "none",
+    ["auto", "none"],
+    "auto: crop videos and frame folders to the face found in their frames (BlazeFace, as "
+    "grace_jax.predict --face_crop=auto); clips without a face go to bad_clips.tsv. none: "
+    "the frames as they are (the datasets' own face crops).",
+)
+flags.DEFINE_float(
+    "min_face_fraction", 0.25, "With --face_crop=auto: a clip with a face in fewer of its frames is bad ('no face')."
+)
 flags.DEFINE_integer("synth_train", 2100, "SynthFER: train clips.")
 flags.DEFINE_integer("synth_test", 700, "SynthFER: test clips.")
 flags.DEFINE_integer("synth_seed", 0, "SynthFER: seed.")
 flags.DEFINE_integer("synth_min_frames", 12, "SynthFER: fewest frames per clip.")
 flags.DEFINE_integer("synth_max_frames", 24, "SynthFER: most frames per clip.")
-flags.DEFINE_enum("synth_variant", "standard", list(synth.VARIANTS), "SynthFER: standard, or hard: stronger "
-                  "class-irrelevant motion (camera shake, face-crop jumps, talking, lighting flashes).")
-flags.DEFINE_bool("synth_ground_truth", True, "SynthFER: test records also carry each clip rendered with the "
-                  "expression only and with the distractors only (PNG frames), the ground truth of where the "
-                  "expression is; train records never do.")
-flags.DEFINE_integer("synth_examples", 0, "SynthFER: also write this many test clips per class as mp4 files "
-                     "under <out>/examples/ (<index>_<class>.mp4), to try grace_jax.predict on.")
-flags.DEFINE_float("val_fraction", 0.0, "Hold this share of each class's train clips out as split `val` "
-                   "(seeded by --synth_seed), for selecting checkpoints without the test fold "
-                   "(grace_jax.kfold --select_on=val).")
+flags.DEFINE_enum(
+    "synth_variant",
+    "standard",
+    list(synth.VARIANTS),
+    "SynthFER: standard, or hard: stronger "
+    "class-irrelevant motion (camera shake, face-crop jumps, talking, lighting flashes).",
+)
+flags.DEFINE_bool(
+    "synth_ground_truth",
+    True,
+    "SynthFER: test records also carry each clip rendered with the "
+    "expression only and with the distractors only (PNG frames), the ground truth of where the "
+    "expression is; train records never do.",
+)
+flags.DEFINE_integer(
+    "synth_examples",
+    0,
+    "SynthFER: also write this many test clips per class as mp4 files "
+    "under <out>/examples/ (<index>_<class>.mp4), to try grace_jax.predict on.",
+)
+flags.DEFINE_float(
+    "val_fraction",
+    0.0,
+    "Hold this share of each class's train clips out as split `val` "
+    "(seeded by --synth_seed), for selecting checkpoints without the test fold "
+    "(grace_jax.kfold --select_on=val).",
+)
 flags.mark_flags_as_required(["dataset", "out"])
 
 
@@ -117,10 +143,14 @@ def main(argv: list[str]) -> None:
     counts = ", ".join(f"{s}: {v['num_clips']} clips" for s, v in manifest["splits"].items())
     mismatches = manifest.get("num_frame_count_mismatches", 0)
     fixed = f", {mismatches} listed frame counts corrected" if mismatches else ""
-    print(f"wrote {config.out} ({counts}; {manifest['num_bad_clips']} bad clips{fixed}, "
-          f"see {manifest['bad_clip_report']})")
-    print(f"{manifest['num_classes']} classes (from {manifest['class_names_source']}): "
-          + ", ".join(f"{i} {n}" for i, n in enumerate(manifest["class_names"])))
+    print(
+        f"wrote {config.out} ({counts}; {manifest['num_bad_clips']} bad clips{fixed}, "
+        f"see {manifest['bad_clip_report']})"
+    )
+    print(
+        f"{manifest['num_classes']} classes (from {manifest['class_names_source']}): "
+        + ", ".join(f"{i} {n}" for i, n in enumerate(manifest["class_names"]))
+    )
     print(f"frames: {manifest['frame_source']['description']}")
     check = manifest.get("published_counts")
     if check:

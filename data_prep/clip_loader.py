@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 
 from data_prep import synth
-from grace_jax.data import schema
 from data_prep.sources.clip_spec import BadClip, ClipSpec
+from grace_jax.data import schema
 from grace_jax.data.errors import ClipError
 from grace_jax.data.frames import read_frame_folder
 from grace_jax.data.video import read_video
@@ -46,8 +46,9 @@ def _face_crops(spec: ClipSpec, options: LoadOptions) -> np.ndarray:
         _detector = faces.FaceDetector()
     read = read_frame_folder if spec.kind == "frames" else read_video
     whole = read(spec.path, faces.WHOLE_FRAME_SIDE, whole_frame=True)
-    found = faces.crop_clip(whole, _detector, size=options.frame_size, face_crop="auto",
-                            min_face_fraction=options.min_face_fraction)
+    found = faces.crop_clip(
+        whole, _detector, size=options.frame_size, face_crop="auto", min_face_fraction=options.min_face_fraction
+    )
     if found.no_face:
         raise ClipError(f"{spec.path}: {found.reason}")
     return faces.frames_for_model(found, options.frame_size)
@@ -111,9 +112,7 @@ def frame_count_note(spec: ClipSpec, num_frames: int) -> BadClip | None:
     )
 
 
-def load_clip(
-    spec: ClipSpec, options: LoadOptions
-) -> tuple[ClipSpec, bytes | None, BadClip | None, BadClip | None]:
+def load_clip(spec: ClipSpec, options: LoadOptions) -> tuple[ClipSpec, bytes | None, BadClip | None, BadClip | None]:
     """Reads, resizes and JPEG-encodes one clip (plus, for SynthFER ground-truth splits, its PNG
     expression-only and distractors-only frames).
 

@@ -15,8 +15,6 @@ from collections.abc import Iterator
 from tqdm import tqdm
 
 from data_prep import report, synth, synth_examples
-from grace_jax.infra.errors import UserError
-from grace_jax.data import schema
 from data_prep.clip_loader import LoadOptions, load_clip
 from data_prep.sources.clip_spec import BadClip, ClipSpec
 from data_prep.sources.datasets import (
@@ -31,6 +29,8 @@ from data_prep.sources.datasets import (
     read_video_csv,
 )
 from data_prep.writer import ShardSetWriter, StagingDir, check_output_free, remove_stale_staging, write_json
+from grace_jax.data import schema
+from grace_jax.infra.errors import UserError
 
 DATASETS = ("dfew", "ferv39k", "mafw", "folder", "synth")
 CLIPS_PER_SHARD = 500
@@ -84,8 +84,10 @@ def class_names_of(config: BuildConfig) -> tuple[tuple[str, ...], str]:
     --class_names index DFEW's 7 classes (happiness=0 ... fear=6), as before the flag existed.
     """
     if config.class_names and config.dataset != "folder":
-        raise SourceError(f"--class_names is for --dataset=folder; {config.dataset}'s classes are fixed: "
-                          f"{', '.join(schema.CLASS_NAMES[config.dataset])}")
+        raise SourceError(
+            f"--class_names is for --dataset=folder; {config.dataset}'s classes are fixed: "
+            f"{', '.join(schema.CLASS_NAMES[config.dataset])}"
+        )
     if config.dataset != "folder":
         return schema.CLASS_NAMES[config.dataset], config.dataset
     if config.class_names:
@@ -118,19 +120,27 @@ def gather(config: BuildConfig) -> tuple[list[ClipSpec], list[BadClip]]:
         raise SourceError(f"unknown dataset {config.dataset!r}; choose one of {DATASETS}")
     if config.dataset == "synth":
         clips = [
-            ClipSpec(path=f"synth:{split}/{i:06d}", label=synth.clip_label(i), clip_id=f"synth/{split}/{i:06d}",
-                     split=split, source=f"synth:{split}/{i:06d}", kind="synth")
+            ClipSpec(
+                path=f"synth:{split}/{i:06d}",
+                label=synth.clip_label(i),
+                clip_id=f"synth/{split}/{i:06d}",
+                split=split,
+                source=f"synth:{split}/{i:06d}",
+                kind="synth",
+            )
             for split, n in (("train", config.synth_train), ("test", config.synth_test))
             for i in range(n)
         ]
         bad: list[BadClip] = []
     elif config.dataset == "folder":
         if not config.videos or not config.labels:
-            raise SourceError("--dataset=folder needs --videos (a folder) and --labels (CSV files path,label[,caption])")
+            raise SourceError(
+                "--dataset=folder needs --videos (a folder) and --labels (CSV files path,label[,caption])"
+            )
         if not os.path.isdir(config.videos):
             raise SourceError(f"--videos folder {config.videos} does not exist")
         clips, bad = [], []
-        for split, csv_path in parse_split_paths(list(config.labels)):
+        for _split, csv_path in parse_split_paths(list(config.labels)):
             if not os.path.isfile(csv_path):
                 raise SourceError(f"labels CSV {csv_path} does not exist")
         class_names, _ = class_names_of(config)
@@ -207,14 +217,20 @@ def frame_source(config: BuildConfig, clips: list[ClipSpec]) -> dict:
     elif found:
         description = f"{config.dataset}'s official face frames ({found[0]}) under {common}"
     else:
-        description = (f"frame folders under {common}: not one of {config.dataset}'s official face-frame "
-                       f"folders ({', '.join(official)}), so one's own crops")
-    return {"kind": kind, "folder": common, "official": bool(found) and config.face_crop != "auto",
-            "face_crop": config.face_crop, "description": description}
+        description = (
+            f"frame folders under {common}: not one of {config.dataset}'s official face-frame "
+            f"folders ({', '.join(official)}), so one's own crops"
+        )
+    return {
+        "kind": kind,
+        "folder": common,
+        "official": bool(found) and config.face_crop != "auto",
+        "face_crop": config.face_crop,
+        "description": description,
+    }
 
 
-def published_check(dataset: str, written: dict[str, int], listed: dict[str, int],
-                    bad: dict[str, int]) -> dict | None:
+def published_check(dataset: str, written: dict[str, int], listed: dict[str, int], bad: dict[str, int]) -> dict | None:
     """Each split's clip count against the published one: {"published", "written", "differences"}
     with one sentence per difference (None for datasets without published counts)."""
     published = PUBLISHED_COUNTS.get(dataset)
@@ -288,8 +304,10 @@ def build(config: BuildConfig) -> dict:
         raise BuildError("the inputs list no clips at all")
     frame_size = config.frame_size or (48 if config.dataset == "synth" else 224)
     if config.synth_examples and (config.dataset != "synth" or frame_size % 2):
-        raise BuildError("--synth_examples needs --dataset=synth and an even --frame_size (H.264 4:2:0), got "
-                         f"--dataset={config.dataset} --frame_size={frame_size}")
+        raise BuildError(
+            "--synth_examples needs --dataset=synth and an even --frame_size (H.264 4:2:0), got "
+            f"--dataset={config.dataset} --frame_size={frame_size}"
+        )
     if config.face_crop not in ("auto", "none"):
         raise BuildError(f"--face_crop must be auto or none, got {config.face_crop!r}")
     if config.synth_variant not in synth.VARIANTS:
@@ -299,9 +317,17 @@ def build(config: BuildConfig) -> dict:
     # Ground truth for the test split only: training must never see where the expression is.
     wants_ground_truth = config.dataset == "synth" and config.synth_ground_truth and "test" in splits
     ground_truth_splits = ("test",) if wants_ground_truth else ()
-    options = LoadOptions(frame_size, config.jpeg_quality, config.synth_seed, config.synth_min_frames,
-                          config.synth_max_frames, config.face_crop, config.min_face_fraction,
-                          synth_variant=config.synth_variant, synth_ground_truth_splits=ground_truth_splits)
+    options = LoadOptions(
+        frame_size,
+        config.jpeg_quality,
+        config.synth_seed,
+        config.synth_min_frames,
+        config.synth_max_frames,
+        config.face_crop,
+        config.min_face_fraction,
+        synth_variant=config.synth_variant,
+        synth_ground_truth_splits=ground_truth_splits,
+    )
     listed = {s: sum(c.split == s for c in clips) for s in splits}
     budget = config.max_bad_fraction * total
 
@@ -314,13 +340,17 @@ def build(config: BuildConfig) -> dict:
             missing = sum(not os.path.exists(c.path) for c in clips)
             if 2 * missing > len(clips):
                 if config.root is None:
-                    hint = (f"\nMost listed folders ({missing} of {len(clips)}) do not exist: if the lists were "
-                            "written on another machine, pass --root=<this machine's dataset folder> to re-root "
-                            "their paths.")
+                    hint = (
+                        f"\nMost listed folders ({missing} of {len(clips)}) do not exist: if the lists were "
+                        "written on another machine, pass --root=<this machine's dataset folder> to re-root "
+                        "their paths."
+                    )
                 else:
-                    hint = (f"\nMost listed folders ({missing} of {len(clips)}) do not exist under --root="
-                            f"{config.root}: give the folder that holds the dataset on this machine (each listed "
-                            f"path is re-rooted from after its {'/'.join(ANCHORS[config.dataset])} folder onto it).")
+                    hint = (
+                        f"\nMost listed folders ({missing} of {len(clips)}) do not exist under --root="
+                        f"{config.root}: give the folder that holds the dataset on this machine (each listed "
+                        f"path is re-rooted from after its {'/'.join(ANCHORS[config.dataset])} folder onto it)."
+                    )
         return BuildError(
             f"{where} ({len(bad) / total:.1%}), above --max_bad_fraction={config.max_bad_fraction}; "
             f"nothing was written. First problems:\n{report.summarize(bad)}{hint}"
@@ -337,8 +367,9 @@ def build(config: BuildConfig) -> dict:
             n = config.num_shards or math.ceil(listed[s] / CLIPS_PER_SHARD)
             writers[s] = ShardSetWriter(staging.path, s, max(1, min(n, listed[s])))
         results = load_all(clips, options, config.workers)
-        for spec, record, problem, note in tqdm(results, total=len(clips), desc=f"{config.dataset} -> {out}",
-                                          unit="clip", disable=not config.progress):
+        for spec, record, problem, note in tqdm(
+            results, total=len(clips), desc=f"{config.dataset} -> {out}", unit="clip", disable=not config.progress
+        ):
             if problem is not None:
                 bad.append(problem)
                 if len(bad) > budget:
@@ -361,11 +392,22 @@ def build(config: BuildConfig) -> dict:
             names = writers.pop(s).close()
             split_info[s] = _split_stats(*stats[s], names, len(class_names))
             split_info[s]["clip_table"] = schema.clip_table_name(s)
-        examples = synth_examples.write_examples(
-            staging.path, per_class=config.synth_examples, num_test=config.synth_test, seed=config.synth_seed,
-            config=synth.SynthConfig(frame_size=frame_size, min_frames=config.synth_min_frames,
-                                     max_frames=config.synth_max_frames, variant=config.synth_variant),
-        ) if config.synth_examples else []
+        examples = (
+            synth_examples.write_examples(
+                staging.path,
+                per_class=config.synth_examples,
+                num_test=config.synth_test,
+                seed=config.synth_seed,
+                config=synth.SynthConfig(
+                    frame_size=frame_size,
+                    min_frames=config.synth_min_frames,
+                    max_frames=config.synth_max_frames,
+                    variant=config.synth_variant,
+                ),
+            )
+            if config.synth_examples
+            else []
+        )
         # Skipped clips first, then the kept clips whose listed frame count was wrong.
         report.write_report(os.path.join(staging.path, schema.BAD_CLIP_REPORT_NAME), bad + mismatched)
         manifest = {
@@ -379,11 +421,21 @@ def build(config: BuildConfig) -> dict:
             "jpeg_quality": config.jpeg_quality,
             "splits": split_info,
             **({"examples": examples} if examples else {}),
-            **({"synth": {"variant": config.synth_variant, "seed": config.synth_seed,
-                          "ground_truth_splits": list(ground_truth_splits)}} if config.dataset == "synth" else {}),
+            **(
+                {
+                    "synth": {
+                        "variant": config.synth_variant,
+                        "seed": config.synth_seed,
+                        "ground_truth_splits": list(ground_truth_splits),
+                    }
+                }
+                if config.dataset == "synth"
+                else {}
+            ),
             "frame_source": frame_source(config, clips),
             "published_counts": published_check(
-                config.dataset, {sp: len(stats[sp][0]) for sp in splits},
+                config.dataset,
+                {sp: len(stats[sp][0]) for sp in splits},
                 {sp: listed[sp] + rejected_lines.count(sp) for sp in splits},
                 {sp: sum(b.split == sp for b in bad) for sp in splits},
             ),
@@ -396,13 +448,23 @@ def build(config: BuildConfig) -> dict:
                 s: sum(m.split == s for m in mismatched) for s in dict.fromkeys(m.split for m in mismatched)
             },
             "source": {
-                "root": config.root, "annotations": list(config.annotations), "fold": config.fold,
-                "videos": config.videos, "labels": list(config.labels), "captions": config.captions,
-                **({"synth_seed": config.synth_seed, "synth_frames": [config.synth_min_frames, config.synth_max_frames]}
-                   if config.dataset == "synth" else {}),
+                "root": config.root,
+                "annotations": list(config.annotations),
+                "fold": config.fold,
+                "videos": config.videos,
+                "labels": list(config.labels),
+                "captions": config.captions,
+                **(
+                    {
+                        "synth_seed": config.synth_seed,
+                        "synth_frames": [config.synth_min_frames, config.synth_max_frames],
+                    }
+                    if config.dataset == "synth"
+                    else {}
+                ),
             },
             "command": shlex.join(config.command if config.command is not None else [sys.executable, *sys.argv]),
-            "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
         write_json(os.path.join(staging.path, schema.MANIFEST_NAME), manifest)
         staging.commit(config.overwrite)

@@ -290,7 +290,9 @@ def sample_clip(seed, label: int, config: SynthConfig = SynthConfig()) -> np.nda
             blink = 1.0
             for b in blinks:
                 blink = min(blink, float(np.clip(abs(tau - b) * num_frames / 1.5, 0.05, 1.0)))
-            bg_gain = 1.0 + flicker_amp * (np.sin(2 * np.pi * flicker_freq * tau + flicker_phase) - np.sin(flicker_phase))
+            bg_gain = 1.0 + flicker_amp * (
+                np.sin(2 * np.pi * flicker_freq * tau + flicker_phase) - np.sin(flicker_phase)
+            )
             gain = 1.0 + light * tau
             offset = (0.0, 0.0)
             if hard is not None:

@@ -14,8 +14,8 @@ import shutil
 
 from array_record.python import array_record_module
 
-from grace_jax.infra.errors import UserError
 from grace_jax.data import schema
+from grace_jax.infra.errors import UserError
 
 
 class OutputExistsError(UserError):
@@ -51,7 +51,9 @@ def check_output_free(out_dir: str, overwrite: bool) -> None:
     """Raises OutputExistsError when `out_dir` exists, is not empty and `overwrite` is False."""
     if os.path.exists(out_dir) and not overwrite:
         if not os.path.isdir(out_dir) or os.listdir(out_dir):
-            what = "a dataset (manifest.json)" if os.path.exists(os.path.join(out_dir, schema.MANIFEST_NAME)) else "files"
+            what = (
+                "a dataset (manifest.json)" if os.path.exists(os.path.join(out_dir, schema.MANIFEST_NAME)) else "files"
+            )
             raise OutputExistsError(
                 f"output {out_dir} already exists and holds {what}; nothing was written. Pass --overwrite "
                 "to replace it as a whole, or choose another --out."

@@ -28,8 +28,7 @@ def main(argv):
 
     if len(argv) != 2 or argv[1] not in FORMATS:
         raise app.UsageError(
-            f"Usage: python -m grace_jax.convert {{{'|'.join(FORMATS)}}} --checkpoint=PATH.pth "
-            "--workdir=RUN"
+            f"Usage: python -m grace_jax.convert {{{'|'.join(FORMATS)}}} --checkpoint=PATH.pth --workdir=RUN"
         )
     if not _CHECKPOINT.value or not _WORKDIR.value:
         raise app.UsageError("--checkpoint and --workdir are required.")

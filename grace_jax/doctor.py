@@ -205,8 +205,16 @@ def benchmark(opts: dict, device, mesh) -> dict[str, Any]:
     size, frames, dtype, remat = opts["image_size"], opts["frames"], opts["dtype"], opts["remat"]
     state, plain = _build(_config(opts["variant"], frames, dtype, False, size))
     steps = {False: plain, True: _build(_config(opts["variant"], frames, dtype, True, size))[1]}  # remat
-    out: dict[str, Any] = dict(variant=opts["variant"], frames=frames, image_size=size, dtype=dtype,
-                               remat=remat, devices=mesh.size, memory_limit=limit, memory_limit_source=where)
+    out: dict[str, Any] = dict(
+        variant=opts["variant"],
+        frames=frames,
+        image_size=size,
+        dtype=dtype,
+        remat=remat,
+        devices=mesh.size,
+        memory_limit=limit,
+        memory_limit_source=where,
+    )
     per_device = opts["batch"]
     while True:  # halved until the compiled estimate fits: an OOM in the first step would tell less
         specs = _specs(state, per_device, frames, size, mesh)
@@ -250,7 +258,10 @@ def benchmark(opts: dict, device, mesh) -> dict[str, Any]:
     if opts["max_batch_search"] and limit is None:
         out["largest_batch"] = {"note": f"not searched: {where}"}
     elif opts["max_batch_search"]:
-        at = lambda b: memory.step_bytes(_compile(steps[remat], *_specs(state, b, frames, size, mesh))[0])
+
+        def at(b):
+            return memory.step_bytes(_compile(steps[remat], *_specs(state, b, frames, size, mesh))[0])
+
         out["largest_batch"] = found = largest_batch(at, limit, opts["max_batch"])
         found["note"] = f"compiled estimate <= {USABLE:.0%} of {memory.size(limit)} ({where}), doubling"
     return out
@@ -371,8 +382,11 @@ def _print_step(b: dict, steps: int) -> None:
         on, off = b["remat_check"]["true"], b["remat_check"]["false"]
         measured = (f"measured peak {_mib(on['peak_bytes'])} -> {_mib(off['peak_bytes'])} (high-water marks, "
                     "remat ran first)" if on["peak_bytes"] else "measured: not reported")  # fmt: skip
-        _row("  remat", f"estimate {_mib(on['estimate_bytes'])} with, {_mib(off['estimate_bytes'])} without "
-                        f"(saves {1 - on['estimate_bytes'] / max(off['estimate_bytes'], 1):.0%}); {measured}")
+        _row(
+            "  remat",
+            f"estimate {_mib(on['estimate_bytes'])} with, {_mib(off['estimate_bytes'])} without "
+            f"(saves {1 - on['estimate_bytes'] / max(off['estimate_bytes'], 1):.0%}); {measured}",
+        )
     if "largest_batch" in b:
         lb = b["largest_batch"]
         found = f"{lb['largest']}{' (cap reached)' if lb['capped'] else ''}: " if "largest" in lb else ""
@@ -402,8 +416,11 @@ def main(argv: list[str]) -> None:
                          f"{ot['max_plan_diff']:.1e}, converged {ot['converged']}", ot["ok"])  # fmt: skip
     mesh = sharding.make_mesh({"data": -1, "fsdp": 1, "model": 1}, jax.local_devices())
     devices = f"{mesh.size} device{'s' * (mesh.size > 1)}"
-    _row("step", f"{opts['variant']} T={opts['frames']} {opts['image_size']} px {opts['dtype']}, remat "
-                 f"{opts['remat']}, batch {opts['batch']}/device x {devices} (compiling)")
+    _row(
+        "step",
+        f"{opts['variant']} T={opts['frames']} {opts['image_size']} px {opts['dtype']}, remat "
+        f"{opts['remat']}, batch {opts['batch']}/device x {devices} (compiling)",
+    )
     b = _section(report, "step", lambda: benchmark(opts, device, mesh))
     if "compile_s" in b:
         _print_step(b, opts["steps"])

@@ -40,11 +40,10 @@ import numpy as np
 
 from grace_jax import localization, metrics, sharding, steps
 from grace_jax import state as state_lib
-from grace_jax.data import input_pipeline
+from grace_jax.data import input_pipeline, tfds_source
 from grace_jax.infra import cli, config_checks, distributed, errors, paths
 from grace_jax.interop import hf_export
 from grace_jax.run import plots, runs
-from grace_jax.data import tfds_source
 
 __all__ = ["evaluate_run", "format_table", "parse_sources", "result_path"]
 
@@ -64,14 +63,16 @@ def format_table(result: dict) -> str:
         recall = result["per_class_recall"][name]
         shown = "     -" if recall is None else f"{recall:6.4f}"
         lines.append(f"  {name:<{width}}  {shown}  {int(support):5d}")
-    lines.append(
-        f"  UAR {result['uar']:.4f}  WAR {result['war']:.4f}  ({result['num_examples']} clips)"
-    )
+    lines.append(f"  UAR {result['uar']:.4f}  WAR {result['war']:.4f}  ({result['num_examples']} clips)")
     return "\n".join(lines)
 
 
 def parse_sources(
-    *, workdir: str | None, model: str | None, data_dir: str | None, tfds: str | None,
+    *,
+    workdir: str | None,
+    model: str | None,
+    data_dir: str | None,
+    tfds: str | None,
     tfds_dir: str | None,
 ) -> str | tfds_source.TfdsDataset:
     """The flags' data: a shard folder or a TfdsDataset; raises errors.UsageError for a bad combination."""
@@ -197,9 +198,7 @@ def evaluate_run(
         ground_truth=localization.has_ground_truth(manifest, split),
     )
     start = time.perf_counter()
-    confusion, loss, extras = steps.evaluate(
-        eval_fn, run["state"], loader, mesh, num_classes, run["class_names"]
-    )
+    confusion, loss, extras = steps.evaluate(eval_fn, run["state"], loader, mesh, num_classes, run["class_names"])
     seconds = time.perf_counter() - start
 
     names, checkpoint, step = run["class_names"], run["checkpoint"], run["step"]
@@ -227,7 +226,7 @@ def evaluate_run(
         },
         seconds=round(seconds, 2),
         command=command or shlex.join(["python", "-m", "grace_jax.evaluate", *sys.argv[1:]]),
-        evaluated_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        evaluated_utc=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
     if config.model.cate.captions:
         result["loss_with_captions"] = captions
@@ -295,9 +294,7 @@ if __name__ == "__main__":
     )
     _SPLIT = flags.DEFINE_string("split", "test", "Split of the data to evaluate on.")
     _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint.")
-    _OUT = flags.DEFINE_string(
-        "out", None, "Output folder; default <workdir>/evaluation (./evaluation with --model)."
-    )
+    _OUT = flags.DEFINE_string("out", None, "Output folder; default <workdir>/evaluation (./evaluation with --model).")
     _BATCH_SIZE = flags.DEFINE_integer("batch_size", 0, "Global batch; 0: the run's eval batch.")
     _NUM_WORKERS = flags.DEFINE_integer("num_workers", None, "Loader processes; default the run's.")
     cli.run(main)

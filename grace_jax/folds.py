@@ -125,8 +125,11 @@ def summarize_rule(folds: list[dict], rule: str) -> dict:
         out[f"{metric}_std"], out[f"{metric}_std_sample"] = _std(values)
     names = list(evals[0].get("per_class_recall") or {})
     out["per_class_recall_mean"] = {
-        name: (float(np.mean(got)) if (got := [e["per_class_recall"][name] for e in evals
-                                               if e["per_class_recall"].get(name) is not None]) else None)
+        name: (
+            float(np.mean(got))
+            if (got := [e["per_class_recall"][name] for e in evals if e["per_class_recall"].get(name) is not None])
+            else None
+        )
         for name in names
     }
     out["num_test_clips"] = sum(e.get("num_test_clips") or 0 for e in evals)
@@ -139,8 +142,11 @@ def protocol_results(workdirs: list[str], split: str = "") -> dict:
     rules = [r for r in RULES if all(r in f["rules"] for f in folds)]
     return {
         "std": STD_TEXT,
-        "selected_on": (f"grace_jax.evaluate on split {split!r}" if split
-                        else "each run's own evaluation split (config data.eval_split, in provenance)"),
+        "selected_on": (
+            f"grace_jax.evaluate on split {split!r}"
+            if split
+            else "each run's own evaluation split (config data.eval_split, in provenance)"
+        ),
         "summary": {rule: summarize_rule(folds, rule) for rule in rules},
         "folds": folds,
     }
@@ -152,13 +158,18 @@ def summarize_folds(workdirs: list[str], which: str = "last", split: str = "") -
     rule = {"best": "best_uar"}.get(which, which)
     results = protocol_results(workdirs, split)
     if rule not in results["summary"]:
-        hint = (f"; evaluate them first: python -m grace_jax.evaluate --split={split} --checkpoint={which} ..."
-                if split else "")
+        hint = (
+            f"; evaluate them first: python -m grace_jax.evaluate --split={split} --checkpoint={which} ..."
+            if split
+            else ""
+        )
         raise errors.NotFoundError(f"{which}: not every run's results hold that evaluation{hint}")
     summary = results["summary"][rule]
     return {
-        "folds": [{"workdir": f["workdir"], "uar": f["rules"][rule]["uar"], "war": f["rules"][rule]["war"]}
-                  for f in results["folds"]],
+        "folds": [
+            {"workdir": f["workdir"], "uar": f["rules"][rule]["uar"], "war": f["rules"][rule]["war"]}
+            for f in results["folds"]
+        ],
         **{k: summary[k] for k in ("uar_mean", "uar_std", "war_mean", "war_std")},
     }
 
@@ -167,8 +178,9 @@ def format_results(results: dict) -> str:
     """One line per fold and rule, then per rule the summary and the mean per-class recall."""
     lines = []
     for fold in results["folds"]:
-        shown = "  ".join(f"{rule} UAR {100 * e['uar']:.2f} WAR {100 * e['war']:.2f}"
-                          for rule, e in fold["rules"].items())
+        shown = "  ".join(
+            f"{rule} UAR {100 * e['uar']:.2f} WAR {100 * e['war']:.2f}" for rule, e in fold["rules"].items()
+        )
         source = fold["provenance"].get("frame_source") or "frame source not recorded"
         if isinstance(source, dict):  # data_prep's record: {"kind", "description", ...}
             source = source.get("description") or source.get("kind") or "frame source not recorded"
@@ -180,8 +192,9 @@ def format_results(results: dict) -> str:
             f"{100 * s['war_std_sample']:.2f}; {s['num_folds']} folds, {s['num_test_clips']} test clips): "
             f"{s['rule']}"
         )
-        recall = "  ".join(f"{name} {100 * v:.1f}" if v is not None else f"{name} -"
-                           for name, v in s["per_class_recall_mean"].items())
+        recall = "  ".join(
+            f"{name} {100 * v:.1f}" if v is not None else f"{name} -" for name, v in s["per_class_recall_mean"].items()
+        )
         lines.append(f"         per-class recall (mean over folds): {recall}")
     return "\n".join(lines)
 

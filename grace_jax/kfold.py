@@ -34,16 +34,29 @@ from grace_jax.infra import cli, errors, paths
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m grace_jax.kfold", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="a k-fold config: configs/dfew.py, configs/mafw.py, "
-                        "configs/dferclip.py:dfew (its argument, if any, gets ',fold=k')")
+    parser = argparse.ArgumentParser(
+        prog="python -m grace_jax.kfold", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config",
+        required=True,
+        help="a k-fold config: configs/dfew.py, configs/mafw.py, "
+        "configs/dferclip.py:dfew (its argument, if any, gets ',fold=k')",
+    )
     parser.add_argument("--workdir", required=True, help="fold k trains in <workdir>/fold_k; results.json here")
     parser.add_argument("--folds", default="1,2,3,4,5", help="comma-separated fold numbers")
-    parser.add_argument("--data_dir", default="", help="config.data.dir per fold, with {fold} for the number "
-                        "(default: the config's own, /data/shards/<dataset>_fold<k>)")
-    parser.add_argument("--select_on", choices=("test", "val"), default="test",
-                        help="the split each fold selects its best checkpoint on (val: held out of train)")
+    parser.add_argument(
+        "--data_dir",
+        default="",
+        help="config.data.dir per fold, with {fold} for the number "
+        "(default: the config's own, /data/shards/<dataset>_fold<k>)",
+    )
+    parser.add_argument(
+        "--select_on",
+        choices=("test", "val"),
+        default="test",
+        help="the split each fold selects its best checkpoint on (val: held out of train)",
+    )
     parser.add_argument("--launch", default="", help="a launch/ recipe command to submit each fold with")
     parser.add_argument("--aggregate_only", action="store_true", help="write results.json from finished folds")
     parser.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
@@ -57,8 +70,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.fold_list:
         parser.error("--folds names no fold")
     if args.data_dir and "{fold}" not in args.data_dir and len(args.fold_list) > 1:
-        parser.error(f"--data_dir={args.data_dir}: put {{fold}} where the fold number goes, "
-                     "e.g. /data/shards/dfew_fold{fold}; every fold would otherwise read the same data")
+        parser.error(
+            f"--data_dir={args.data_dir}: put {{fold}} where the fold number goes, "
+            "e.g. /data/shards/dfew_fold{fold}; every fold would otherwise read the same data"
+        )
     return args
 
 
@@ -80,23 +95,45 @@ def fold_overrides(args, fold: int) -> list[str]:
 
 
 def train_command(args, fold: int) -> list[str]:
-    return [args.python, "-m", "grace_jax.main", f"--config={fold_config(args.config, fold)}",
-            f"--workdir={fold_workdir(args.workdir, fold)}", *fold_overrides(args, fold)]
+    return [
+        args.python,
+        "-m",
+        "grace_jax.main",
+        f"--config={fold_config(args.config, fold)}",
+        f"--workdir={fold_workdir(args.workdir, fold)}",
+        *fold_overrides(args, fold),
+    ]
 
 
 def launch_command(args, fold: int) -> list[str]:
-    argv = [*shlex.split(args.launch), f"--config={fold_config(args.config, fold)}",
-            f"--workdir={fold_workdir(args.workdir, fold)}"]
+    argv = [
+        *shlex.split(args.launch),
+        f"--config={fold_config(args.config, fold)}",
+        f"--workdir={fold_workdir(args.workdir, fold)}",
+    ]
     return argv + ["--", *fold_overrides(args, fold)]
 
 
 def evaluate_commands(args, fold: int) -> list[list[str]]:
     """--select_on=val: score the checkpoints selected on val (best) and the last one on test."""
     workdir = fold_workdir(args.workdir, fold)
-    data_dir = json.loads(paths.read_text(paths.join(workdir, "config.json")))["data"]["dir"] if not args.dry_run \
+    data_dir = (
+        json.loads(paths.read_text(paths.join(workdir, "config.json")))["data"]["dir"]
+        if not args.dry_run
         else (args.data_dir.format(fold=fold) if args.data_dir else "<the fold's data.dir>")
-    return [[args.python, "-m", "grace_jax.evaluate", f"--workdir={workdir}", f"--data_dir={data_dir}",
-             "--split=test", f"--checkpoint={which}"] for which in ("best", "last")]
+    )
+    return [
+        [
+            args.python,
+            "-m",
+            "grace_jax.evaluate",
+            f"--workdir={workdir}",
+            f"--data_dir={data_dir}",
+            "--split=test",
+            f"--checkpoint={which}",
+        ]
+        for which in ("best", "last")
+    ]
 
 
 def _run(argv: list[str], dry_run: bool) -> None:
@@ -104,8 +141,10 @@ def _run(argv: list[str], dry_run: bool) -> None:
     if dry_run:
         return
     if subprocess.run(argv).returncode != 0:
-        raise errors.UserError(f"{shlex.join(argv)} failed (its output is above); run this command again to "
-                            "resume from the folds already done")
+        raise errors.UserError(
+            f"{shlex.join(argv)} failed (its output is above); run this command again to "
+            "resume from the folds already done"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,8 +163,18 @@ def main(argv: list[str] | None = None) -> int:
                 for command in evaluate_commands(args, fold):
                     _run(command, args.dry_run)
         if args.launch:
-            print("Once every fold has finished: " + shlex.join(
-                ["python", "-m", "grace_jax.kfold", *(argv if argv is not None else sys.argv[1:]), "--aggregate_only"]))
+            print(
+                "Once every fold has finished: "
+                + shlex.join(
+                    [
+                        "python",
+                        "-m",
+                        "grace_jax.kfold",
+                        *(argv if argv is not None else sys.argv[1:]),
+                        "--aggregate_only",
+                    ]
+                )
+            )
             return 0
     if args.dry_run:
         return 0

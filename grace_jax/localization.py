@@ -180,9 +180,7 @@ def format_table(summary: dict) -> str:
     for cls in classes + ["mean"]:
         rows = [summary[n]["per_class"].get(cls) if cls != "mean" else summary[n] for n in names]
         chance = rows[0]["chance"] if rows[0] else float("nan")
-        cells = "".join(
-            f"  {r['share']:>13.3f} ({r['pointing']:.2f})" if r else f"  {'-':>22}" for r in rows
-        )
+        cells = "".join(f"  {r['share']:>13.3f} ({r['pointing']:.2f})" if r else f"  {'-':>22}" for r in rows)
         lines.append(f"  {cls:<{width}}  {chance:7.3f}{cells}")
     return "\n".join(lines)
 

@@ -112,9 +112,7 @@ def grace_loss(
     ce = cross_entropy(logits=logits, labels=labels, label_smoothing=label_smoothing, mask=mask)
     ot_ce, motion_ce, align = zero, zero, zero
     if ot_weight and "ot_logits" in aux:
-        ot_ce = cross_entropy(
-            logits=aux["ot_logits"], labels=labels, label_smoothing=label_smoothing, mask=mask
-        )
+        ot_ce = cross_entropy(logits=aux["ot_logits"], labels=labels, label_smoothing=label_smoothing, mask=mask)
     if motion_weight and "motion_logits" in aux:
         motion_ce = cross_entropy(
             logits=aux["motion_logits"], labels=labels, label_smoothing=label_smoothing, mask=mask

@@ -34,8 +34,7 @@ MAX_TRIES = 4
 def step_bytes(compiled) -> int:
     """Peak bytes per device of a compiled step: arguments + outputs - donated aliases + temporaries."""
     mem = compiled.memory_analysis()
-    return int(mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
-               + mem.temp_size_in_bytes)
+    return int(mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes)
 
 
 def size(num_bytes: int) -> str:
@@ -64,8 +63,7 @@ def device_limit(override_gib: float = 0.0, device=None) -> tuple[int | None, st
 def accum_candidates(batch_size: int, parallel: int, accum_steps: int) -> list[int]:
     """Accumulation step counts above `accum_steps` whose micro-batches split evenly over `parallel`
     devices, ascending."""
-    return [k for k in range(accum_steps + 1, batch_size // parallel + 1)
-            if batch_size % (k * parallel) == 0]
+    return [k for k in range(accum_steps + 1, batch_size // parallel + 1) if batch_size % (k * parallel) == 0]
 
 
 def check_fits(
@@ -91,9 +89,11 @@ def check_fits(
     def at_once(k: int) -> str:
         return f"{per_device // k} clip{'s' if per_device // k != 1 else ''} per device at once"
 
-    said = (f"the train step needs {size(needed)} per device (optim.batch_size={batch_size} over "
-            f"{parallel} device{'s' if parallel != 1 else ''}, optim.grad_accum_steps={accum_steps}: "
-            f"{at_once(accum_steps)}) but {where} gives {size(limit)}")
+    said = (
+        f"the train step needs {size(needed)} per device (optim.batch_size={batch_size} over "
+        f"{parallel} device{'s' if parallel != 1 else ''}, optim.grad_accum_steps={accum_steps}: "
+        f"{at_once(accum_steps)}) but {where} gives {size(limit)}"
+    )
     candidates = accum_candidates(batch_size, parallel, accum_steps)
     # Activations grow about linearly with the micro-batch: start near the first k that would fit by
     # that estimate (one below it, as the estimate counts the batch-independent temporaries as
@@ -101,7 +101,7 @@ def check_fits(
     estimate = [k for k in candidates if needed * accum_steps / k <= limit]
     start = candidates.index(estimate[0]) - 1 if estimate else len(candidates) - MAX_TRIES
     tried = []
-    for k in candidates[max(start, 0):][:MAX_TRIES]:
+    for k in candidates[max(start, 0) :][:MAX_TRIES]:
         got = bytes_with(k)
         tried.append((k, got))
         if got <= limit:
@@ -114,8 +114,11 @@ def check_fits(
         smaller.append("--config.model.clip.remat=True")
     if dtype != "bfloat16":
         smaller.append("--config.model.clip.dtype=bfloat16")
-    smallest = ("; " + ", ".join(f"--config.optim.grad_accum_steps={k} ({at_once(k)}) needs {size(got)}"
-                                 for k, got in tried)) if tried else ""
+    smallest = (
+        ("; " + ", ".join(f"--config.optim.grad_accum_steps={k} ({at_once(k)}) needs {size(got)}" for k, got in tried))
+        if tried
+        else ""
+    )
     raise errors.ConfigError(
         f"{said}{smallest}. Shrink the rest: {', '.join(smaller + ['a smaller model.clip.variant'])}, or run "
         "on more devices (optim.batch_size is split over them)."
@@ -139,14 +142,14 @@ def train_step_check(
     shape = dict(zip(sharding.AXES, config_checks.check_mesh(config)))
 
     def check(compiled, args: tuple) -> None:
-        abstract = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), args
-        )
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), args)
         needed = step_bytes(compiled)
         if jax.process_index() == 0:
             print(f"Train step: {size(needed)} per device of {size(limit)} ({where}).", flush=True)
         check_fits(
-            needed, limit, where,
+            needed,
+            limit,
+            where,
             batch_size=config.optim.batch_size,
             parallel=shape["data"] * shape["fsdp"],
             accum_steps=config.optim.grad_accum_steps,

@@ -48,7 +48,5 @@ def summarize(*, confusion: np.ndarray, class_names: list[str] | None = None) ->
         "uar": float(recall[present].mean()) if present.any() else float("nan"),
         "war": float(hits.sum() / total) if total else float("nan"),
         "num_examples": int(total),
-        "per_class_recall": {
-            n: (float(r) if p else None) for n, r, p in zip(names, recall, present)
-        },
+        "per_class_recall": {n: (float(r) if p else None) for n, r, p in zip(names, recall, present)},
     }

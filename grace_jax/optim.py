@@ -68,9 +68,7 @@ def lr_schedule(
     base_lr: float, *, decay_steps: Sequence[int], decay_factor: float, warmup_steps: int = 0
 ) -> optax.Schedule:
     """Step decay: `base_lr`, multiplied by `decay_factor` at each step in `decay_steps`."""
-    schedule = optax.piecewise_constant_schedule(
-        base_lr, {int(s): decay_factor for s in decay_steps}
-    )
+    schedule = optax.piecewise_constant_schedule(base_lr, {int(s): decay_factor for s in decay_steps})
     if warmup_steps <= 0:
         return schedule
 
@@ -114,9 +112,7 @@ def make_optimizer(
         if g.lr == 0:
             transforms[g.name] = optax.set_to_zero()
         else:
-            schedule = lr_schedule(
-                g.lr, decay_steps=decay_steps, decay_factor=decay_factor, warmup_steps=warmup_steps
-            )
+            schedule = lr_schedule(g.lr, decay_steps=decay_steps, decay_factor=decay_factor, warmup_steps=warmup_steps)
             if name == "adamw":
                 transforms[g.name] = optax.adamw(schedule, weight_decay=weight_decay)
             else:

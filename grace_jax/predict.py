@@ -46,47 +46,51 @@ from absl import app, flags
 from flax import nnx
 from PIL import Image
 
-from grace_jax.data import input_pipeline
-from grace_jax.infra import cli, paths
-from grace_jax.run import heatmaps, runs
 from grace_jax import faces as faces_lib
 from grace_jax.data import frames as frames_lib
+from grace_jax.data import input_pipeline
 from grace_jax.data import video as video_lib
 from grace_jax.data.errors import ClipError
 from grace_jax.data.windows import read_windows
+from grace_jax.infra import cli, paths
+from grace_jax.run import heatmaps, runs
 
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Training run directory (config.json, checkpoints)."
-)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory (config.json, checkpoints).")
 _MODEL = flags.DEFINE_string(
-    "model", None, "Instead of --workdir: a folder written by grace_jax.export, or its hub name "
+    "model",
+    None,
+    "Instead of --workdir: a folder written by grace_jax.export, or its hub name "
     "(owner/name; fetched once into the Hugging Face cache, HF_HUB_OFFLINE=1 reads only the cache).",
 )
-_OUT = flags.DEFINE_string(
-    "out", None, "Output directory; default <workdir>/predictions (./predictions with --model)."
-)
+_OUT = flags.DEFINE_string("out", None, "Output directory; default <workdir>/predictions (./predictions with --model).")
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint to use.")
 _PICTURES = flags.DEFINE_bool("pictures", True, "Write the heat-map picture of every input.")
 _MAPS = flags.DEFINE_bool(
     "maps", True, "Write every input's class maps, motion weights and frame geometry to <out>/maps/<name>.npz."
 )
 _FACE_CROP = flags.DEFINE_enum(
-    "face_crop", "auto", ["auto", "none"],
+    "face_crop",
+    "auto",
+    ["auto", "none"],
     "auto: find the face in the sampled frames (BlazeFace, grace_jax.faces) and crop them to it, unless "
     "it already fills the frames; a clip with a face in fewer than --min_face_fraction of them is "
     "reported as 'no face' and not classified. none: the frames as given, never 'no face' (face "
     "crops you trust, or faces BlazeFace does not know, such as SynthFER's).",
 )
 _MIN_FACE_FRACTION = flags.DEFINE_float(
-    "min_face_fraction", 0.25, "With --face_crop=auto: below this fraction of sampled frames with a "
-    "face, a clip is 'no face'.",
+    "min_face_fraction",
+    0.25,
+    "With --face_crop=auto: below this fraction of sampled frames with a face, a clip is 'no face'.",
 )
 _WINDOW_SECONDS = flags.DEFINE_float(
-    "window_seconds", 0.0, "One prediction per window of this many seconds (long videos); 0: one "
-    "prediction for the whole input.",
+    "window_seconds",
+    0.0,
+    "One prediction per window of this many seconds (long videos); 0: one prediction for the whole input.",
 )
 _STRIDE_SECONDS = flags.DEFINE_float(
-    "stride_seconds", 0.0, "With --window_seconds: seconds from one window's start to the next's; "
+    "stride_seconds",
+    0.0,
+    "With --window_seconds: seconds from one window's start to the next's; "
     "0: the window's length (windows side by side).",
 )
 _FOLDER_FPS = flags.DEFINE_float(
@@ -102,8 +106,9 @@ def _face_frames(frames: np.ndarray, detector, image_size: int, min_face_fractio
     """Whole sampled frames [T,h,w,3] -> (model frames [T,S,S,3] or None for no face, result fields,
     the picture's row of whole frames with the crops drawn, or None when not cropped, the crop
     squares [T,4] in the whole frames' pixels or None)."""
-    faces = faces_lib.crop_clip(frames, detector, size=image_size, face_crop="auto",
-                                min_face_fraction=min_face_fraction)
+    faces = faces_lib.crop_clip(
+        frames, detector, size=image_size, face_crop="auto", min_face_fraction=min_face_fraction
+    )
     fields = {"face_fraction": round(float(faces.face_fraction), 4), "face": faces.reason}
     if faces.no_face:
         return None, fields, None, None
@@ -227,8 +232,13 @@ def run(
     if write_maps:
         paths.makedirs(paths.join(out_dir, "maps"))
     job = _Job(
-        step=step, state=state, names=names, detector=detector, config=config,
-        min_face_fraction=min_face_fraction, picture_dir=out_dir if pictures else None,
+        step=step,
+        state=state,
+        names=names,
+        detector=detector,
+        config=config,
+        min_face_fraction=min_face_fraction,
+        picture_dir=out_dir if pictures else None,
         maps_dir=paths.join(out_dir, "maps") if write_maps else None,
         patch_size=loaded.model.patch_size,
     )
@@ -236,11 +246,18 @@ def run(
     for path in inputs:
         try:
             if paths.is_uri(path):
-                raise ClipError(f"{path}: inputs must be local files or folders (copy it first, e.g. gcloud storage cp)")
+                raise ClipError(
+                    f"{path}: inputs must be local files or folders (copy it first, e.g. gcloud storage cp)"
+                )
             side = config.data.image_size if detector is None else faces_lib.WHOLE_FRAME_SIDE
             for window, frames in read_windows(
-                path, config.data.num_frames, side, whole_frame=detector is not None,
-                window_seconds=window_seconds, stride_seconds=stride_seconds, folder_fps=folder_fps,
+                path,
+                config.data.num_frames,
+                side,
+                whole_frame=detector is not None,
+                window_seconds=window_seconds,
+                stride_seconds=stride_seconds,
+                folder_fps=folder_fps,
             ):
                 span = {"start_seconds": window.start_seconds, "end_seconds": window.end_seconds} if windowed else {}
                 results.append(_predict_one(job, path, window.frames, frames, span))
@@ -259,8 +276,15 @@ def run(
         writer.writerow(["input", *span_columns, "prediction", *names, "face_fraction"])
         for r in results:
             probs = r["probabilities"] or {}
-            writer.writerow([r["input"], *(r[c] for c in span_columns), r["prediction"] or "no face",
-                             *(probs.get(n, "") for n in names), r.get("face_fraction", "")])
+            writer.writerow(
+                [
+                    r["input"],
+                    *(r[c] for c in span_columns),
+                    r["prediction"] or "no face",
+                    *(probs.get(n, "") for n in names),
+                    r.get("face_fraction", ""),
+                ]
+            )
 
     _write_atomic(paths.join(out_dir, "predictions.csv"), write_csv)
     return results, errors
@@ -327,8 +351,18 @@ def _predict_one(job: _Job, path: str, frame_indices: np.ndarray, frames: np.nda
         source = job.source_sizes[path]
         boxes = _crop_boxes(squares, read_shape, source, len(frame_indices))
         result["maps"] = paths.join(job.maps_dir, name + ".npz")
-        _write_maps(result["maps"], maps, names, top, frame_indices, boxes, squares is not None, source,
-                    job.config, job.patch_size)
+        _write_maps(
+            result["maps"],
+            maps,
+            names,
+            top,
+            frame_indices,
+            boxes,
+            squares is not None,
+            source,
+            job.config,
+            job.patch_size,
+        )
     seen = f", face in {face['face_fraction']:.0%} of the frames" if face else ""
     print(f"{where}: {names[top]} ({probs[top]:.3f}){seen}")
     return result

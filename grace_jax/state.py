@@ -41,9 +41,7 @@ def load_tokenizer(model_cfg: ml_collections.ConfigDict) -> tokenizer_lib.Tokeni
 
 def groups(optim_cfg: ml_collections.ConfigDict) -> list[optim.Group]:
     """The optimizer's parameter groups of `optim.groups` ((regex, lr) pairs), named group0, group1..."""
-    return [
-        optim.Group(f"group{i}", pattern, lr) for i, (pattern, lr) in enumerate(optim_cfg.groups)
-    ]
+    return [optim.Group(f"group{i}", pattern, lr) for i, (pattern, lr) in enumerate(optim_cfg.groups)]
 
 
 def trainable(param_groups: list[optim.Group]):
@@ -60,9 +58,7 @@ def trainable(param_groups: list[optim.Group]):
 
 def abstract_state(tree: Any, shardings: Any) -> Any:
     """`tree` as `jax.ShapeDtypeStruct`s placed by `shardings`: what a checkpoint restores into."""
-    return jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
-    )
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
 def create_state(

@@ -83,8 +83,15 @@ def train_step(
     # The probe's gradient counts OT problems whose gradient came out non-finite and was zeroed.
     (terms, logits, aux), (grads, fallbacks) = accumulated_grads(
         lambda params, probe, b: forward(
-            graphdef, params, state["frozen"], state["rest"], b, probe, loss_cfg=loss_cfg,
-            image_size=image_size, normalize=normalize,
+            graphdef,
+            params,
+            state["frozen"],
+            state["rest"],
+            b,
+            probe,
+            loss_cfg=loss_cfg,
+            image_size=image_size,
+            normalize=normalize,
         ),
         state["params"],
         batch,
@@ -140,15 +147,13 @@ def _localization(patch: int, batch: dict, aux: dict, normalize: str) -> dict:
     # The fixed pixel prior as the model had it before motion learned (softmax of the clip-max
     # normalised motion, tau = alpha = 0.1), computed from the same input: the baseline to beat.
     video = input_pipeline.normalize_on_device(batch["video"], normalize)
-    prior = motion_lib.motion_weights(
-        motion_lib.pixel_motion(video, patch), tau=0.1, alpha=0.1, normalize="clip_max"
-    )
+    prior = motion_lib.motion_weights(motion_lib.pixel_motion(video, patch), tau=0.1, alpha=0.1, normalize="clip_max")
     maps = {"motion_weights": aux["motion_weights"], "pixel_prior": prior}
     if "class_maps" in aux:
         maps["predicted_class_map"] = aux["ot_visual_mass"]
-        maps["true_class_map"] = jnp.take_along_axis(
-            aux["class_maps"], batch["label"][:, None, None, None], axis=1
-        )[:, 0]
+        maps["true_class_map"] = jnp.take_along_axis(aux["class_maps"], batch["label"][:, None, None, None], axis=1)[
+            :, 0
+        ]
     return {name: localization.localization(maps=m, mask=mask) for name, m in maps.items()}
 
 
@@ -157,6 +162,7 @@ def _micro_batches(tree, accum_steps: int):
 
     Strided rather than contiguous: the batch is split over the devices in contiguous blocks of rows,
     and rows i * k + j keep every micro-batch spread over all devices (no data moves between them)."""
+
     def split(x):
         x = x.reshape((x.shape[0] // accum_steps, accum_steps) + x.shape[1:])
         return jnp.swapaxes(x, 0, 1)
@@ -165,8 +171,7 @@ def _micro_batches(tree, accum_steps: int):
 
 
 # What `accumulated_grads` keeps of `aux`, stacked per micro-batch: the OT summaries' inputs.
-_KEPT_AUX = ("ot_converged", "ot_iterations", "ot_epsilon", "ot_cost_std", "ot_mutual_information",
-             "ot_visual_entropy")
+_KEPT_AUX = ("ot_converged", "ot_iterations", "ot_epsilon", "ot_cost_std", "ot_mutual_information", "ot_visual_entropy")
 
 
 def accumulated_grads(loss_fn, params, batch: dict, *, accum_steps: int = 1):
@@ -206,9 +211,7 @@ def accumulated_grads(loss_fn, params, batch: dict, *, accum_steps: int = 1):
     return (terms, logits, aux), grads
 
 
-def eval_step(
-    state: TrainState, batch: dict, *, graphdef, loss_cfg: dict, num_classes: int, normalize: str = "clip"
-):
+def eval_step(state: TrainState, batch: dict, *, graphdef, loss_cfg: dict, num_classes: int, normalize: str = "clip"):
     """Confusion-matrix counts [C,C], the summed loss of one batch (padding rows do not count) and
     extras: OT summaries and, when the batch carries ground truth, per-clip localization figures."""
     loss, (_, logits, aux) = forward(
@@ -240,7 +243,11 @@ def eval_step(
 
 # ------------------------------------------------------------------------------------ host side
 def evaluate(
-    eval_fn, state: TrainState, loader, mesh: jax.sharding.Mesh, num_classes: int,
+    eval_fn,
+    state: TrainState,
+    loader,
+    mesh: jax.sharding.Mesh,
+    num_classes: int,
     class_names: list[str] | None = None,
 ) -> tuple[np.ndarray, float, dict]:
     """One pass of `eval_fn` (a jitted `eval_step`) over `loader`: (confusion [C,C], mean loss,

@@ -120,15 +120,22 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     train_iter, eval_loader = _loaders(config, data, model, tokenizer)
 
     # ---- restore
-    ckpt = checkpointing.Checkpoints(
-        paths.join(workdir, "checkpoints"), max_to_keep=config.train.max_checkpoints
-    )
+    ckpt = checkpointing.Checkpoints(paths.join(workdir, "checkpoints"), max_to_keep=config.train.max_checkpoints)
     step, state, best, best_war = _restore(config, workdir, ckpt, model, state, train_iter, is_main)
     run = _Run(
-        config=config, workdir=workdir, is_main=is_main, data=data, model=model,
-        train_iter=train_iter, eval_loader=eval_loader, ckpt=ckpt,
+        config=config,
+        workdir=workdir,
+        is_main=is_main,
+        data=data,
+        model=model,
+        train_iter=train_iter,
+        eval_loader=eval_loader,
+        ckpt=ckpt,
         writer=metric_writers.MetricWriter(workdir, enabled=is_main, resume_step=step),
-        step=step, state=state, best=best, best_war=best_war,
+        step=step,
+        state=state,
+        best=best,
+        best_war=best_war,
     )
     del state  # `run.state` from here on: no second reference keeps a replaced state alive
 
@@ -147,11 +154,10 @@ def _start(config: ml_collections.ConfigDict, workdir: str, is_main: bool) -> No
     taken = resume.check(config, workdir, jax.process_count())
     if is_main:
         if taken:
-            print("Resuming with these fields from this command (config.json had others): "
-                  + "; ".join(taken), flush=True)
-        paths.write_text(
-            paths.join(workdir, "config.json"), config.to_json_best_effort(indent=2, sort_keys=True)
-        )
+            print(
+                "Resuming with these fields from this command (config.json had others): " + "; ".join(taken), flush=True
+            )
+        paths.write_text(paths.join(workdir, "config.json"), config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def _compilation_cache(config, workdir: str) -> str | None:
@@ -223,8 +229,15 @@ def _model_and_steps(
 
     def train_jit(accum: int):
         return jax.jit(
-            functools.partial(steps.train_step, graphdef=graphdef, tx=tx, loss_cfg=loss_cfg,
-                              image_size=config.data.image_size, normalize=normalize, accum_steps=accum),
+            functools.partial(
+                steps.train_step,
+                graphdef=graphdef,
+                tx=tx,
+                loss_cfg=loss_cfg,
+                image_size=config.data.image_size,
+                normalize=normalize,
+                accum_steps=accum,
+            ),
             in_shardings=(state_sh, batch_sh),
             out_shardings=(state_sh, replicated),
             donate_argnums=0,
@@ -235,12 +248,20 @@ def _model_and_steps(
     train_fn = distributed.CompiledTogether(
         train_jit(accum_steps), "train_step", check=memory.train_step_check(config, train_jit)
     )
-    eval_fn = distributed.CompiledTogether(jax.jit(
-        functools.partial(steps.eval_step, graphdef=graphdef, loss_cfg=loss_cfg,
-                          num_classes=config.model.num_classes, normalize=normalize),
-        in_shardings=(state_sh, batch_sh),
-        out_shardings=(replicated, replicated, replicated),
-    ), "eval_step")
+    eval_fn = distributed.CompiledTogether(
+        jax.jit(
+            functools.partial(
+                steps.eval_step,
+                graphdef=graphdef,
+                loss_cfg=loss_cfg,
+                num_classes=config.model.num_classes,
+                normalize=normalize,
+            ),
+            in_shardings=(state_sh, batch_sh),
+            out_shardings=(replicated, replicated, replicated),
+        ),
+        "eval_step",
+    )
     return _Model(mesh, state_sh, batch_sh, train_fn, eval_fn), state
 
 
@@ -290,8 +311,13 @@ def _loaders(
 
 # ------------------------------------------------------------------------------------ restore
 def _restore(
-    config: ml_collections.ConfigDict, workdir: str, ckpt: checkpointing.Checkpoints, model: _Model,
-    state: state_lib.TrainState, train_iter: prefetch.DevicePrefetcher, is_main: bool,
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    ckpt: checkpointing.Checkpoints,
+    model: _Model,
+    state: state_lib.TrainState,
+    train_iter: prefetch.DevicePrefetcher,
+    is_main: bool,
 ) -> tuple[int, state_lib.TrainState, dict, dict]:
     """(step, state, best by UAR, best by WAR): from the latest checkpoint when there is one (the data
     iterator restored with it), else step 0 and `state`."""
@@ -313,8 +339,10 @@ def _restore(
 def _clip_origin(clip_cfg) -> str:
     """Where CLIP's starting weights come from, for the log."""
     if clip_cfg.init == config_checks.RANDOM_INIT:
-        return ("CLIP starts from random weights (model.clip.init=random): not pretrained, as the "
-                "config asks; model.clip.init=<OpenAI hub name or folder> starts from pretrained ones.")
+        return (
+            "CLIP starts from random weights (model.clip.init=random): not pretrained, as the "
+            "config asks; model.clip.init=<OpenAI hub name or folder> starts from pretrained ones."
+        )
     from grace_jax.infra import hub
 
     where = clip_cfg.init
@@ -376,9 +404,7 @@ def _eval_every(config: ml_collections.ConfigDict, data: _Data) -> int:
     return eval_every
 
 
-def _log_train(
-    run: _Run, progress: metric_writers.Progress, pending: list[dict], reported_wait: float
-) -> float:
+def _log_train(run: _Run, progress: metric_writers.Progress, pending: list[dict], reported_wait: float) -> float:
     """Writes the mean of the steps' metrics since the last log line; returns the prefetcher's total
     wait to measure the next line's from. A non-finite loss stops the run."""
     averaged = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
@@ -400,17 +426,27 @@ def _evaluate(run: _Run) -> None:
     start = time.perf_counter()
     class_names = run.data.class_names
     confusion, eval_loss, extras = steps.evaluate(
-        run.model.eval_fn, run.state, run.eval_loader(), run.model.mesh, run.config.model.num_classes,
+        run.model.eval_fn,
+        run.state,
+        run.eval_loader(),
+        run.model.mesh,
+        run.config.model.num_classes,
         class_names,
     )
     summary = metrics.summarize(confusion=confusion, class_names=class_names)
     summary.update(step=run.step, loss=eval_loss, confusion=confusion.tolist(), **extras)
-    run.writer.write(run.step, "eval", {
-        "uar": summary["uar"], "war": summary["war"], "loss": eval_loss,
-        **{f"recall/{k}": v for k, v in summary["per_class_recall"].items()},
-        **extras["ot"],
-        **localization.flat_metrics(extras.get("localization")),
-    })
+    run.writer.write(
+        run.step,
+        "eval",
+        {
+            "uar": summary["uar"],
+            "war": summary["war"],
+            "loss": eval_loss,
+            **{f"recall/{k}": v for k, v in summary["per_class_recall"].items()},
+            **extras["ot"],
+            **localization.flat_metrics(extras.get("localization")),
+        },
+    )
     if run.is_main:
         print(
             f"eval step {run.step}: UAR {summary['uar']:.4f} WAR {summary['war']:.4f} "
@@ -459,13 +495,19 @@ def _write_results(run: _Run) -> None:
         run.data.class_names,
         f"step {summary['step']}: UAR {summary['uar']:.3f}",
     )
-    plots.save_learning_curves(
-        paths.join(workdir, "learning_curves.png"), metric_writers.read_metrics(workdir)
-    )
+    plots.save_learning_curves(paths.join(workdir, "learning_curves.png"), metric_writers.read_metrics(workdir))
     paths.write_text(
         paths.join(workdir, "final_metrics.json"),
-        json.dumps({"last": summary, "best": run.best, "best_war": run.best_war,
-                    "selection": {"best": "highest UAR (checkpoints/best)",
-                                  "best_war": "highest WAR (DFER-CLIP's rule; no checkpoint kept)"}},
-                   indent=2),
+        json.dumps(
+            {
+                "last": summary,
+                "best": run.best,
+                "best_war": run.best_war,
+                "selection": {
+                    "best": "highest UAR (checkpoints/best)",
+                    "best_war": "highest WAR (DFER-CLIP's rule; no checkpoint kept)",
+                },
+            },
+            indent=2,
+        ),
     )

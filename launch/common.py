@@ -71,8 +71,14 @@ def _checked(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 def train_command(args: argparse.Namespace, *, python: str = "python") -> list[str]:
     """The one training command every process runs (the same on all hosts)."""
-    argv = [python, "-m", "grace_jax.main", f"--config={args.config}", f"--workdir={args.workdir}",
-            "--config.distributed.enabled=True"]
+    argv = [
+        python,
+        "-m",
+        "grace_jax.main",
+        f"--config={args.config}",
+        f"--workdir={args.workdir}",
+        "--config.distributed.enabled=True",
+    ]
     if args.data_dir:
         argv.append(f"--config.data.dir={args.data_dir}")
     return argv + list(args.overrides)
@@ -83,5 +89,6 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", required=True, help="run directory every host sees (gs://... on TPU)")
     parser.add_argument("--data_dir", default="", help="config.data.dir: shards on gs:// or a mounted path")
     parser.add_argument("--dry_run", action="store_true", help="print the exact commands, run nothing")
-    parser.add_argument("overrides", nargs="*", default=[],
-                        help="more trainer flags after `--`, e.g. -- --config.optim.batch_size=64")
+    parser.add_argument(
+        "overrides", nargs="*", default=[], help="more trainer flags after `--`, e.g. -- --config.optim.batch_size=64"
+    )

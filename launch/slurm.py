@@ -32,8 +32,9 @@ from launch import common
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m launch.slurm", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m launch.slurm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--nodes", type=int, required=True)
     parser.add_argument("--gpus_per_node", type=int, default=8)
     parser.add_argument("--cpus_per_task", type=int, default=0, help="0: SLURM's default")
@@ -67,16 +68,27 @@ def device_ids(args) -> str:
 
 
 def srun_command(args) -> list[str]:
-    return ["env", f"JAX_LOCAL_DEVICE_IDS={device_ids(args)}", "srun", *resources(args), "--kill-on-bad-exit=1",
-            *common.train_command(args, python=args.python)]
+    return [
+        "env",
+        f"JAX_LOCAL_DEVICE_IDS={device_ids(args)}",
+        "srun",
+        *resources(args),
+        "--kill-on-bad-exit=1",
+        *common.train_command(args, python=args.python),
+    ]
 
 
 def batch_script(args) -> str:
     lines = ["#!/bin/bash"]
     lines += [f"#SBATCH {flag}" for flag in resources(args)]
-    lines += ["#SBATCH --requeue", f"#SBATCH --signal=TERM@{args.grace_s}", f"#SBATCH --output={args.job_name}-%j.out",
-              "set -euo pipefail", f"export JAX_LOCAL_DEVICE_IDS={device_ids(args)}",
-              shlex.join(["srun", "--kill-on-bad-exit=1", *common.train_command(args, python=args.python)])]
+    lines += [
+        "#SBATCH --requeue",
+        f"#SBATCH --signal=TERM@{args.grace_s}",
+        f"#SBATCH --output={args.job_name}-%j.out",
+        "set -euo pipefail",
+        f"export JAX_LOCAL_DEVICE_IDS={device_ids(args)}",
+        shlex.join(["srun", "--kill-on-bad-exit=1", *common.train_command(args, python=args.python)]),
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -42,25 +42,30 @@ RUNTIME_VERSIONS = {  # TPU software versions for JAX (cloud.google.com/tpu/docs
 }
 JAX_VERSION = "0.10.2"  # setup.py's pin; jax[tpu] brings the matching libtpu
 GCSFUSE_INSTALL = (
-    'export GCSFUSE_REPO=gcsfuse-$(lsb_release -c -s) && '
+    "export GCSFUSE_REPO=gcsfuse-$(lsb_release -c -s) && "
     'echo "deb [signed-by=/usr/share/keyrings/cloud.google.asc] https://packages.cloud.google.com/apt '
     '$GCSFUSE_REPO main" | sudo tee /etc/apt/sources.list.d/gcsfuse.list && '
-    'curl -s https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc '
-    '> /dev/null && sudo apt-get update -q && sudo apt-get install -y -q gcsfuse'
+    "curl -s https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo tee /usr/share/keyrings/cloud.google.asc "
+    "> /dev/null && sudo apt-get update -q && sudo apt-get install -y -q gcsfuse"
 )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m launch.tpu", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m launch.tpu", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--project", required=True)
     parser.add_argument("--zone", required=True)
     parser.add_argument("--name", required=True, help="TPU VM (and queued resource) name")
     parser.add_argument("--accelerator_type", default="v5litepod-16", help="e.g. v4-32, v5litepod-16, v5p-32")
     parser.add_argument("--runtime_version", default="", help="default: from the accelerator generation")
     parser.add_argument("--spot", action="store_true", help="Spot capacity (cheaper, preemptible)")
-    parser.add_argument("--no_queued", dest="queued", action="store_false",
-                        help="create the TPU VM directly instead of through a queued resource")
+    parser.add_argument(
+        "--no_queued",
+        dest="queued",
+        action="store_false",
+        help="create the TPU VM directly instead of through a queued resource",
+    )
     parser.add_argument("--create_timeout_s", type=float, default=3600.0)
     parser.add_argument("--repo", default="", help="git URL to clone on the workers; default: this checkout")
     parser.add_argument("--mount_bucket", default="", help="bucket to mount with gcsfuse (mount step)")
@@ -88,21 +93,66 @@ def _where(args) -> list[str]:
 
 
 def _ssh(args, command: str, worker: str = "all") -> list[str]:
-    return ["gcloud", "compute", "tpus", "tpu-vm", "ssh", args.name, *_where(args), f"--worker={worker}",
-            f"--command={command}"]
+    return [
+        "gcloud",
+        "compute",
+        "tpus",
+        "tpu-vm",
+        "ssh",
+        args.name,
+        *_where(args),
+        f"--worker={worker}",
+        f"--command={command}",
+    ]
 
 
 def create(run: common.Runner, args) -> None:
     spot = ["--spot"] if args.spot else []
     if args.queued:
-        run.run(["gcloud", "compute", "tpus", "queued-resources", "create", args.name, f"--node-id={args.name}",
-                 *_where(args), f"--accelerator-type={args.accelerator_type}",
-                 f"--runtime-version={args.runtime_version}", *spot])
-        run.wait_until(["gcloud", "compute", "tpus", "queued-resources", "describe", args.name, *_where(args),
-                        "--format=value(state.state)"], "ACTIVE", timeout_s=args.create_timeout_s)
+        run.run(
+            [
+                "gcloud",
+                "compute",
+                "tpus",
+                "queued-resources",
+                "create",
+                args.name,
+                f"--node-id={args.name}",
+                *_where(args),
+                f"--accelerator-type={args.accelerator_type}",
+                f"--runtime-version={args.runtime_version}",
+                *spot,
+            ]
+        )
+        run.wait_until(
+            [
+                "gcloud",
+                "compute",
+                "tpus",
+                "queued-resources",
+                "describe",
+                args.name,
+                *_where(args),
+                "--format=value(state.state)",
+            ],
+            "ACTIVE",
+            timeout_s=args.create_timeout_s,
+        )
     else:
-        run.run(["gcloud", "compute", "tpus", "tpu-vm", "create", args.name, *_where(args),
-                 f"--accelerator-type={args.accelerator_type}", f"--version={args.runtime_version}", *spot])
+        run.run(
+            [
+                "gcloud",
+                "compute",
+                "tpus",
+                "tpu-vm",
+                "create",
+                args.name,
+                *_where(args),
+                f"--accelerator-type={args.accelerator_type}",
+                f"--version={args.runtime_version}",
+                *spot,
+            ]
+        )
 
 
 def install(run: common.Runner, args) -> None:
@@ -111,29 +161,54 @@ def install(run: common.Runner, args) -> None:
     else:
         archive = str(Path(tempfile.gettempdir()) / f"grace_jax-{args.name}.tar.gz")
         run.run(["git", "-C", str(REPO), "archive", "--format=tar.gz", "-o", archive, "HEAD"])
-        run.run(["gcloud", "compute", "tpus", "tpu-vm", "scp", archive, f"{args.name}:~/grace_jax.tar.gz",
-                 *_where(args), "--worker=all"])
+        run.run(
+            [
+                "gcloud",
+                "compute",
+                "tpus",
+                "tpu-vm",
+                "scp",
+                archive,
+                f"{args.name}:~/grace_jax.tar.gz",
+                *_where(args),
+                "--worker=all",
+            ]
+        )
         fetch = "mkdir -p ~/grace_jax && tar -xzf ~/grace_jax.tar.gz -C ~/grace_jax"
-    run.run(_ssh(args, " && ".join([
-        "set -e",
-        fetch,
-        "(command -v uv || curl -LsSf https://astral.sh/uv/install.sh | sh)",
-        "~/.local/bin/uv venv --allow-existing --python 3.11 ~/venv",
-        f"cd ~/grace_jax && ~/.local/bin/uv pip install --python ~/venv/bin/python -e . 'jax[tpu]=={JAX_VERSION}'",
-    ])))
+    run.run(
+        _ssh(
+            args,
+            " && ".join(
+                [
+                    "set -e",
+                    fetch,
+                    "(command -v uv || curl -LsSf https://astral.sh/uv/install.sh | sh)",
+                    "~/.local/bin/uv venv --allow-existing --python 3.11 ~/venv",
+                    f"cd ~/grace_jax && ~/.local/bin/uv pip install --python ~/venv/bin/python -e . 'jax[tpu]=={JAX_VERSION}'",
+                ]
+            ),
+        )
+    )
 
 
 def mount(run: common.Runner, args) -> None:
     cache = "/mnt/disks/gcsfuse-cache"
     point = shlex.quote(args.mount_point)
-    run.run(_ssh(args, " && ".join([
-        "set -e",
-        f"(command -v gcsfuse || ({GCSFUSE_INSTALL}))",
-        f"sudo mkdir -p {point} {cache} && sudo chown $USER {point} {cache}",
-        f"(mountpoint -q {point} || gcsfuse --implicit-dirs --file-cache-max-size-mb=-1 "
-        f"--file-cache-cache-file-for-range-read=true --cache-dir={cache} --metadata-cache-ttl-secs=-1 "
-        f"--stat-cache-max-size-mb=1024 -o ro {shlex.quote(args.mount_bucket)} {point})",
-    ])))
+    run.run(
+        _ssh(
+            args,
+            " && ".join(
+                [
+                    "set -e",
+                    f"(command -v gcsfuse || ({GCSFUSE_INSTALL}))",
+                    f"sudo mkdir -p {point} {cache} && sudo chown $USER {point} {cache}",
+                    f"(mountpoint -q {point} || gcsfuse --implicit-dirs --file-cache-max-size-mb=-1 "
+                    f"--file-cache-cache-file-for-range-read=true --cache-dir={cache} --metadata-cache-ttl-secs=-1 "
+                    f"--stat-cache-max-size-mb=1024 -o ro {shlex.quote(args.mount_bucket)} {point})",
+                ]
+            ),
+        )
+    )
 
 
 def train(run: common.Runner, args) -> None:
@@ -149,8 +224,9 @@ def tensorboard(run: common.Runner, args) -> None:
 
 def delete(run: common.Runner, args) -> None:
     if args.queued:
-        run.run(["gcloud", "compute", "tpus", "queued-resources", "delete", args.name, *_where(args),
-                 "--force", "--quiet"])
+        run.run(
+            ["gcloud", "compute", "tpus", "queued-resources", "delete", args.name, *_where(args), "--force", "--quiet"]
+        )
     else:
         run.run(["gcloud", "compute", "tpus", "tpu-vm", "delete", args.name, *_where(args), "--quiet"])
 

@@ -33,9 +33,16 @@ def _setup(tiny_config, batch_size: int):
 
     def jitted(accum):
         return jax.jit(
-            functools.partial(steps.train_step, graphdef=graphdef, tx=tx, loss_cfg=dict(config.model.loss),
-                              image_size=config.data.image_size, accum_steps=accum),
-            in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, replicated),
+            functools.partial(
+                steps.train_step,
+                graphdef=graphdef,
+                tx=tx,
+                loss_cfg=dict(config.model.loss),
+                image_size=config.data.image_size,
+                accum_steps=accum,
+            ),
+            in_shardings=(state_sh, batch_sh),
+            out_shardings=(state_sh, replicated),
         )
 
     rng = np.random.default_rng(0)
@@ -58,8 +65,9 @@ def test_an_accumulated_step_equals_the_big_step(tiny_config):
     for accum in (2, 4):  # micro-batches of 16 and 8 clips over 8 devices
         acc_state, acc = jitted(accum)(state, batch)
         moved = 0.0
-        for a, b, before in zip(jax.tree.leaves(big_state["params"]), jax.tree.leaves(acc_state["params"]),
-                                jax.tree.leaves(state["params"])):
+        for a, b, before in zip(
+            jax.tree.leaves(big_state["params"]), jax.tree.leaves(acc_state["params"]), jax.tree.leaves(state["params"])
+        ):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=0)
             moved = max(moved, float(jnp.abs(a - before).max()))
         assert moved > 1e-3  # the step did move the parameters: the comparison means something
@@ -74,8 +82,12 @@ def test_check_fits_names_the_accumulation_that_fits(tiny_config):
     compiled = {k: memory.step_bytes(jitted(k).lower(state, batch).compile()) for k in (1, 2, 4)}
     assert compiled[1] > compiled[2] > compiled[4]  # activations shrink with the micro-batch
     limit = (compiled[1] + compiled[2]) // 2
-    common = dict(batch_size=32, parallel=8, accum_steps=1,
-                  bytes_with=lambda k: memory.step_bytes(jitted(k).lower(state, batch).compile()))
+    common = dict(
+        batch_size=32,
+        parallel=8,
+        accum_steps=1,
+        bytes_with=lambda k: memory.step_bytes(jitted(k).lower(state, batch).compile()),
+    )
     with pytest.raises(errors.ConfigError) as e:
         memory.check_fits(compiled[1], limit, "a small card", **common)
     said = str(e.value)

@@ -49,8 +49,12 @@ def test_folds():
 # What each of the removed configs/ablations/<variant>.py files set: the same switches under the same names.
 @pytest.mark.parametrize(
     "variant, motion, cate, ot",
-    [("grace", True, True, True), ("motion", True, False, False), ("cate", False, True, False),
-     ("ot", False, False, True)],
+    [
+        ("grace", True, True, True),
+        ("motion", True, False, False),
+        ("cate", False, True, False),
+        ("ot", False, False, True),
+    ],
 )
 def test_ablation_variants(variant, motion, cate, ot):
     from grace_jax.configs import ablation, base

@@ -54,8 +54,8 @@ def test_recipe(arg, dataset, data_dir, classes):
     }[dataset]
     # Only fields the trainer knows: the ablation sets, it does not invent.
     dataset_cfg = importlib.import_module(f"grace_jax.configs.{dataset}").get_config()
-    assert _keys(c) == _keys(dataset_cfg) == _keys(base.get_config()) | (
-        {"data.fold"} if dataset != "ferv39k" else set()
+    assert (
+        _keys(c) == _keys(dataset_cfg) == _keys(base.get_config()) | ({"data.fold"} if dataset != "ferv39k" else set())
     )
 
 

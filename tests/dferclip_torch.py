@@ -79,7 +79,7 @@ class ClipSize:
     def heads(self) -> int:
         return self.vision_heads or self.vision_width // 64
 
-    def replace(self, **kw) -> "ClipSize":
+    def replace(self, **kw) -> ClipSize:
         return dataclasses.replace(self, **kw)
 
 
@@ -128,9 +128,7 @@ class Transformer(nn.Module):
     def __init__(self, width: int, layers: int, heads: int, attn_mask: torch.Tensor | None = None):
         super().__init__()
         self.width, self.layers = width, layers
-        self.resblocks = nn.Sequential(
-            *[ResidualAttentionBlock(width, heads, attn_mask) for _ in range(layers)]
-        )
+        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads, attn_mask) for _ in range(layers)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.resblocks(x)
@@ -178,14 +176,10 @@ class CLIP(nn.Module):
             size.embed_dim,
         )
         causal = torch.full((size.context_length, size.context_length), float("-inf")).triu_(1)
-        self.transformer = Transformer(
-            size.transformer_width, size.transformer_layers, size.transformer_heads, causal
-        )
+        self.transformer = Transformer(size.transformer_width, size.transformer_layers, size.transformer_heads, causal)
         self.vocab_size = size.vocab_size
         self.token_embedding = nn.Embedding(size.vocab_size, size.transformer_width)
-        self.positional_embedding = nn.Parameter(
-            torch.empty(size.context_length, size.transformer_width)
-        )
+        self.positional_embedding = nn.Parameter(torch.empty(size.context_length, size.transformer_width))
         self.ln_final = LayerNorm(size.transformer_width)
         self.text_projection = nn.Parameter(torch.empty(size.transformer_width, size.embed_dim))
         self.logit_scale = nn.Parameter(torch.ones([]) * math.log(1 / 0.07))
@@ -204,7 +198,7 @@ class CLIP(nn.Module):
         nn.init.normal_(self.text_projection, std=width**-0.5)
 
     @torch.no_grad()
-    def randomize_norms_and_biases(self, scale: float = 0.1) -> "CLIP":
+    def randomize_norms_and_biases(self, scale: float = 0.1) -> CLIP:
         for name, param in self.named_parameters():
             if name.endswith("bias") or ".ln_" in name or name.startswith("ln_"):
                 param.add_(scale * torch.randn_like(param))
@@ -414,9 +408,7 @@ class GenerateModel(nn.Module):
     ):
         super().__init__()
         self.input_text = list(texts)
-        self.prompt_learner = PromptLearner(
-            texts, clip_model, tokenize, n_ctx=n_ctx, class_specific=class_specific
-        )
+        self.prompt_learner = PromptLearner(texts, clip_model, tokenize, n_ctx=n_ctx, class_specific=class_specific)
         self.tokenized_prompts = self.prompt_learner.tokenized_prompts
         self.text_encoder = TextEncoder(clip_model)
         self.dtype = clip_model.dtype

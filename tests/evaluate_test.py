@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 
 from grace_jax import evaluate, folds, predict
-from grace_jax.data import input_pipeline
+from grace_jax.data import input_pipeline, tfds_source
 from grace_jax.infra import errors
 from grace_jax.interop import hf_export
 from grace_jax.run import runs
-from grace_jax.data import tfds_source
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_DFEW_TEST = 12
@@ -31,12 +30,16 @@ def _by_hand(workdir, data_dir, which):
     run = runs.load(workdir, which)
     config = run.config
     step = jax.jit(
-        functools.partial(
-            predict.predict_step, graphdef=run.graphdef, normalize=config.data.get("normalize", "clip")
-        )
+        functools.partial(predict.predict_step, graphdef=run.graphdef, normalize=config.data.get("normalize", "clip"))
     )
     loader = input_pipeline.make_eval_loader(
-        data_dir, config.data, split="test", global_batch_size=5, shard_index=0, shard_count=1, worker_count=0,
+        data_dir,
+        config.data,
+        split="test",
+        global_batch_size=5,
+        shard_index=0,
+        shard_count=1,
+        worker_count=0,
         normalize_on_host=False,
     )
     pairs = []
@@ -63,9 +66,7 @@ def test_numbers_equal_a_confusion_matrix_counted_by_hand(tiny_run, synthfer_dir
     workdir, _ = tiny_run
     out = tmp_path / "eval"
     # Batches of 8 over 8 devices: 20 clips make 3 batches, the last one padded with 4 masked rows.
-    result = evaluate.evaluate_run(
-        workdir, synthfer_dir, which="last", out_dir=str(out), batch_size=8, num_workers=0
-    )
+    result = evaluate.evaluate_run(workdir, synthfer_dir, which="last", out_dir=str(out), batch_size=8, num_workers=0)
     confusion, recalls, uar, war, n = _by_hand(workdir, synthfer_dir, "last")
     assert result["confusion"] == confusion and result["num_examples"] == n == 20
     assert result["per_class_recall"] == pytest.approx(recalls)
@@ -86,7 +87,9 @@ def test_numbers_equal_a_confusion_matrix_counted_by_hand(tiny_run, synthfer_dir
     for name, values in shares.items():
         assert located[name]["share"] == pytest.approx(np.mean(values), rel=1e-4)
         assert located[name]["clips"] == len(values)
-    assert written["localization"]["pixel_prior"]["chance"] == pytest.approx(result["localization"]["pixel_prior"]["chance"])
+    assert written["localization"]["pixel_prior"]["chance"] == pytest.approx(
+        result["localization"]["pixel_prior"]["chance"]
+    )
     # The trained model's class maps depend on the class, and are not the motion weights again.
     assert result["ot"]["class_map_l1"] > 1e-3 and result["ot"]["class_map_prior_l1"] > 1e-3
     assert 0.0 <= result["ot"]["ot_mutual_information"] and result["ot"]["ot_converged"] > 0
@@ -98,8 +101,15 @@ def _localization_by_hand(workdir, data_dir, which):
     config = run.config
     step = jax.jit(functools.partial(predict.predict_step, graphdef=run.graphdef, normalize="clip"))
     loader = input_pipeline.make_eval_loader(
-        data_dir, config.data, split="test", global_batch_size=5, shard_index=0, shard_count=1, worker_count=0,
-        normalize_on_host=False, ground_truth=True,
+        data_dir,
+        config.data,
+        split="test",
+        global_batch_size=5,
+        shard_index=0,
+        shard_count=1,
+        worker_count=0,
+        normalize_on_host=False,
+        ground_truth=True,
     )
     out = {}
     for batch in loader:
@@ -115,7 +125,7 @@ def _localization_by_hand(workdir, data_dir, which):
                 for t in range(3):
                     for r in range(4):
                         for c in range(4):
-                            diff[kind][t + 1, r * 4 + c] = d[t, r * 8:(r + 1) * 8, c * 8:(c + 1) * 8].mean()
+                            diff[kind][t + 1, r * 4 + c] = d[t, r * 8 : (r + 1) * 8, c * 8 : (c + 1) * 8].mean()
             mask = (diff["gt_expression"] > diff["gt_distractor"]) & (diff["gt_expression"] >= 1 / 255)
             if not mask.any():
                 continue
@@ -142,9 +152,7 @@ def test_command_line_prints_the_table_and_folds_reads_the_results(tiny_run, syn
     fold1, fold2 = tmp_path / "run1", tmp_path / "run2"
     for run_dir, uar in ((fold1, result["uar"]), (fold2, 0.25)):
         (run_dir / "evaluation").mkdir(parents=True)
-        (run_dir / "evaluation" / "test-best.json").write_text(
-            json.dumps(dict(result, uar=uar))
-        )
+        (run_dir / "evaluation" / "test-best.json").write_text(json.dumps(dict(result, uar=uar)))
     summary = folds.summarize_folds([str(fold1), str(fold2)], "best", split="test")
     assert summary["uar_mean"] == pytest.approx((result["uar"] + 0.25) / 2)
     assert summary["war_std"] == 0
@@ -163,9 +171,10 @@ def test_unknown_split_and_class_count_mismatch_are_clear(tiny_run, synthfer_dir
 def dfew(tmp_path_factory):
     """(TfdsDataset, shard folder) of the same DFEW-layout clips (8 train, 12 test, 32 px), prepared
     by data_prep.tfds_builders and by data_prep's shard writer."""
+    from tfds_fixtures import dfew_layout
+
     from data_prep import job
     from data_prep.tfds_builders import prepare
-    from tfds_fixtures import dfew_layout
 
     tmp = tmp_path_factory.mktemp("dfew")
     root = dfew_layout(tmp / "DFEW", 8, NUM_DFEW_TEST)
@@ -294,15 +303,21 @@ def test_bad_inputs_are_one_line_naming_the_thing(tiny_run, exported, dfew, synt
     workdir, _ = tiny_run
     dataset, _ = dfew
     missing = tfds_source.TfdsDataset("dfew/fold_4", dataset.data_dir)
-    with pytest.raises(errors.NotFoundError, match=r"--tfds=dfew/fold_4: not prepared in --tfds_dir=.*; prepare it "
-                       r"with python -m data_prep.tfds_builders.build --dataset=dfew .*--data_dir=<tfds_dir>"):
+    with pytest.raises(
+        errors.NotFoundError,
+        match=r"--tfds=dfew/fold_4: not prepared in --tfds_dir=.*; prepare it "
+        r"with python -m data_prep.tfds_builders.build --dataset=dfew .*--data_dir=<tfds_dir>",
+    ):
         evaluate.evaluate_run(workdir, missing)
     from data_prep import tfds_builders
 
     assert tfds_source.BUILDERS == tuple(tfds_builders.BUILDERS)  # the hint's list, kept in step
     unknown = tfds_source.TfdsDataset("nosuch/fold_1", dataset.data_dir)
-    with pytest.raises(errors.NotFoundError, match=r"--tfds=nosuch/fold_1: not prepared .*DatasetNotFoundError.*; "
-                       r"data_prep.tfds_builders prepares dfew, ferv39k, mafw\.$"):
+    with pytest.raises(
+        errors.NotFoundError,
+        match=r"--tfds=nosuch/fold_1: not prepared .*DatasetNotFoundError.*; "
+        r"data_prep.tfds_builders prepares dfew, ferv39k, mafw\.$",
+    ):
         evaluate.evaluate_run(workdir, unknown)
     with pytest.raises(errors.ConfigError, match=r"--tfds=dfew: name its config too, e.g. dfew/fold_1"):
         evaluate.evaluate_run(workdir, tfds_source.TfdsDataset("dfew", dataset.data_dir))

@@ -30,11 +30,18 @@ def _fold(tmp_path, name, best, best_war, last, recall):
     d.mkdir()
 
     def ev(uar_war, step):
-        return {"uar": uar_war[0], "war": uar_war[1], "step": step, "num_examples": 10,
-                "per_class_recall": recall, "confusion": [[5, 0], [1, 4]]}
+        return {
+            "uar": uar_war[0],
+            "war": uar_war[1],
+            "step": step,
+            "num_examples": 10,
+            "per_class_recall": recall,
+            "confusion": [[5, 0], [1, 4]],
+        }
 
-    (d / "final_metrics.json").write_text(json.dumps(
-        {"best": ev(best, 2), "best_war": ev(best_war, 3), "last": ev(last, 4)}))
+    (d / "final_metrics.json").write_text(
+        json.dumps({"best": ev(best, 2), "best_war": ev(best_war, 3), "last": ev(last, 4)})
+    )
     return str(d)
 
 

@@ -47,8 +47,21 @@ class GCSEmulator:
 
     def start(self) -> GCSEmulator:
         self._process = subprocess.Popen(
-            [str(_binary()), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port),
-             "-backend", "memory", "-external-url", self.url, "-log-level", "error"],
+            [
+                str(_binary()),
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(self.port),
+                "-backend",
+                "memory",
+                "-external-url",
+                self.url,
+                "-log-level",
+                "error",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -99,8 +112,9 @@ class GCSEmulator:
 
     def _request(self, method: str, path: str, body: dict | None = None) -> dict:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.url}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             text = response.read()
         return json.loads(text) if text else {}
@@ -126,8 +140,12 @@ class GCSEmulator:
 
     def upload(self, bucket: str, name: str, data: bytes) -> None:
         query = urllib.parse.urlencode({"uploadType": "media", "name": name})
-        request = urllib.request.Request(f"{self.url}/upload/storage/v1/b/{bucket}/o?{query}", data=data,
-                                         method="POST", headers={"Content-Type": "application/octet-stream"})
+        request = urllib.request.Request(
+            f"{self.url}/upload/storage/v1/b/{bucket}/o?{query}",
+            data=data,
+            method="POST",
+            headers={"Content-Type": "application/octet-stream"},
+        )
         urllib.request.urlopen(request, timeout=30).read()
 
     def upload_dir(self, local_dir: str, bucket: str, prefix: str) -> list[str]:

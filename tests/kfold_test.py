@@ -13,13 +13,25 @@ from grace_jax import kfold
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # configs/dfew.py shrunk to the tiny random CLIP and seconds per fold (the demo's model sizes).
 TINY = [
-    "--config.model.clip.variant=tiny", "--config.model.clip.init=random",
-    "--config.model.clip.tokenizer=builtin:tiny", "--config.model.num_frames=4", "--config.model.prompt.n_ctx=4",
-    "--config.model.temporal.heads=4", "--config.model.temporal.dim_head=8", "--config.model.temporal.mlp_dim=64",
-    "--config.model.cate.heads=4", "--config.model.logit_scale=10.0", "--config.data.image_size=32",
-    "--config.data.num_workers=0", "--config.optim.batch_size=8", "--config.optim.num_train_steps=2",
-    "--config.optim.optimizer=adamw", "--config.optim.groups=((\".*\", 1e-3),)",
-    "--config.train.log_every_steps=1", "--config.train.eval_every_steps=1", "--config.train.ckpt_every_steps=1000",
+    "--config.model.clip.variant=tiny",
+    "--config.model.clip.init=random",
+    "--config.model.clip.tokenizer=builtin:tiny",
+    "--config.model.num_frames=4",
+    "--config.model.prompt.n_ctx=4",
+    "--config.model.temporal.heads=4",
+    "--config.model.temporal.dim_head=8",
+    "--config.model.temporal.mlp_dim=64",
+    "--config.model.cate.heads=4",
+    "--config.model.logit_scale=10.0",
+    "--config.data.image_size=32",
+    "--config.data.num_workers=0",
+    "--config.optim.batch_size=8",
+    "--config.optim.num_train_steps=2",
+    "--config.optim.optimizer=adamw",
+    '--config.optim.groups=((".*", 1e-3),)',
+    "--config.train.log_every_steps=1",
+    "--config.train.eval_every_steps=1",
+    "--config.train.ckpt_every_steps=1000",
 ]
 
 
@@ -30,8 +42,16 @@ def test_five_folds_in_one_command_write_results_json(synthfer_dir, tmp_path):
     for k in range(1, 6):  # each fold's shards (the same stand-in clips: what matters is the plumbing)
         os.symlink(synthfer_dir, shards / f"dfew_fold{k}")
     workdir = tmp_path / "dfew"
-    cmd = [sys.executable, "-m", "grace_jax.kfold", "--config=configs/dfew.py", f"--workdir={workdir}",
-           f"--data_dir={shards}/dfew_fold{{fold}}", "--", *TINY]
+    cmd = [
+        sys.executable,
+        "-m",
+        "grace_jax.kfold",
+        "--config=configs/dfew.py",
+        f"--workdir={workdir}",
+        f"--data_dir={shards}/dfew_fold{{fold}}",
+        "--",
+        *TINY,
+    ]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((workdir / "results.json").read_text())
@@ -41,8 +61,9 @@ def test_five_folds_in_one_command_write_results_json(synthfer_dir, tmp_path):
         assert config["data"]["fold"] == k and config["data"]["dir"] == f"{shards}/dfew_fold{k}"
         final = json.loads((workdir / f"fold_{k}" / "final_metrics.json").read_text())
         assert fold["rules"]["best_uar"]["uar"] == final["best"]["uar"]
-        assert fold["rules"]["best_war"]["war"] == max(final["best"]["war"], final["last"]["war"],
-                                                       final["best_war"]["war"])
+        assert fold["rules"]["best_war"]["war"] == max(
+            final["best"]["war"], final["last"]["war"], final["best_war"]["war"]
+        )
         assert fold["rules"]["last"]["step"] == 2 and fold["rules"]["last"]["num_test_clips"] == 20
         assert len(fold["rules"]["last"]["confusion"]) == 7
         prov = fold["provenance"]
@@ -61,14 +82,25 @@ def test_five_folds_in_one_command_write_results_json(synthfer_dir, tmp_path):
 
 def test_fold_commands_and_launch_recipe(capsys):
     assert kfold.fold_config("configs/dfew.py", 3) == "configs/dfew.py:fold=3"
-    assert kfold.fold_config("configs/dferclip.py:mafw,fold=1", 4) == \
-        "configs/dferclip.py:mafw,fold=4"
-    argv = ["--config=configs/mafw.py", "--workdir=gs://b/mafw", "--data_dir=gs://b/shards/mafw_fold{fold}",
-            "--launch=python -m launch.slurm --nodes=1 --gpus_per_node=8 --sbatch", "--select_on=val",
-            "--dry_run", "--", "--config.optim.grad_accum_steps=4"]
+    assert kfold.fold_config("configs/dferclip.py:mafw,fold=1", 4) == "configs/dferclip.py:mafw,fold=4"
+    argv = [
+        "--config=configs/mafw.py",
+        "--workdir=gs://b/mafw",
+        "--data_dir=gs://b/shards/mafw_fold{fold}",
+        "--launch=python -m launch.slurm --nodes=1 --gpus_per_node=8 --sbatch",
+        "--select_on=val",
+        "--dry_run",
+        "--",
+        "--config.optim.grad_accum_steps=4",
+    ]
     assert kfold.main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == ("python -m launch.slurm --nodes=1 --gpus_per_node=8 --sbatch --config=configs/mafw.py:fold=1 "
-                        "--workdir=gs://b/mafw/fold_1 -- --config.data.dir=gs://b/shards/mafw_fold1 "
-                        "--config.data.eval_split=val --config.optim.grad_accum_steps=4")
-    assert len([l for l in lines if l.startswith("python -m launch.slurm")]) == 5 and "--aggregate_only" in lines[-1]
+    assert lines[0] == (
+        "python -m launch.slurm --nodes=1 --gpus_per_node=8 --sbatch --config=configs/mafw.py:fold=1 "
+        "--workdir=gs://b/mafw/fold_1 -- --config.data.dir=gs://b/shards/mafw_fold1 "
+        "--config.data.eval_split=val --config.optim.grad_accum_steps=4"
+    )
+    assert (
+        len([line for line in lines if line.startswith("python -m launch.slurm")]) == 5
+        and "--aggregate_only" in lines[-1]
+    )

@@ -34,14 +34,16 @@ def stand_ins(tmp_path):
         path.chmod(path.stat().st_mode | stat.S_IXUSR)
     record = tmp_path / "record.jsonl"
     # launch/ is not part of the installed package: it runs from a checkout (here: PYTHONPATH).
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", LAUNCH_RECORD=str(record),
-               PYTHONPATH=str(REPO))
+    env = dict(
+        os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", LAUNCH_RECORD=str(record), PYTHONPATH=str(REPO)
+    )
     return env, record
 
 
 def _launch(module, args, env, cwd):
-    out = subprocess.run([sys.executable, "-m", module, *args], env=env, cwd=cwd, capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", module, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -52,10 +54,20 @@ def _recorded(record):
     return [json.loads(line) for line in record.read_text().splitlines()]
 
 
-TPU_ARGS = ["--project=my-proj", "--zone=us-east5-a", "--name=grace-test", "--accelerator_type=v5litepod-16",
-            "--workdir=gs://bucket/runs/f39", "--data_dir=gs://bucket/shards/f39", "--config=configs/ferv39k.py",
-            "--spot", "--mount_bucket=bucket", "--steps=create,install,mount,train,tensorboard,delete",
-            "--", "--config.optim.batch_size=64"]
+TPU_ARGS = [
+    "--project=my-proj",
+    "--zone=us-east5-a",
+    "--name=grace-test",
+    "--accelerator_type=v5litepod-16",
+    "--workdir=gs://bucket/runs/f39",
+    "--data_dir=gs://bucket/shards/f39",
+    "--config=configs/ferv39k.py",
+    "--spot",
+    "--mount_bucket=bucket",
+    "--steps=create,install,mount,train,tensorboard,delete",
+    "--",
+    "--config.optim.batch_size=64",
+]
 
 
 def test_tpu_dry_run_prints_what_the_real_run_runs(stand_ins, tmp_path):
@@ -77,9 +89,16 @@ def test_tpu_dry_run_prints_what_the_real_run_runs(stand_ins, tmp_path):
     train = ssh[-1][-1]
     assert train.startswith("--command=cd ~/grace_jax && . ~/venv/bin/activate && python -m grace_jax.main ")
     trainer = shlex.split(train.split("&& ", 2)[2])
-    assert trainer == ["python", "-m", "grace_jax.main", "--config=configs/ferv39k.py",
-                       "--workdir=gs://bucket/runs/f39", "--config.distributed.enabled=True",
-                       "--config.data.dir=gs://bucket/shards/f39", "--config.optim.batch_size=64"]
+    assert trainer == [
+        "python",
+        "-m",
+        "grace_jax.main",
+        "--config=configs/ferv39k.py",
+        "--workdir=gs://bucket/runs/f39",
+        "--config.distributed.enabled=True",
+        "--config.data.dir=gs://bucket/shards/f39",
+        "--config.optim.batch_size=64",
+    ]
     assert "gcsfuse --implicit-dirs" in ssh[1][-1] and "--cache-dir=" in ssh[1][-1]
     assert commands[-2] == ["tensorboard", "--logdir=gs://bucket/runs/f39/tensorboard"]
     assert commands[-1][:5] == ["gcloud", "compute", "tpus", "queued-resources", "delete"]
@@ -87,18 +106,55 @@ def test_tpu_dry_run_prints_what_the_real_run_runs(stand_ins, tmp_path):
 
 def test_tpu_flags_are_checked(stand_ins):
     env, _ = stand_ins
-    out = subprocess.run([sys.executable, "-m", "launch.tpu", "--project=p", "--zone=z", "--name=n",
-                          "--workdir=gs://b/r", "--steps=create,fly"], env=env, cwd=REPO, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "launch.tpu",
+            "--project=p",
+            "--zone=z",
+            "--name=n",
+            "--workdir=gs://b/r",
+            "--steps=create,fly",
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "unknown steps ['fly']" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "launch.tpu", "--project=p", "--zone=z", "--name=n",
-                          "--workdir=gs://b/r", "--accelerator_type=v9-8", "--dry_run"], env=env, cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "launch.tpu",
+            "--project=p",
+            "--zone=z",
+            "--name=n",
+            "--workdir=gs://b/r",
+            "--accelerator_type=v9-8",
+            "--dry_run",
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "no default --runtime_version for v9-8" in out.stderr
 
 
-SLURM_ARGS = ["--nodes=4", "--gpus_per_node=8", "--partition=gpu", "--time=24:00:00",
-              "--workdir=/shared/runs/f39", "--data_dir=/shared/shards/f39", "--", "--config.seed=3"]
+SLURM_ARGS = [
+    "--nodes=4",
+    "--gpus_per_node=8",
+    "--partition=gpu",
+    "--time=24:00:00",
+    "--workdir=/shared/runs/f39",
+    "--data_dir=/shared/shards/f39",
+    "--",
+    "--config.seed=3",
+]
 
 
 def test_slurm_srun_dry_run_and_real_run(stand_ins, tmp_path):
@@ -108,9 +164,16 @@ def test_slurm_srun_dry_run_and_real_run(stand_ins, tmp_path):
     command = shlex.split(dry[0])
     assert command[:3] == ["env", "JAX_LOCAL_DEVICE_IDS=0,1,2,3,4,5,6,7", "srun"]
     assert {"--nodes=4", "--ntasks-per-node=1", "--gpus-per-node=8", "--partition=gpu"} <= set(command)
-    assert command[command.index("python"):] == [
-        "python", "-m", "grace_jax.main", "--config=configs/ferv39k.py", "--workdir=/shared/runs/f39",
-        "--config.distributed.enabled=True", "--config.data.dir=/shared/shards/f39", "--config.seed=3"]
+    assert command[command.index("python") :] == [
+        "python",
+        "-m",
+        "grace_jax.main",
+        "--config=configs/ferv39k.py",
+        "--workdir=/shared/runs/f39",
+        "--config.distributed.enabled=True",
+        "--config.data.dir=/shared/shards/f39",
+        "--config.seed=3",
+    ]
     assert _launch("launch.slurm", SLURM_ARGS, env, tmp_path).splitlines() == dry
     (ran,) = _recorded(record)  # `env` ran the stand-in srun with the device ids set
     assert ran["argv"] == command[2:] and ran["JAX_LOCAL_DEVICE_IDS"] == "0,1,2,3,4,5,6,7"

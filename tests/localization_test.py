@@ -20,8 +20,7 @@ def test_expression_mask_by_hand():
     d[0, 2, 4:8, 8:12] = 90  # ... where the distractor moves it by 90
     d[0, 1, 0:4, 0:4] = 200  # patch 0 flickers
     d[0, 2, 0:4, 0:4] = 0
-    mask = np.asarray(localization.expression_mask(expression=jnp.asarray(e), distractor=jnp.asarray(d),
-                                                   patch_size=4))
+    mask = np.asarray(localization.expression_mask(expression=jnp.asarray(e), distractor=jnp.asarray(d), patch_size=4))
     assert mask.shape == (1, 3, 16)
     want = np.zeros((1, 3, 16), bool)
     want[0, 1, 5] = True  # frame 0 never has expression tokens; patch 6 is the distractor's
@@ -54,9 +53,15 @@ def test_share_chance_and_pointing_by_hand():
 
 def test_accumulator_averages_per_class_then_over_classes():
     acc = localization.Accumulator(["a", "b", "c"])
-    result = {"m": {"share": np.array([0.2, 0.4, 0.9, 0.5]), "chance": np.array([0.1, 0.1, 0.2, 0.3]),
-                    "hits": np.array([1.0, 0.0, 2.0, 1.0]), "frames": np.array([2.0, 2.0, 2.0, 1.0]),
-                    "valid": np.array([True, True, True, False])}}
+    result = {
+        "m": {
+            "share": np.array([0.2, 0.4, 0.9, 0.5]),
+            "chance": np.array([0.1, 0.1, 0.2, 0.3]),
+            "hits": np.array([1.0, 0.0, 2.0, 1.0]),
+            "frames": np.array([2.0, 2.0, 2.0, 1.0]),
+            "valid": np.array([True, True, True, False]),
+        }
+    }
     acc.add(result, labels=np.array([0, 0, 1, 2]), mask=np.array([True, True, True, True]))
     s = acc.summary()["m"]
     assert set(s["per_class"]) == {"a", "b"}  # class c's only clip has no expression tokens
@@ -94,9 +99,13 @@ def test_synthfer_ground_truth_marks_the_expression_not_the_distractors(variant)
         label = synth.clip_label(i)
         expression, distractor = synth.sample_ground_truth(synth.clip_seed(0, "test", i), label, config)
         idx = segment_indices(len(expression), 8, train=False)
-        mask = np.asarray(localization.expression_mask(
-            expression=jnp.asarray(expression[idx][None]), distractor=jnp.asarray(distractor[idx][None]),
-            patch_size=8))
+        mask = np.asarray(
+            localization.expression_mask(
+                expression=jnp.asarray(expression[idx][None]),
+                distractor=jnp.asarray(distractor[idx][None]),
+                patch_size=8,
+            )
+        )
         (neutral if label == 2 else shares).append(mask.mean())
         if label != 2 and mask.any():
             rows = np.nonzero(mask[0].reshape(8, 6, 6).any(0))[0]

@@ -28,9 +28,7 @@ def test_uar_and_war_by_hand():
 
 def test_majority_class_predictor_has_low_uar_high_war():
     labels = np.array([0] * 90 + [1] * 10)
-    cm = metrics.confusion_matrix(
-        predictions=jnp.zeros(100, jnp.int32), labels=jnp.asarray(labels), num_classes=2
-    )
+    cm = metrics.confusion_matrix(predictions=jnp.zeros(100, jnp.int32), labels=jnp.asarray(labels), num_classes=2)
     out = metrics.summarize(confusion=np.asarray(cm))
     assert math.isclose(out["war"], 0.9) and math.isclose(out["uar"], 0.5)
 

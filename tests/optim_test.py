@@ -26,13 +26,9 @@ def _params():
 
 def test_groups_match_torch_sgd():
     params = _params()
-    tx = optim.make_optimizer(
-        params, groups=GROUPS, momentum=0.9, weight_decay=1e-2, decay_steps=[2], decay_factor=0.1
-    )
+    tx = optim.make_optimizer(params, groups=GROUPS, momentum=0.9, weight_decay=1e-2, decay_steps=[2], decay_factor=0.1)
     state = tx.init(params)
-    torch_params = {
-        k: torch.tensor(np.asarray(v["w"]), requires_grad=True) for k, v in params.items()
-    }
+    torch_params = {k: torch.tensor(np.asarray(v["w"]), requires_grad=True) for k, v in params.items()}
     torch_opt = torch.optim.SGD(
         [
             {"params": [torch_params["visual"]], "lr": 0.1},
@@ -44,9 +40,7 @@ def test_groups_match_torch_sgd():
     sched = torch.optim.lr_scheduler.MultiStepLR(torch_opt, milestones=[2], gamma=0.1)
     rng = np.random.RandomState(1)
     for _ in range(4):
-        grads = {
-            k: {"w": jnp.asarray(rng.randn(*v["w"].shape), jnp.float32)} for k, v in params.items()
-        }
+        grads = {k: {"w": jnp.asarray(rng.randn(*v["w"].shape), jnp.float32)} for k, v in params.items()}
         updates, state = tx.update(grads, state, params)
         params = optax.apply_updates(params, updates)
         torch_opt.zero_grad()
@@ -55,9 +49,7 @@ def test_groups_match_torch_sgd():
         torch_opt.step()
         sched.step()
     for k in ("visual", "head"):
-        np.testing.assert_allclose(
-            params[k]["w"], torch_params[k].detach().numpy(), rtol=1e-5, atol=1e-6
-        )
+        np.testing.assert_allclose(params[k]["w"], torch_params[k].detach().numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(params["text"]["w"], _params()["text"]["w"])  # frozen
 
 

@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from grace_jax import predict
-from grace_jax.run import heatmaps
 
 
 def _write_mp4(path, frames):
@@ -142,7 +141,10 @@ def test_windows_of_a_video_where_the_face_enters_late(tiny_run, tmp_path):
     assert later[0]["face_fraction"] == later[1]["face_fraction"] == 1
     # One picture per classified window, named by its start.
     assert [os.path.basename(r["picture"]) for r in [straddling, *later]] == [
-        "late.mp4_1.5s.png", "late.mp4_3s.png", "late.mp4_4s.png"]
+        "late.mp4_1.5s.png",
+        "late.mp4_3s.png",
+        "late.mp4_4s.png",
+    ]
     with open(os.path.join(out, "predictions.csv")) as f:
         rows = list(csv.reader(f))
     assert rows[0][:4] == ["input", "start_seconds", "end_seconds", "prediction"]

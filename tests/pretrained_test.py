@@ -12,8 +12,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from grace_jax.configs import base, dferclip, dfew, ferv39k, mafw
 from grace_jax import train
+from grace_jax.configs import base, dferclip, dfew, ferv39k, mafw
 from grace_jax.infra import config_checks, errors
 from grace_jax.models import clip as clip_lib
 from grace_jax.models import clip_checkpoint
@@ -21,10 +21,19 @@ from grace_jax.models import clip_checkpoint
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = "openai/clip-vit-base-patch16"
 # Sizes only: the CLIP fields (variant, init, tokenizer) stay as configs/ferv39k.py prints them.
-SMALL = ["--config.model.num_frames=4", "--config.data.image_size=32", "--config.data.num_workers=0",
-         "--config.optim.batch_size=8", "--config.optim.num_train_steps=1", "--config.model.prompt.n_ctx=4",
-         "--config.model.temporal.heads=4", "--config.model.temporal.dim_head=8",
-         "--config.model.temporal.mlp_dim=64", "--config.model.cate.heads=4", "--config.train.log_every_steps=1"]
+SMALL = [
+    "--config.model.num_frames=4",
+    "--config.data.image_size=32",
+    "--config.data.num_workers=0",
+    "--config.optim.batch_size=8",
+    "--config.optim.num_train_steps=1",
+    "--config.model.prompt.n_ctx=4",
+    "--config.model.temporal.heads=4",
+    "--config.model.temporal.dim_head=8",
+    "--config.model.temporal.mlp_dim=64",
+    "--config.model.cate.heads=4",
+    "--config.train.log_every_steps=1",
+]
 
 
 def _hub_cache(home, name: str):
@@ -44,8 +53,9 @@ def _hub_cache(home, name: str):
 
 def _main(args, home, **env):
     env = dict(os.environ, HF_HOME=str(home), HF_HUB_OFFLINE="1", PYTHONPATH=REPO, **env)
-    return subprocess.run([sys.executable, "-m", "grace_jax.main", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "grace_jax.main", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
 
 
 @pytest.mark.slow
@@ -53,14 +63,16 @@ def test_ferv39k_as_printed_starts_from_the_hub_cache_weights(synthfer_dir, tmp_
     home = tmp_path / "hf"
     snap = _hub_cache(home, MODEL)
     workdir = tmp_path / "ferv39k"
-    done = _main(["--config=configs/ferv39k.py", f"--workdir={workdir}", f"--config.data.dir={synthfer_dir}",
-                  *SMALL], home)
+    done = _main(
+        ["--config=configs/ferv39k.py", f"--workdir={workdir}", f"--config.data.dir={synthfer_dir}", *SMALL], home
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert f"CLIP starts from pretrained weights: {MODEL} (hub cache: {snap})." in done.stdout, done.stdout
     # The text tower is frozen (lr 0), so after a step the checkpoint holds the cache's weights exactly.
     with ocp.CheckpointManager(str(workdir / "checkpoints" / "last")) as manager:
-        state = manager.restore(manager.latest_step(),
-                                args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+        state = manager.restore(manager.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore()))[
+            "state"
+        ]
     frozen = [np.asarray(x) for x in jax.tree.leaves(state["frozen"])]
     from flax import nnx
 
@@ -84,15 +96,24 @@ def test_ferv39k_as_printed_offline_without_a_cache_stops_in_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("config, variant", [
-    (dfew.get_config("fold=2"), "ViT-B/16"), (ferv39k.get_config(), "ViT-B/16"), (mafw.get_config("fold=5"), "ViT-B/16"),
-    (dferclip.get_config("dfew,fold=1"), "ViT-B/32"), (dferclip.get_config("ferv39k"), "ViT-B/32"),
-    (base.get_config(), "ViT-B/16"),
-])
+@pytest.mark.parametrize(
+    "config, variant",
+    [
+        (dfew.get_config("fold=2"), "ViT-B/16"),
+        (ferv39k.get_config(), "ViT-B/16"),
+        (mafw.get_config("fold=5"), "ViT-B/16"),
+        (dferclip.get_config("dfew,fold=1"), "ViT-B/32"),
+        (dferclip.get_config("ferv39k"), "ViT-B/32"),
+        (base.get_config(), "ViT-B/16"),
+    ],
+)
 def test_every_dataset_config_names_openai_weights_of_its_variant(config, variant):
     assert config.model.clip.variant == variant
-    assert config.model.clip.init == base.OPENAI_CLIP[variant] == {
-        "ViT-B/16": "openai/clip-vit-base-patch16", "ViT-B/32": "openai/clip-vit-base-patch32"}[variant]
+    assert (
+        config.model.clip.init
+        == base.OPENAI_CLIP[variant]
+        == {"ViT-B/16": "openai/clip-vit-base-patch16", "ViT-B/32": "openai/clip-vit-base-patch32"}[variant]
+    )
 
 
 def test_random_weights_only_by_name(tiny_config):
@@ -104,7 +125,9 @@ def test_random_weights_only_by_name(tiny_config):
         config_checks.check_clip(config.model)
     b16 = base.get_config()
     b16.model.clip.init = ""
-    with pytest.raises(errors.ConfigError, match=r"OpenAI's ViT-B/16: --config.model.clip.init=openai/clip-vit-base-patch16"):
+    with pytest.raises(
+        errors.ConfigError, match=r"OpenAI's ViT-B/16: --config.model.clip.init=openai/clip-vit-base-patch16"
+    ):
         config_checks.check_clip(b16.model)
     # A variant changed without its weights: the weights of the other variant are refused by name.
     l14 = base.get_config()

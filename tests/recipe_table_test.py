@@ -11,7 +11,12 @@ from grace_jax.configs import dferclip, dfew, ferv39k, mafw
 def _rows(doc: str):
     for line in doc.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("| ") and len(cells) == 4 and re.fullmatch(r"[a-z_]+(\.[a-z_]+)*", cells[0]) and cells[0] != "field":
+        if (
+            line.startswith("| ")
+            and len(cells) == 4
+            and re.fullmatch(r"[a-z_]+(\.[a-z_]+)*", cells[0])
+            and cells[0] != "field"
+        ):
             yield cells
 
 
@@ -22,8 +27,10 @@ def _get(config, field):
     return value
 
 
-@pytest.mark.parametrize("module, arg, ablation", [
-    (dfew, "fold=2", "dfew,fold=2"), (ferv39k, None, "ferv39k"), (mafw, "fold=1", "mafw,fold=1")])
+@pytest.mark.parametrize(
+    "module, arg, ablation",
+    [(dfew, "fold=2", "dfew,fold=2"), (ferv39k, None, "ferv39k"), (mafw, "fold=1", "mafw,fold=1")],
+)
 def test_recipe_table_matches_the_configs(module, arg, ablation):
     ours, theirs = module.get_config(arg), dferclip.get_config(ablation)
     rows = list(_rows(module.__doc__))

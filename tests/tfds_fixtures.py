@@ -19,7 +19,8 @@ def block_tensorflow() -> None:
     a None entry in sys.modules, changes tfds's own behaviour: it tests `"tensorflow" in sys.modules`.)"""
     assert importlib.util.find_spec("tensorflow") is None, (
         "TensorFlow is installed in this environment; the TFDS tests prove that nothing needs it only "
-        "where it is absent (pip uninstall tensorflow, or use a fresh venv with .[test])")
+        "where it is absent (pip uninstall tensorflow, or use a fresh venv with .[test])"
+    )
     loaded = _tensorflow_modules()
     assert not loaded, f"TensorFlow was imported before the TFDS tests: {loaded[:3]}"
 
@@ -63,11 +64,15 @@ def examples(name: str, data_dir, split: str) -> dict:
 
 def shard_records(root, out, frame_size: int = 32, **kw) -> dict:
     """{split: {clip id: RecordView}} of data_prep shards built from the same tree."""
-    from data_prep import job
     from video_fixtures import read_split
 
-    job.build(job.BuildConfig(out=str(out), root=str(root), frame_size=frame_size, workers=1, progress=False,
-                              command=("test",), **kw))
+    from data_prep import job
+
+    job.build(
+        job.BuildConfig(
+            out=str(out), root=str(root), frame_size=frame_size, workers=1, progress=False, command=("test",), **kw
+        )
+    )
     return {s: {r.clip_id: r for r in read_split(str(out), s)} for s in ("train", "test")}
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from grace_jax.configs import base
 from grace_jax import state as state_lib
 from grace_jax import steps, train
+from grace_jax.configs import base
 
 
 def _params(workdir: str):
@@ -114,9 +114,17 @@ def test_trains_on_a_folder_dataset_of_its_own_three_classes(tiny_config, tmp_pa
             write_video(str(videos / f"{split}{i}.mp4"), grey_clip(4 + i % 3, 16, 16) // (1 + i % 3), "mpeg4")
         (tmp_path / f"{split}.csv").write_text("\n".join(rows) + "\n")
     data = str(tmp_path / "shards")
-    manifest = job.build(job.BuildConfig(
-        dataset="folder", videos=str(videos), out=data, frame_size=32, workers=1, progress=False,
-        labels=(f"train={tmp_path / 'train.csv'}", f"test={tmp_path / 'test.csv'}")))
+    manifest = job.build(
+        job.BuildConfig(
+            dataset="folder",
+            videos=str(videos),
+            out=data,
+            frame_size=32,
+            workers=1,
+            progress=False,
+            labels=(f"train={tmp_path / 'train.csv'}", f"test={tmp_path / 'test.csv'}"),
+        )
+    )
     assert manifest["class_names"] == list(names)
     config = tiny_config(data, 2)
     config.model.num_classes = 0  # the data's
@@ -129,8 +137,9 @@ def test_trains_on_a_folder_dataset_of_its_own_three_classes(tiny_config, tmp_pa
     assert model["class_cues"][1] == "a face with a happy expression."
     with open(os.path.join(workdir, "classes.json")) as f:
         assert json.load(f) == list(names)
-    results, errors = predict.run(workdir, [str(videos / "test0.mp4")], str(tmp_path / "pred"),
-                                  pictures=False, face_crop="none")
+    results, errors = predict.run(
+        workdir, [str(videos / "test0.mp4")], str(tmp_path / "pred"), pictures=False, face_crop="none"
+    )
     assert not errors and set(results[0]["probabilities"]) == set(names)
 
 

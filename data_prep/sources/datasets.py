@@ -10,8 +10,8 @@ import re
 
 from data_prep.sources.annotations import parse_list_file
 from data_prep.sources.clip_spec import BadClip, ClipSpec
-from grace_jax.infra.errors import UserError
 from grace_jax.data.video import VIDEO_EXTENSIONS
+from grace_jax.infra.errors import UserError
 
 # The dataset's own folder name(s); a list path is re-rooted from the component after it.
 ANCHORS = {"dfew": ("DFEW",), "ferv39k": ("FERV39k",), "mafw": ("MAFW",), "folder": ()}
@@ -57,13 +57,17 @@ def find_lists(dataset: str, root: str | None, annotations: list[str], fold: int
         if root is None:
             raise SourceError(f"--dataset={dataset} needs --annotations or a --root that holds the list files")
         lists = []
-        folders = [root] + sorted(os.path.join(root, d) for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        folders = [root] + sorted(
+            os.path.join(root, d) for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))
+        )
         for folder in folders:
             for name in sorted(os.listdir(folder)):
                 if name.endswith(".txt") and split_of(name) in ("train", "test", "val"):
                     lists.append((split_of(name), os.path.join(folder, name)))
         if not lists:
-            raise SourceError(f"no annotation lists (*train*.txt, *test*.txt) found in {root} or its subfolders; pass --annotations")
+            raise SourceError(
+                f"no annotation lists (*train*.txt, *test*.txt) found in {root} or its subfolders; pass --annotations"
+            )
     if dataset in FOLDED and fold is not None:
         lists = [(s, p) for s, p in lists if _fold_of(p) == fold]
         if not lists:
@@ -143,7 +147,14 @@ def read_video_csv(csv_path: str, split: str, videos_dir: str, class_names: tupl
         rel, label_field = row[0].strip(), row[1].strip()
         label = int(label_field) if _is_index(label_field) else lookup.get(label_field.lower())
         if label is None or not 0 <= label < len(class_names):
-            bad.append(BadClip(split, source, rel, f"label {label_field!r} is not a class index 0..{len(class_names) - 1} or class name"))
+            bad.append(
+                BadClip(
+                    split,
+                    source,
+                    rel,
+                    f"label {label_field!r} is not a class index 0..{len(class_names) - 1} or class name",
+                )
+            )
             continue
         path = rel if os.path.isabs(rel) else os.path.join(videos_dir, rel)
         kind = "frames" if os.path.isdir(path) else "video"
@@ -152,7 +163,9 @@ def read_video_csv(csv_path: str, split: str, videos_dir: str, class_names: tupl
             continue
         caption = row[2].strip() if len(row) == 3 and row[2].strip() else None
         clip_id = os.path.splitext(rel.replace("\\", "/"))[0]
-        clips.append(ClipSpec(path=path, label=label, clip_id=clip_id, split=split, source=source, kind=kind, caption=caption))
+        clips.append(
+            ClipSpec(path=path, label=label, clip_id=clip_id, split=split, source=source, kind=kind, caption=caption)
+        )
     return clips, bad
 
 

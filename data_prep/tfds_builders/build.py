@@ -43,9 +43,18 @@ flags.mark_flags_as_required(["dataset", "manual_dir"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    done = build(FLAGS.dataset, FLAGS.manual_dir, FLAGS.data_dir, fold=FLAGS.fold, frame_size=FLAGS.frame_size,
-                 captions=FLAGS.captions, workers=FLAGS.workers, max_bad_fraction=FLAGS.max_bad_fraction,
-                 jpeg_quality=FLAGS.jpeg_quality, overwrite=FLAGS.overwrite)
+    done = build(
+        FLAGS.dataset,
+        FLAGS.manual_dir,
+        FLAGS.data_dir,
+        fold=FLAGS.fold,
+        frame_size=FLAGS.frame_size,
+        captions=FLAGS.captions,
+        workers=FLAGS.workers,
+        max_bad_fraction=FLAGS.max_bad_fraction,
+        jpeg_quality=FLAGS.jpeg_quality,
+        overwrite=FLAGS.overwrite,
+    )
     counts = ", ".join(f"{s}: {n} clips" for s, n in done.num_clips.items())
     print(f"prepared {done.name} in {done.path} ({counts}; {done.num_bad_clips} lines in {done.report})")
 

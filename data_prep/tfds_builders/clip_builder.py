@@ -55,20 +55,26 @@ def config_name(fold: int | None, frame_size: int) -> str:
 
 
 def make_config(fold: int | None, frame_size: int = DEFAULT_FRAME_SIZE) -> ClipConfig:
-    return ClipConfig(name=config_name(fold, frame_size), fold=fold, frame_size=frame_size,
-                      description=f"fold {fold}, {frame_size}px frames" if fold else f"{frame_size}px frames")
+    return ClipConfig(
+        name=config_name(fold, frame_size),
+        fold=fold,
+        frame_size=frame_size,
+        description=f"fold {fold}, {frame_size}px frames" if fold else f"{frame_size}px frames",
+    )
 
 
 def features(class_names: tuple[str, ...]) -> tfds.features.FeaturesDict:
     """The TF-free features of one clip (module docstring)."""
-    return tfds.features.FeaturesDict({
-        "frames": tfds.features.Tensor(shape=(None,), dtype=np.object_),
-        "label": tfds.features.ClassLabel(names=list(class_names)),
-        "clip_id": tfds.features.Text(),
-        "caption": tfds.features.Text(),
-        "has_caption": tfds.features.Scalar(np.bool_),
-        "frame_size": tfds.features.Scalar(np.int32),
-    })
+    return tfds.features.FeaturesDict(
+        {
+            "frames": tfds.features.Tensor(shape=(None,), dtype=np.object_),
+            "label": tfds.features.ClassLabel(names=list(class_names)),
+            "clip_id": tfds.features.Text(),
+            "caption": tfds.features.Text(),
+            "has_caption": tfds.features.Scalar(np.bool_),
+            "frame_size": tfds.features.Scalar(np.int32),
+        }
+    )
 
 
 class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -79,8 +85,15 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     DATASET: str = ""
     HOMEPAGE: str = ""
 
-    def __init__(self, *, captions: str | None = None, workers: int = 1, max_bad_fraction: float = 0.05,
-                 jpeg_quality: int = 95, **kwargs):
+    def __init__(
+        self,
+        *,
+        captions: str | None = None,
+        workers: int = 1,
+        max_bad_fraction: float = 0.05,
+        jpeg_quality: int = 95,
+        **kwargs,
+    ):
         """`captions`: a captions file (data_prep's `--captions` formats); the others as in build_dataset."""
         self._captions = captions
         self._workers = workers
@@ -99,15 +112,22 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
-        clips, bad = job.gather(job.BuildConfig(
-            dataset=self.DATASET, out="", root=str(dl_manager.manual_dir), fold=self.builder_config.fold,
-            captions=self._captions, max_bad_fraction=self._max_bad_fraction,
-        ))
+        clips, bad = job.gather(
+            job.BuildConfig(
+                dataset=self.DATASET,
+                out="",
+                root=str(dl_manager.manual_dir),
+                fold=self.builder_config.fold,
+                captions=self._captions,
+                max_bad_fraction=self._max_bad_fraction,
+            )
+        )
         self._skipped, self._notes = list(bad), []
         self._total = len(clips) + len(bad)
         if not clips:
-            raise job.BuildError(f"the lists under {dl_manager.manual_dir} name no usable clip; first problems:\n"
-                                 f"{report.summarize(bad)}")
+            raise job.BuildError(
+                f"the lists under {dl_manager.manual_dir} name no usable clip; first problems:\n{report.summarize(bad)}"
+            )
         self._check_budget()
         splits = dict.fromkeys(c.split for c in clips)
         # Generators run one split after the other while tfds writes; a clip is read when its turn
@@ -139,14 +159,18 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 self._notes.append(note)
             kept += 1
             clip = schema.deserialize(record)
-            yield spec.clip_id, {
-                "frames": list(clip.frames),
-                "label": clip.label,
-                "clip_id": clip.clip_id,
-                "caption": clip.caption or "",
-                "has_caption": clip.caption is not None,
-                "frame_size": clip.frame_size,
-            }
+            yield (
+                spec.clip_id,
+                {
+                    "frames": list(clip.frames),
+                    "label": clip.label,
+                    "clip_id": clip.clip_id,
+                    "caption": clip.caption or "",
+                    "has_caption": clip.caption is not None,
+                    "frame_size": clip.frame_size,
+                },
+            )
         if not kept:
-            raise job.BuildError(f"split {clips[0].split!r} has no readable clip; first problems:\n"
-                                 f"{report.summarize(self._skipped)}")
+            raise job.BuildError(
+                f"split {clips[0].split!r} has no readable clip; first problems:\n{report.summarize(self._skipped)}"
+            )

@@ -10,8 +10,8 @@ import os
 
 from data_prep import report
 from data_prep.writer import OutputExistsError
-from grace_jax.infra import errors
 from grace_jax.data import schema
+from grace_jax.infra import errors
 
 BAD_CLIP_REPORT_NAME = schema.BAD_CLIP_REPORT_NAME
 FOLDS = {"dfew": 5, "ferv39k": 0, "mafw": 5}
@@ -28,9 +28,20 @@ class Prepared:
     report: str
 
 
-def build(dataset: str, manual_dir: str, data_dir: str, *, fold: int | None = None, frame_size: int = 224,
-          captions: str | None = None, workers: int = 1, max_bad_fraction: float = 0.05, jpeg_quality: int = 95,
-          overwrite: bool = False, progress: bool = True) -> Prepared:
+def build(
+    dataset: str,
+    manual_dir: str,
+    data_dir: str,
+    *,
+    fold: int | None = None,
+    frame_size: int = 224,
+    captions: str | None = None,
+    workers: int = 1,
+    max_bad_fraction: float = 0.05,
+    jpeg_quality: int = 95,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Prepared:
     """Runs tfds's download_and_prepare for one dataset config; raises errors.UserError on bad input.
 
     Args:
@@ -63,20 +74,33 @@ def build(dataset: str, manual_dir: str, data_dir: str, *, fold: int | None = No
     cls = BUILDERS[dataset]
     # tfds takes a registered config by name only (an equal instance is refused as a clash).
     registered = config.name in {c.name for c in cls.BUILDER_CONFIGS}
-    builder = cls(config=config.name if registered else config, data_dir=os.path.abspath(data_dir), file_format="array_record",
-                                captions=captions, workers=workers, max_bad_fraction=max_bad_fraction,
-                                jpeg_quality=jpeg_quality)
+    builder = cls(
+        config=config.name if registered else config,
+        data_dir=os.path.abspath(data_dir),
+        file_format="array_record",
+        captions=captions,
+        workers=workers,
+        max_bad_fraction=max_bad_fraction,
+        jpeg_quality=jpeg_quality,
+    )
     if builder.is_prepared() and not overwrite:
-        raise OutputExistsError(f"{builder.data_dir} already holds {dataset}/{config.name}; nothing was "
-                                "written. Pass --overwrite to rebuild it, or choose another --data_dir.")
-    mode = tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=os.path.abspath(manual_dir), download_mode=mode))
+        raise OutputExistsError(
+            f"{builder.data_dir} already holds {dataset}/{config.name}; nothing was "
+            "written. Pass --overwrite to rebuild it, or choose another --data_dir."
+        )
+    mode = (
+        tfds.download.GenerateMode.FORCE_REDOWNLOAD if overwrite else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+    )
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=os.path.abspath(manual_dir), download_mode=mode)
+    )
     path = os.fspath(builder.data_dir)
     report_path = os.path.join(path, BAD_CLIP_REPORT_NAME)
     report.write_report(report_path, builder.bad_clips)
-    return Prepared(name=f"{dataset}/{config.name}", path=path,
-                    num_clips={s: int(v.num_examples) for s, v in builder.info.splits.items()},
-                    num_bad_clips=len(builder.bad_clips), report=report_path)
-
-
+    return Prepared(
+        name=f"{dataset}/{config.name}",
+        path=path,
+        num_clips={s: int(v.num_examples) for s, v in builder.info.splits.items()},
+        num_bad_clips=len(builder.bad_clips),
+        report=report_path,
+    )

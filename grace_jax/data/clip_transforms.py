@@ -139,8 +139,14 @@ class SizedCrop:
         return (left * sx, top * sy, right * sx, bottom * sy), False
 
 
-def dferclip_crop(width: int, height: int, size: int, rng: np.random.Generator,
-                  scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> SizedCrop:
+def dferclip_crop(
+    width: int,
+    height: int,
+    size: int,
+    rng: np.random.Generator,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> SizedCrop:
     """DFER-CLIP's GroupRandomSizedCrop (dataloader/video_transform.py) with its draws made by `rng`.
 
     Up to ten attempts, each drawing in this order: area fraction uniform in `scale`, aspect ratio
@@ -189,12 +195,22 @@ def rotation_affine(degrees: float, width: int, height: int) -> np.ndarray:
     def fix(v: float) -> int:
         return math.floor(v * 65536.0 + 0.5)
 
-    return np.array([fix(a[0]), fix(a[1]), fix(a[2] + a[0] * 0.5 + a[1] * 0.5),
-                     fix(a[3]), fix(a[4]), fix(a[5] + a[3] * 0.5 + a[4] * 0.5)], np.int32)
+    return np.array(
+        [
+            fix(a[0]),
+            fix(a[1]),
+            fix(a[2] + a[0] * 0.5 + a[1] * 0.5),
+            fix(a[3]),
+            fix(a[4]),
+            fix(a[5] + a[3] * 0.5 + a[4] * 0.5),
+        ],
+        np.int32,
+    )
 
 
-def rotate_and_brighten(frames: np.ndarray, indices: np.ndarray, degrees: float | None,
-                        factor: float | None) -> np.ndarray:
+def rotate_and_brighten(
+    frames: np.ndarray, indices: np.ndarray, degrees: float | None, factor: float | None
+) -> np.ndarray:
     """PIL's `rotate(degrees)` and `ImageEnhance.Brightness(.).enhance(factor)` on every frame (None: skip).
 
     The two commute exactly (nearest-neighbour rotation with black fill, a per-pixel scale keeping 0).
@@ -241,9 +257,7 @@ def decode_frames(view: schema.RecordView, indices: np.ndarray) -> np.ndarray:
     return out
 
 
-def decode_resized(
-    view: schema.RecordView, indices: np.ndarray, box_fn, size: int
-) -> np.ndarray:
+def decode_resized(view: schema.RecordView, indices: np.ndarray, box_fn, size: int) -> np.ndarray:
     """Decodes frames `indices` (each distinct frame once), crops `box_fn(width, height)` and resizes.
 
     Returns:
@@ -349,11 +363,15 @@ class TrainClipTransform(_ClipTransformBase, grain.transforms.RandomMap):
     def __post_init__(self):
         super().__post_init__()
         if self.augment_on_device and self.normalize_on_host:
-            raise ValueError("augment_on_device=True needs normalize_on_host=False: normalization must follow "
-                             "the crop, which then happens on the accelerator.")
+            raise ValueError(
+                "augment_on_device=True needs normalize_on_host=False: normalization must follow "
+                "the crop, which then happens on the accelerator."
+            )
         if self.brightness < 0 or self.rotation_degrees < 0:
-            raise ValueError(f"brightness ({self.brightness}) and rotation_degrees ({self.rotation_degrees}) "
-                             "must be >= 0 (0 switches them off)")
+            raise ValueError(
+                f"brightness ({self.brightness}) and rotation_degrees ({self.rotation_degrees}) "
+                "must be >= 0 (0 switches them off)"
+            )
 
     def draw(self, view: schema.RecordView, rng: np.random.Generator) -> ClipDraw:
         """The clip's random choices, in the order the rng makes them."""
@@ -364,12 +382,12 @@ class TrainClipTransform(_ClipTransformBase, grain.transforms.RandomMap):
         flip = bool(rng.uniform() < self.flip_probability)
         # Drawn after the flip, and only when enabled, so that the other draws do not depend on them.
         degrees = float(rng.uniform(-self.rotation_degrees, self.rotation_degrees)) if self.rotation_degrees else None
-        factor = (float(rng.uniform(max(0.0, 1.0 - self.brightness), 1.0 + self.brightness))
-                  if self.brightness else None)
+        factor = float(rng.uniform(max(0.0, 1.0 - self.brightness), 1.0 + self.brightness)) if self.brightness else None
         height, width, _, _ = simplejpeg.decode_jpeg_header(view.frame_bytes(int(indices[0])))
         if self.augment == "dferclip":
-            crop = dferclip_crop(width, height, self.image_size, box_rng, tuple(self.crop_scale),
-                                 tuple(self.crop_ratio))
+            crop = dferclip_crop(
+                width, height, self.image_size, box_rng, tuple(self.crop_scale), tuple(self.crop_ratio)
+            )
         else:
             crop = random_resized_box(width, height, box_rng, tuple(self.crop_scale), tuple(self.crop_ratio))
         return ClipDraw(indices, crop, flip, degrees, factor)
@@ -440,8 +458,10 @@ class EvalClipTransform(_ClipTransformBase, grain.transforms.Map):
                 continue
             frames = view.decode_ground_truth(kind, indices)
             if frames.shape[1:3] != tuple(stored):  # `box` is in the video frames' pixels
-                raise ValueError(f"clip {view.clip_id!r}: {kind} ground truth is {frames.shape[1]}x{frames.shape[2]}, "
-                                 f"its frames {stored[0]}x{stored[1]}")
+                raise ValueError(
+                    f"clip {view.clip_id!r}: {kind} ground truth is {frames.shape[1]}x{frames.shape[2]}, "
+                    f"its frames {stored[0]}x{stored[1]}"
+                )
             out[f"gt_{kind}"] = resize_box(frames, indices, box, self.image_size)
         out["has_ground_truth"] = np.bool_(present)
         return out

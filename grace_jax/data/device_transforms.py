@@ -30,8 +30,9 @@ import jax
 import jax.numpy as jnp
 
 
-def resize_weights(start: jax.Array, stop: jax.Array, in_size: int, out_size: int,
-                   inside: jax.Array | bool = False) -> jax.Array:
+def resize_weights(
+    start: jax.Array, stop: jax.Array, in_size: int, out_size: int, inside: jax.Array | bool = False
+) -> jax.Array:
     """Resampling matrix of the input span [start, stop) (pixels, may be fractional) onto `out_size` pixels.
 
     With `inside` only input pixels within [start, stop) contribute (the span is then a whole number
@@ -52,8 +53,9 @@ def resize_weights(start: jax.Array, stop: jax.Array, in_size: int, out_size: in
     return weights / jnp.sum(weights, axis=1, keepdims=True)
 
 
-def crop_resize_flip(video: jax.Array, crop_box: jax.Array, flip: jax.Array, *, size: int,
-                     inside: jax.Array | None = None) -> jax.Array:
+def crop_resize_flip(
+    video: jax.Array, crop_box: jax.Array, flip: jax.Array, *, size: int, inside: jax.Array | None = None
+) -> jax.Array:
     """Crops each clip to its box, resizes it bilinearly to `size` x `size` and mirrors it where `flip`.
 
     Args:

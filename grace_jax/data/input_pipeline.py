@@ -48,7 +48,6 @@ import ml_collections
 from absl import flags
 
 from grace_jax.data import schema, tfds_source
-from grace_jax.infra import errors, paths as paths_lib
 from grace_jax.data.clip_transforms import (
     CLIP_MEAN,
     CLIP_STD,
@@ -58,9 +57,21 @@ from grace_jax.data.clip_transforms import (
     TrainClipTransform,
     check_mode,
 )
+from grace_jax.infra import errors
+from grace_jax.infra import paths as paths_lib
 
-__all__ = ["BatchSliceSampler", "CLIP_MEAN", "CLIP_STD", "IndexedSource", "make_eval_loader", "make_train_loader", "normalize_on_device",
-           "read_clip_table", "read_manifest", "record_source"]
+__all__ = [
+    "BatchSliceSampler",
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "IndexedSource",
+    "make_eval_loader",
+    "make_train_loader",
+    "normalize_on_device",
+    "read_clip_table",
+    "read_manifest",
+    "record_source",
+]
 
 
 def normalize_on_device(video: jax.Array, mode: str = "clip") -> jax.Array:
@@ -102,8 +113,15 @@ def read_clip_table(data_dir: str, split: str) -> list[dict]:
     rows = []
     for line in lines[1:]:
         index, clip_id, label, num_frames, has_caption = line.split("\t")
-        rows.append({"index": int(index), "clip_id": clip_id, "label": int(label), "num_frames": int(num_frames),
-                     "has_caption": has_caption == "1"})
+        rows.append(
+            {
+                "index": int(index),
+                "clip_id": clip_id,
+                "label": int(label),
+                "num_frames": int(num_frames),
+                "has_caption": has_caption == "1",
+            }
+        )
     return rows
 
 
@@ -204,8 +222,10 @@ class BatchSliceSampler:
         return self._sampler[batch * self._global + shard * self._batch + row]
 
     def __repr__(self) -> str:
-        return (f"BatchSliceSampler({self._sampler!r}, per_process_batch={self._batch}, "
-                f"shard_index={self._index}, shard_count={self._count})")
+        return (
+            f"BatchSliceSampler({self._sampler!r}, per_process_batch={self._batch}, "
+            f"shard_index={self._index}, shard_count={self._count})"
+        )
 
     @property
     def shard_options(self) -> grain.sharding.ShardOptions:
@@ -297,8 +317,16 @@ def make_train_loader(
         rotation_degrees=data.rotation_degrees,
     )
     return _split_loader(
-        source, data, transform, shuffle=True, num_epochs=num_epochs, seed=seed, global_batch_size=global_batch_size,
-        shard_index=shard_index, shard_count=shard_count, worker_count=worker_count,
+        source,
+        data,
+        transform,
+        shuffle=True,
+        num_epochs=num_epochs,
+        seed=seed,
+        global_batch_size=global_batch_size,
+        shard_index=shard_index,
+        shard_count=shard_count,
+        worker_count=worker_count,
         worker_buffer_size=worker_buffer_size,
     )
 
@@ -337,11 +365,25 @@ def make_eval_loader(
     """
     records = record_source(data_dir, split or data.eval_split)
     source = IndexedSource(records, length=eval_batches(len(records), global_batch_size) * global_batch_size)
-    transform = EvalClipTransform(num_frames=data.num_frames, image_size=data.image_size, tokenizer=tokenizer,
-                                  normalize_on_host=normalize_on_host, normalize=data.normalize,
-                                  augment=data.augment, ground_truth=ground_truth)
+    transform = EvalClipTransform(
+        num_frames=data.num_frames,
+        image_size=data.image_size,
+        tokenizer=tokenizer,
+        normalize_on_host=normalize_on_host,
+        normalize=data.normalize,
+        augment=data.augment,
+        ground_truth=ground_truth,
+    )
     return _split_loader(
-        source, data, transform, shuffle=False, num_epochs=1, seed=0, global_batch_size=global_batch_size,
-        shard_index=shard_index, shard_count=shard_count, worker_count=worker_count,
+        source,
+        data,
+        transform,
+        shuffle=False,
+        num_epochs=1,
+        seed=0,
+        global_batch_size=global_batch_size,
+        shard_index=shard_index,
+        shard_count=shard_count,
+        worker_count=worker_count,
         worker_buffer_size=worker_buffer_size,
     )

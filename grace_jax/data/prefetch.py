@@ -101,7 +101,7 @@ class DevicePrefetcher:
         self._iterator.set_state(self._state)
 
     # -------------------------------------------------------------------------------- the iterator
-    def __iter__(self) -> "DevicePrefetcher":
+    def __iter__(self) -> DevicePrefetcher:
         return self
 
     def __next__(self):

@@ -45,6 +45,7 @@ def clip_table_name(split: str) -> str:
     """Per-split TSV mapping record index (the pipeline's `clip_index`) to clip id, label and length."""
     return f"{split}.clips.tsv"
 
+
 # Class order of DFEW and FERV39k (DESIGN section 3); MAFW appends four classes.
 BASIC_CLASSES = ("happiness", "sadness", "neutral", "anger", "surprise", "disgust", "fear")
 MAFW_CLASSES = BASIC_CLASSES + ("contempt", "anxiety", "helplessness", "disappointment")
@@ -226,8 +227,9 @@ def parse(data: bytes) -> RecordView:
     (header_len,) = struct.unpack("<I", data[4:8])
     header = json.loads(data[8 : 8 + header_len].decode("utf-8"))
     if header.get("v") not in READABLE_VERSIONS:
-        raise ValueError(f"record format version {header.get('v')} is not one of {READABLE_VERSIONS} "
-                         "(written by a newer grace_jax?)")
+        raise ValueError(
+            f"record format version {header.get('v')} is not one of {READABLE_VERSIONS} (written by a newer grace_jax?)"
+        )
     offsets = [8 + header_len]
     for length in header["lengths"]:
         offsets.append(offsets[-1] + length)
@@ -237,8 +239,10 @@ def parse(data: bytes) -> RecordView:
         for kind in GROUND_TRUTH_KINDS:
             lengths = header[f"{kind}_lengths"]
             if len(lengths) != len(header["lengths"]):
-                raise ValueError(f"record of clip {header.get('clip_id')!r} has {len(lengths)} {kind} frames "
-                                 f"for {len(header['lengths'])} frames")
+                raise ValueError(
+                    f"record of clip {header.get('clip_id')!r} has {len(lengths)} {kind} frames "
+                    f"for {len(header['lengths'])} frames"
+                )
             kind_offsets = [end]
             for length in lengths:
                 kind_offsets.append(kind_offsets[-1] + length)

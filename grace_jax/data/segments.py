@@ -48,9 +48,9 @@ def segment_indices(
     if num_frames < 1:
         raise ValueError(f"a clip needs at least one frame, got {num_frames}")
     if num_frames < num_segments:
-        return np.concatenate(
-            [np.arange(num_frames), np.full(num_segments - num_frames, num_frames - 1)]
-        ).astype(np.int32)
+        return np.concatenate([np.arange(num_frames), np.full(num_segments - num_frames, num_frames - 1)]).astype(
+            np.int32
+        )
     if train:
         if rng is None:
             raise ValueError("train sampling needs an rng")

@@ -53,9 +53,15 @@ def ensure(config: ml_collections.ConfigDict, out: str) -> None:
 def _build(config: ml_collections.ConfigDict, out: str) -> None:
     """Runs `python -m data_prep.build_dataset --dataset=synth` into `out` (a local folder)."""
     command = [
-        sys.executable, "-m", "data_prep.build_dataset", "--dataset=synth", f"--out={out}",
-        f"--synth_train={config.data.synth_train_clips}", f"--synth_test={config.data.synth_test_clips}",
-        f"--synth_seed={config.seed}", f"--frame_size={config.data.image_size}",
+        sys.executable,
+        "-m",
+        "data_prep.build_dataset",
+        "--dataset=synth",
+        f"--out={out}",
+        f"--synth_train={config.data.synth_train_clips}",
+        f"--synth_test={config.data.synth_test_clips}",
+        f"--synth_seed={config.seed}",
+        f"--frame_size={config.data.image_size}",
         f"--workers={os.cpu_count() or 1}",
         f"--synth_variant={config.data.synth_variant}",
     ]

@@ -19,8 +19,8 @@ import os
 
 import grain
 
-from grace_jax.infra import errors, paths
 from grace_jax.data import schema
+from grace_jax.infra import errors, paths
 
 # data_prep.tfds_builders' datasets (named here: reading never imports data_prep).
 BUILDERS = ("dfew", "ferv39k", "mafw")
@@ -36,7 +36,7 @@ class TfdsDataset:
     data_dir: str = ""
 
     @classmethod
-    def from_config(cls, data) -> "TfdsDataset":
+    def from_config(cls, data) -> TfdsDataset:
         """From a config's `data` fields `tfds` and `tfds_dir` (a relative tfds_dir is made absolute)."""
         tfds_dir = data.get("tfds_dir", "")
         return cls(data.tfds, paths.resolve(tfds_dir) if tfds_dir else "")
@@ -121,13 +121,15 @@ class TfdsRecords(grain.sources.RandomAccessDataSource):
     def __getitem__(self, index: int) -> bytes:
         example = self._source[index]
         caption = example["caption"].decode("utf-8") if example["has_caption"] else None
-        return schema.serialize(schema.ClipRecord(
-            label=int(example["label"]),
-            clip_id=example["clip_id"].decode("utf-8"),
-            frames=tuple(example["frames"]),
-            frame_size=int(example["frame_size"]),
-            caption=caption,
-        ))
+        return schema.serialize(
+            schema.ClipRecord(
+                label=int(example["label"]),
+                clip_id=example["clip_id"].decode("utf-8"),
+                frames=tuple(example["frames"]),
+                frame_size=int(example["frame_size"]),
+                caption=caption,
+            )
+        )
 
     def __repr__(self) -> str:
         return f"TfdsRecords({self._name})"
@@ -143,8 +145,9 @@ def check_config(config) -> dict:
     found = manifest(dataset)
     for field in ("train_split", "eval_split"):
         if data[field] not in found["splits"]:
-            raise errors.ConfigError(f"data.{field}={data[field]!r}: {dataset} has no such split; it holds "
-                                  f"{sorted(found['splits'])}.")
+            raise errors.ConfigError(
+                f"data.{field}={data[field]!r}: {dataset} has no such split; it holds {sorted(found['splits'])}."
+            )
         if not found["splits"][data[field]]["num_clips"]:
             raise errors.ConfigError(f"data.{field}={data[field]!r}: {dataset} holds no clips of that split.")
     # The class count against model.num_classes: grace_jax.text.class_set, as for shard folders.

@@ -165,9 +165,7 @@ def forward(params: dict[str, jax.Array], x: jax.Array) -> tuple[jax.Array, jax.
     `reshaped_classifier_face_4` (the latter without its trailing axis of 1).
     """
     if x.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
-        raise ValueError(
-            f"BlazeFace full-range takes [B,{INPUT_SIZE},{INPUT_SIZE},3], got {x.shape}"
-        )
+        raise ValueError(f"BlazeFace full-range takes [B,{INPUT_SIZE},{INPUT_SIZE},3], got {x.shape}")
     names = _Names()
     x = jax.nn.relu(_conv3x3(params, names.next_conv(), x, 2))
     taps = []

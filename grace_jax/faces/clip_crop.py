@@ -67,9 +67,7 @@ def crop_clip(
     if fraction == 0:  # min_face_fraction 0: classify anyway, but there is nothing to crop to
         return ClipFaces(frames, False, 0.0, False, f"not cropped: {found}", face_track)
     if face_crop == "none":
-        return ClipFaces(
-            frames, False, fraction, False, f"not cropped (face_crop=none); {found}", face_track
-        )
+        return ClipFaces(frames, False, fraction, False, f"not cropped (face_crop=none); {found}", face_track)
     if track_lib.faces_fill_frame(face_track, fill_threshold):
         reason = f"not cropped: the face already fills the frame; {found}"
         return ClipFaces(frames, False, fraction, False, reason, face_track)

@@ -23,9 +23,7 @@ from grace_jax.faces.blazeface import GRID, INPUT_SIZE, NUM_ANCHORS
 SCORE_THRESHOLD = 0.6
 IOU_THRESHOLD = 0.3
 LOGIT_CLIP = 100.0
-NUM_KEYPOINTS = (
-    6  # right eye, left eye, nose tip, mouth centre, right ear tragion, left ear tragion
-)
+NUM_KEYPOINTS = 6  # right eye, left eye, nose tip, mouth centre, right ear tragion, left ear tragion
 
 
 def anchor_centres() -> np.ndarray:

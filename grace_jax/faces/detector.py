@@ -52,9 +52,7 @@ class Letterbox:
     top: int
 
     @classmethod
-    def fit(
-        cls, frame_height: int, frame_width: int, size: int = SIZE, fill: float = 1.0
-    ) -> Letterbox:
+    def fit(cls, frame_height: int, frame_width: int, size: int = SIZE, fill: float = 1.0) -> Letterbox:
         """The frame fitted into the centred square of side `fill` * `size`."""
         inner = max(1, round(fill * size))
         scale = inner / max(frame_height, frame_width)
@@ -65,15 +63,11 @@ class Letterbox:
     def to_frame(self, xy: np.ndarray) -> np.ndarray:
         """Points [..., 2] normalized to the 192 input -> frame pixels (x, y)."""
         offset = np.array([self.left, self.top], np.float32)
-        scale = np.array(
-            [self.width / self.frame_width, self.height / self.frame_height], np.float32
-        )
+        scale = np.array([self.width / self.frame_width, self.height / self.frame_height], np.float32)
         return (xy * SIZE - offset) / scale
 
 
-def letterbox(
-    frames: np.ndarray, size: int = SIZE, fill: float = 1.0
-) -> tuple[np.ndarray, Letterbox]:
+def letterbox(frames: np.ndarray, size: int = SIZE, fill: float = 1.0) -> tuple[np.ndarray, Letterbox]:
     """uint8 [T,H,W,3] -> (uint8 [T,size,size,3], the placement), Pillow's bilinear resize.
 
     The frame is fitted into the centred square of side `fill` * `size`, black around it. Pillow
@@ -89,9 +83,7 @@ def letterbox(
         small = frames[i]
         if (box.width, box.height) != (w, h):
             image = Image.fromarray(frames[i])
-            small = np.asarray(
-                image.resize((box.width, box.height), Image.BILINEAR, reducing_gap=3.0)
-            )
+            small = np.asarray(image.resize((box.width, box.height), Image.BILINEAR, reducing_gap=3.0))
         out[i, box.top : box.top + box.height, box.left : box.left + box.width] = small
     return out, box
 
@@ -129,9 +121,7 @@ class FaceDetector:
         DFEW-style face-crop datasets and of close-up selfies.
         """
         if batch_size < 1 or not 1 <= max_candidates <= blazeface.NUM_ANCHORS:
-            raise ValueError(
-                f"batch_size {batch_size} / max_candidates {max_candidates} out of range"
-            )
+            raise ValueError(f"batch_size {batch_size} / max_candidates {max_candidates} out of range")
         if retry_fill is not None and not 0 < retry_fill < 1:
             raise ValueError(f"retry_fill must be in (0, 1) or None, got {retry_fill}")
         self.retry_fill = retry_fill
@@ -160,9 +150,7 @@ class FaceDetector:
             "scores": top_scores,
         }
 
-    def run_network(
-        self, inputs: np.ndarray, keys: tuple[str, ...] = OUTPUTS
-    ) -> dict[str, np.ndarray]:
+    def run_network(self, inputs: np.ndarray, keys: tuple[str, ...] = OUTPUTS) -> dict[str, np.ndarray]:
         """Letterboxed uint8 inputs [N,192,192,3] -> the program's outputs, batch by batch, on host.
 
         Keys (only `keys` are fetched from the device): `regressors` [N,2304,16] and `logits`
@@ -171,9 +159,7 @@ class FaceDetector:
         """
         inputs = _check_frames(inputs)
         if inputs.shape[1:3] != (SIZE, SIZE):
-            raise ValueError(
-                f"run_network takes letterboxed [N,{SIZE},{SIZE},3] inputs, got {inputs.shape}"
-            )
+            raise ValueError(f"run_network takes letterboxed [N,{SIZE},{SIZE},3] inputs, got {inputs.shape}")
         if unknown := set(keys) - set(OUTPUTS):
             raise ValueError(f"run_network: unknown outputs {sorted(unknown)}; it has {OUTPUTS}")
         n, b = len(inputs), self.batch_size

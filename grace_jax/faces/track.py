@@ -76,11 +76,7 @@ def link_tracks(
             side = np.maximum(prev[2], cs[:, 2])
             dist = np.linalg.norm(cs[:, :2] - prev[:2], axis=1) / np.maximum(side, 1e-6)
             ratio = np.maximum(cs[:, 2], prev[2]) / np.maximum(np.minimum(cs[:, 2], prev[2]), 1e-6)
-            pairs += [
-                (d, k, i)
-                for i, (d, r) in enumerate(zip(dist, ratio))
-                if d < max_jump and r < max_scale
-            ]
+            pairs += [(d, k, i) for i, (d, r) in enumerate(zip(dist, ratio)) if d < max_jump and r < max_scale]
         used_tracks, used_dets = set(), set()
         for _, k, i in sorted(pairs):
             if k not in used_tracks and i not in used_dets:
@@ -95,9 +91,7 @@ def link_tracks(
     return tracks
 
 
-def _fill_and_smooth(
-    frames: np.ndarray, values: np.ndarray, num_frames: int, window: int
-) -> np.ndarray:
+def _fill_and_smooth(frames: np.ndarray, values: np.ndarray, num_frames: int, window: int) -> np.ndarray:
     """(cx, cy, side) known at `frames` -> [T,3]: interpolated between them, then averaged."""
     t = np.arange(num_frames)
     filled = np.stack([np.interp(t, frames, values[:, j]) for j in range(values.shape[1])], 1)
@@ -113,18 +107,12 @@ def _fill_and_smooth(
         dt = np.arange(lo, hi) - i
         v = filled[lo:hi]
         var = np.mean((dt - dt.mean()) ** 2)
-        slope = (
-            ((dt - dt.mean())[:, None] * (v - v.mean(axis=0))).mean(axis=0) / var
-            if var > 0
-            else 0.0
-        )
+        slope = ((dt - dt.mean())[:, None] * (v - v.mean(axis=0))).mean(axis=0) / var if var > 0 else 0.0
         out[i] = v.mean(axis=0) - slope * dt.mean()
     return out
 
 
-def square_crops(
-    centre_side: np.ndarray, frame_size: tuple[int, int], margin: float
-) -> tuple[np.ndarray, np.ndarray]:
+def square_crops(centre_side: np.ndarray, frame_size: tuple[int, int], margin: float) -> tuple[np.ndarray, np.ndarray]:
     """(cx, cy, side) [T,3] -> (squares [T,4] inside the frame, wanted sides [T]).
 
     The square's side is the box side times (1 + 2 * margin), capped at the frame's shorter side;

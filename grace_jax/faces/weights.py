@@ -18,9 +18,7 @@ import numpy as np
 
 from grace_jax.faces import blazeface
 
-DEFAULT_WEIGHTS = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "blazeface_full_range.npz"
-)
+DEFAULT_WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "blazeface_full_range.npz")
 
 
 def to_jax_layout(name: str, value: np.ndarray) -> np.ndarray:
@@ -67,19 +65,13 @@ def check_complete(params: Mapping[str, jax.Array], path: str = "<params>") -> N
     spec = jax.ShapeDtypeStruct((1, blazeface.INPUT_SIZE, blazeface.INPUT_SIZE, 3), jnp.float32)
     try:
         jax.eval_shape(lambda x: blazeface.forward(_Recorder(params), x), spec)
-    except (
-        Exception
-    ) as e:  # a missing name (KeyError) or shapes that do not chain (einsum, asserts)
+    except Exception as e:  # a missing name (KeyError) or shapes that do not chain (einsum, asserts)
         if missing:
-            raise ValueError(
-                f"BlazeFace weights file {path} has no tensor {missing[0]!r}"
-            ) from None
+            raise ValueError(f"BlazeFace weights file {path} has no tensor {missing[0]!r}") from None
         raise ValueError(f"BlazeFace weights file {path} does not fit the network: {e!r}") from e
     unused = sorted(set(params) - read)
     if unused:
-        raise ValueError(
-            f"BlazeFace weights file {path} has tensors the network does not use: {unused}"
-        )
+        raise ValueError(f"BlazeFace weights file {path} has tensors the network does not use: {unused}")
 
 
 def load_params(path: str | None = None) -> dict[str, jax.Array]:

@@ -32,7 +32,6 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-
 from grace_jax.infra.errors import ConfigError, NotFoundError, UsageError, UserError  # noqa: F401 (the CLI's own names)
 
 
@@ -190,7 +189,7 @@ def _flag_value(argv: list[str], name: str) -> str | None:
     for i, arg in enumerate(argv):
         for prefix in (f"--{name}=", f"-{name}="):
             if arg.startswith(prefix):
-                return arg[len(prefix):]
+                return arg[len(prefix) :]
         if arg in (f"--{name}", f"-{name}") and i + 1 < len(argv):
             return argv[i + 1]
     return None
@@ -231,8 +230,11 @@ def _unknown_config_field(argv: list[str]) -> str | None:
 
 def _siblings(path: str, fields: set[str]) -> str:
     parent = path.rpartition(".")[0]
-    names = sorted(f[len(parent) + 1:] for f in fields if parent and f.startswith(parent + ".")
-                   and "." not in f[len(parent) + 1:])
+    names = sorted(
+        f[len(parent) + 1 :]
+        for f in fields
+        if parent and f.startswith(parent + ".") and "." not in f[len(parent) + 1 :]
+    )
     if names:
         return f"the fields of {parent} are {', '.join(names)}."
     top = sorted(f for f in fields if "." not in f)

@@ -18,10 +18,9 @@ import jax
 import ml_collections
 
 from grace_jax import optim, sharding
-from grace_jax.data import input_pipeline
+from grace_jax.data import clip_transforms, input_pipeline, schema, tfds_source
 from grace_jax.infra import errors, hub, paths
 from grace_jax.text import class_set
-from grace_jax.data import clip_transforms, schema, tfds_source
 
 
 def check_train_config(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
@@ -220,8 +219,12 @@ def check_clip(model_cfg, *, has_checkpoint: bool = False) -> None:
                 "'builtin:tiny' for the tiny random CLIP."
             )
         field = "model.clip.tokenizer" if clip_cfg.tokenizer else "model.clip.init"
-        if (source != "builtin:tiny" and os.path.sep in source and not os.path.exists(source)
-                and not hub.HUB_NAME.fullmatch(source)):
+        if (
+            source != "builtin:tiny"
+            and os.path.sep in source
+            and not os.path.exists(source)
+            and not hub.HUB_NAME.fullmatch(source)
+        ):
             raise errors.ConfigError(f"{field}={source}: no such folder for the tokenizer.")
         if source != "builtin:tiny" and hub.is_hub_name(source):
             hub.check(source, field, hub.TOKENIZER_FILES)

@@ -66,8 +66,7 @@ def quiet_third_party_info() -> None:
 
     Call after absl parsed the flags (in the command's main).
     """
-    from absl import flags
-    from absl import logging
+    from absl import flags, logging
 
     if flags.FLAGS["verbosity"].present:
         return

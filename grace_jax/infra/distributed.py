@@ -211,8 +211,11 @@ class CompiledTogether:
                 if self._check is not None:
                     self._check(compiled, args)
                 if jax.process_count() > 1:
-                    logging.info("%s compiled in %.1f s; waiting for the other processes", self._name,
-                                 time.perf_counter() - start)
+                    logging.info(
+                        "%s compiled in %.1f s; waiting for the other processes",
+                        self._name,
+                        time.perf_counter() - start,
+                    )
                     barrier(f"compiled {self._name}")
                 self._compiled = compiled
             else:
@@ -236,9 +239,7 @@ class PreemptionWatcher:
 
             self._jax = jax_distributed.global_state.preemption_sync_manager is not None
             if not self._jax and jax.process_count() > 1:
-                logging.warning(
-                    "jax_enable_preemption_service is off: SIGTERM will not stop training cleanly."
-                )
+                logging.warning("jax_enable_preemption_service is off: SIGTERM will not stop training cleanly.")
                 return
         if not self._jax and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -246,7 +247,7 @@ class PreemptionWatcher:
 
     @property
     def mechanism(self) -> str:
-        """"jax" (jax's preemption sync point), "signal" (our SIGTERM handler) or "none"."""
+        """ "jax" (jax's preemption sync point), "signal" (our SIGTERM handler) or "none"."""
         return "jax" if self._jax else ("signal" if self._installed else "none")
 
     def _on_sigterm(self, signum, frame):

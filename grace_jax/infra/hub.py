@@ -30,8 +30,7 @@ _TRUE = ("1", "on", "yes", "true")
 
 # What each use needs from a repository (huggingface_hub's allow_patterns).
 CLIP_FILES = ("config.json", "*.safetensors", "*.safetensors.index.json")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
-                   "special_tokens_map.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json")
 
 
 class HubError(UserError):
@@ -54,7 +53,7 @@ def endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "").rstrip("/") or "https://huggingface.co"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _unreachable(url: str) -> str | None:
     try:
         # Any HTTP answer, even an error status, means the hub can be talked to.
@@ -101,10 +100,11 @@ def _fetch_hint(name: str, field: str) -> str:
     local = name.split("/")[-1]
     # `hf download` takes one pattern per --include: further words would be file names.
     include = " ".join(f"--include {shlex.quote(p)}" for p in FETCH_PATTERNS)
-    also = (" (or an OpenAI .pt file; and --config.model.clip.tokenizer=<folder>)" if field == "model.clip.init"
-            else "")
-    python = (f"python -c \"from huggingface_hub import snapshot_download; snapshot_download('{name}', "
-              f"local_dir='{local}', allow_patterns={list(FETCH_PATTERNS)})\"")
+    also = " (or an OpenAI .pt file; and --config.model.clip.tokenizer=<folder>)" if field == "model.clip.init" else ""
+    python = (
+        f"python -c \"from huggingface_hub import snapshot_download; snapshot_download('{name}', "
+        f"local_dir='{local}', allow_patterns={list(FETCH_PATTERNS)})\""
+    )
     return (
         f"Either fetch it on a machine with network (`hf download {name} {include} --local-dir {local}`, "
         f"or `{python}`), copy the folder here and pass its path as {_flag(field)}=<folder>{also}; or run "
@@ -130,8 +130,7 @@ def _unavailable(name: str, field: str, patterns: tuple[str, ...], cache_dir: st
         if reason is None:
             return None
         why = f"the hub cache ({where}) does not hold it and {endpoint()} cannot be reached ({reason})"
-    return HubError(f"{_flag(field)}={name}: {name} is a Hugging Face hub name; {why}. "
-                    f"{_fetch_hint(name, field)}")
+    return HubError(f"{_flag(field)}={name}: {name} is a Hugging Face hub name; {why}. {_fetch_hint(name, field)}")
 
 
 def check(name: str, field: str, patterns: tuple[str, ...], cache_dir: str | None = None) -> None:
@@ -153,5 +152,7 @@ def snapshot(name: str, field: str, patterns: tuple[str, ...], cache_dir: str | 
     try:
         return huggingface_hub.snapshot_download(name, allow_patterns=list(patterns), cache_dir=cache_dir)
     except Exception as e:  # noqa: BLE001 -- unknown repo, gated repo, auth: all end the same way
-        raise HubError(f"{_flag(field)}={name}: the hub could not provide it ({type(e).__name__}: "
-                       f"{str(e).splitlines()[0] if str(e) else ''}).") from e
+        raise HubError(
+            f"{_flag(field)}={name}: the hub could not provide it ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''})."
+        ) from e

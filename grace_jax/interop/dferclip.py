@@ -65,9 +65,7 @@ def _dataset_and_fold(path: str, num_classes: int, dataset: str | None, fold: in
         fold = int(match.group(1)) if match else None
     expected = 11 if dataset == "mafw" else 7
     if num_classes != expected:
-        raise ConversionError(
-            f"{path}: {num_classes} classes, but {dataset} has {expected}; pass --dataset."
-        )
+        raise ConversionError(f"{path}: {num_classes} classes, but {dataset} has {expected}; pass --dataset.")
     return dataset, fold
 
 
@@ -155,7 +153,7 @@ def convert_dferclip(
         "texts": texts,
         "token_ids": token_rows,
         "command": command or shlex.join(["python", "-m", "grace_jax.convert", *sys.argv[1:]]),
-        "converted_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "converted_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     _write_run(workdir, config, class_names, state, info)
     return info
@@ -214,8 +212,8 @@ def _converted_state(config, sd, clip_sd, source):
     from flax import nnx
 
     from grace_jax import state as state_lib
-    from grace_jax.text import class_cues
     from grace_jax.models import clip_checkpoint
+    from grace_jax.text import class_cues
 
     graphdef, state, tx = state_lib.create_state(config, None, steps_per_epoch=1)
     hf = clip_checkpoint.openai_to_hf(clip_sd)

@@ -16,8 +16,17 @@ import numpy as np
 
 from grace_jax.interop.torch_pickle import ConversionError
 
-__all__ = ["CLIP_PREFIX", "TEMPORAL", "TEMPORAL_PREFIX", "checked_layout", "dferclip_keys", "listing",
-           "prompt", "recover_token_ids", "temporal"]
+__all__ = [
+    "CLIP_PREFIX",
+    "TEMPORAL",
+    "TEMPORAL_PREFIX",
+    "checked_layout",
+    "dferclip_keys",
+    "listing",
+    "prompt",
+    "recover_token_ids",
+    "temporal",
+]
 
 CLIP_PREFIX = "clip_model_."
 _BLOCK = (  # one OpenAI ResidualAttentionBlock
@@ -62,15 +71,9 @@ def _num_layers(keys, prefix: str) -> int:
 
 def dferclip_keys(vision_layers: int, text_layers: int, temporal_layers: int) -> list[str]:
     """Every key of DFER-CLIP's GenerateModel.state_dict() (ViT CLIP, no `module.` prefix)."""
-    visual = list(_VISUAL) + [
-        f"transformer.resblocks.{i}.{b}" for i in range(vision_layers) for b in _BLOCK
-    ]
+    visual = list(_VISUAL) + [f"transformer.resblocks.{i}.{b}" for i in range(vision_layers) for b in _BLOCK]
     text_blocks = [f"transformer.resblocks.{i}.{b}" for i in range(text_layers) for b in _BLOCK]
-    clip = (
-        [f"visual.{k}" for k in visual]
-        + text_blocks
-        + ["token_embedding.weight", "logit_scale", *_TEXT]
-    )
+    clip = [f"visual.{k}" for k in visual] + text_blocks + ["token_embedding.weight", "logit_scale", *_TEXT]
     return (
         ["prompt_learner.ctx", "prompt_learner.token_prefix", "prompt_learner.token_suffix"]
         + [f"text_encoder.{k}" for k in (*text_blocks, *_TEXT)]
@@ -212,9 +215,7 @@ def prompt(sd: dict[str, np.ndarray], clip_config, checkpoint: str) -> dict:
             f"{checkpoint}: 1 + {n_ctx} contexts + {suffix.shape[1]} suffix rows is not CLIP's "
             f"{clip_config.text.context_length} text positions."
         )
-    token_rows, _ = recover_token_ids(
-        prefix, suffix, sd[CLIP_PREFIX + "token_embedding.weight"], source=checkpoint
-    )
+    token_rows, _ = recover_token_ids(prefix, suffix, sd[CLIP_PREFIX + "token_embedding.weight"], source=checkpoint)
     return dict(num_classes=num_classes, n_ctx=n_ctx, class_specific=class_specific, token_rows=token_rows)
 
 
@@ -226,12 +227,10 @@ def temporal(sd: dict[str, np.ndarray], clip_config, depth: int, heads: int, che
     mlp_dim = sd[TEMPORAL_PREFIX + "0.1.fn.fn.net.0.weight"].shape[0]
     if dim != clip_config.projection_dim:
         raise ConversionError(
-            f"{checkpoint}: the temporal model is {dim} wide but CLIP's joint space is "
-            f"{clip_config.projection_dim}."
+            f"{checkpoint}: the temporal model is {dim} wide but CLIP's joint space is {clip_config.projection_dim}."
         )
     if inner % heads:
         raise ConversionError(
-            f"{checkpoint}: temporal attention width {inner} is not divisible by "
-            f"--temporal_heads={heads}."
+            f"{checkpoint}: temporal attention width {inner} is not divisible by --temporal_heads={heads}."
         )
     return num_frames, dict(depth=depth, heads=heads, dim_head=inner // heads, mlp_dim=mlp_dim)

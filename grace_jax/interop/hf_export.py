@@ -38,8 +38,19 @@ from grace_jax.interop.dferclip import CONVERSION_FILE
 from grace_jax.models import clip as clip_lib
 from grace_jax.models import prompts
 
-__all__ = ["ExportError", "FILES", "WEIGHTS", "check_folder", "check_out_dir", "export_run", "model_card",
-           "read_weights", "resolve_model", "self_contained_config", "weights_metadata"]
+__all__ = [
+    "ExportError",
+    "FILES",
+    "WEIGHTS",
+    "check_folder",
+    "check_out_dir",
+    "export_run",
+    "model_card",
+    "read_weights",
+    "resolve_model",
+    "self_contained_config",
+    "weights_metadata",
+]
 
 WEIGHTS = "model.safetensors"
 FILES = (WEIGHTS, "config.json", "classes.json", "README.md")
@@ -76,9 +87,7 @@ def self_contained_config(config: ml_collections.ConfigDict, model: Any) -> ml_c
         np.asarray(model.prompts.ids[...]), np.asarray(model.prompts.eot[...]), model.prompts.n_ctx
     )
     if model.cue_ids is not None:
-        m.cate.token_ids = prompts.rows_from_ids(
-            np.asarray(model.cue_ids[...]), np.asarray(model.cue_eot[...])
-        )
+        m.cate.token_ids = prompts.rows_from_ids(np.asarray(model.cue_ids[...]), np.asarray(model.cue_eot[...]))
     return c
 
 
@@ -292,9 +301,7 @@ def export_run(
     config = self_contained_config(run.config, model)
     tensors = _flat_variables(model)
     name = name or os.path.basename(out_dir)
-    card = model_card(
-        run.class_names, run.directory, config, name=name, license_id=license_id, command_line=command
-    )
+    card = model_card(run.class_names, run.directory, config, name=name, license_id=license_id, command_line=command)
 
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
@@ -309,9 +316,7 @@ def export_run(
                 "format": _FORMAT,
                 "checkpoint": run.checkpoint,
                 "step": str(run.step),
-                "exported_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                    timespec="seconds"
-                ),
+                "exported_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             },
         )
         os.chmod(os.path.join(staging, WEIGHTS), 0o644)  # safetensors writes it owner-only
@@ -353,9 +358,7 @@ def check_folder(folder: str) -> None:
                 os.path.join(folder, "checkpoints")
             )
             hint = " (it is a training run: give it as --workdir)" if run else ""
-            raise ExportError(
-                f"{os.path.join(folder, needed)}: not found; not a grace_jax model folder{hint}."
-            )
+            raise ExportError(f"{os.path.join(folder, needed)}: not found; not a grace_jax model folder{hint}.")
 
 
 def weights_metadata(folder: str) -> dict:
@@ -390,8 +393,7 @@ def read_weights(folder: str, parts: list, mesh: jax.sharding.Mesh | None = None
                 value = f.get_tensor(key)
                 if value.shape != tuple(variable.shape):
                     raise ExportError(
-                        f"{path}: tensor {key!r} has shape {value.shape}, the model expects "
-                        f"{tuple(variable.shape)}."
+                        f"{path}: tensor {key!r} has shape {value.shape}, the model expects {tuple(variable.shape)}."
                     )
                 used.add(key)
                 if mesh is None:

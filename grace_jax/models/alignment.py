@@ -46,8 +46,7 @@ from ott import utils as ott_utils
 from ott.geometry import geometry
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import implicit_differentiation as implicit_lib
-from ott.solvers.linear import lineax_implicit
-from ott.solvers.linear import sinkhorn
+from ott.solvers.linear import lineax_implicit, sinkhorn
 
 __all__ = ["OTResult", "solve_ot", "sinkhorn_plan", "ot_scores", "plan_statistics", "ZERO_MASS"]
 

@@ -50,9 +50,7 @@ class CATE(nnx.Module):
         hidden = max(dim // 4, 8)
         self.score_norm = nnx.LayerNorm(dim, epsilon=1e-5, dtype=dtype, rngs=rngs)
         self.score_hidden = nnx.Linear(dim, hidden, dtype=dtype, rngs=rngs)
-        self.score_out = nnx.Linear(
-            hidden, 1, kernel_init=nnx.initializers.zeros, dtype=dtype, rngs=rngs
-        )
+        self.score_out = nnx.Linear(hidden, 1, kernel_init=nnx.initializers.zeros, dtype=dtype, rngs=rngs)
 
     def refine(self, fine: jax.Array, coarse: jax.Array, coarse_mask: jax.Array) -> jax.Array:
         """Fine tokens attend to their class's coarse tokens.

@@ -103,9 +103,7 @@ def config_from_dict(d) -> CLIPConfig:
     fields = {f.name for f in dataclasses.fields(CLIPConfig)}
     if set(d) != fields:
         raise ValueError(f"a CLIP architecture needs exactly the keys {sorted(fields)}, got {sorted(d)}")
-    return CLIPConfig(
-        VisionConfig(**dict(d["vision"])), TextConfig(**dict(d["text"])), int(d["projection_dim"])
-    )
+    return CLIPConfig(VisionConfig(**dict(d["vision"])), TextConfig(**dict(d["text"])), int(d["projection_dim"]))
 
 
 def variant_name(config: CLIPConfig) -> str | None:
@@ -147,7 +145,10 @@ class CLIPAttention(nnx.Module):
 
     def __call__(self, x: Array, *, causal: bool) -> Array:
         n, length, width = x.shape
-        split = lambda t: t.reshape(n, length, self.heads, width // self.heads)
+
+        def split(t):
+            return t.reshape(n, length, self.heads, width // self.heads)
+
         q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))  # [N,L,H,Dh]
         # jax 0.10's default implementation is XLA's softmax(QK^T)V on every platform (cuDNN's fused
         # attention only when asked for by name; grace_jax.doctor reports whether it compiles on a GPU).
@@ -196,15 +197,10 @@ def _run_layer_remat(layer: CLIPEncoderLayer, x: Array, causal: bool) -> Array:
 
 
 class CLIPEncoder(nnx.Module):
-    def __init__(
-        self, width, layers, heads, mlp_dim, act, eps, *, dtype, remat: bool, rngs: nnx.Rngs
-    ):
+    def __init__(self, width, layers, heads, mlp_dim, act, eps, *, dtype, remat: bool, rngs: nnx.Rngs):
         self.remat = remat
         self.layers = nnx.List(
-            [
-                CLIPEncoderLayer(width, heads, mlp_dim, act, eps, dtype=dtype, rngs=rngs)
-                for _ in range(layers)
-            ]
+            [CLIPEncoderLayer(width, heads, mlp_dim, act, eps, dtype=dtype, rngs=rngs) for _ in range(layers)]
         )
 
     def __call__(self, x: Array, *, causal: bool) -> Array:
@@ -235,14 +231,10 @@ class CLIPVisionEmbeddings(nnx.Module):
         n, height, width, _ = images.shape
         p = self.cfg.patch_size
         if height % p or width % p:
-            raise ValueError(
-                f"Image size {height}x{width} is not a multiple of the patch size {p}."
-            )
+            raise ValueError(f"Image size {height}x{width} is not a multiple of the patch size {p}.")
         patches = self.patch_embedding(images.astype(self.dtype))  # [N,H/p,W/p,D]
         patches = patches.reshape(n, -1, self.cfg.width)  # [N,P,D]
-        cls = jnp.broadcast_to(
-            self.class_embedding[...].astype(patches.dtype), (n, 1, self.cfg.width)
-        )
+        cls = jnp.broadcast_to(self.class_embedding[...].astype(patches.dtype), (n, 1, self.cfg.width))
         pos = self.position_embedding.embedding[...]  # [1+G*G, D]
         grid = (height // p, width // p)
         if grid != (self.cfg.grid_size, self.cfg.grid_size):
@@ -252,9 +244,7 @@ class CLIPVisionEmbeddings(nnx.Module):
 
 class CLIPVisionTransformer(nnx.Module):
     def __init__(self, cfg: VisionConfig, *, dtype, remat: bool, rngs: nnx.Rngs):
-        norm = functools.partial(
-            nnx.LayerNorm, cfg.width, epsilon=cfg.layer_norm_eps, dtype=dtype, rngs=rngs
-        )
+        norm = functools.partial(nnx.LayerNorm, cfg.width, epsilon=cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
         self.embeddings = CLIPVisionEmbeddings(cfg, dtype=dtype, rngs=rngs)
         self.pre_layrnorm = norm()  # Hugging Face's spelling, kept so checkpoint names map 1:1.
         self.encoder = CLIPEncoder(
@@ -297,9 +287,7 @@ class CLIPTextTransformer(nnx.Module):
             remat=remat,
             rngs=rngs,
         )
-        self.final_layer_norm = nnx.LayerNorm(
-            cfg.width, epsilon=cfg.layer_norm_eps, dtype=dtype, rngs=rngs
-        )
+        self.final_layer_norm = nnx.LayerNorm(cfg.width, epsilon=cfg.layer_norm_eps, dtype=dtype, rngs=rngs)
 
     def __call__(self, embeds: Array) -> Array:
         """Token embeddings [N,L,W] -> every token after final_layer_norm, [N,L,W]."""
@@ -312,14 +300,10 @@ class CLIPTextTransformer(nnx.Module):
 class CLIP(nnx.Module):
     """Both CLIP towers with their projections into the joint space."""
 
-    def __init__(
-        self, config: CLIPConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, remat: bool = False
-    ):
+    def __init__(self, config: CLIPConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, remat: bool = False):
         self.config = config
         self.dtype = dtype
-        self.vision_model = CLIPVisionTransformer(
-            config.vision, dtype=dtype, remat=remat, rngs=rngs
-        )
+        self.vision_model = CLIPVisionTransformer(config.vision, dtype=dtype, remat=remat, rngs=rngs)
         self.text_model = CLIPTextTransformer(config.text, dtype=dtype, remat=remat, rngs=rngs)
         self.visual_projection = nnx.Linear(
             config.vision.width, config.projection_dim, use_bias=False, dtype=dtype, rngs=rngs

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from grace_jax.infra import errors, hub
+from grace_jax.infra import hub
 from grace_jax.infra.errors import UserError
 from grace_jax.models import clip as clip_lib
 
@@ -84,9 +84,7 @@ def build_from_tensors(
 
     The model is traced abstractly first, so no random initialisation is spent on ViT-L.
     """
-    abstract = nnx.eval_shape(
-        lambda: clip_lib.CLIP(config, rngs=nnx.Rngs(0), dtype=dtype, remat=remat)
-    )
+    abstract = nnx.eval_shape(lambda: clip_lib.CLIP(config, rngs=nnx.Rngs(0), dtype=dtype, remat=remat))
     graphdef, state = nnx.split(abstract)
     flat = nnx.to_flat_state(state)
     leaves = []
@@ -99,8 +97,7 @@ def build_from_tensors(
         expected = tuple(variable.shape)
         if tensor.shape != expected:
             raise CheckpointError(
-                f"{source}: tensor {key!r} has shape {tensor.shape} (in Flax layout), the "
-                f"model expects {expected}."
+                f"{source}: tensor {key!r} has shape {tensor.shape} (in Flax layout), the model expects {expected}."
             )
         leaves.append((path, variable.replace(jnp.asarray(tensor, variable.dtype))))
     return nnx.merge(graphdef, nnx.from_flat_state(leaves))
@@ -142,9 +139,7 @@ def _load_hf_directory(directory: str, *, dtype, remat) -> clip_lib.CLIP:
     def get_tensor(key):
         return where[key].get_tensor(key) if key in where else None
 
-    return build_from_tensors(
-        config, get_tensor, source=" + ".join(files), dtype=dtype, remat=remat
-    )
+    return build_from_tensors(config, get_tensor, source=" + ".join(files), dtype=dtype, remat=remat)
 
 
 # OpenAI name (regex) -> Hugging Face name; applied to every key of an OpenAI state dict.
@@ -196,8 +191,7 @@ def config_from_openai(state: Mapping[str, np.ndarray], source: str) -> clip_lib
     """Reads the architecture off the tensor shapes, as OpenAI's own `build_model` does."""
     if "visual.class_embedding" not in state:
         raise CheckpointError(
-            f"{source}: no 'visual.class_embedding'; only OpenAI's ViT CLIP models are supported "
-            "(not the ResNet ones)."
+            f"{source}: no 'visual.class_embedding'; only OpenAI's ViT CLIP models are supported (not the ResNet ones)."
         )
 
     def count_layers(prefix):
@@ -233,9 +227,7 @@ def _load_openai(path: str, *, dtype, remat) -> clip_lib.CLIP:
     try:
         import torch
     except ImportError as e:
-        raise CheckpointError(
-            f"{path}: reading OpenAI .pt checkpoints needs torch installed."
-        ) from e
+        raise CheckpointError(f"{path}: reading OpenAI .pt checkpoints needs torch installed.") from e
     try:
         state = torch.jit.load(path, map_location="cpu").state_dict()
     except RuntimeError:  # Not TorchScript: a plain pickled state dict.

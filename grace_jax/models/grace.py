@@ -30,9 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from grace_jax.text import class_cues as class_cues_lib
 from grace_jax.models import alignment, cate, clip_checkpoint, motion, prompts, temporal
 from grace_jax.models import clip as clip_lib
+from grace_jax.text import class_cues as class_cues_lib
 
 __all__ = ["GRACE", "build_model", "class_tokens_from_config", "compute_dtype", "needs_tokenizer"]
 
@@ -71,9 +71,7 @@ class GRACE(nnx.Module):
     ):
         dtype = compute_dtype(cfg.clip.dtype)
         if clip is None:
-            clip = clip_lib.CLIP(
-                clip_lib.config_for(cfg.clip), rngs=rngs, dtype=dtype, remat=cfg.clip.remat
-            )
+            clip = clip_lib.CLIP(clip_lib.config_for(cfg.clip), rngs=rngs, dtype=dtype, remat=cfg.clip.remat)
         self.clip = clip
         dim = clip.config.projection_dim
         self.patch_size = clip.config.vision.patch_size
@@ -110,9 +108,7 @@ class GRACE(nnx.Module):
         )
         self.learned_motion = self.use_motion and cfg.motion.weighting == "learned"
         if self.learned_motion:
-            self.motion_head = motion.MotionHead(
-                dim, hidden=cfg.motion.hidden, dtype=dtype, rngs=rngs
-            )
+            self.motion_head = motion.MotionHead(dim, hidden=cfg.motion.hidden, dtype=dtype, rngs=rngs)
         else:
             self.motion_head = None
         if self.use_motion and cfg.motion.pool:
@@ -221,9 +217,7 @@ class GRACE(nnx.Module):
             cue_eot = self.cue_eot[...]
             fine = self._frozen_text(self.cue_ids[...], cue_eot)  # [C,Lf,D]
             fine_valid = prompts.valid_token_mask(fine.shape[1], cue_eot)
-            text_tokens, text_mass, fine_emb = self.cate(
-                fine, fine_valid, coarse_tokens, coarse_keys
-            )
+            text_tokens, text_mass, fine_emb = self.cate(fine, fine_valid, coarse_tokens, coarse_keys)
             class_emb = _normalize(class_emb + _normalize(fine_emb))  # [C,D]
         else:
             text_tokens = coarse_tokens  # [C,Lp,D]
@@ -254,8 +248,9 @@ class GRACE(nnx.Module):
             pred = jnp.argmax(logits, axis=-1)  # [B]
             col_mass = jax.lax.stop_gradient(res.plan).sum(axis=2)  # [B,C,K] mass each token receives
             maps = jnp.zeros((b, self.num_classes, t * p), col_mass.dtype)
-            maps = maps.at[jnp.arange(b)[:, None, None], jnp.arange(self.num_classes)[None, :, None],
-                           vis_idx[:, None, :]].set(col_mass)
+            maps = maps.at[
+                jnp.arange(b)[:, None, None], jnp.arange(self.num_classes)[None, :, None], vis_idx[:, None, :]
+            ].set(col_mass)
             maps = maps.reshape(b, self.num_classes, t, p)  # [B,C,T,P]
             stats = alignment.plan_statistics(plan=res.plan)
             aux.update(
@@ -338,9 +333,7 @@ def class_tokens_from_config(cfg: Any, tokenizer) -> prompts.ClassTokens:
     if cfg.prompt.token_ids:
         cue_rows = _stored_cue_rows(cfg)
         if cue_rows is None:
-            cues = class_cues_lib.class_cues(
-                cfg.num_classes, names=list(cfg.class_names), cues=list(cfg.class_cues)
-            )
+            cues = class_cues_lib.class_cues(cfg.num_classes, names=list(cfg.class_names), cues=list(cfg.class_cues))
             tok = tokenizer([c.cue for c in cues])
             cue_rows = prompts.rows_from_ids(tok.ids, tok.eot_index)
         tokens = prompts.tokens_from_ids(cfg.prompt.token_ids, cue_rows, cfg.prompt.n_ctx)
@@ -350,9 +343,7 @@ def class_tokens_from_config(cfg: Any, tokenizer) -> prompts.ClassTokens:
                 f"{len(tokens.cue_ids)} texts but num_classes={cfg.num_classes}"
             )
         return tokens
-    cues = class_cues_lib.class_cues(
-        cfg.num_classes, names=list(cfg.class_names), cues=list(cfg.class_cues)
-    )
+    cues = class_cues_lib.class_cues(cfg.num_classes, names=list(cfg.class_names), cues=list(cfg.class_cues))
     return prompts.tokenize_classes(
         tokenizer,
         [c.name for c in cues],
@@ -362,9 +353,7 @@ def class_tokens_from_config(cfg: Any, tokenizer) -> prompts.ClassTokens:
     )
 
 
-def build_model(
-    cfg: Any, *, rngs: nnx.Rngs, tokenizer=None, clip: clip_lib.CLIP | None = None
-) -> GRACE:
+def build_model(cfg: Any, *, rngs: nnx.Rngs, tokenizer=None, clip: clip_lib.CLIP | None = None) -> GRACE:
     """Builds GRACE from the ``model`` config section.
 
     CLIP comes from ``cfg.clip.init`` (a directory or hub name of Hugging Face CLIP weights; empty for

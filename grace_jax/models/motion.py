@@ -105,9 +105,7 @@ def normalize_motion(motion: jax.Array, normalize: str = "robust") -> jax.Array:
     return jnp.minimum(m / jnp.maximum(scale, 1e-12), 1.0)
 
 
-def motion_weights(
-    motion: jax.Array, *, tau: float, alpha: float, normalize: str = "clip_max"
-) -> jax.Array:
+def motion_weights(motion: jax.Array, *, tau: float, alpha: float, normalize: str = "clip_max") -> jax.Array:
     """Motion -> a distribution over each clip's T*P tokens (the fixed weighting).
 
     ``w = (1 - alpha) * softmax(normalize_motion(m) / tau) + alpha / (T*P)``, so tau is in units of
@@ -185,9 +183,7 @@ class MotionHead(nnx.Module):
         return score + self.gain[...] * jax.lax.stop_gradient(prior_logit)
 
 
-def select_top_k(
-    tokens: jax.Array, weights: jax.Array, k: int
-) -> tuple[jax.Array, jax.Array, jax.Array]:
+def select_top_k(tokens: jax.Array, weights: jax.Array, k: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Keeps the k most weighted tokens of each clip, k // T from every frame, to bound the OT size.
 
     Taking them per frame keeps every frame in the problem: over the whole clip, ties (uniform

@@ -111,9 +111,7 @@ def tokenize_classes(
     # such a prompt too).
     prompt_ids, prompt_eot = insert_context_slots(prompt_tok.ids, prompt_tok.eot_index, n_ctx)
     cue_tok = tokenizer(list(cues))
-    return ClassTokens(
-        prompt_ids.astype(np.int32), prompt_eot, cue_tok.ids.astype(np.int32), cue_tok.eot_index
-    )
+    return ClassTokens(prompt_ids.astype(np.int32), prompt_eot, cue_tok.ids.astype(np.int32), cue_tok.eot_index)
 
 
 def ids_from_rows(rows: Sequence[Sequence[int]], length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -137,9 +135,7 @@ def rows_from_ids(ids: np.ndarray, eot: np.ndarray, n_ctx: int = 0) -> list[list
     return [[int(row[0])] + [int(t) for t in row[1 + n_ctx : e + 1]] for row, e in zip(ids, eot)]
 
 
-def tokens_from_ids(
-    prompt_rows: Sequence[Sequence[int]], cue_rows: Sequence[Sequence[int]], n_ctx: int
-) -> ClassTokens:
+def tokens_from_ids(prompt_rows: Sequence[Sequence[int]], cue_rows: Sequence[Sequence[int]], n_ctx: int) -> ClassTokens:
     """:class:`ClassTokens` from stored token ids instead of a tokenizer (``model.prompt.token_ids``,
     ``model.cate.token_ids``): the same arrays ``tokenize_classes`` gives for texts with these ids, up
     to padding after each EOT, which no feature we use depends on (the text tower is causal)."""

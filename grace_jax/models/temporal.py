@@ -88,16 +88,12 @@ class TemporalTransformer(nnx.Module):
         self.num_frames = num_frames
         self.cls_token = nnx.Param(jax.random.normal(rngs.params(), (1, 1, dim)))
         self.pos_embedding = nnx.Param(jax.random.normal(rngs.params(), (1, num_frames + 1, dim)))
-        self.blocks = nnx.List(
-            [_Block(dim, heads, dim_head, mlp_dim, dtype=dtype, rngs=rngs) for _ in range(depth)]
-        )
+        self.blocks = nnx.List([_Block(dim, heads, dim_head, mlp_dim, dtype=dtype, rngs=rngs) for _ in range(depth)])
 
     def __call__(self, frames: jax.Array) -> jax.Array:
         b, t, d = frames.shape
         if t > self.num_frames:
-            raise ValueError(
-                f"{t} frames but the temporal model has positions for {self.num_frames}"
-            )
+            raise ValueError(f"{t} frames but the temporal model has positions for {self.num_frames}")
         cls = jnp.broadcast_to(self.cls_token[...].astype(frames.dtype), (b, 1, d))
         x = jnp.concatenate([cls, frames], axis=1)  # [B,T+1,D]
         x = x + self.pos_embedding[...][:, : t + 1].astype(frames.dtype)

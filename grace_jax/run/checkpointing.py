@@ -17,7 +17,6 @@ import orbax.checkpoint as ocp
 
 from grace_jax.infra import errors, paths
 
-
 _large_slices_only = False
 
 
@@ -42,9 +41,7 @@ def _replica_parallel_only_for_large_slices() -> None:
         # says the override is meant; it is only reachable through orbax's private module.
         from orbax.checkpoint._src.serialization import type_handler_registry
 
-        type_handler_registry.GLOBAL_TYPE_HANDLER_REGISTRY.add(
-            jax.Array, handler, override=True, ignore_warnings=True
-        )
+        type_handler_registry.GLOBAL_TYPE_HANDLER_REGISTRY.add(jax.Array, handler, override=True, ignore_warnings=True)
     except (ImportError, AttributeError, TypeError):  # another orbax layout: same effect, warning and all
         ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
     _large_slices_only = True
@@ -115,9 +112,7 @@ class Checkpoints:
         items = {"state": ocp.args.StandardRestore(abstract_state)}
         # A checkpoint written outside training (grace_jax.convert, at step 0) holds no data iterator:
         # the iterator is then left as it is, at the start of the data, where a run at step 0 is.
-        if data_iterator is not None and paths.exists(
-            paths.join(str(manager.directory), str(step), "data")
-        ):
+        if data_iterator is not None and paths.exists(paths.join(str(manager.directory), str(step), "data")):
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         restored = manager.restore(step, args=ocp.args.Composite(**items))
         return step, restored["state"]
@@ -143,8 +138,11 @@ class Checkpoints:
         finally:
             handler.close()
         wanted = by_path(abstract_state)
-        problems = [f"{k}: stored {stored.get(k, 'nothing')}, the config makes {wanted.get(k, 'nothing')}"
-                    for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]
+        problems = [
+            f"{k}: stored {stored.get(k, 'nothing')}, the config makes {wanted.get(k, 'nothing')}"
+            for k in sorted(set(stored) | set(wanted))
+            if stored.get(k) != wanted.get(k)
+        ]
         if problems:
             more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
             raise errors.ConfigError(
@@ -157,9 +155,7 @@ class Checkpoints:
         step = self.best.latest_step()
         if step is None:
             return None
-        return self.best.restore(step, args=ocp.args.Composite(metrics=ocp.args.JsonRestore()))[
-            "metrics"
-        ]
+        return self.best.restore(step, args=ocp.args.Composite(metrics=ocp.args.JsonRestore()))["metrics"]
 
     def wait(self) -> None:
         self.last.wait_until_finished()

@@ -34,9 +34,7 @@ def colormap(values: np.ndarray) -> np.ndarray:
 MAX_OPACITY = 0.75
 
 
-def overlay(
-    frame: np.ndarray, weights: np.ndarray, *, scale: float, max_opacity: float = MAX_OPACITY
-) -> np.ndarray:
+def overlay(frame: np.ndarray, weights: np.ndarray, *, scale: float, max_opacity: float = MAX_OPACITY) -> np.ndarray:
     """Blends a [g, g] patch-weight grid over a uint8 [H, W, 3] frame, opacity growing with the
     weight (divided by `scale`): unweighted patches keep the frame's own pixels."""
     h, w = frame.shape[:2]
@@ -66,8 +64,10 @@ def draw_squares(frames: np.ndarray, squares: np.ndarray, detected: np.ndarray) 
     return np.stack(out)
 
 
-SCALE_NOTE = ("heat maps: each row divided by its own maximum over the clip (1 = its most weighted patch);\n"
-              "colour and opacity grow with the weight: unweighted patches are left untinted")
+SCALE_NOTE = (
+    "heat maps: each row divided by its own maximum over the clip (1 = its most weighted patch);\n"
+    "colour and opacity grow with the weight: unweighted patches are left untinted"
+)
 COLOUR_BAR_LABEL = "weight / its row's maximum"
 
 
@@ -99,8 +99,14 @@ def build_clip_figure(
     width, height = label_in + t * cell_in + bar_in, title_in + len(grid) * cell_in
     fig = Figure(figsize=(width, height))
     axes = fig.subplots(len(grid), t, squeeze=False)
-    fig.subplots_adjust(left=label_in / width, right=(width - bar_in) / width, bottom=0.15 / height,
-                        top=1 - title_in / height, wspace=0.05, hspace=0.08)
+    fig.subplots_adjust(
+        left=label_in / width,
+        right=(width - bar_in) / width,
+        bottom=0.15 / height,
+        top=1 - title_in / height,
+        wspace=0.05,
+        hspace=0.08,
+    )
     for r, (label, cells) in enumerate(grid):
         for i, picture in enumerate(cells):
             ax = axes[r, i]
@@ -113,8 +119,9 @@ def build_clip_figure(
                 ax.set_title(f"frame {i + 1}", fontsize=8)
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9, labelpad=6)
     if rows:
-        bar_ax = fig.add_axes([(width - bar_in + 0.2) / width, 0.15 / height, 0.15 / width,
-                               (len(rows) * cell_in) / height])
+        bar_ax = fig.add_axes(
+            [(width - bar_in + 0.2) / width, 0.15 / height, 0.15 / width, (len(rows) * cell_in) / height]
+        )
         mappable = ScalarMappable(norm=Normalize(0, 1), cmap=matplotlib_colormap())
         bar = fig.colorbar(mappable, cax=bar_ax)
         bar.set_label(COLOUR_BAR_LABEL, fontsize=8)

@@ -160,9 +160,7 @@ def read_metrics(workdir: str) -> list[dict]:
 class Progress:
     """One line per report: step, loss, clips/s over the last interval, and ETA."""
 
-    def __init__(
-        self, total_steps: int, global_batch_size: int, *, enabled: bool = True, stream=sys.stdout
-    ):
+    def __init__(self, total_steps: int, global_batch_size: int, *, enabled: bool = True, stream=sys.stdout):
         self.total_steps = total_steps
         self.batch = global_batch_size
         self.enabled = enabled
@@ -187,9 +185,7 @@ class Progress:
         self._last_time, self._last_step = now, step
         eta_s = (self.total_steps - step) * self.batch / max(rate, 1e-9)
         if self.enabled:
-            shown = " ".join(
-                f"{k}={_scalar(v):.4g}" for k, v in values.items() if _scalar(v) is not None
-            )
+            shown = " ".join(f"{k}={_scalar(v):.4g}" for k, v in values.items() if _scalar(v) is not None)
             timing = ""
             if data_wait_s is not None and steps > 0:
                 wait_ms = 1e3 * data_wait_s / steps

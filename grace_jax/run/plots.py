@@ -23,9 +23,7 @@ ROW_NORMALISED = "rows normalised: each row sums to 1 over the true class's clip
 COLOUR_BAR_LABEL = "share of the true class's clips"
 
 
-def confusion_matrix_figure(
-    confusion: np.ndarray, class_names: Sequence[str], title: str = ""
-) -> Figure:
+def confusion_matrix_figure(confusion: np.ndarray, class_names: Sequence[str], title: str = "") -> Figure:
     """Row-normalised confusion matrix (rows: true class) with each cell's share and count."""
     confusion = np.asarray(confusion, np.float64)
     rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
@@ -40,8 +38,15 @@ def confusion_matrix_figure(
     ax.set_ylabel("true class")
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, f"{rows[i, j]:.2f}\n({int(confusion[i, j])})", ha="center", va="center",
-                    fontsize=8, color="white" if rows[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{rows[i, j]:.2f}\n({int(confusion[i, j])})",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if rows[i, j] > 0.5 else "black",
+            )
     bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     bar.set_label(COLOUR_BAR_LABEL)
     heading = f"Confusion matrix{': ' + title if title else ''}"
@@ -66,10 +71,19 @@ def learning_curves_figure(records: Sequence[dict]) -> Figure:
     left.set_xlabel("step")
     left.set_ylabel("train loss (mean per log line)")
     styles = {
-        "uar": dict(label="UAR (mean per-class recall)", color="tab:blue", linestyle="-", marker="o",
-                    markersize=5, zorder=2),
-        "war": dict(label="WAR (accuracy over all clips)", color="tab:orange", linestyle="--",
-                    marker="s", markersize=9, markerfacecolor="none", markeredgewidth=1.5, zorder=3),
+        "uar": dict(
+            label="UAR (mean per-class recall)", color="tab:blue", linestyle="-", marker="o", markersize=5, zorder=2
+        ),
+        "war": dict(
+            label="WAR (accuracy over all clips)",
+            color="tab:orange",
+            linestyle="--",
+            marker="s",
+            markersize=9,
+            markerfacecolor="none",
+            markeredgewidth=1.5,
+            zorder=3,
+        ),
     }
     for key, style in styles.items():
         points = [(r["step"], r[key]) for r in evals if key in r]
@@ -89,9 +103,7 @@ def learning_curves_figure(records: Sequence[dict]) -> Figure:
     return fig
 
 
-def save_confusion_matrix(
-    path: str, confusion: np.ndarray, class_names: Sequence[str], title: str = ""
-) -> str:
+def save_confusion_matrix(path: str, confusion: np.ndarray, class_names: Sequence[str], title: str = "") -> str:
     """`confusion_matrix_figure` as a PNG at `path`."""
     return save_figure(confusion_matrix_figure(confusion, class_names, title), path)
 

@@ -41,8 +41,14 @@ FREE_FIELDS = (
 SINGLE_PROCESS_FREE_FIELDS = ("mesh.*",)
 # A checkpoint of step 0 without a data iterator (grace_jax.convert's) holds weights and a fresh
 # optimizer state, no training yet: the data, the batch, the schedule and the seed are still open.
-NOT_STARTED_FREE_FIELDS = ("data.*", "optim.batch_size", "optim.lr_decay_epochs", "optim.lr_decay",
-                           "optim.warmup_steps", "seed")
+NOT_STARTED_FREE_FIELDS = (
+    "data.*",
+    "optim.batch_size",
+    "optim.lr_decay_epochs",
+    "optim.lr_decay",
+    "optim.warmup_steps",
+    "seed",
+)
 
 ABSENT = object()
 

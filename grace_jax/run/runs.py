@@ -140,9 +140,7 @@ def _load_run(workdir: str, which: str, mesh: jax.sharding.Mesh | None) -> Run:
         shardings = jax.tree.map(lambda _: device, abstract)
     else:
         shardings = sharding.state_shardings(mesh, abstract)
-    abstract = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings
-    )
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
     ckpt = checkpointing.Checkpoints(paths.join(workdir, "checkpoints"))
     try:
         use_best = which == "best" and ckpt.best.latest_step() is not None
@@ -153,9 +151,7 @@ def _load_run(workdir: str, which: str, mesh: jax.sharding.Mesh | None) -> Run:
     return Run(config, names, graphdef, state, int(step), "best" if use_best else "last", workdir, False)
 
 
-def _load_exported(
-    source: str, which: str, mesh: jax.sharding.Mesh | None, cache_dir: str | None
-) -> Run:
+def _load_exported(source: str, which: str, mesh: jax.sharding.Mesh | None, cache_dir: str | None) -> Run:
     folder = hf_export.resolve_model(source, cache_dir=cache_dir)
     hf_export.check_folder(folder)
     info = hf_export.weights_metadata(folder)

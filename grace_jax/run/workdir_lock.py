@@ -81,7 +81,7 @@ def _this_process() -> dict:
     return {
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "started_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": shlex.join([os.path.basename(sys.executable), *sys.argv]),
         "boot_id": _read_text("/proc/sys/kernel/random/boot_id"),
         "pid_namespace": _pid_namespace(),
@@ -128,16 +128,22 @@ def abandoned_because(holder: dict, age_s: float) -> str | None:
 
 def _held_message(path: str, holder: dict, age_s: float) -> str:
     if not holder:
-        return (f"{path} exists but cannot be read; if no trainer uses this workdir, delete it, or train into "
-                "another --workdir.")
-    who = (f"pid {holder.get('pid')} on host {holder.get('host')}, started {holder.get('started_utc')}: "
-           f"{holder.get('command', '?')}")
+        return (
+            f"{path} exists but cannot be read; if no trainer uses this workdir, delete it, or train into "
+            "another --workdir."
+        )
+    who = (
+        f"pid {holder.get('pid')} on host {holder.get('host')}, started {holder.get('started_utc')}: "
+        f"{holder.get('command', '?')}"
+    )
     message = f"{paths.dirname(path)} is in use by another trainer ({who}). Wait for it to finish or stop it"
     if _on_this_machine(holder):
         return message + f" (kill {holder.get('pid')}), or train into another --workdir."
     left = max(0.0, STALE_AFTER_S - age_s)
-    return (message + ", or train into another --workdir. If that trainer is gone with its machine, its lock "
-            f"counts as abandoned {left:.0f} s from now (renewed {age_s:.0f} s ago); or delete {path}.")
+    return (
+        message + ", or train into another --workdir. If that trainer is gone with its machine, its lock "
+        f"counts as abandoned {left:.0f} s from now (renewed {age_s:.0f} s ago); or delete {path}."
+    )
 
 
 # ------------------------------------------------------------------------------------ storage
@@ -227,7 +233,7 @@ class _CloudObject:
 
         self.uri = uri
         self._errors = exceptions
-        bucket, _, self._name = uri[len("gs://"):].partition("/")
+        bucket, _, self._name = uri[len("gs://") :].partition("/")
         # project=None: object calls need none, and the client would otherwise insist on finding one.
         self._bucket = storage.Client(project=None).bucket(bucket)
 
@@ -241,7 +247,9 @@ class _CloudObject:
         except self._errors.PreconditionFailed:
             return None
         except self._errors.NotFound:
-            raise errors.NotFoundError(f"--workdir={paths.dirname(self.uri)}: no bucket {self._bucket.name!r}.") from None
+            raise errors.NotFoundError(
+                f"--workdir={paths.dirname(self.uri)}: no bucket {self._bucket.name!r}."
+            ) from None
         except self._errors.Forbidden as e:
             raise errors.ConfigError(f"--workdir={paths.dirname(self.uri)} cannot be written: {e.message}") from None
         return blob.generation
@@ -324,8 +332,10 @@ class WorkdirLock:
                     cli.warn(f"could not renew {self.path} ({type(e).__name__}: {e}); trying again later.")
                     continue
                 if version is None:
-                    cli.warn(f"{self.path} was taken over by another trainer; this one keeps running, but "
-                             "both now write into the same workdir: stop one of them.")
+                    cli.warn(
+                        f"{self.path} was taken over by another trainer; this one keeps running, but "
+                        "both now write into the same workdir: stop one of them."
+                    )
                     self._version = None
                     return
                 self._version = version

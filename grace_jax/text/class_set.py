@@ -20,9 +20,9 @@ import copy
 
 import ml_collections
 
+from grace_jax.data import schema
 from grace_jax.infra import errors, paths
 from grace_jax.text import class_cues
-from grace_jax.data import schema
 
 FROM_DATA = 0  # model.num_classes: take the count from the data
 

@@ -8,9 +8,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from grace_jax.infra import errors, hub
+from grace_jax.infra import hub
 from grace_jax.infra.errors import UserError
-
 
 # Names the tiny vocabulary built on the fly (grace_jax.text.tiny_vocab): no files, no download.
 BUILTIN_TINY = "builtin:tiny"
@@ -42,7 +41,7 @@ class Tokenizer:
         self.eot_token_id = int(hf_tokenizer.eos_token_id)
 
     @classmethod
-    def from_pretrained(cls, path_or_name: str, context_length: int = 77) -> "Tokenizer":
+    def from_pretrained(cls, path_or_name: str, context_length: int = 77) -> Tokenizer:
         """A tokenizer directory, a hub name, or `builtin:tiny` (the tiny CLIP's vocabulary)."""
         import transformers
 
@@ -60,8 +59,7 @@ class Tokenizer:
             files = set(os.listdir(path_or_name))
             if "tokenizer.json" not in files and not {"vocab.json", "merges.txt"} <= files:
                 raise TokenizerError(
-                    f"{path_or_name}: no CLIP tokenizer files (vocab.json + merges.txt, or "
-                    "tokenizer.json)."
+                    f"{path_or_name}: no CLIP tokenizer files (vocab.json + merges.txt, or tokenizer.json)."
                 )
         try:
             hf = transformers.CLIPTokenizer.from_pretrained(path_or_name)

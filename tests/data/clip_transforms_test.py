@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from grace_jax.data import schema
 from grace_jax.data import clip_transforms as ct
+from grace_jax.data import schema
 
 
 def test_normalize_matches_clip_mean_and_std():
@@ -40,8 +40,10 @@ def test_decode_resized_reads_requested_frames_once_each():
 
 def test_decode_frames_gives_pillows_pixels_and_refuses_mixed_sizes():
     rng = np.random.default_rng(0)
-    frames = [(rng.normal(120, 50, (40, 40, 3)) + 60 * np.sin(np.arange(40) / 5)[:, None, None]).clip(0, 255)
-              .astype(np.uint8) for _ in range(3)]
+    frames = [
+        (rng.normal(120, 50, (40, 40, 3)) + 60 * np.sin(np.arange(40) / 5)[:, None, None]).clip(0, 255).astype(np.uint8)
+        for _ in range(3)
+    ]
     encoded = tuple(schema.encode_jpeg(f, q) for f, q in zip(frames, (95, 75, 50)))
     view = schema.parse(schema.serialize(schema.ClipRecord(0, "c", encoded, 40)))
     out = ct.decode_frames(view, np.array([0, 1, 2, 2]))
@@ -98,9 +100,16 @@ def test_dferclip_crop_draws_area_aspect_swap_then_position_like_dferclip():
     rng = _ScriptedRng(uniform=[1.0, 1.3, 0.5, 0.8], random=[0.9, 0.2], integers=[29, 0])
     crop = ct.dferclip_crop(100, 80, 50, rng)
     assert crop == ct.SizedCrop((29, 0, 100, 57))
-    assert rng.calls == [("uniform", 0.08, 1.0), ("uniform", 3 / 4, 4 / 3), ("random",),
-                         ("uniform", 0.08, 1.0), ("uniform", 3 / 4, 4 / 3), ("random",),
-                         ("integers", 0, 30), ("integers", 0, 24)]
+    assert rng.calls == [
+        ("uniform", 0.08, 1.0),
+        ("uniform", 3 / 4, 4 / 3),
+        ("random",),
+        ("uniform", 0.08, 1.0),
+        ("uniform", 3 / 4, 4 / 3),
+        ("random",),
+        ("integers", 0, 30),
+        ("integers", 0, 24),
+    ]
     assert crop.device_box(100, 80) == ((29.0, 0.0, 100.0, 57.0), True)
 
 
@@ -172,8 +181,9 @@ def _record(frames, label=3):
 
 def test_brightness_and_rotation_draws_one_per_clip_in_range():
     view = schema.parse(_record([np.full((8, 8, 3), 100, np.uint8)] * 4))
-    transform = ct.TrainClipTransform(num_frames=2, image_size=8, augment="dferclip", brightness=0.5,
-                                      rotation_degrees=4.0)
+    transform = ct.TrainClipTransform(
+        num_frames=2, image_size=8, augment="dferclip", brightness=0.5, rotation_degrees=4.0
+    )
     draws = [transform.draw(view, np.random.default_rng(seed)) for seed in range(2000)]
     factors = np.array([d.factor for d in draws])
     angles = np.array([d.degrees for d in draws])
@@ -203,8 +213,9 @@ def test_host_dferclip_train_is_pil_rotate_brightness_crop_resize_flip():
     rng = np.random.default_rng(1)
     data = _record([rng.integers(0, 256, (30, 30, 3), np.uint8) for _ in range(3)])
     view = schema.parse(data)
-    transform = ct.TrainClipTransform(num_frames=3, image_size=16, normalize_on_host=False, augment="dferclip",
-                                      brightness=0.5, rotation_degrees=4.0)
+    transform = ct.TrainClipTransform(
+        num_frames=3, image_size=16, normalize_on_host=False, augment="dferclip", brightness=0.5, rotation_degrees=4.0
+    )
     flips = 0
     for seed in range(6):
         out = transform.random_map({"key": 0, "data": data}, np.random.default_rng(seed))["video"]
@@ -230,23 +241,34 @@ def test_dferclip_eval_resizes_the_whole_frame_grace_crops_the_centre():
     data = _record(frames)
     decoded = ct.decode_frames(schema.parse(data), np.array([0, 1]))
     whole = np.stack([np.asarray(Image.fromarray(f).resize((16, 16), Image.Resampling.BILINEAR)) for f in decoded])
-    centre = np.stack([np.asarray(Image.fromarray(f).resize((16, 16), Image.Resampling.BILINEAR, box=(5, 0, 35, 30)))
-                       for f in decoded])
+    centre = np.stack(
+        [
+            np.asarray(Image.fromarray(f).resize((16, 16), Image.Resampling.BILINEAR, box=(5, 0, 35, 30)))
+            for f in decoded
+        ]
+    )
     for augment, expected in (("dferclip", whole), ("grace", centre)):
         out = ct.EvalClipTransform(num_frames=2, image_size=16, normalize_on_host=False, augment=augment).map(
-            {"key": 0, "data": data})
+            {"key": 0, "data": data}
+        )
         np.testing.assert_array_equal(out["video"], expected)
     unit = ct.EvalClipTransform(num_frames=2, image_size=16, normalize="unit", augment="dferclip").map(
-        {"key": 0, "data": data})
+        {"key": 0, "data": data}
+    )
     np.testing.assert_array_equal(unit["video"], whole.astype(np.float32) / np.float32(255))
 
 
 def test_eval_transform_ground_truth_fields():
     frames = np.stack([np.full((20, 20, 3), 10 * i, np.uint8) for i in range(6)])
     gt = np.stack([np.full((20, 20, 3), 100 + i, np.uint8) for i in range(6)])
-    record = schema.ClipRecord(2, "c", tuple(schema.encode_jpeg(f, 95) for f in frames), 20,
-                               expression_frames=tuple(schema.encode_png(f) for f in gt),
-                               distractor_frames=tuple(schema.encode_png(255 - f) for f in gt))
+    record = schema.ClipRecord(
+        2,
+        "c",
+        tuple(schema.encode_jpeg(f, 95) for f in frames),
+        20,
+        expression_frames=tuple(schema.encode_png(f) for f in gt),
+        distractor_frames=tuple(schema.encode_png(255 - f) for f in gt),
+    )
     transform = ct.EvalClipTransform(num_frames=4, image_size=10, ground_truth=True, normalize_on_host=False)
     out = transform.map({"key": 0, "data": schema.serialize(record)})
     levels = out["gt_expression"][:, 0, 0, 0].astype(int) - 100  # which frames: those of `video`

@@ -57,13 +57,18 @@ def test_matches_pil_bilinear_resize_with_box(stored, size):
     base = rng.uniform(0, 255, (3, 2, 8, 8, 3))
     frames = np.stack([np.kron(b, np.ones((stored // 8, stored // 8, 1))) for b in base.reshape(6, 8, 8, 3)])
     frames = (frames + rng.normal(0, 20, frames.shape)).clip(0, 255).astype(np.uint8).reshape(3, 2, stored, stored, 3)
-    boxes = np.array([[0, 0, stored, stored], [5, 2, 5 + stored // 3, 2 + stored // 2], [stored - 20, 10, stored, 40]],
-                     np.float32)
+    boxes = np.array(
+        [[0, 0, stored, stored], [5, 2, 5 + stored // 3, 2 + stored // 2], [stored - 20, 10, stored, 40]], np.float32
+    )
     flips = np.array([False, True, True])
     out = np.asarray(_crop_resize_flip(frames, boxes, flips, size=size))
     assert out.shape == (3, 2, size, size, 3) and out.dtype == np.float32
-    expected = np.stack([[_pil(f, tuple(int(v) for v in box), size, flip) for f in clip]
-                         for clip, box, flip in zip(frames, boxes, flips)])
+    expected = np.stack(
+        [
+            [_pil(f, tuple(int(v) for v in box), size, flip) for f in clip]
+            for clip, box, flip in zip(frames, boxes, flips)
+        ]
+    )
     # PIL rounds (half up) to uint8 after its horizontal and after its vertical pass: at most 0.5 + 0.5
     # levels apart. A misplaced sample would miss by tens of levels on these noisy frames.
     np.testing.assert_allclose(out, expected, atol=1.0 + 1e-3)
@@ -101,8 +106,12 @@ def test_crop_inside_is_pil_crop_then_resize():
     boxes = np.array([(5, 2, 21, 26), (0, 0, 56, 40), (30, 4, 56, 40), (10, 3, 19, 40)], np.float32)
     flips = np.array([False, True, True, False])
     out = _jit_equals_eager(dt.crop_resize_flip, frames, boxes, flips, size=24, inside=np.ones(4, bool), atol=1e-3)
-    expected = np.stack([[_pil_crop_resize(f, tuple(int(v) for v in box), 24, flip) for f in clip]
-                         for clip, box, flip in zip(frames, boxes, flips)])
+    expected = np.stack(
+        [
+            [_pil_crop_resize(f, tuple(int(v) for v in box), 24, flip) for f in clip]
+            for clip, box, flip in zip(frames, boxes, flips)
+        ]
+    )
     np.testing.assert_allclose(out, expected, atol=_LEVEL)
     # Letting the filter reach past the crop's edges (what resize(box=) does) gives another image.
     outside = np.asarray(_crop_resize_flip(frames, boxes, flips, size=24))
@@ -124,8 +133,15 @@ def test_fallback_window_is_pil_resize_then_crop():
     frames = _noisy_frames(rng, (1, 2, 30, 72, 3))
     crop = ct.SizedCrop((7, 0, 23, 16), resized=(38, 16))  # 72x30 -> int(16 * 72 / 30) = 38 x 16
     box, inside = crop.device_box(72, 30)
-    out = _jit_equals_eager(dt.crop_resize_flip, frames, np.array([box], np.float32), np.array([False]), size=16,
-                            inside=np.array([inside]), atol=1e-3)
+    out = _jit_equals_eager(
+        dt.crop_resize_flip,
+        frames,
+        np.array([box], np.float32),
+        np.array([False]),
+        size=16,
+        inside=np.array([inside]),
+        atol=1e-3,
+    )
     expected = ct.sized_crop(frames[0], np.array([0, 1]), crop, 16).astype(np.float32)
     np.testing.assert_allclose(out[0], expected, atol=_LEVEL)
 
@@ -152,8 +168,9 @@ def test_brightness_is_pils_enhance_exactly():
     frames = np.repeat(frames, len(factors), axis=0)
     out = _jit_equals_eager(dt.adjust_brightness, frames, factors)
     # torchvision's adjust_brightness on PIL images is ImageEnhance.Brightness(img).enhance(factor).
-    expected = np.stack([np.asarray(ImageEnhance.Brightness(Image.fromarray(f[0])).enhance(float(k)))
-                         for f, k in zip(frames, factors)])[:, None]
+    expected = np.stack(
+        [np.asarray(ImageEnhance.Brightness(Image.fromarray(f[0])).enhance(float(k))) for f, k in zip(frames, factors)]
+    )[:, None]
     np.testing.assert_array_equal(out, expected.astype(np.float32))
 
 
@@ -170,8 +187,9 @@ def test_augment_chains_rotation_brightness_crop_flip_like_pil():
     }
     out = _jit_equals_eager(lambda b: dt.augment(b, size=24), batch, atol=1e-3)
     expected = []
-    for clip, box, flip, degrees, factor in zip(frames, batch["crop_box"], batch["flip"], (3.2, -1.7),
-                                                batch["brightness"]):
+    for clip, box, flip, degrees, factor in zip(
+        frames, batch["crop_box"], batch["flip"], (3.2, -1.7), batch["brightness"]
+    ):
         rows = []
         for f in clip:
             image = ImageEnhance.Brightness(Image.fromarray(f).rotate(degrees)).enhance(float(factor))

@@ -11,8 +11,8 @@ from PIL import Image
 
 from data_prep import job
 from grace_jax.configs import base
-from grace_jax.data import input_pipeline as ip
 from grace_jax.data import device_transforms
+from grace_jax.data import input_pipeline as ip
 from grace_jax.data.clip_transforms import CLIP_MEAN, CLIP_STD
 
 NUM_TRAIN, NUM_TEST = 28, 10
@@ -30,8 +30,14 @@ def synth_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     captions = {f"synth/train/{i:06d}": f"caption number {i}" for i in range(0, NUM_TRAIN, 3)}
     (root / "captions.json").write_text(json.dumps(captions))
-    return _build(root / "synth", dataset="synth", synth_train=NUM_TRAIN, synth_test=NUM_TEST, num_shards=3,
-                  captions=str(root / "captions.json"))
+    return _build(
+        root / "synth",
+        dataset="synth",
+        synth_train=NUM_TRAIN,
+        synth_test=NUM_TEST,
+        num_shards=3,
+        captions=str(root / "captions.json"),
+    )
 
 
 def fake_tokenizer(texts):
@@ -109,13 +115,11 @@ def test_train_batch_structure_and_normalization(synth_dir):
 def test_loaders_read_their_settings_from_the_data_config(synth_dir):
     # The splits, sizes and augmentation come from config.data; `split` overrides the config's.
     data = _data(train_split="test", eval_split="train", num_frames=4, image_size=8, flip_probability=0.0)
-    train = next(iter(ip.make_train_loader(synth_dir, data, global_batch_size=4, seed=0, shard_index=0,
-                                           shard_count=1)))
+    train = next(iter(ip.make_train_loader(synth_dir, data, global_batch_size=4, seed=0, shard_index=0, shard_count=1)))
     assert train["video"].shape == (4, 4, 8, 8, 3) and train["clip_index"].max() < NUM_TEST
     evaluated = list(ip.make_eval_loader(synth_dir, data, global_batch_size=4, shard_index=0, shard_count=1))
     assert sorted(np.concatenate([b["clip_index"] for b in evaluated]).tolist()) == list(range(NUM_TRAIN))
-    named = list(ip.make_eval_loader(synth_dir, data, split="test", global_batch_size=4, shard_index=0,
-                                     shard_count=1))
+    named = list(ip.make_eval_loader(synth_dir, data, split="test", global_batch_size=4, shard_index=0, shard_count=1))
     assert len(named) == ip.eval_batches(NUM_TEST, 4)
 
 
@@ -193,10 +197,33 @@ def test_process_batches_put_together_are_the_one_process_batches(synth_dir):
     fresh = iter(_train(synth_dir, shard_index=1, shard_count=2, **kw))
     fresh.set_state(states[1])
     _assert_same(_take(fresh, 3), parts[1][6:])
-    evals = [list(_eval(synth_dir, "test", global_batch_size=4, num_frames=8, image_size=16,
-                                      shard_index=i, shard_count=2, normalize_on_host=False)) for i in range(2)]
-    one_eval = list(_eval(synth_dir, "test", global_batch_size=4, num_frames=8, image_size=16,
-                                        shard_index=0, shard_count=1, normalize_on_host=False))
+    evals = [
+        list(
+            _eval(
+                synth_dir,
+                "test",
+                global_batch_size=4,
+                num_frames=8,
+                image_size=16,
+                shard_index=i,
+                shard_count=2,
+                normalize_on_host=False,
+            )
+        )
+        for i in range(2)
+    ]
+    one_eval = list(
+        _eval(
+            synth_dir,
+            "test",
+            global_batch_size=4,
+            num_frames=8,
+            image_size=16,
+            shard_index=0,
+            shard_count=1,
+            normalize_on_host=False,
+        )
+    )
     _assert_same(one_eval, [{k: np.concatenate([a[k], b[k]]) for k in a} for a, b in zip(*evals)])
     with pytest.raises(ValueError, match="shard_index 2 is not in"):
         _train(synth_dir, shard_index=2, shard_count=2)
@@ -207,8 +234,9 @@ def test_eval_sees_every_clip_once_with_masked_padding(synth_dir, shard_count):
     seen, counts = [], []
     labels = [r["label"] for r in ip.read_clip_table(synth_dir, "test")]
     for i in range(shard_count):
-        loader = _eval(synth_dir, "test", global_batch_size=4, num_frames=8, image_size=16,
-                                     shard_index=i, shard_count=shard_count)
+        loader = _eval(
+            synth_dir, "test", global_batch_size=4, num_frames=8, image_size=16, shard_index=i, shard_count=shard_count
+        )
         batches = list(loader)
         counts.append(len(batches))
         for b in batches:
@@ -228,8 +256,13 @@ def _grey_dataset(tmp_path):
         for t in range(n):
             Image.fromarray(np.full((16, 16, 3), 8 * t, np.uint8)).save(folder / f"{t + 1:03d}.png")
     (tmp_path / "test.csv").write_text("clip25,0\nclip10,1\n")
-    return _build(tmp_path / "grey", dataset="folder", videos=str(tmp_path / "clips"),
-                  labels=(f"test={tmp_path / 'test.csv'}",), frame_size=16)
+    return _build(
+        tmp_path / "grey",
+        dataset="folder",
+        videos=str(tmp_path / "clips"),
+        labels=(f"test={tmp_path / 'test.csv'}",),
+        frame_size=16,
+    )
 
 
 def _frame_numbers(video):
@@ -239,13 +272,17 @@ def _frame_numbers(video):
 
 def test_pipeline_samples_the_protocol_frames(tmp_path):
     data_dir = _grey_dataset(tmp_path)
-    batch = next(iter(_eval(data_dir, "test", global_batch_size=2, num_frames=16, image_size=16,
-                                          shard_index=0, shard_count=1)))
-    np.testing.assert_array_equal(_frame_numbers(batch["video"][0]), [0, 2, 3, 5, 7, 8, 10, 11, 13, 14, 16, 17, 19, 21, 22, 24])
+    batch = next(
+        iter(_eval(data_dir, "test", global_batch_size=2, num_frames=16, image_size=16, shard_index=0, shard_count=1))
+    )
+    np.testing.assert_array_equal(
+        _frame_numbers(batch["video"][0]), [0, 2, 3, 5, 7, 8, 10, 11, 13, 14, 16, 17, 19, 21, 22, 24]
+    )
     np.testing.assert_array_equal(_frame_numbers(batch["video"][1]), list(range(10)) + [9] * 6)
     edges = [0, 1, 3, 4, 6, 7, 9, 10, 12, 14, 15, 17, 18, 20, 21, 23, 25]
-    train = _train(data_dir, split="test", global_batch_size=2, num_frames=16, crop_scale=(1.0, 1.0),
-                   crop_ratio=(1.0, 1.0))
+    train = _train(
+        data_dir, split="test", global_batch_size=2, num_frames=16, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0)
+    )
     for batch in _take(iter(train), 3):
         long_clip = batch["video"][batch["clip_index"] == 0][0]
         frames = _frame_numbers(long_clip)
@@ -253,8 +290,18 @@ def test_pipeline_samples_the_protocol_frames(tmp_path):
 
 
 def test_eval_padding_rows_have_no_caption_and_missing_data_is_named(synth_dir, tmp_path):
-    batches = list(_eval(synth_dir, "test", global_batch_size=4, num_frames=4, image_size=16,
-                                       shard_index=0, shard_count=1, tokenizer=fake_tokenizer))
+    batches = list(
+        _eval(
+            synth_dir,
+            "test",
+            global_batch_size=4,
+            num_frames=4,
+            image_size=16,
+            shard_index=0,
+            shard_count=1,
+            tokenizer=fake_tokenizer,
+        )
+    )
     last = batches[-1]
     assert not last["has_caption"][~last["mask"]].any()
     assert np.all(last["caption_ids"][~last["mask"]][:, 0] == 49406)
@@ -276,7 +323,9 @@ def test_augment_on_device_gives_the_host_crops_and_flips(synth_dir):
         assert d["crop_box"].shape == (4, 4) and d["crop_box"].dtype == np.float32 and d["flip"].dtype == np.bool_
         for key in ("clip_index", "label", "mask"):
             np.testing.assert_array_equal(d[key], h[key])
-        video = ip.normalize_on_device(device_transforms.crop_resize_flip(d["video"], d["crop_box"], d["flip"], size=16))
+        video = ip.normalize_on_device(
+            device_transforms.crop_resize_flip(d["video"], d["crop_box"], d["flip"], size=16)
+        )
         # One grey level (PIL's two uint8 roundings), in normalized units.
         np.testing.assert_allclose(np.asarray(video), h["video"], atol=1.0 / (255 * min(CLIP_STD)) + 1e-4)
         flips += d["flip"].sum()
@@ -293,8 +342,20 @@ def test_unit_normalization_on_host_and_on_device(synth_dir):
     # DFER-CLIP's ToTorchFormatTensor: float32(x) / 255, no mean/std. Same values on the accelerator.
     np.testing.assert_array_equal(unit["video"], raw["video"].astype(np.float32) / np.float32(255))
     np.testing.assert_array_equal(np.asarray(ip.normalize_on_device(raw["video"], "unit")), unit["video"])
-    evaluated = next(iter(_eval(synth_dir, "test", global_batch_size=4, num_frames=8, image_size=16,
-                                              shard_index=0, shard_count=1, normalize="unit")))
+    evaluated = next(
+        iter(
+            _eval(
+                synth_dir,
+                "test",
+                global_batch_size=4,
+                num_frames=8,
+                image_size=16,
+                shard_index=0,
+                shard_count=1,
+                normalize="unit",
+            )
+        )
+    )
     assert 0.0 <= evaluated["video"].min() and evaluated["video"].max() <= 1.0
     with pytest.raises(ValueError, match="normalize='imagenet'"):
         ip.normalize_on_device(raw["video"], "imagenet")
@@ -322,8 +383,7 @@ def test_dferclip_eval_resize_equals_the_centre_crop_on_square_shards(synth_dir)
     # Shards hold square frames (data_prep resizes the shorter side and centre-crops), where resizing
     # the whole frame (DFER-CLIP's GroupResize) and the centre square crop are the same image.
     kw = dict(global_batch_size=4, num_frames=8, image_size=16, shard_index=0, shard_count=1, normalize_on_host=False)
-    _assert_same(list(_eval(synth_dir, "test", augment="dferclip", **kw)),
-                 list(_eval(synth_dir, "test", **kw)))
+    _assert_same(list(_eval(synth_dir, "test", augment="dferclip", **kw)), list(_eval(synth_dir, "test", **kw)))
     with pytest.raises(ValueError, match="augment='dfer'"):
         _eval(synth_dir, "test", augment="dfer", **kw)
 

@@ -8,8 +8,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from grace_jax.data import input_pipeline as ip
 from grace_jax import sharding
+from grace_jax.data import input_pipeline as ip
 from grace_jax.data import prefetch
 
 
@@ -18,8 +18,9 @@ def _loader(data_dir, seed=0):
 
     data = base.get_config().data
     data.num_frames, data.image_size, data.num_workers, data.augment_on_device = 4, 16, 0, False
-    return ip.make_train_loader(data_dir, data, global_batch_size=8, seed=seed, shard_index=0, shard_count=1,
-                                normalize_on_host=False)
+    return ip.make_train_loader(
+        data_dir, data, global_batch_size=8, seed=seed, shard_index=0, shard_count=1, normalize_on_host=False
+    )
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,9 @@ def _ground_truth_record():
     expression = rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
     distractors = rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
     record = schema.ClipRecord(
-        label=1, clip_id="synth/test/000001", frame_size=16,
+        label=1,
+        clip_id="synth/test/000001",
+        frame_size=16,
         frames=tuple(schema.encode_jpeg(f, 95) for f in expression),
         expression_frames=tuple(schema.encode_png(f) for f in expression),
         distractor_frames=tuple(schema.encode_png(f) for f in distractors),
@@ -77,8 +79,15 @@ def test_ground_truth_round_trips_losslessly_and_decodes_by_index():
 def test_records_without_ground_truth_keep_the_version_1_bytes():
     record = _record()
     # A record as version-1 writers made it, built by hand from the format description.
-    header = {"v": 1, "label": 3, "clip_id": record.clip_id, "num_frames": 5, "frame_size": 16,
-              "caption": record.caption, "lengths": [len(f) for f in record.frames]}
+    header = {
+        "v": 1,
+        "label": 3,
+        "clip_id": record.clip_id,
+        "num_frames": 5,
+        "frame_size": 16,
+        "caption": record.caption,
+        "lengths": [len(f) for f in record.frames],
+    }
     header_bytes = json.dumps(header, ensure_ascii=False).encode("utf-8")
     old = b"".join([b"GRC1", struct.pack("<I", len(header_bytes)), header_bytes, *record.frames])
     assert schema.serialize(record) == old

@@ -20,9 +20,9 @@ block_tensorflow()  # checked before tensorflow_datasets is imported
 
 from data_prep import job  # noqa: E402
 from data_prep.tfds_builders import prepare  # noqa: E402
-from grace_jax.infra import config_checks, errors  # noqa: E402
 from grace_jax.data import input_pipeline as ip  # noqa: E402
 from grace_jax.data import schema, tfds_source  # noqa: E402
+from grace_jax.infra import config_checks, errors  # noqa: E402
 
 # conftest's SynthFER sizes: the tiny run below then has tiny_run's steps per epoch, so its learning-rate
 # schedule, and with it the compiled train step, is the same program (the session's XLA cache has it).
@@ -36,8 +36,18 @@ def prepared(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tfds_source")
     root = dfew_layout(tmp / "DFEW", NUM_TRAIN, NUM_TEST)
     done = prepare.build("dfew", root, str(tmp / "tfds"), fold=1, frame_size=32, progress=False)
-    job.build(job.BuildConfig(dataset="dfew", root=root, fold=1, out=str(tmp / "shards"), frame_size=32,
-                              workers=1, progress=False, command=("test",)))
+    job.build(
+        job.BuildConfig(
+            dataset="dfew",
+            root=root,
+            fold=1,
+            out=str(tmp / "shards"),
+            frame_size=32,
+            workers=1,
+            progress=False,
+            command=("test",),
+        )
+    )
     return tfds_source.TfdsDataset(done.name, str(tmp / "tfds")), str(tmp / "shards")
 
 
@@ -111,25 +121,37 @@ def test_read_without_the_builders_in_a_fresh_process(prepared):
         "r = t.TfdsRecords(d, 'test'); print(len(r), t.manifest(d)['num_classes'], "
         "any(m.startswith('data_prep') for m in sys.modules), 'tensorflow' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": REPO})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == [str(NUM_TEST), "7", "False", "False"]
 
 
 def test_a_missing_dataset_and_a_wrong_split_are_config_errors(prepared, tiny_config, tmp_path):
     dataset, _ = prepared
-    with pytest.raises(errors.NotFoundError, match=r"data.tfds=dfew/fold_4: not prepared .*data_prep.tfds_builders.build"):
+    with pytest.raises(
+        errors.NotFoundError, match=r"data.tfds=dfew/fold_4: not prepared .*data_prep.tfds_builders.build"
+    ):
         tfds_source.manifest(tfds_source.TfdsDataset("dfew/fold_4", dataset.data_dir))
     with pytest.raises(errors.ConfigError, match=r"data.tfds=dfew: name its config too, e.g. dfew/fold_1"):
         tfds_source.manifest(tfds_source.TfdsDataset("dfew", dataset.data_dir))
     config = tiny_config("", 1)
     config.data.tfds, config.data.tfds_dir = dataset.name, dataset.data_dir
     config.data.eval_split = "val"
-    with pytest.raises(errors.ConfigError, match=r"data.eval_split='val': .* has no such split; it holds \['test', 'train'\]"):
+    with pytest.raises(
+        errors.ConfigError, match=r"data.eval_split='val': .* has no such split; it holds \['test', 'train'\]"
+    ):
         config_checks.check_data(config)
     config.data.eval_split, config.model.num_classes = "test", 11
-    with pytest.raises(errors.ConfigError, match="data.tfds=dfew/fold_1_32px lists 7 classes but model.num_classes is 11"):
+    with pytest.raises(
+        errors.ConfigError, match="data.tfds=dfew/fold_1_32px lists 7 classes but model.num_classes is 11"
+    ):
         config_checks.check_data(config)
 
 

@@ -46,7 +46,8 @@ def test_variable_frame_rate_windows_go_by_time_not_by_frame_count():
 
 
 @pytest.mark.parametrize(
-    "ext,codec", [("mp4", "mpeg4"), ("mov", "libx264"), ("mov", "libx265"), ("webm", "libvpx")]  # x265: HEVC
+    "ext,codec",
+    [("mp4", "mpeg4"), ("mov", "libx264"), ("mov", "libx265"), ("webm", "libvpx")],  # x265: HEVC
 )
 def test_read_windows_of_a_video_gives_the_frames_read_video_gives(tmp_path, ext, codec):
     path = write_video(str(tmp_path / f"clip.{ext}"), grey_clip(20), codec, rate=5)  # 4 s

@@ -41,8 +41,16 @@ def test_folder_dataset_from_csv_with_captions_and_bad_rows(tmp_path):
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "out"
     manifest = job.build(
-        job.BuildConfig(dataset="folder", videos=str(videos), labels=(f"train={tmp_path / 'train.csv'}",),
-                        out=str(out), frame_size=16, max_bad_fraction=0.6, workers=1, progress=False)
+        job.BuildConfig(
+            dataset="folder",
+            videos=str(videos),
+            labels=(f"train={tmp_path / 'train.csv'}",),
+            out=str(out),
+            frame_size=16,
+            max_bad_fraction=0.6,
+            workers=1,
+            progress=False,
+        )
     )
     records = read_split(str(out), "train")
     assert [(r.clip_id, r.label, r.num_frames, r.caption) for r in records] == [
@@ -82,9 +90,17 @@ def test_face_crop_auto_stores_face_crops_and_reports_clips_without_a_face(tmp_p
     (tmp_path / "train.csv").write_text("path,label\nface.mp4,happiness\nnobody.mp4,sadness\n")
     out = tmp_path / "out"
     manifest = job.build(
-        job.BuildConfig(dataset="folder", videos=str(videos), labels=(f"train={tmp_path / 'train.csv'}",),
-                        out=str(out), frame_size=64, max_bad_fraction=0.6, workers=1, progress=False,
-                        face_crop="auto")
+        job.BuildConfig(
+            dataset="folder",
+            videos=str(videos),
+            labels=(f"train={tmp_path / 'train.csv'}",),
+            out=str(out),
+            frame_size=64,
+            max_bad_fraction=0.6,
+            workers=1,
+            progress=False,
+            face_crop="auto",
+        )
     )
     assert manifest["face_crop"] == "auto"
     (record,) = read_split(str(out), "train")
@@ -96,8 +112,9 @@ def test_face_crop_auto_stores_face_crops_and_reports_clips_without_a_face(tmp_p
         x0, y0, x1, y1 = truth[t]
         half = max(x1 - x0, y1 - y0) * 1.4 / 2
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        expected = Image.fromarray(frames[t]).resize((64, 64), Image.BILINEAR,
-                                                     box=(cx - half, cy - half, cx + half, cy + half))
+        expected = Image.fromarray(frames[t]).resize(
+            (64, 64), Image.BILINEAR, box=(cx - half, cy - half, cx + half, cy + half)
+        )
         centre = Image.fromarray(frames[t]).resize((64, 64), Image.BILINEAR, box=(93, 0, 333, 240))
         near = np.abs(stored[t] - np.asarray(expected, np.float32)).mean()
         far = np.abs(stored[t] - np.asarray(centre, np.float32)).mean()
@@ -122,15 +139,25 @@ def _three_class_folder(tmp_path, train_labels, test_labels):
 
 
 def _build(tmp_path, videos, train_csv, test_csv, **kw):
-    return job.build(job.BuildConfig(dataset="folder", videos=str(videos), out=str(tmp_path / "out"),
-                                     labels=(f"train={train_csv}", f"test={test_csv}"), frame_size=16,
-                                     workers=1, progress=False, **kw))
+    return job.build(
+        job.BuildConfig(
+            dataset="folder",
+            videos=str(videos),
+            out=str(tmp_path / "out"),
+            labels=(f"train={train_csv}", f"test={test_csv}"),
+            frame_size=16,
+            workers=1,
+            progress=False,
+            **kw,
+        )
+    )
 
 
 def test_classes_of_its_own_come_from_the_labels_sorted(tmp_path):
     # "Happy" and "happy" are one class, spelt as first seen; the test split lacks "tense".
     videos, train_csv, test_csv = _three_class_folder(
-        tmp_path, ["tense", "calm", "Happy", "happy", "calm"], ["calm", "happy"])
+        tmp_path, ["tense", "calm", "Happy", "happy", "calm"], ["calm", "happy"]
+    )
     manifest = _build(tmp_path, videos, train_csv, test_csv)
     assert manifest["class_names"] == ["calm", "Happy", "tense"] and manifest["num_classes"] == 3
     assert manifest["class_names_source"] == "labels"
@@ -156,12 +183,19 @@ def test_integer_labels_without_the_flag_keep_dfews_classes(tmp_path):
     assert [r.label for r in read_split(str(tmp_path / "out"), "train")] == [0, 1]
 
 
-@pytest.mark.parametrize("names, labels, message", [
-    (("calm", "Calm", "x"), ["calm"], "--class_names: a class named twice"),
-    (("calm", "", "x"), ["calm"], "--class_names: an empty class name"),
-    (("calm", "3"), ["calm"], "--class_names: a class name that is a number"),
-    ((), ["calm", "calm"], "one class only (calm); a classifier needs two or more; list every class with --class_names"),
-])
+@pytest.mark.parametrize(
+    "names, labels, message",
+    [
+        (("calm", "Calm", "x"), ["calm"], "--class_names: a class named twice"),
+        (("calm", "", "x"), ["calm"], "--class_names: an empty class name"),
+        (("calm", "3"), ["calm"], "--class_names: a class name that is a number"),
+        (
+            (),
+            ["calm", "calm"],
+            "one class only (calm); a classifier needs two or more; list every class with --class_names",
+        ),
+    ],
+)
 def test_bad_class_names_are_one_clear_error(tmp_path, names, labels, message):
     videos, train_csv, test_csv = _three_class_folder(tmp_path, labels, labels[:1])
     with pytest.raises(job.SourceError) as e:
@@ -172,8 +206,7 @@ def test_bad_class_names_are_one_clear_error(tmp_path, names, labels, message):
 
 def test_class_names_flag_is_for_folders_only(tmp_path):
     with pytest.raises(job.SourceError, match="--class_names is for --dataset=folder; dfew's classes are fixed"):
-        job.build(job.BuildConfig(dataset="dfew", root=str(tmp_path), out=str(tmp_path / "o"),
-                                  class_names=("a", "b")))
+        job.build(job.BuildConfig(dataset="dfew", root=str(tmp_path), out=str(tmp_path / "o"), class_names=("a", "b")))
 
 
 def test_build_dataset_cli_takes_class_names_and_prints_them(tmp_path):
@@ -182,10 +215,24 @@ def test_build_dataset_cli_takes_class_names_and_prints_them(tmp_path):
     videos, train_csv, test_csv = _three_class_folder(tmp_path, ["tense", "0", "2"], ["calm"])
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     done = subprocess.run(
-        [sys.executable, "-m", "data_prep.build_dataset", "--dataset=folder", f"--videos={videos}",
-         f"--labels=train={train_csv},test={test_csv}", "--class_names=calm,tense,happy",
-         f"--out={tmp_path / 'out'}", "--frame_size=16", "--workers=1"],
-        cwd=repo, env=dict(os.environ, PYTHONPATH=repo), capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "data_prep.build_dataset",
+            "--dataset=folder",
+            f"--videos={videos}",
+            f"--labels=train={train_csv},test={test_csv}",
+            "--class_names=calm,tense,happy",
+            f"--out={tmp_path / 'out'}",
+            "--frame_size=16",
+            "--workers=1",
+        ],
+        cwd=repo,
+        env=dict(os.environ, PYTHONPATH=repo),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "3 classes (from --class_names): 0 calm, 1 tense, 2 happy" in done.stdout
     assert [r.label for r in read_split(str(tmp_path / "out"), "train")] == [1, 0, 2]

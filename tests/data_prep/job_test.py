@@ -46,8 +46,12 @@ def test_dfew_fold_reroots_lists_from_another_machine_and_reports_bad_clips(dfew
     ]
 
     table = (out / "train.clips.tsv").read_text().splitlines()
-    assert table == ["index\tclip_id\tlabel\tnum_frames\thas_caption", "0\tDFEW_Frame_Face/00001\t0\t25\t0",
-                     "1\tDFEW_Frame_Face/00002\t6\t10\t0", "2\tDFEW_Frame_Face/00003\t3\t5\t0"]
+    assert table == [
+        "index\tclip_id\tlabel\tnum_frames\thas_caption",
+        "0\tDFEW_Frame_Face/00001\t0\t25\t0",
+        "1\tDFEW_Frame_Face/00002\t6\t10\t0",
+        "2\tDFEW_Frame_Face/00003\t3\t5\t0",
+    ]
     assert manifest["splits"]["train"]["num_clips"] == 3 and manifest["splits"]["test"]["num_clips"] == 2
     assert manifest["class_names"][:3] == ["happiness", "sadness", "neutral"]
     assert json.load(open(out / schema.MANIFEST_NAME))["frame_size"] == 32
@@ -64,7 +68,9 @@ def test_dfew_fold_reroots_lists_from_another_machine_and_reports_bad_clips(dfew
 
 def test_too_many_bad_clips_fail_with_a_clear_message_and_write_nothing(dfew_tree, tmp_path):
     out = tmp_path / "shards"
-    with pytest.raises(job.BuildError, match=r"3 of 10 listed clips are bad already \(30.0%\), above --max_bad_fraction=0.2") as e:
+    with pytest.raises(
+        job.BuildError, match=r"3 of 10 listed clips are bad already \(30.0%\), above --max_bad_fraction=0.2"
+    ) as e:
         job.build(_config(dataset="dfew", root=str(dfew_tree), fold=1, out=str(out), max_bad_fraction=0.2))
     # The job stops as soon as the bad fraction can no longer end below the limit, naming the files.
     assert "set_1_train.txt:4: frame folder" in str(e.value) and "00099 does not exist" in str(e.value)
@@ -148,9 +154,19 @@ def test_worker_processes_write_the_same_shards_as_one_process(tmp_path):
 
 def test_command_line_writes_manifest_with_command_and_refuses_rerun(tmp_path):
     out = tmp_path / "cli"
-    cmd = [sys.executable, "-m", "data_prep.build_dataset", "--dataset=synth", "--synth_train=7",
-           "--synth_test=7", "--frame_size=24", f"--out={out}", "--workers=1", "--synth_variant=hard",
-           "--nosynth_ground_truth"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "data_prep.build_dataset",
+        "--dataset=synth",
+        "--synth_train=7",
+        "--synth_test=7",
+        "--frame_size=24",
+        f"--out={out}",
+        "--workers=1",
+        "--synth_variant=hard",
+        "--nosynth_ground_truth",
+    ]
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     first = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
@@ -200,7 +216,8 @@ def _dfew_lists(root, clips: int, missing: int):
     make_frame_folder(str(root / "DFEW_Frame_Face" / "09999"), 4)
     (root / "annotation").mkdir(parents=True)
     (root / "annotation" / "set_1_train.txt").write_text(
-        "".join(f"{other}/{i:05d} 4 {i % 7}\n" for i in range(1, clips + 1)))
+        "".join(f"{other}/{i:05d} 4 {i % 7}\n" for i in range(1, clips + 1))
+    )
     (root / "annotation" / "set_1_test.txt").write_text(f"{other}/09999 4 0\n")
 
 
@@ -251,16 +268,29 @@ def test_synth_examples_are_the_test_split_clips_as_mp4_named_by_class(tmp_path)
 
 def test_synth_examples_need_an_even_frame_size_and_write_nothing(tmp_path):
     with pytest.raises(job.BuildError, match="even --frame_size"):
-        job.build(_config(dataset="synth", out=str(tmp_path / "s"), synth_train=7, synth_test=7,
-                          synth_examples=1, frame_size=33))
+        job.build(
+            _config(
+                dataset="synth", out=str(tmp_path / "s"), synth_train=7, synth_test=7, synth_examples=1, frame_size=33
+            )
+        )
     assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.parametrize("variant", synth.VARIANTS)
 def test_synth_test_records_carry_lossless_ground_truth_and_train_records_none(tmp_path, variant):
     out = tmp_path / "synth"
-    manifest = job.build(_config(dataset="synth", out=str(out), synth_train=3, synth_test=4, synth_seed=5,
-                                 synth_variant=variant, synth_min_frames=6, synth_max_frames=9))
+    manifest = job.build(
+        _config(
+            dataset="synth",
+            out=str(out),
+            synth_train=3,
+            synth_test=4,
+            synth_seed=5,
+            synth_variant=variant,
+            synth_min_frames=6,
+            synth_max_frames=9,
+        )
+    )
     assert manifest["synth"] == {"variant": variant, "seed": 5, "ground_truth_splits": ["test"]}
     assert manifest["format_version"] == schema.FORMAT_VERSION
     config = synth.SynthConfig(frame_size=32, min_frames=6, max_frames=9, variant=variant)

@@ -8,8 +8,11 @@ from data_prep import job
 
 
 def _build(root, out, fold=1):
-    return job.build(job.BuildConfig(dataset="dfew", out=str(out), root=str(root), fold=fold, workers=1,
-                                     max_bad_fraction=0.9, progress=False))
+    return job.build(
+        job.BuildConfig(
+            dataset="dfew", out=str(out), root=str(root), fold=fold, workers=1, max_bad_fraction=0.9, progress=False
+        )
+    )
 
 
 def test_own_crops_and_a_count_that_differs_from_the_published_one(dfew_tree, tmp_path):
@@ -42,8 +45,9 @@ def test_official_face_frames_are_named(dfew_tree, tmp_path):
 
 
 def test_ferv39k_counts_are_checked_per_split():
-    check = job.published_check("ferv39k", {"train": 31088, "test": 7840}, {"train": 31088, "test": 7847},
-                                {"train": 0, "test": 7})
+    check = job.published_check(
+        "ferv39k", {"train": 31088, "test": 7840}, {"train": 31088, "test": 7847}, {"train": 0, "test": 7}
+    )
     assert check["differences"] == [
         "test: 7,840 clips written, ferv39k publishes 7,847 (-7; the lists gave 7,847, 7 of them unreadable)"
     ]

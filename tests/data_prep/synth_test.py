@@ -13,7 +13,10 @@ CONFIG = synth.SynthConfig(frame_size=32, min_frames=6, max_frames=10)
 
 def _clips(split: str, n: int, config=CONFIG, seed=0):
     labels = np.array([synth.clip_label(i) for i in range(n)])
-    clips = [synth.sample_clip(synth.clip_seed(seed, split, i), int(y), config).astype(np.float32) / 255 for i, y in enumerate(labels)]
+    clips = [
+        synth.sample_clip(synth.clip_seed(seed, split, i), int(y), config).astype(np.float32) / 255
+        for i, y in enumerate(labels)
+    ]
     return clips, labels
 
 
@@ -108,10 +111,14 @@ def test_label_is_learnable_from_dynamics_and_absent_from_the_first_frame():
 STANDARD_CHECKSUMS = {
     "default": (synth.SynthConfig(), "2dfd6d4e9685799f6e5edc5ed9ceb87ae611543116c6365db58c9e66e21f7ff7"),
     "small": (CONFIG, "287adcbf83249c0ba2a507da57b68af1ad50c49177a9cb8122ee8d7234a77ce4"),
-    "expression_only": (dataclasses.replace(CONFIG, distractors=False),
-                        "fbc8726d38d6806316f74c47d23d217a2cb5a08a6782456e90d4e6c182cbc2a1"),
-    "distractors_only": (dataclasses.replace(CONFIG, expression=False),
-                         "e318074bfdd360d8ca53f726211f80ba9dab3c8b8da48ebf114843e664a8098e"),
+    "expression_only": (
+        dataclasses.replace(CONFIG, distractors=False),
+        "fbc8726d38d6806316f74c47d23d217a2cb5a08a6782456e90d4e6c182cbc2a1",
+    ),
+    "distractors_only": (
+        dataclasses.replace(CONFIG, expression=False),
+        "e318074bfdd360d8ca53f726211f80ba9dab3c8b8da48ebf114843e664a8098e",
+    ),
 }
 GT_CONFIG = synth.SynthConfig(frame_size=32, min_frames=12, max_frames=16)  # >= 12 frames: no blink at frame 0
 
@@ -148,7 +155,8 @@ def test_switches_draw_the_same_numbers(variant):
         np.testing.assert_array_equal(clean[0], distractors[0])
         # The distractors draw nothing from the label: their rendering is the same for every class.
         np.testing.assert_array_equal(
-            synth.sample_ground_truth(seed, (label + 3) % synth.NUM_CLASSES, config)[1], distractors)
+            synth.sample_ground_truth(seed, (label + 3) % synth.NUM_CLASSES, config)[1], distractors
+        )
     # With neither expression nor distractors (neutral, expression-only) nothing moves at all.
     neutral = synth.BASIC_CLASSES.index("neutral")
     still, _ = synth.sample_ground_truth(synth.clip_seed(4, "gt", 0), neutral, config)
@@ -189,7 +197,8 @@ def test_hard_variant_adds_class_irrelevant_motion_only():
         # Without distractors the variants are the same clip, noise included.
         np.testing.assert_array_equal(
             synth.sample_clip(seed, label, dataclasses.replace(hard, distractors=False)),
-            synth.sample_clip(seed, label, dataclasses.replace(GT_CONFIG, distractors=False)))
+            synth.sample_clip(seed, label, dataclasses.replace(GT_CONFIG, distractors=False)),
+        )
         standard_clip, hard_clip = synth.sample_clip(seed, label, GT_CONFIG), synth.sample_clip(seed, label, hard)
         np.testing.assert_array_equal(standard_clip[0], hard_clip[0])  # frame 0 is the reference
         assert not np.array_equal(standard_clip, hard_clip)
@@ -220,8 +229,10 @@ def test_hard_label_is_still_learnable_from_dynamics():
     test, y_test = _clips("test", 210, config)
     dyn_train = np.stack([_pool(c[-1] - c[0]) for c in train])
     dyn_test = np.stack([_pool(c[-1] - c[0]) for c in test])
-    first_acc = np.mean(_logistic_regression(np.stack([_pool(c[0]) for c in train]), y_train,
-                                             np.stack([_pool(c[0]) for c in test])) == y_test)
+    first_acc = np.mean(
+        _logistic_regression(np.stack([_pool(c[0]) for c in train]), y_train, np.stack([_pool(c[0]) for c in test]))
+        == y_test
+    )
     # Measured 0.65 (standard: 0.78); chance is 0.14.
     assert np.mean(_logistic_regression(dyn_train, y_train, dyn_test) == y_test) >= 0.45
     assert first_acc <= 0.25, first_acc

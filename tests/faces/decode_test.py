@@ -24,9 +24,7 @@ def test_decode_offsets_centre_and_keypoints_by_anchor():
     logits[0, 1], logits[0, 2] = np.inf, -np.inf  # clipped to +-100 first, as MediaPipe does
     boxes, keypoints, scores = (np.asarray(a) for a in decode.decode(reg, logits))
     cx, cy = 20.5 / 48 + 0.05, 10.5 / 48 - 0.1
-    np.testing.assert_allclose(
-        boxes[0, k], [cx - 0.125, cy - 0.0625, cx + 0.125, cy + 0.0625], atol=1e-6
-    )
+    np.testing.assert_allclose(boxes[0, k], [cx - 0.125, cy - 0.0625, cx + 0.125, cy + 0.0625], atol=1e-6)
     np.testing.assert_allclose(keypoints[0, k, 0], [20.5 / 48 + 0.01, 10.5 / 48 + 0.02], atol=1e-6)
     np.testing.assert_allclose(keypoints[0, k, 1], decode.anchor_centres()[k], atol=1e-6)
     assert scores[0, k] == 0.5
@@ -49,17 +47,13 @@ def test_weighted_nms_keeps_boxes_at_iou_threshold_apart():
     # IoU of 10x10 boxes shifted by d: (10-d)/(10+d). d=5: 1/3 > 0.3, merged; d=6: 0.25, not.
     for shift, kept in ((5, 1), (6, 2)):
         boxes = np.array([[0, 0, 10, 10], [shift, 0, 10 + shift, 10]], np.float32)
-        b, _, s = decode.weighted_nms(
-            boxes, np.zeros((2, 6, 2), np.float32), np.array([0.9, 0.8], np.float32)
-        )
+        b, _, s = decode.weighted_nms(boxes, np.zeros((2, 6, 2), np.float32), np.array([0.9, 0.8], np.float32))
         assert len(s) == kept, (shift, b)
 
 
 def test_weighted_nms_drops_degenerate_and_empty():
     boxes = np.array([[5, 5, 5, 9], [0, 0, 4, 4]], np.float32)
-    b, kp, s = decode.weighted_nms(
-        boxes, np.zeros((2, 6, 2), np.float32), np.array([0.99, 0.7], np.float32)
-    )
+    b, kp, s = decode.weighted_nms(boxes, np.zeros((2, 6, 2), np.float32), np.array([0.99, 0.7], np.float32))
     np.testing.assert_allclose(b, boxes[1:])
     b, kp, s = decode.weighted_nms(np.zeros((0, 4)), np.zeros((0, 6, 2)), np.zeros(0))
     assert b.shape == (0, 4) and kp.shape == (0, 6, 2) and s.shape == (0,)

@@ -17,11 +17,7 @@ def _pasted_cases():
         frames, boxes = [], []
         for i, frac in enumerate((0.15, 0.22, 0.3, 0.4, 0.48, 0.55)):
             side = int(frac * min(h, w) * 1.8)
-            x, y = (
-                (0, h - side)
-                if i == 3
-                else (int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1)))
-            )
+            x, y = (0, h - side) if i == 3 else (int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1)))
             frame, box = paste_face(scene(rng, h, w), x, y, side)
             frames.append(frame)
             boxes.append(box)
@@ -41,17 +37,11 @@ def test_finds_pasted_faces_where_they_are(detector):
             # its box by ~2% of the crop (3.6% of the face, std) from one scene to the next
             # (tools/convert_blazeface.py). Measured here: up to 7 px, 2.1 input px, 6.8% of a face.
             tol = max(h, w) / 192 + 0.04 * side
-            assert err <= tol, (
-                f"{h}x{w}: box {det.boxes[0]} vs {box}, off by {err:.1f} > {tol:.1f} px"
-            )
+            assert err <= tol, f"{h}x{w}: box {det.boxes[0]} vs {box}, off by {err:.1f} > {tol:.1f} px"
             assert det.scores[0] >= 0.6
             kp = det.keypoints[0]
-            assert ((kp >= box[:2] - 0.1 * side) & (kp <= box[2:] + 0.1 * side)).all(), (
-                "keypoints on the face"
-            )
-            centre_errors.append(
-                ((det.boxes[0, :2] + det.boxes[0, 2:]) - (box[:2] + box[2:])) / 2 / side
-            )
+            assert ((kp >= box[:2] - 0.1 * side) & (kp <= box[2:] + 0.1 * side)).all(), "keypoints on the face"
+            centre_errors.append(((det.boxes[0, :2] + det.boxes[0, 2:]) - (box[:2] + box[2:])) / 2 / side)
     # No systematic shift (a letterbox offset or scale error would show as one).
     bias = np.abs(np.mean(centre_errors, axis=0))
     assert (bias < 0.015).all(), f"mean centre offset {bias} of the face side"
@@ -59,9 +49,7 @@ def test_finds_pasted_faces_where_they_are(detector):
 
 def test_faceless_frames_have_no_faces(detector):
     rng = np.random.default_rng(3)
-    frames = np.stack(
-        [scene(rng, 270, 480) for _ in range(12)] + [np.zeros((270, 480, 3), np.uint8)]
-    )
+    frames = np.stack([scene(rng, 270, 480) for _ in range(12)] + [np.zeros((270, 480, 3), np.uint8)])
     found = detector.detect(frames)  # every frame also went through the shrunk retry
     assert [len(d) for d in found] == [0] * len(frames)
 
@@ -73,9 +61,7 @@ def test_faces_filling_the_frame_are_found_by_the_shrunk_retry(detector):
     x0, y0, x1, y1 = ref["face_box"]
     pad = 0.1 * (x1 - x0)
     crop = (
-        Image.fromarray(ref["face"])
-        .crop((x0 - pad, y0 - pad, x1 + pad, y1 + pad))
-        .resize((240, 240), Image.BILINEAR)
+        Image.fromarray(ref["face"]).crop((x0 - pad, y0 - pad, x1 + pad, y1 + pad)).resize((240, 240), Image.BILINEAR)
     )
     frames = np.asarray(crop)[None]
     assert len(detector._detect_at(frames, 1.0)[0]) == 0
@@ -111,9 +97,7 @@ def test_letterbox_geometry():
     np.testing.assert_allclose(box.to_frame(corners), [[0, 0], [640, 360]], atol=1e-4)
     half = Letterbox.fit(480, 240, fill=0.5)
     assert (half.width, half.height, half.left, half.top) == (48, 96, 72, 48)
-    np.testing.assert_allclose(
-        half.to_frame(np.array([[72, 48], [120, 144]]) / 192), [[0, 0], [240, 480]], atol=1e-4
-    )
+    np.testing.assert_allclose(half.to_frame(np.array([[72, 48], [120, 144]]) / 192), [[0, 0], [240, 480]], atol=1e-4)
 
     frames = np.full((2, 360, 640, 3), 200, np.uint8)
     out, placed = letterbox(frames)

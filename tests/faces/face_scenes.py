@@ -14,9 +14,7 @@ import os
 import numpy as np
 from PIL import Image
 
-REFERENCE = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "data", "blazeface_reference.npz"
-)
+REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "blazeface_reference.npz")
 
 
 @functools.lru_cache(maxsize=1)
@@ -34,9 +32,7 @@ def scene(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
         x0, y0 = rng.integers(0, width), rng.integers(0, height)
         colour = rng.integers(0, 256, 3)
         if rng.random() < 0.5:
-            img[y0 : y0 + rng.integers(10, height // 3), x0 : x0 + rng.integers(10, width // 3)] = (
-                colour
-            )
+            img[y0 : y0 + rng.integers(10, height // 3), x0 : x0 + rng.integers(10, width // 3)] = colour
         else:
             r = rng.integers(6, height // 6)
             img[(yy - y0) ** 2 + (xx - x0) ** 2 < r * r] = colour

@@ -62,9 +62,7 @@ def test_smoothing_evens_out_jitter_and_keeps_steady_motion():
     raw_var, smooth_var = np.var(raw_err, axis=0), np.var(smooth_err, axis=0)
     # Whole windows (frames 2..7) average 5 frames: variance / 5; at the cut ends less is gained.
     assert (smooth_var[2:-2] < 0.35 * raw_var[2:-2]).all(), smooth_var / raw_var
-    assert smooth_var[[0, 1, -2, -1]].mean() < 0.75 * raw_var[[0, 1, -2, -1]].mean(), (
-        smooth_var / raw_var
-    )
+    assert smooth_var[[0, 1, -2, -1]].mean() < 0.75 * raw_var[[0, 1, -2, -1]].mean(), smooth_var / raw_var
 
 
 def test_largest_most_persistent_face_wins():
@@ -126,9 +124,7 @@ def test_crop_frames_takes_the_square_and_resizes():
     assert out.shape == (2, 32, 32, 3) and out.dtype == np.uint8
     # Pillow's filter reaches just past the square when it shrinks: the rim blends in.
     assert (out[0, 1:-1, 1:-1] == 255).all() and (out[0] > 200).all()
-    assert (
-        (out[1, 10:20, 10:20] == 255).all() and (out[1, :5] == 0).all() and (out[1, -5:] == 0).all()
-    )
+    assert (out[1, 10:20, 10:20] == 255).all() and (out[1, :5] == 0).all() and (out[1, -5:] == 0).all()
 
 
 def test_the_track_follows_a_face_moving_across_the_frame(detector):
@@ -147,15 +143,11 @@ def test_the_track_follows_a_face_moving_across_the_frame(detector):
     centre = (track.boxes[:, :2] + track.boxes[:, 2:]) / 2
     true_centre = (truth[:, :2] + truth[:, 2:]) / 2
     side = truth[0, 2] - truth[0, 0]
-    assert np.abs(centre - true_centre).max() <= 640 / 192 + 0.04 * side, np.abs(
-        centre - true_centre
-    ).max()
+    assert np.abs(centre - true_centre).max() <= 640 / 192 + 0.04 * side, np.abs(centre - true_centre).max()
     # The crops hold the face: their centres follow it, and the face fills 1/1.4 of them.
     sq_centre = (track.squares[:, :2] + track.squares[:, 2:]) / 2
     assert np.abs(sq_centre - centre).max() <= 1e-3
-    assert np.allclose(
-        track.squares[:, 2] - track.squares[:, 0], 1.4 * (track.boxes[:, 2] - track.boxes[:, 0])
-    )
+    assert np.allclose(track.squares[:, 2] - track.squares[:, 0], 1.4 * (track.boxes[:, 2] - track.boxes[:, 0]))
     crops = crop_frames(frames, track.squares, 96)
     assert crops.shape == (12, 96, 96, 3)
     assert not faces_fill_frame(track)

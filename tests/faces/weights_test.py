@@ -9,16 +9,12 @@ from grace_jax.faces import weights
 def test_shipped_file_is_complete_and_exact():
     raw = np.load(weights.DEFAULT_WEIGHTS)
     meta = weights.metadata()
-    assert (
-        meta["source_sha256"] == "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3"
-    )
+    assert meta["source_sha256"] == "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3"
     params = weights.load_params()  # raises unless the network reads every tensor, shapes fitting
     assert len(params) == len(raw.files) - 1 == 178
     # float16 -> float32 is exact, and the layout change only moves values.
     k = raw["conv2d_5/Kernel"]  # [O,1,1,I] -> [I,O]
-    np.testing.assert_array_equal(
-        np.asarray(params["conv2d_5/Kernel"]), k[:, 0, 0, :].T.astype(np.float32)
-    )
+    np.testing.assert_array_equal(np.asarray(params["conv2d_5/Kernel"]), k[:, 0, 0, :].T.astype(np.float32))
     dw = raw["depthwise_conv2d_3/Kernel"]  # [1,3,3,C] -> [3,3,1,C]
     np.testing.assert_array_equal(np.asarray(params["depthwise_conv2d_3/Kernel"])[:, :, 0], dw[0])
     stem = raw["conv2d/Kernel"]  # [O,3,3,I] -> HWIO

@@ -59,15 +59,24 @@ def test_library_errors_users_can_fix_are_user_errors():
     from data_prep.job import BuildError
     from data_prep.sources.datasets import SourceError
     from data_prep.writer import OutputExistsError
-    from grace_jax.interop.torch_pickle import ConversionError
     from grace_jax.data.errors import ClipError
     from grace_jax.interop.hf_export import ExportError
+    from grace_jax.interop.torch_pickle import ConversionError
     from grace_jax.models.clip_checkpoint import CheckpointError
-    from grace_jax.text.tokenizer import TokenizerError
     from grace_jax.run.workdir_lock import LockHeldError
+    from grace_jax.text.tokenizer import TokenizerError
 
-    for error in (BuildError, SourceError, OutputExistsError, ConversionError, ClipError, ExportError,
-                  CheckpointError, TokenizerError, LockHeldError):
+    for error in (
+        BuildError,
+        SourceError,
+        OutputExistsError,
+        ConversionError,
+        ClipError,
+        ExportError,
+        CheckpointError,
+        TokenizerError,
+        LockHeldError,
+    ):
         assert issubclass(error, errors.UserError), error
 
 
@@ -76,7 +85,8 @@ def _env(tmp: Path) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
     env["XLA_FLAGS"] = " ".join(
         [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
-        + ["--xla_force_host_platform_device_count=8"])
+        + ["--xla_force_host_platform_device_count=8"]
+    )
     env["PATH"] = str(tmp / "bin")  # empty: no tensorboard, gcloud, ... (python is run by its full path)
     return env
 
@@ -87,44 +97,80 @@ def _cases(tmp: Path, synthfer_dir: str, run_copy: str, locked: str) -> dict[str
     not_a_run.mkdir()
     (tmp / "bin").mkdir()
     demo = f"--config={REPO / 'configs' / 'demo.py'}"
-    tiny = ["--config.data.num_frames=4", "--config.model.num_frames=4", "--config.data.image_size=32",
-            "--config.optim.batch_size=8", "--config.optim.num_train_steps=6", "--config.train.log_every_steps=2",
-            "--config.train.eval_every_steps=1000", "--config.train.ckpt_every_steps=1000"]
+    tiny = [
+        "--config.data.num_frames=4",
+        "--config.model.num_frames=4",
+        "--config.data.image_size=32",
+        "--config.optim.batch_size=8",
+        "--config.optim.num_train_steps=6",
+        "--config.train.log_every_steps=2",
+        "--config.train.eval_every_steps=1000",
+        "--config.train.ckpt_every_steps=1000",
+    ]
     return {
         "main: a misspelt config field": (
-            ["grace_jax.main", demo, f"--workdir={tmp / 'w1'}", "--config.optim.bach_size=8"], 2,
-            ["--config.optim.bach_size=8", "no field optim.bach_size", "did you mean optim.batch_size?"]),
+            ["grace_jax.main", demo, f"--workdir={tmp / 'w1'}", "--config.optim.bach_size=8"],
+            2,
+            ["--config.optim.bach_size=8", "no field optim.bach_size", "did you mean optim.batch_size?"],
+        ),
         "main: data.dir missing": (
-            ["grace_jax.main", demo, f"--workdir={tmp / 'w2'}", f"--config.data.dir={tmp / 'nowhere'}"], 1,
-            [f"data.dir={tmp / 'nowhere'}: no such folder", "data_prep.build_dataset"]),
+            ["grace_jax.main", demo, f"--workdir={tmp / 'w2'}", f"--config.data.dir={tmp / 'nowhere'}"],
+            1,
+            [f"data.dir={tmp / 'nowhere'}: no such folder", "data_prep.build_dataset"],
+        ),
         "main: a finished run resumed with another prompt.n_ctx": (
-            ["grace_jax.main", demo, f"--workdir={run_copy}", f"--config.data.dir={synthfer_dir}", *tiny,
-             "--config.model.prompt.n_ctx=6"], 1,
-            ["model.prompt.n_ctx: 4 in config.json, 6 now", "another --workdir"]),
+            [
+                "grace_jax.main",
+                demo,
+                f"--workdir={run_copy}",
+                f"--config.data.dir={synthfer_dir}",
+                *tiny,
+                "--config.model.prompt.n_ctx=6",
+            ],
+            1,
+            ["model.prompt.n_ctx: 4 in config.json, 6 now", "another --workdir"],
+        ),
         "main: a workdir another trainer holds": (
-            ["grace_jax.main", demo, f"--workdir={locked}", f"--config.data.dir={synthfer_dir}", *tiny], 1,
-            [f"is in use by another trainer (pid {os.getpid()} on host", f"kill {os.getpid()}"]),
+            ["grace_jax.main", demo, f"--workdir={locked}", f"--config.data.dir={synthfer_dir}", *tiny],
+            1,
+            [f"is in use by another trainer (pid {os.getpid()} on host", f"kill {os.getpid()}"],
+        ),
         "predict: --workdir is not a run": (
-            ["grace_jax.predict", f"--workdir={not_a_run}", str(tmp)], 1,
-            [f"{not_a_run}/config.json: not found", "--workdir must be a grace_jax run"]),
+            ["grace_jax.predict", f"--workdir={not_a_run}", str(tmp)],
+            1,
+            [f"{not_a_run}/config.json: not found", "--workdir must be a grace_jax run"],
+        ),
         "predict: no inputs": (["grace_jax.predict", f"--workdir={not_a_run}"], 2, ["Give one or more videos"]),
         "evaluate: --workdir is not a run": (
-            ["grace_jax.evaluate", f"--workdir={not_a_run}", f"--data_dir={synthfer_dir}"], 1,
-            [f"{not_a_run}/config.json: not found"]),
+            ["grace_jax.evaluate", f"--workdir={not_a_run}", f"--data_dir={synthfer_dir}"],
+            1,
+            [f"{not_a_run}/config.json: not found"],
+        ),
         "export: --workdir is not a run": (
-            ["grace_jax.export", f"--workdir={not_a_run}", f"--out={tmp / 'export'}"], 1,
-            [f"{not_a_run}/config.json: not found"]),
+            ["grace_jax.export", f"--workdir={not_a_run}", f"--out={tmp / 'export'}"],
+            1,
+            [f"{not_a_run}/config.json: not found"],
+        ),
         "convert: no such checkpoint": (
-            ["grace_jax.convert", "dferclip", f"--checkpoint={tmp / 'nope.pth'}", f"--workdir={tmp / 'conv'}"], 1,
-            [f"{tmp / 'nope.pth'}: file not found"]),
+            ["grace_jax.convert", "dferclip", f"--checkpoint={tmp / 'nope.pth'}", f"--workdir={tmp / 'conv'}"],
+            1,
+            [f"{tmp / 'nope.pth'}: file not found"],
+        ),
         "folds: a run that has not finished": (
-            ["grace_jax.folds", str(not_a_run)], 1, [f"{not_a_run}/final_metrics.json: not found"]),
+            ["grace_jax.folds", str(not_a_run)],
+            1,
+            [f"{not_a_run}/final_metrics.json: not found"],
+        ),
         "build_dataset: --root is not a folder": (
-            ["data_prep.build_dataset", "--dataset=dfew", f"--root={tmp / 'nope'}", f"--out={tmp / 'shards'}"], 1,
-            [f"--root {tmp / 'nope'} is not a folder"]),
+            ["data_prep.build_dataset", "--dataset=dfew", f"--root={tmp / 'nope'}", f"--out={tmp / 'shards'}"],
+            1,
+            [f"--root {tmp / 'nope'} is not a folder"],
+        ),
         "launch.tpu: a tool that is not installed": (
-            ["launch.tpu", "--project=p", "--zone=z", "--name=n", "--workdir=gs://b/r", "--steps=tensorboard"], 1,
-            ["tensorboard: command not found"]),
+            ["launch.tpu", "--project=p", "--zone=z", "--name=n", "--workdir=gs://b/r", "--steps=tensorboard"],
+            1,
+            ["tensorboard: command not found"],
+        ),
     }
 
 
@@ -141,8 +187,9 @@ def command_results(tmp_path_factory, tiny_run, synthfer_dir):
     env = _env(tmp)
 
     def run(argv):
-        return subprocess.run([sys.executable, "-m", *argv], cwd=tmp, env=env, capture_output=True, text=True,
-                              timeout=180)
+        return subprocess.run(
+            [sys.executable, "-m", *argv], cwd=tmp, env=env, capture_output=True, text=True, timeout=180
+        )
 
     with workdir_lock.acquire(locked), concurrent.futures.ThreadPoolExecutor(2) as pool:
         results = dict(zip(cases, pool.map(run, [argv for argv, _, _ in cases.values()])))
@@ -150,10 +197,17 @@ def command_results(tmp_path_factory, tiny_run, synthfer_dir):
 
 
 CASES = (
-    "main: a misspelt config field", "main: data.dir missing", "main: a finished run resumed with another prompt.n_ctx",
-    "main: a workdir another trainer holds", "predict: --workdir is not a run", "predict: no inputs",
-    "evaluate: --workdir is not a run", "export: --workdir is not a run", "convert: no such checkpoint",
-    "folds: a run that has not finished", "build_dataset: --root is not a folder",
+    "main: a misspelt config field",
+    "main: data.dir missing",
+    "main: a finished run resumed with another prompt.n_ctx",
+    "main: a workdir another trainer holds",
+    "predict: --workdir is not a run",
+    "predict: no inputs",
+    "evaluate: --workdir is not a run",
+    "export: --workdir is not a run",
+    "convert: no such checkpoint",
+    "folds: a run that has not finished",
+    "build_dataset: --root is not a folder",
     "launch.tpu: a tool that is not installed",
 )
 

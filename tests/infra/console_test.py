@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from distributed_test import _args, _env
+
 from grace_jax.infra import console
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,8 +28,11 @@ def _own_file_names() -> set[str]:
 
 def _third_party_info(output: str) -> list[str]:
     own = _own_file_names()
-    return [line for line in output.splitlines()
-            if (m := ABSL_LINE.match(line)) and m.group(1) == "I" and m.group(2) not in own]
+    return [
+        line
+        for line in output.splitlines()
+        if (m := ABSL_LINE.match(line)) and m.group(1) == "I" and m.group(2) not in own
+    ]
 
 
 # ------------------------------------------------------------------------------------ in process
@@ -95,8 +98,14 @@ def resumed_runs(tiny_run, tiny_config, synthfer_dir, tmp_path_factory):
     def run(extra):
         workdir = tmp / ("verbose" if extra else "default")
         shutil.copytree(tiny_run[0], workdir)
-        return subprocess.run([sys.executable, "-m", "grace_jax.main", *_args(config, workdir), *extra],
-                              cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            [sys.executable, "-m", "grace_jax.main", *_args(config, workdir), *extra],
+            cwd=tmp,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         default, verbose = pool.map(run, [[], ["--verbosity=0"]])

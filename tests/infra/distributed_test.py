@@ -89,7 +89,11 @@ class Run:
         self.times: list[float] = []  # time.monotonic() at which each line arrived
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "grace_jax.main", *args],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -151,7 +155,8 @@ def _run_all(runs: list[Run], timeout: float) -> list[int]:
                     r._reader.join(timeout=10)
                 outputs = "\n".join(
                     f"--- process {i}: exit code {r.proc.returncode} ---\n{r.output(last=80)}"
-                    for i, r in enumerate(runs))
+                    for i, r in enumerate(runs)
+                )
                 raise AssertionError(f"exit codes {codes} ({'a run failed' if failed else 'stuck'}):\n{outputs}")
             time.sleep(0.1)
     finally:
@@ -213,9 +218,15 @@ def test_initialize_arguments_from_config_then_environment():
     cfg.enabled, cfg.coordinator_address, cfg.num_processes, cfg.process_id = True, "h:1", 2, 1
     cfg.coordinator_bind_address, cfg.heartbeat_timeout_s = "127.0.0.1:1", 7
     kw = distributed.initialize_kwargs(cfg, environ={"JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "3"})
-    assert kw == dict(coordinator_address="h:1", num_processes=2, process_id=1, initialization_timeout=300,
-                      heartbeat_timeout_seconds=7, shutdown_timeout_seconds=300,
-                      coordinator_bind_address="127.0.0.1:1")
+    assert kw == dict(
+        coordinator_address="h:1",
+        num_processes=2,
+        process_id=1,
+        initialization_timeout=300,
+        heartbeat_timeout_seconds=7,
+        shutdown_timeout_seconds=300,
+        coordinator_bind_address="127.0.0.1:1",
+    )
     # Nothing given: all None, left to jax's auto-detection (Cloud TPU, SLURM, ...).
     kw = distributed.initialize_kwargs(None, environ={})
     assert (kw["coordinator_address"], kw["num_processes"], kw["process_id"]) == (None, None, None)
@@ -226,6 +237,7 @@ def test_batch_rows_follow_the_devices_of_each_process():
 
     mesh = sharding.make_mesh({"data": -1})
     assert distributed.batch_rows(sharding.batch_sharding(mesh), 16) == (0, 1)  # one process holds all
+
     # Stand-in for one of two processes: a sharding whose addressable devices hold rows 8..15.
     class Half:
         def addressable_devices_indices_map(self, shape):
@@ -314,7 +326,9 @@ def test_two_processes_train_like_one_and_stop_together(sgd_one_process, tiny_co
     # Both took part in the checkpoint: each saved its data iterator's position. (The tiny state's
     # arrays are small and replicated, so their first replica, on process 0, writes them all.)
     assert {p.name for p in (workdir / f"checkpoints/last/{stopped}/data").glob("process_*.json")} == {
-        "process_0-of-2.json", "process_1-of-2.json"}
+        "process_0-of-2.json",
+        "process_1-of-2.json",
+    }
     again = _two_processes(config, workdir)
     assert _run_all(again, RUN_TIMEOUT_S) == [0, 0]
     print(f"2 processes x 4 devices, 6 steps in two runs: {time.monotonic() - start:.1f} s")
@@ -322,8 +336,10 @@ def test_two_processes_train_like_one_and_stop_together(sgd_one_process, tiny_co
     step_one, params_one = _last_checkpoint(one_workdir)
     step_two, params_two = _last_checkpoint(str(workdir))
     assert step_one == step_two == 6
-    diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b)), initial=0.0))
-             for a, b in zip(jax.tree.leaves(params_one), jax.tree.leaves(params_two), strict=True)]
+    diffs = [
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b)), initial=0.0))
+        for a, b in zip(jax.tree.leaves(params_one), jax.tree.leaves(params_two), strict=True)
+    ]
     print(f"max |params(2 processes) - params(1 process)| = {max(diffs):.3g}")
     assert max(diffs) <= 1e-6
     np.testing.assert_array_equal(_final_confusion(str(workdir)), np.asarray(one_summary["confusion"]))

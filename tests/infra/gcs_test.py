@@ -59,7 +59,7 @@ def _no_gs_folder(root):
 # ------------------------------------------------------------------------------ the path layer
 @pytest.mark.slow
 def test_path_layer_reads_writes_lists_on_gcs(gcs_env):
-    from grace_jax.infra import errors, paths
+    from grace_jax.infra import paths
 
     root = f"gs://{BUCKET}/layer"
     paths.makedirs(paths.join(root, "sub"))  # No folders on GCS: nothing to do, no error.
@@ -81,7 +81,7 @@ def test_path_layer_reads_writes_lists_on_gcs(gcs_env):
 
 
 def test_upload_tree_puts_the_marker_last(gcs_env, tmp_path):
-    from grace_jax.infra import errors, paths
+    from grace_jax.infra import paths
 
     for name in ("manifest.json", "a.array_record", "b.tsv"):
         (tmp_path / name).write_text(name)
@@ -107,7 +107,10 @@ def test_metric_writer_keeps_earlier_runs_records_on_gcs(gcs_env):
     second.close()
     records = metric_writers.read_metrics(workdir)
     assert [(r["step"], r["split"], r.get("loss", r.get("uar"))) for r in records] == [
-        (2, "train", 2.0), (4, "train", 4.0), (6, "train", 0.5), (6, "eval", 0.25)
+        (2, "train", 2.0),
+        (4, "train", 4.0),
+        (6, "train", 0.5),
+        (6, "eval", 0.25),
     ]
     events = gcs_env.list_objects(BUCKET, "metrics_run/tensorboard/")
     assert len(events) == 2 and all("events.out.tfevents" in e for e in events), events  # One per writer.
@@ -120,8 +123,11 @@ def test_plots_and_folds_on_gcs(gcs_env):
     png = plots.save_confusion_matrix(f"gs://{BUCKET}/plots/cm.png", np.eye(3) * 4, ["a", "b", "c"])
     assert gcs_env.read(BUCKET, "plots/cm.png")[:8] == b"\x89PNG\r\n\x1a\n" and png.startswith("gs://")
     for i, uar in enumerate((0.5, 0.7)):
-        gcs_env.upload(BUCKET, f"folds/f{i}/final_metrics.json",
-                       json.dumps({"last": {"uar": uar, "war": uar}, "best": {"uar": uar, "war": uar}}).encode())
+        gcs_env.upload(
+            BUCKET,
+            f"folds/f{i}/final_metrics.json",
+            json.dumps({"last": {"uar": uar, "war": uar}, "best": {"uar": uar, "war": uar}}).encode(),
+        )
     summary = folds.summarize_folds([f"gs://{BUCKET}/folds/f0", f"gs://{BUCKET}/folds/f1"])
     assert summary["uar_mean"] == pytest.approx(0.6)
     with pytest.raises(FileNotFoundError, match="gs://bucket/folds/f9/final_metrics.json"):
@@ -177,7 +183,9 @@ def test_workdir_lock_on_gcs_is_created_only_if_absent(gcs_env, capsys):
     workdir = f"gs://{BUCKET}/locked"
     with workdir_lock.acquire(workdir):
         assert json.loads(gcs_env.read(BUCKET, "locked/lock.json"))["pid"] == os.getpid()
-        with pytest.raises(workdir_lock.LockHeldError, match=f"is in use by another trainer \\(pid {os.getpid()} on host"):
+        with pytest.raises(
+            workdir_lock.LockHeldError, match=f"is in use by another trainer \\(pid {os.getpid()} on host"
+        ):
             workdir_lock.acquire(workdir)
     assert "locked/lock.json" not in gcs_env.list_objects(BUCKET, "locked/")  # released
     # Left by a trainer of this host that no longer runs: taken over.
@@ -185,7 +193,10 @@ def test_workdir_lock_on_gcs_is_created_only_if_absent(gcs_env, capsys):
     child.wait()
     gcs_env.upload(BUCKET, "locked/lock.json", json.dumps(dict(workdir_lock._this_process(), pid=child.pid)).encode())  # noqa: SLF001
     workdir_lock.acquire(workdir).release()
-    assert f"taking over {workdir}/lock.json: its trainer (pid {child.pid} on this host) no longer runs" in capsys.readouterr().err
+    assert (
+        f"taking over {workdir}/lock.json: its trainer (pid {child.pid} on this host) no longer runs"
+        in capsys.readouterr().err
+    )
     with pytest.raises(errors.NotFoundError, match="no bucket 'nobucket'"):
         workdir_lock.acquire("gs://nobucket/run")
 
@@ -209,10 +220,11 @@ def _write_config(tmp_path) -> str:
 
 def _run(args, env, cwd, timeout):
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, *args], env=env, cwd=cwd, capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run([sys.executable, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     print(f"{' '.join(args[:2])}: {time.perf_counter() - start:.0f} s")  # Shown with pytest -s / -rP.
-    assert result.returncode == 0, f"{args} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    assert result.returncode == 0, (
+        f"{args} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    )
     return result.stdout
 
 
@@ -251,16 +263,26 @@ def gcs_run(gcs_first_run, gcs_data):
 
 
 def _train(run, steps, data_dir):
-    return _run(["-m", "grace_jax.main", f"--config={run['config']}:{steps},{data_dir}", f"--workdir={run['workdir']}"],
-                run["env"], str(run["cwd"]), timeout=900)
+    return _run(
+        ["-m", "grace_jax.main", f"--config={run['config']}:{steps},{data_dir}", f"--workdir={run['workdir']}"],
+        run["env"],
+        str(run["cwd"]),
+        timeout=900,
+    )
 
 
 @pytest.mark.slow
 def test_gcs_first_run_wrote_its_outputs_to_the_bucket(gcs_first_run):
     assert "Resumed from" not in gcs_first_run["out"] and "step 2/2" in gcs_first_run["out"]
     objects = gcs_first_run["objects"]
-    for name in ("config.json", "classes.json", "metrics.jsonl", "final_metrics.json", "confusion_matrix.png",
-                 "learning_curves.png"):
+    for name in (
+        "config.json",
+        "classes.json",
+        "metrics.jsonl",
+        "final_metrics.json",
+        "confusion_matrix.png",
+        "learning_curves.png",
+    ):
         assert f"run/{name}" in objects, name
     assert any(o.startswith("run/checkpoints/last/2/") for o in objects)
     records = [json.loads(line) for line in gcs_first_run["metrics"].splitlines()]
@@ -294,8 +316,9 @@ def gcs_predicted(gcs_run):
     for i in range(6):
         Image.fromarray(np.full((32, 32, 3), 30 * i, np.uint8)).save(clip / f"{i + 1:05d}.jpg")
     env, cwd, workdir = gcs_run["env"], str(gcs_run["cwd"]), gcs_run["workdir"]
-    predict_out = _run(["-m", "grace_jax.predict", f"--workdir={workdir}", "--face_crop=none", str(clip)], env, cwd,
-                       timeout=600)
+    predict_out = _run(
+        ["-m", "grace_jax.predict", f"--workdir={workdir}", "--face_crop=none", str(clip)], env, cwd, timeout=600
+    )
     folds_out = _run(["-m", "grace_jax.folds", workdir, workdir], env, cwd, timeout=300)
     return dict(gcs_run, predict_out=predict_out, folds_out=folds_out)
 
@@ -316,12 +339,24 @@ def test_gcs_run_predict_and_folds_read_from_the_bucket(gcs, gcs_predicted):
 @pytest.mark.slow
 def test_gcs_run_wrote_everything_to_the_bucket_and_nothing_locally(gcs, gcs_predicted):
     objects = set(gcs.list_objects(BUCKET, "run/"))
-    for name in ("config.json", "classes.json", "metrics.jsonl", "confusion_matrix.png",
-                 "learning_curves.png", "final_metrics.json", "predictions/predictions.json",
-                 "predictions/predictions.csv", "predictions/clip_0001.png"):
+    for name in (
+        "config.json",
+        "classes.json",
+        "metrics.jsonl",
+        "confusion_matrix.png",
+        "learning_curves.png",
+        "final_metrics.json",
+        "predictions/predictions.json",
+        "predictions/predictions.csv",
+        "predictions/clip_0001.png",
+    ):
         assert f"run/{name}" in objects, name
-    for prefix in ("run/tensorboard/events.out.tfevents", "run/checkpoints/last/4/", "run/checkpoints/best/",
-                   "run/checkpoints/last/4/data/"):  # The grain iterator state too.
+    for prefix in (
+        "run/tensorboard/events.out.tfevents",
+        "run/checkpoints/last/4/",
+        "run/checkpoints/best/",
+        "run/checkpoints/last/4/data/",
+    ):  # The grain iterator state too.
         assert any(o.startswith(prefix) for o in objects), prefix
     assert not any(".tmp" in o for o in objects), [o for o in objects if ".tmp" in o]
     assert "run/lock.json" not in objects  # each trainer released the workdir's lock

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from grace_jax.interop import hf_export
 from grace_jax.infra import hub
+from grace_jax.interop import hf_export
 from grace_jax.models import clip as clip_lib
 from grace_jax.models import clip_checkpoint
 from grace_jax.text.tokenizer import Tokenizer
@@ -34,8 +34,20 @@ def _main(tmp_path, name: str, overrides: list[str], **env_changes) -> tuple[sub
             env[key] = value
     start = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "grace_jax.main", "--config=configs/demo.py", f"--workdir={tmp_path / name}",
-         *overrides], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "grace_jax.main",
+            "--config=configs/demo.py",
+            f"--workdir={tmp_path / name}",
+            *overrides,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return done, time.monotonic() - start
 
 
@@ -47,12 +59,17 @@ def test_a_hub_name_without_network_fails_at_once_in_one_line(tmp_path):
     Before: SynthFER generated, then 52 retry lines over minutes."""
     port = _closed_port()
     # The variant of those weights too: the demo's tiny variant with ViT-B/16 weights is refused first.
-    init = [f"--config.model.clip.init={MODEL}", "--config.model.clip.tokenizer=",
-            "--config.model.clip.variant=ViT-B/16"]
+    init = [
+        f"--config.model.clip.init={MODEL}",
+        "--config.model.clip.tokenizer=",
+        "--config.model.clip.variant=ViT-B/16",
+    ]
     runs = {
         "offline": (init, {"HF_HUB_OFFLINE": "1"}),
-        "no_network": (init, {"HF_HUB_OFFLINE": None, "TRANSFORMERS_OFFLINE": None,
-                              "HF_ENDPOINT": f"http://127.0.0.1:{port}"}),
+        "no_network": (
+            init,
+            {"HF_HUB_OFFLINE": None, "TRANSFORMERS_OFFLINE": None, "HF_ENDPOINT": f"http://127.0.0.1:{port}"},
+        ),
         "baseline": (["--config.optim.batch_size=0"], {}),
     }
     with concurrent.futures.ThreadPoolExecutor(len(runs)) as pool:
@@ -74,7 +91,7 @@ def test_a_hub_name_without_network_fails_at_once_in_one_line(tmp_path):
         # check itself takes 0.5 s. The retrying version took minutes.
         assert elapsed < baseline[1] + 8, f"baseline {baseline[1]:.1f} s; {said}"
         assert not (tmp_path / name).exists(), said  # nothing was started: no SynthFER generated
-    assert "HF_HUB_OFFLINE is set" in [l for l in results["offline"][0].stderr.splitlines() if "error" in l][0]
+    assert "HF_HUB_OFFLINE is set" in [line for line in results["offline"][0].stderr.splitlines() if "error" in line][0]
     assert f"http://127.0.0.1:{port} cannot be reached" in results["no_network"][0].stderr
 
 
@@ -93,7 +110,6 @@ def _cache_repo(cache, name: str):
 def cached_clip(tmp_path, monkeypatch):
     """A tiny CLIP with its tokenizer under the hub name someone/tiny-clip, in a fresh hub cache."""
     import huggingface_hub.constants as constants
-
     from clip_fixtures import write_hf_clip, write_tokenizer_dir
 
     cache = tmp_path / "hub"

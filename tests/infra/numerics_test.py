@@ -55,9 +55,7 @@ def _env(fusion: str) -> dict:
 def test_the_test_process_runs_with_the_fusion_off():
     # conftest.py imports grace_jax right after setting its own XLA_FLAGS, before jax starts.
     if cpu_numerics.status in ("user-set", "opted-out"):
-        pytest.skip(
-            f"the ynn fusion setting comes from the caller's environment ({cpu_numerics.status})"
-        )
+        pytest.skip(f"the ynn fusion setting comes from the caller's environment ({cpu_numerics.status})")
     flags = os.environ["XLA_FLAGS"].split()
     assert "--xla_force_host_platform_device_count=8" in flags
     assert cpu_numerics.OFF in flags
@@ -199,8 +197,7 @@ def test_jaxlib_sum_miscompile(fusion):
 # module's first test (`_eager_side`), so that it also overlaps the tests above, which mostly wait on
 # interpreters of their own starting up.
 _EAGER_XLA_FLAGS = (
-    "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
-    "--xla_cpu_use_fusion_emitters=false"
+    "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true --xla_cpu_use_fusion_emitters=false"
 )
 
 
@@ -234,9 +231,7 @@ def _case():
     }
 
     def loss(params, frozen, rest):
-        return steps.forward(
-            held["graphdef"], params, frozen, rest, batch, loss_cfg=dict(model.loss)
-        )
+        return steps.forward(held["graphdef"], params, frozen, rest, batch, loss_cfg=dict(model.loss))
 
     return build, jax.value_and_grad(loss, has_aux=True)
 

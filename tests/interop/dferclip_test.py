@@ -65,9 +65,7 @@ def _torch_model():
     )
     torch.manual_seed(0)
     clip = dt.CLIP(SIZE).randomize_norms_and_biases()
-    model = dt.GenerateModel(
-        SENTENCES, clip, tokenize, num_frames=FRAMES, temporal_dim_head=16, temporal_mlp_dim=64
-    )
+    model = dt.GenerateModel(SENTENCES, clip, tokenize, num_frames=FRAMES, temporal_dim_head=16, temporal_mlp_dim=64)
     dt.set_trainable(model)
     optimizer = dt.make_optimizer(model, lr=0.1, lr_image_encoder=0.01, lr_prompt_learner=0.1)
     video = torch.rand(2, FRAMES, 3, SIZE.image_resolution, SIZE.image_resolution)
@@ -156,8 +154,7 @@ def test_predict_on_frame_folders_equals_pytorch_softmax(official, converted, tm
     folder.mkdir()
     for i, frame in enumerate(video[0]):  # lossless, at the model's size: the frames as they are
         Image.fromarray(frame).save(folder / f"{i + 1:05d}.png")
-    results, errors = predict.run(converted[0], [str(folder)], str(tmp_path / "out"), pictures=False,
-                                  face_crop="none")
+    results, errors = predict.run(converted[0], [str(folder)], str(tmp_path / "out"), pictures=False, face_crop="none")
     assert errors == []
     logits = _torch_logits(model_t, video)[0]
     softmax = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
@@ -249,8 +246,8 @@ def test_converted_run_fine_tunes_and_evaluates(converted, synthfer_dir, tmp_pat
     """Training continues from the converted weights (step 0) with the run's own config."""
     import shutil
 
-    from grace_jax.configs import run as run_config
     from grace_jax import train
+    from grace_jax.configs import run as run_config
 
     workdir = str(tmp_path / "finetune")
     shutil.copytree(converted[0], workdir)

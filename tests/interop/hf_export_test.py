@@ -34,9 +34,7 @@ def _clips(tmp_path):
         folder = tmp_path / f"clip{k}"
         folder.mkdir()
         for i in range(n):
-            Image.fromarray(rng.randint(0, 255, (40, 40, 3), dtype=np.uint8)).save(
-                folder / f"{i + 1:05d}.png"
-            )
+            Image.fromarray(rng.randint(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i + 1:05d}.png")
         inputs.append(str(folder))
     return inputs
 
@@ -56,13 +54,18 @@ def test_the_folder_holds_safetensors_config_classes_and_card_and_no_pickle(expo
     config = json.load(open(os.path.join(out, "config.json")))
     assert config["model"]["clip"]["init"] == "" and config["model"]["clip"]["architecture"]
     assert config["model"]["prompt"]["token_ids"] and config["model"]["cate"]["token_ids"]
-    assert json.load(open(os.path.join(out, "classes.json"))) == json.load(
-        open(os.path.join(workdir, "classes.json"))
-    )
+    assert json.load(open(os.path.join(out, "classes.json"))) == json.load(open(os.path.join(workdir, "classes.json")))
     card = open(os.path.join(out, "README.md")).read()
     assert card.startswith("---\nlibrary_name: grace_jax\n")
-    for text in ("## Classes", "| 0 | happiness |", "## Metrics", "training, best", "## Sources",
-                 "python -m grace_jax.predict --model=grace-tiny", "python -m grace_jax.export"):
+    for text in (
+        "## Classes",
+        "| 0 | happiness |",
+        "## Metrics",
+        "training, best",
+        "## Sources",
+        "python -m grace_jax.predict --model=grace-tiny",
+        "python -m grace_jax.export",
+    ):
         assert text in card, text
 
 

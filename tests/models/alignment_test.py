@@ -79,9 +79,7 @@ def test_zero_mass_rows_are_exactly_zero_and_rest_matches_pot():
     plan = np.asarray(out.plan, np.float64)
     assert np.all(plan[8:] == 0.0)
     # Zero-mass tokens must not perturb the others: compare to POT on the support only.
-    ref = ot.sinkhorn(
-        a[:8], b, cost[:8], 0.05, method="sinkhorn_log", numItermax=100_000, stopThr=1e-12
-    )
+    ref = ot.sinkhorn(a[:8], b, cost[:8], 0.05, method="sinkhorn_log", numItermax=100_000, stopThr=1e-12)
     assert np.abs(plan[:8] - ref).max() <= 1e-5 * ref.max()
 
 
@@ -128,9 +126,7 @@ def _implicit_and_unrolled_grads(c, x, b, w):
     """d <plan, w> / d (cost, a), by implicit differentiation and by unrolling."""
 
     def loss(c, x, implicit):
-        plan = alignment.sinkhorn_plan(
-            c, x, b, epsilon=0.1, max_iterations=300, threshold=1e-7, implicit=implicit
-        )
+        plan = alignment.sinkhorn_plan(c, x, b, epsilon=0.1, max_iterations=300, threshold=1e-7, implicit=implicit)
         return jnp.sum(plan * w)
 
     return jax.grad(loss, (0, 1))(c, x, True), jax.grad(loss, (0, 1))(c, x, False)
@@ -163,9 +159,7 @@ def test_ot_scores_broadcast_over_classes():
     visual = jnp.asarray(rng.normal(size=(2, 1, 7, 8)), jnp.float32)
     tmass = jnp.full((1, 3, 5), 0.2)
     vmass = jnp.full((2, 1, 7), 1 / 7)
-    scores, res = _ot_scores(
-        text, tmass, visual, vmass, epsilon=0.1, threshold=1e-5, max_iterations=1000
-    )
+    scores, res = _ot_scores(text, tmass, visual, vmass, epsilon=0.1, threshold=1e-5, max_iterations=1000)
     assert scores.shape == (2, 3) and res.plan.shape == (2, 3, 5, 7)
     assert bool(jnp.all(jnp.abs(scores) <= 1.0 + 1e-5))
 
@@ -184,8 +178,15 @@ def test_semi_relaxed_matches_pot_unbalanced(tau_b):
     eps = 0.1
     rho = eps * tau_b / (1 - tau_b)
     ref = ot.unbalanced.sinkhorn_unbalanced(
-        a, b, cost, eps, (float("inf"), rho), method="sinkhorn", reg_type="entropy",
-        numItermax=100_000, stopThr=1e-13,
+        a,
+        b,
+        cost,
+        eps,
+        (float("inf"), rho),
+        method="sinkhorn",
+        reg_type="entropy",
+        numItermax=100_000,
+        stopThr=1e-13,
     )
     out = _solve_ot(*_f32(cost, a, b), epsilon=eps, tau_b=tau_b, max_iterations=5000, threshold=1e-7)
     plan = np.asarray(out.plan, np.float64)
@@ -204,8 +205,9 @@ def test_semi_relaxed_column_mass_follows_the_text_balanced_does_not():
     a = jnp.full((2, 5), 0.2)
     b = jnp.full((30,), 1 / 30)
     for tau_b, expect_own in ((0.5, True), (1.0, False)):
-        _, res = _ot_scores(text, a, visual[None], b[None], epsilon=0.05, tau_b=tau_b,
-                            max_iterations=2000, threshold=1e-6)
+        _, res = _ot_scores(
+            text, a, visual[None], b[None], epsilon=0.05, tau_b=tau_b, max_iterations=2000, threshold=1e-6
+        )
         cols = np.asarray(res.plan.sum(-2))  # [2, 30]
         if expect_own:
             assert cols[0, :5].sum() > 0.8 and cols[1, 20:25].sum() > 0.8
@@ -231,6 +233,7 @@ def test_probe_counts_problems_whose_gradient_was_zeroed():
     rng = np.random.default_rng(14)
     cost, a, b = _problem(rng, 6, 9)
     costs = jnp.asarray(np.stack([cost, cost, cost]), jnp.float32)
+
     @jax.jit
     def grads(costs, probe):
         def loss(c, probe):

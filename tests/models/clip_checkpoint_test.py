@@ -69,9 +69,7 @@ def _outputs(model, images, ids):
 # OpenAI's loader infers heads as width // 64, so its checkpoints follow that rule.
 OPENAI_SMALL = clip_lib.CLIPConfig(
     clip_lib.VisionConfig(image_size=32, patch_size=8, width=128, layers=2, heads=2, mlp_dim=256),
-    clip_lib.TextConfig(
-        vocab_size=1024, width=128, layers=2, heads=2, mlp_dim=256, eos_token_id=1023
-    ),
+    clip_lib.TextConfig(vocab_size=1024, width=128, layers=2, heads=2, mlp_dim=256, eos_token_id=1023),
     64,
 )
 
@@ -111,9 +109,7 @@ def test_openai_checkpoint_loads_to_the_same_model(tmp_path, container):
 
 def test_openai_resnet_checkpoint_is_refused(tmp_path):
     path = str(tmp_path / "RN50.pt")
-    torch.save(
-        {"visual.conv1.weight": torch.zeros(64, 3, 3, 3), "ln_final.weight": torch.zeros(8)}, path
-    )
+    torch.save({"visual.conv1.weight": torch.zeros(64, 3, 3, 3), "ln_final.weight": torch.zeros(8)}, path)
     with pytest.raises(clip_checkpoint.CheckpointError, match="RN50.pt.*ResNet"):
         clip_checkpoint.load_pretrained(path)
 

@@ -38,9 +38,7 @@ def test_shapes_and_names_match_hugging_face(variant):
 
     with torch.device("meta"):  # Names and shapes only: nothing is allocated, even for ViT-L.
         reference = transformers.CLIPModel(clip_fixtures.hf_config(config))
-    expected = {
-        k: tuple(p.shape) for k, p in reference.state_dict().items() if "position_ids" not in k
-    }
+    expected = {k: tuple(p.shape) for k, p in reference.state_dict().items() if "position_ids" not in k}
     ours = {}
     for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         shape = tuple(var.shape)

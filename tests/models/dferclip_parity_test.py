@@ -37,9 +37,9 @@ from flax import nnx
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 import dferclip_torch as dt  # noqa: E402
 
-from grace_jax.configs import dferclip  # noqa: E402
 from grace_jax import optim, steps  # noqa: E402
 from grace_jax import state as state_lib  # noqa: E402
+from grace_jax.configs import dferclip  # noqa: E402
 from grace_jax.models import clip_checkpoint  # noqa: E402
 from grace_jax.text import tiny_vocab  # noqa: E402
 from grace_jax.text.tokenizer import Tokenizer  # noqa: E402

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from grace_jax.configs import base
 from grace_jax import losses
+from grace_jax.configs import base
 from grace_jax.models import clip as clip_lib
 from grace_jax.models import grace, prompts
 
@@ -172,8 +172,14 @@ def test_aux_and_ot_outputs(full_step):
     assert np.all((maps > 0).sum(axis=3) <= 5)
     pred = np.asarray(jnp.argmax(logits, -1))
     np.testing.assert_array_equal(aux["ot_visual_mass"], maps[np.arange(b), pred])
-    for key in ("ot_converged", "ot_iterations", "ot_epsilon", "ot_cost_std", "ot_mutual_information",
-                "ot_visual_entropy"):
+    for key in (
+        "ot_converged",
+        "ot_iterations",
+        "ot_epsilon",
+        "ot_cost_std",
+        "ot_mutual_information",
+        "ot_visual_entropy",
+    ):
         assert aux[key].shape == (b, c), key
     assert aux["ot_converged"].dtype == jnp.bool_
     assert np.all(np.asarray(aux["ot_mutual_information"]) >= -1e-6)
@@ -323,9 +329,7 @@ def test_caption_ot_is_bounded_and_a_clip_without_caption_does_not_slow_the_othe
         out[length] = aux
     # Real captions score the same cut or not (caption 2's stand-in is spread over the kept positions,
     # so it differs; the loss masks that column out).
-    np.testing.assert_allclose(
-        out[12]["caption_scores"][:, :2], out[77]["caption_scores"][:, :2], rtol=1e-4, atol=1e-5
-    )
+    np.testing.assert_allclose(out[12]["caption_scores"][:, :2], out[77]["caption_scores"][:, :2], rtol=1e-4, atol=1e-5)
     iters = np.asarray(out[12]["caption_ot_iterations"])
     assert iters.shape == (3, 3) and iters.max() < 100, iters  # no problem ran to the budget
     # Bounded visual side: caption_top_k keeps that many tokens per clip (here 2 of each frame's 16).

@@ -16,9 +16,7 @@ def _clip_with_moving_region(rng, t=6, size=32, patch=8, rows=(1, 2), cols=(2, 3
     for i in range(t):
         frames[i, r0:r1, c0:c1] += np.sin(i) * rng.normal(size=(r1 - r0, c1 - c0, 3))
     grid = size // patch
-    region = [
-        r * grid + c for r in range(rows[0], rows[1] + 1) for c in range(cols[0], cols[1] + 1)
-    ]
+    region = [r * grid + c for r in range(rows[0], rows[1] + 1) for c in range(cols[0], cols[1] + 1)]
     return jnp.asarray(frames[None]), region
 
 
@@ -115,9 +113,9 @@ def test_learned_head_starts_as_the_fixed_weighting_and_learns_to_ignore_a_motio
     """At initialisation the head's weights equal the fixed weighting's; a few gradient steps on
     'put mass on the region whose features change along direction u' make it prefer that region over
     a region that moves more in pixels (the distractor)."""
-    from flax import nnx
     import jax
     import optax
+    from flax import nnx
 
     rng = np.random.default_rng(6)
     b, t, p, d = 8, 4, 9, 16

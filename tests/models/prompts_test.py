@@ -12,9 +12,9 @@ from flax import nnx
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 import clip_fixtures  # noqa: E402
 
-from grace_jax.text import class_cues  # noqa: E402
 from grace_jax.models import clip as clip_lib  # noqa: E402
 from grace_jax.models import prompts  # noqa: E402
+from grace_jax.text import class_cues  # noqa: E402
 from grace_jax.text.tokenizer import Tokenizer  # noqa: E402
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from grace_jax.configs import demo
 from grace_jax import state as state_lib
+from grace_jax.configs import demo
 from grace_jax.models import clip as clip_lib
 from grace_jax.models import grace, prompts
 from grace_jax.text.tokenizer import BUILTIN_TINY, Tokenizer
@@ -41,9 +41,7 @@ def test_a_config_with_token_ids_and_architecture_builds_without_a_tokenizer():
     tok = Tokenizer.from_pretrained(BUILTIN_TINY)
     reference = grace.class_tokens_from_config(c.model, tok)
     assert grace.needs_tokenizer(c.model)
-    c.model.prompt.token_ids = prompts.rows_from_ids(
-        reference.prompt_ids, reference.prompt_eot, c.model.prompt.n_ctx
-    )
+    c.model.prompt.token_ids = prompts.rows_from_ids(reference.prompt_ids, reference.prompt_eot, c.model.prompt.n_ctx)
     c.model.clip.tokenizer = ""  # nothing to load a tokenizer from
     size = clip_lib.config_to_dict(clip_lib.clip_config("tiny"))
     size["vision"]["heads"] = 2  # not a named variant any more

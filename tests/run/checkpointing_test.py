@@ -18,9 +18,7 @@ def test_roundtrip_keeps_values_and_shardings(tmp_path):
     ckpt.save(7, state)
     ckpt.save(7, jax.tree.map(lambda x: x * 2, state), metrics={"uar": 0.5}, best=True)
     ckpt.wait()
-    abstract = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
-    )
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
     step, restored = ckpt.restore(abstract)
     assert step == 7 and ckpt.latest_step() == 7
     np.testing.assert_array_equal(restored["w"], state["w"])
@@ -76,13 +74,25 @@ def test_two_processes_save_best_and_last_of_one_step_at_once(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{s.getsockname()[1]}"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(
-        [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
-        + ["--xla_force_host_platform_device_count=4"]))
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=" ".join(
+            [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+            + ["--xla_force_host_platform_device_count=4"]
+        ),
+    )
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
-    procs = [subprocess.Popen([sys.executable, "-c", _TWO_PROCESS_WORKER, address, str(i), str(tmp_path)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _TWO_PROCESS_WORKER, address, str(i), str(tmp_path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     try:
         outputs = [p.communicate(timeout=120)[0] for p in procs]
     finally:
@@ -93,5 +103,7 @@ def test_two_processes_save_best_and_last_of_one_step_at_once(tmp_path):
     ckpt = checkpointing.Checkpoints(str(tmp_path))
     assert ckpt.latest_step() == 4 and ckpt.best_metrics() == {"uar": 0.4}
     assert {p.name for p in (tmp_path / "last" / "4" / "state").glob("ocdbt.process_*")} == {
-        "ocdbt.process_0", "ocdbt.process_1"}
+        "ocdbt.process_0",
+        "ocdbt.process_1",
+    }
     ckpt.close()

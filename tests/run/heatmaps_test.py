@@ -33,16 +33,21 @@ def test_clip_figure_states_the_scaling_and_labels_rows_and_colour_bar(tmp_path)
     motion = rng.rand(4, 4) * 0.05
     ot = rng.rand(4, 4)
     context = ("whole frame", rng.randint(0, 255, size=(4, 9, 16, 3)).astype(np.uint8))
-    fig = heatmaps.build_clip_figure(frames, [("motion weight", motion), ("OT mass: sadness", ot)],
-                                     "clip.mp4: sadness (0.62)", context=context)
+    fig = heatmaps.build_clip_figure(
+        frames, [("motion weight", motion), ("OT mass: sadness", ot)], "clip.mp4: sadness (0.62)", context=context
+    )
     assert fig.get_suptitle() == "clip.mp4: sadness (0.62)"
     assert [t.get_text() for t in fig.texts if t is not fig._suptitle] == [heatmaps.SCALE_NOTE]  # noqa: SLF001
     assert "divided by its own maximum" in heatmaps.SCALE_NOTE
     grid = [ax for ax in fig.axes if getattr(ax, "_colorbar", None) is None]
     assert len(grid) == 4 * 4  # context, frames, two heat-map rows; 4 frames each
     row_labels = [ax.get_ylabel() for ax in grid[::4]]
-    assert row_labels == ["whole frame", "frames", f"motion weight\n(max {motion.max():.3g})",
-                          f"OT mass: sadness\n(max {ot.max():.3g})"]
+    assert row_labels == [
+        "whole frame",
+        "frames",
+        f"motion weight\n(max {motion.max():.3g})",
+        f"OT mass: sadness\n(max {ot.max():.3g})",
+    ]
     assert [ax.get_title() for ax in grid[:4]] == ["frame 1", "frame 2", "frame 3", "frame 4"]
     bars = [ax._colorbar for ax in fig.axes if getattr(ax, "_colorbar", None) is not None]  # noqa: SLF001
     assert len(bars) == 1 and bars[0].ax.get_ylabel() == heatmaps.COLOUR_BAR_LABEL

@@ -12,7 +12,6 @@ import time
 import jax
 import numpy as np
 import pytest
-
 from distributed_test import RUN_TIMEOUT_S, Run, _args, _env, _final_confusion, _last_checkpoint
 
 # Kills training subprocesses at many moments and restarts them.
@@ -36,8 +35,9 @@ def _train_records(workdir) -> dict[int, dict]:
     return {r["step"]: r for r in train}
 
 
-def test_sigkill_at_any_moment_then_restart_matches_the_uninterrupted_run(tiny_run, tiny_config, synthfer_dir,
-                                                                         tmp_path):
+def test_sigkill_at_any_moment_then_restart_matches_the_uninterrupted_run(
+    tiny_run, tiny_config, synthfer_dir, tmp_path
+):
     straight, summary = tiny_run  # 6 steps, a record every 2 steps (the mean of those 2 steps)
     config = tiny_config(synthfer_dir, 6)
     config.train.log_every_steps = 1  # per-step losses, and a line per step to kill at
@@ -72,7 +72,9 @@ def test_sigkill_at_any_moment_then_restart_matches_the_uninterrupted_run(tiny_r
     finally:
         last.kill()
     out = last.output(last=None)
-    assert "warning: taking over" in out and re.search(rf"Resumed from .* at step ({resumed}|{resumed + 2})\.", out), out
+    assert "warning: taking over" in out and re.search(rf"Resumed from .* at step ({resumed}|{resumed + 2})\.", out), (
+        out
+    )
     assert not (workdir / "lock.json").exists()  # released at the end
 
     ours, theirs = _train_records(str(workdir)), _train_records(straight)

@@ -77,16 +77,20 @@ def test_an_interval_change_is_taken_and_said(tiny_run, tiny_config, synthfer_di
     assert _stored(workdir)["train"]["log_every_steps"] == 3  # config.json now says what this run used
 
 
-def test_a_checkpoint_that_does_not_fit_is_named_even_without_config_json(tiny_run, tiny_config, synthfer_dir,
-                                                                          tmp_path):
+def test_a_checkpoint_that_does_not_fit_is_named_even_without_config_json(
+    tiny_run, tiny_config, synthfer_dir, tmp_path
+):
     # config.json lost (or edited): the comparison cannot help, the checkpoint's own shapes still do.
     workdir = str(tmp_path / "run")
     shutil.copytree(tiny_run[0], workdir)
     os.remove(os.path.join(workdir, "config.json"))
     config = tiny_config(synthfer_dir, 6)
     config.model.prompt.n_ctx = 6
-    with pytest.raises(errors.ConfigError, match=r"params/prompts/ctx/value: stored \(7, 4, 64\), the config makes "
-                                              r"\(7, 6, 64\)"):
+    with pytest.raises(
+        errors.ConfigError,
+        match=r"params/prompts/ctx/value: stored \(7, 4, 64\), the config makes "
+        r"\(7, 6, 64\)",
+    ):
         train.train_and_evaluate(config, workdir)
 
 

@@ -21,8 +21,11 @@ def test_count_names_and_cues_come_from_the_manifest():
     config = _config()
     out = class_set.resolve(config, OWN)
     assert out.model.num_classes == 3 and tuple(out.model.class_names) == ("calm", "happy", "tense")
-    assert tuple(out.model.class_cues) == ("a face with a calm expression.", "a face with a happy expression.",
-                                           "a face with a tense expression.")
+    assert tuple(out.model.class_cues) == (
+        "a face with a calm expression.",
+        "a face with a happy expression.",
+        "a face with a tense expression.",
+    )
     assert config.model.num_classes == 0 and tuple(config.model.class_names) == ()  # a copy was changed
     # Cues the config gives are kept; names it gives win over the data's (same count).
     config.model.class_cues = ("still.", "smiling.", "clenched.")
@@ -46,7 +49,8 @@ def test_a_count_that_does_not_match_the_data_names_both():
     assert str(e.value) == (
         "/data/own/manifest.json lists 3 classes but model.num_classes is 7 (the data's classes: calm, happy, "
         "tense): set --config.model.num_classes=3 (or 0, the data's count), or point data.dir at the dataset "
-        "this config is for.")
+        "this config is for."
+    )
     with pytest.raises(errors.ConfigError, match="SynthFER .* has 7 classes but model.num_classes is 3"):
         class_set.resolve(_config(3, ""), None)
     with pytest.raises(errors.ConfigError, match="lists no class_names: set --config.model.num_classes"):

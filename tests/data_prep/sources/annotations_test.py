@@ -8,12 +8,26 @@ from data_prep.sources.annotations import parse_list_file, reroot
 @pytest.mark.parametrize(
     "listed,root,anchors,expected",
     [
-        ("/home/x/DFEW/DFEW_Frame_Face/03271", "/data/DFEW", ("DFEW",), ("/data/DFEW/DFEW_Frame_Face/03271", "DFEW_Frame_Face/03271")),
+        (
+            "/home/x/DFEW/DFEW_Frame_Face/03271",
+            "/data/DFEW",
+            ("DFEW",),
+            ("/data/DFEW/DFEW_Frame_Face/03271", "DFEW_Frame_Face/03271"),
+        ),
         # The root's own folder name is an anchor too, and matching ignores case.
-        ("/mnt/a/ferv39K/2_ClipsforFaceCrop/Action/Sad/0015", "/data/fer", ("FERV39k", "fer"),
-         ("/data/fer/2_ClipsforFaceCrop/Action/Sad/0015", "2_ClipsforFaceCrop/Action/Sad/0015")),
+        (
+            "/mnt/a/ferv39K/2_ClipsforFaceCrop/Action/Sad/0015",
+            "/data/fer",
+            ("FERV39k", "fer"),
+            ("/data/fer/2_ClipsforFaceCrop/Action/Sad/0015", "2_ClipsforFaceCrop/Action/Sad/0015"),
+        ),
         # The last matching component wins: an outer folder with the same name is not the dataset folder.
-        ("/DFEW/backup/DFEW/DFEW_Frame_Face/1", "/d/DFEW", ("DFEW",), ("/d/DFEW/DFEW_Frame_Face/1", "DFEW_Frame_Face/1")),
+        (
+            "/DFEW/backup/DFEW/DFEW_Frame_Face/1",
+            "/d/DFEW",
+            ("DFEW",),
+            ("/d/DFEW/DFEW_Frame_Face/1", "DFEW_Frame_Face/1"),
+        ),
         ("C:\\data\\MAFW\\frames\\00025", "/srv/MAFW", ("MAFW",), ("/srv/MAFW/frames/00025", "frames/00025")),
         ("frames/00025", "/srv/MAFW", ("MAFW",), ("/srv/MAFW/frames/00025", "frames/00025")),
         ("frames/00025", None, ("MAFW",), ("/lists/frames/00025", "frames/00025")),

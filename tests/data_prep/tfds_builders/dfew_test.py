@@ -17,8 +17,9 @@ from grace_jax.data import schema  # noqa: E402
 
 
 def test_dfew_fold_has_the_shards_clips_and_their_bad_clip_report(dfew_tree, tmp_path):
-    done = prepare.build("dfew", str(dfew_tree), str(tmp_path / "tfds"), fold=1, frame_size=32,
-                         max_bad_fraction=0.6, progress=False)
+    done = prepare.build(
+        "dfew", str(dfew_tree), str(tmp_path / "tfds"), fold=1, frame_size=32, max_bad_fraction=0.6, progress=False
+    )
     assert done.name == "dfew/fold_1_32px" and done.num_clips == {"train": 3, "test": 2}
     shards = shard_records(dfew_tree, tmp_path / "shards", dataset="dfew", fold=1, max_bad_fraction=0.6)
     for split in ("train", "test"):

@@ -16,8 +16,9 @@ from data_prep.tfds_builders import prepare  # noqa: E402
 
 def test_mafw_eleven_classes_and_captions(mafw_tree, tmp_path):
     root, captions = mafw_tree
-    done = prepare.build("mafw", str(root), str(tmp_path / "tfds"), fold=2, frame_size=32, captions=str(captions),
-                         progress=False)
+    done = prepare.build(
+        "mafw", str(root), str(tmp_path / "tfds"), fold=2, frame_size=32, captions=str(captions), progress=False
+    )
     train = examples(done.name, tmp_path / "tfds", "train")
     assert train["data/frames/00025"]["caption"] == b"The man frowns, lips pressed."
     assert not train["data/frames/00026"]["has_caption"] and train["data/frames/00026"]["label"] == 7
