@@ -53,7 +53,7 @@ from absl import app, flags
 from PIL import Image
 
 from data_prep import job
-from grace_jax.data import clip_transforms, device_transforms, input_pipeline, schema
+from grace_jax.data import clip_transforms, crops, device_transforms, input_pipeline, schema
 from grace_jax.data.segments import segment_indices
 
 FLAGS = flags.FLAGS
@@ -124,7 +124,7 @@ class DferPilTransform(grain.transforms.RandomMap):
         for i in indices:
             image = Image.open(paths[i]).convert("RGB")
             if box is None:
-                box = clip_transforms.random_resized_box(*image.size, rng, (0.08, 1.0), (3 / 4, 4 / 3))
+                box = crops.random_resized_box(*image.size, rng, (0.08, 1.0), (3 / 4, 4 / 3))
             image = image.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR, box=box)
             if flip:
                 image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -157,9 +157,7 @@ class OursPilTransform(grain.transforms.RandomMap):
         seed = int(rng.integers(2**31))
 
         def box_fn(width, height):
-            return clip_transforms.random_resized_box(
-                width, height, np.random.default_rng(seed), (0.08, 1.0), (3 / 4, 4 / 3)
-            )
+            return crops.random_resized_box(width, height, np.random.default_rng(seed), (0.08, 1.0), (3 / 4, 4 / 3))
 
         frames = clip_transforms.decode_resized(view, local, box_fn, self.image_size)
         if rng.uniform() < 0.5:

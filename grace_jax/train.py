@@ -31,7 +31,7 @@ from absl import logging
 from grace_jax import localization, memory, metrics, sharding, steps
 from grace_jax import state as state_lib
 from grace_jax.data import input_pipeline, prefetch, synthfer, tfds_source
-from grace_jax.infra import config_checks, distributed, paths
+from grace_jax.infra import compilation_cache, config_checks, distributed, paths
 from grace_jax.run import checkpointing, metric_writers, plots, resume, workdir_lock
 from grace_jax.text import class_set
 from grace_jax.text import tokenizer as tokenizer_lib
@@ -148,7 +148,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
 
 def _start(config: ml_collections.ConfigDict, workdir: str, is_main: bool) -> None:
     """The compilation cache, the comparison with a resumed run's config, and config.json."""
-    cache = _compilation_cache(config, workdir)
+    cache = compilation_cache.configure(config.train.compilation_cache, workdir)
     if cache and is_main:
         logging.info("jax compilation cache: %s", cache)
     taken = resume.check(config, workdir, jax.process_count())
@@ -158,24 +158,6 @@ def _start(config: ml_collections.ConfigDict, workdir: str, is_main: bool) -> No
                 "Resuming with these fields from this command (config.json had others): " + "; ".join(taken), flush=True
             )
         paths.write_text(paths.join(workdir, "config.json"), config.to_json_best_effort(indent=2, sort_keys=True))
-
-
-def _compilation_cache(config, workdir: str) -> str | None:
-    """Turns on jax's persistent compilation cache per train.compilation_cache; returns its folder.
-
-    "auto": <workdir>/jax_cache on GPU and TPU, where an L/14 step takes minutes to compile and a
-    restart after a preemption would compile it again; off on CPU, where resumed multi-process runs
-    from the cache hung (README, "Cloud TPU and clusters"). A cache the environment already set
-    (JAX_COMPILATION_CACHE_DIR) is left as it is."""
-    setting = config.train.compilation_cache
-    if not setting or jax.config.jax_compilation_cache_dir:
-        return jax.config.jax_compilation_cache_dir or None
-    if setting == "auto":
-        if jax.default_backend() == "cpu":
-            return None
-        setting = paths.join(workdir, "jax_cache")
-    jax.config.update("jax_compilation_cache_dir", setting)
-    return setting
 
 
 # ------------------------------------------------------------------------------------ data
@@ -331,35 +313,9 @@ def _restore(
             logging.info("Resumed from step %d", step)
     best = ckpt.best_metrics() or {"uar": -1.0}
     if step == 0 and is_main:
-        print(_clip_origin(config.model.clip), flush=True)
-    best_war = _best_war_so_far(workdir) if step else {"war": -1.0}
+        print(config_checks.describe_clip_init(config.model.clip), flush=True)
+    best_war = metric_writers.best_by_war(workdir) if step else {"war": -1.0}
     return step, state, best, best_war
-
-
-def _clip_origin(clip_cfg) -> str:
-    """Where CLIP's starting weights come from, for the log."""
-    if clip_cfg.init == config_checks.RANDOM_INIT:
-        return (
-            "CLIP starts from random weights (model.clip.init=random): not pretrained, as the "
-            "config asks; model.clip.init=<OpenAI hub name or folder> starts from pretrained ones."
-        )
-    from grace_jax.infra import hub
-
-    where = clip_cfg.init
-    if hub.is_hub_name(clip_cfg.init):
-        folder = hub.cached(clip_cfg.init, hub.CLIP_FILES)
-        where += f" (hub cache: {folder})" if folder else " (from the hub)"
-    return f"CLIP starts from pretrained weights: {where}."
-
-
-def _best_war_so_far(workdir: str) -> dict:
-    """The highest-WAR evaluation in metrics.jsonl before a resume (without its confusion matrix,
-    which only final_metrics.json and the evaluation that follows keep)."""
-    best = {"war": -1.0}
-    for record in metric_writers.read_metrics(workdir):
-        if record.get("split") == "eval" and record.get("war", -1.0) > best["war"]:
-            best = {k: v for k, v in record.items() if k != "split"}
-    return best
 
 
 # ------------------------------------------------------------------------------------ loop
@@ -496,18 +452,4 @@ def _write_results(run: _Run) -> None:
         f"step {summary['step']}: UAR {summary['uar']:.3f}",
     )
     plots.save_learning_curves(paths.join(workdir, "learning_curves.png"), metric_writers.read_metrics(workdir))
-    paths.write_text(
-        paths.join(workdir, "final_metrics.json"),
-        json.dumps(
-            {
-                "last": summary,
-                "best": run.best,
-                "best_war": run.best_war,
-                "selection": {
-                    "best": "highest UAR (checkpoints/best)",
-                    "best_war": "highest WAR (DFER-CLIP's rule; no checkpoint kept)",
-                },
-            },
-            indent=2,
-        ),
-    )
+    metric_writers.write_final_metrics(workdir, last=summary, best=run.best, best_war=run.best_war)

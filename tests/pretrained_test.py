@@ -12,7 +12,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from grace_jax import train
 from grace_jax.configs import base, dferclip, dfew, ferv39k, mafw
 from grace_jax.infra import config_checks, errors
 from grace_jax.models import clip as clip_lib
@@ -119,7 +118,7 @@ def test_every_dataset_config_names_openai_weights_of_its_variant(config, varian
 def test_random_weights_only_by_name(tiny_config):
     config = tiny_config("unused", 1)
     assert config.model.clip.init == "random"
-    assert "random weights" in train._clip_origin(config.model.clip)  # noqa: SLF001 -- the log line
+    assert "random weights" in config_checks.describe_clip_init(config.model.clip)
     config.model.clip.init = ""
     with pytest.raises(errors.ConfigError, match=r"model.clip.init is empty: .*--config.model.clip.init=random"):
         config_checks.check_clip(config.model)

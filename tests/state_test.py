@@ -5,9 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import base
 from grace_jax import sharding
 from grace_jax import state as state_lib
+from grace_jax.configs import base
 
 
 def _paths(tree) -> set[str]:

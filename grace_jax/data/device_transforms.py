@@ -87,7 +87,7 @@ def rotate(video: jax.Array, affine: jax.Array) -> jax.Array:
     """Rotates every frame of clip b with the inverse map `affine[b]`, as PIL's `Image.rotate(angle)` with
     its defaults (about the frame centre, nearest neighbour, same size, black fill) does it.
 
-    `affine` is PIL's 16.16 fixed-point inverse affine map, `clip_transforms.rotation_affine(angle, W, H)`:
+    `affine` is PIL's 16.16 fixed-point inverse affine map, `crops.rotation_affine(angle, W, H)`:
     output pixel (x, y) reads input pixel (X >> 16, Y >> 16) with X = a2 + x a0 + y a1 and
     Y = a5 + x a3 + y a4 (integers), and is 0 where that lies outside the frame. This is the integer
     arithmetic of PIL's nearest-neighbour affine transform (libImaging/Geometry.c, `affine_fixed`), so

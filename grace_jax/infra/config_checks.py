@@ -302,3 +302,17 @@ def check_classes(config, manifest: dict, data_dir: str) -> list[str]:
     """The class names of the data (manifest), checked against model.num_classes (0: the data's)."""
     count = class_set.check_count(config, manifest, data_dir)
     return class_set.data_class_names(manifest) or [str(i) for i in range(count)]
+
+
+def describe_clip_init(clip_cfg: ml_collections.ConfigDict) -> str:
+    """Where CLIP's starting weights come from, for the log."""
+    if clip_cfg.init == RANDOM_INIT:
+        return (
+            "CLIP starts from random weights (model.clip.init=random): not pretrained, as the "
+            "config asks; model.clip.init=<OpenAI hub name or folder> starts from pretrained ones."
+        )
+    where = clip_cfg.init
+    if hub.is_hub_name(clip_cfg.init):
+        folder = hub.cached(clip_cfg.init, hub.CLIP_FILES)
+        where += f" (hub cache: {folder})" if folder else " (from the hub)"
+    return f"CLIP starts from pretrained weights: {where}."

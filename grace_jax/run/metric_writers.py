@@ -200,3 +200,23 @@ class Progress:
                 flush=True,
             )
         return rate
+
+
+def best_by_war(workdir: str) -> dict:
+    """The highest-WAR evaluation in metrics.jsonl before a resume (without its confusion matrix,
+    which only final_metrics.json and the evaluation that follows keep)."""
+    best = {"war": -1.0}
+    for record in read_metrics(workdir):
+        if record.get("split") == "eval" and record.get("war", -1.0) > best["war"]:
+            best = {k: v for k, v in record.items() if k != "split"}
+    return best
+
+
+def write_final_metrics(workdir: str, *, last: dict, best: dict, best_war: dict) -> None:
+    """final_metrics.json: the last evaluation, the best by UAR (checkpoints/best) and by WAR."""
+    selection = {
+        "best": "highest UAR (checkpoints/best)",
+        "best_war": "highest WAR (DFER-CLIP's rule; no checkpoint kept)",
+    }
+    record = {"last": last, "best": best, "best_war": best_war, "selection": selection}
+    paths.write_text(paths.join(workdir, "final_metrics.json"), json.dumps(record, indent=2))

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from grace_jax.data import clip_transforms as ct
-from grace_jax.data import schema
+from grace_jax.data import crops, schema
 
 
 def test_normalize_matches_clip_mean_and_std():
@@ -22,18 +22,18 @@ def test_normalize_matches_clip_mean_and_std():
 def test_random_resized_box_respects_bounds_area_and_ratio():
     rng = np.random.default_rng(0)
     for _ in range(200):
-        left, top, right, bottom = ct.random_resized_box(224, 224, rng, (0.3, 1.0), (3 / 4, 4 / 3))
+        left, top, right, bottom = crops.random_resized_box(224, 224, rng, (0.3, 1.0), (3 / 4, 4 / 3))
         w, h = right - left, bottom - top
         assert 0 <= left < right <= 224 and 0 <= top < bottom <= 224
         assert 0.3 * 224 * 224 * 0.9 <= w * h <= 224 * 224
         assert 3 / 4 * 0.9 <= w / h <= 4 / 3 * 1.1
-    assert ct.centre_box(40, 30) == (5, 0, 35, 30)
+    assert crops.centre_box(40, 30) == (5, 0, 35, 30)
 
 
 def test_decode_resized_reads_requested_frames_once_each():
     frames = tuple(schema.encode_jpeg(np.full((32, 32, 3), 10 * i, np.uint8), 95) for i in range(20))
     view = schema.parse(schema.serialize(schema.ClipRecord(1, "c", frames, 32)))
-    out = ct.decode_resized(view, np.array([0, 5, 5, 19]), ct.centre_box, 16)
+    out = ct.decode_resized(view, np.array([0, 5, 5, 19]), crops.centre_box, 16)
     assert out.shape == (4, 16, 16, 3) and out.dtype == np.uint8
     np.testing.assert_allclose(out.mean(axis=(1, 2, 3)), [0, 50, 50, 190], atol=2)
 
@@ -98,8 +98,8 @@ def test_dferclip_crop_draws_area_aspect_swap_then_position_like_dferclip():
     # (its swap draw 0.9 is still made). Attempt 2: area 50%, aspect 0.8 -> (57, 71), swap draw 0.2 < 0.5
     # -> w, h = 71, 57; left ~ randint(0, 29) inclusive (we script its top end), top ~ randint(0, 23).
     rng = _ScriptedRng(uniform=[1.0, 1.3, 0.5, 0.8], random=[0.9, 0.2], integers=[29, 0])
-    crop = ct.dferclip_crop(100, 80, 50, rng)
-    assert crop == ct.SizedCrop((29, 0, 100, 57))
+    crop = crops.dferclip_crop(100, 80, 50, rng)
+    assert crop == crops.SizedCrop((29, 0, 100, 57))
     assert rng.calls == [
         ("uniform", 0.08, 1.0),
         ("uniform", 3 / 4, 4 / 3),
@@ -117,17 +117,17 @@ def test_dferclip_crop_falls_back_to_shorter_side_resize_and_random_square():
     # Ten rejected attempts, then GroupScale(50) (torchvision Resize: shorter side 80 -> 50, longer
     # int(50 * 100 / 80) = 62) and GroupRandomCrop(50): left ~ randint(0, 12), top ~ randint(0, 0).
     rng = _ScriptedRng(uniform=[1.0, 1.3] * 10, random=[0.9] * 10, integers=[12, 0])
-    crop = ct.dferclip_crop(100, 80, 50, rng)
-    assert crop == ct.SizedCrop((12, 0, 62, 50), resized=(62, 50))
+    crop = crops.dferclip_crop(100, 80, 50, rng)
+    assert crop == crops.SizedCrop((12, 0, 62, 50), resized=(62, 50))
     assert rng.calls[-2:] == [("integers", 0, 13), ("integers", 0, 1)] and len(rng.calls) == 32
     box, inside = crop.device_box(100, 80)
     np.testing.assert_allclose(box, (12 * 100 / 62, 0, 62 * 100 / 62, 50 * 80 / 50))
     assert not inside
     # Shorter side already the model side: no resize, the square is cut straight out.
     rng = _ScriptedRng(uniform=[1.0, 1.3] * 10, random=[0.9] * 10, integers=[3, 0])
-    assert ct.dferclip_crop(60, 50, 50, rng) == ct.SizedCrop((3, 0, 53, 50))
+    assert crops.dferclip_crop(60, 50, 50, rng) == crops.SizedCrop((3, 0, 53, 50))
     # A frame too thin for any attempt falls back whatever the draws.
-    crop = ct.dferclip_crop(1000, 5, 4, np.random.default_rng(0))
+    crop = crops.dferclip_crop(1000, 5, 4, np.random.default_rng(0))
     assert crop.resized == (800, 4) and crop.box[3] == 4 and crop.box[2] - crop.box[0] == 4
 
 
@@ -142,9 +142,9 @@ def test_dferclip_crop_box_distribution():
     # 20000 crops of a 1000 px square frame (large, so that rounding w and h barely moves area and ratio).
     side, n = 1000, 20000
     rng = np.random.default_rng(0)
-    crops = [ct.dferclip_crop(side, side, 224, rng) for _ in range(n)]
-    assert all(c.resized is None for c in crops)  # a square frame always fits within ten attempts
-    boxes = np.array([c.box for c in crops])
+    drawn = [crops.dferclip_crop(side, side, 224, rng) for _ in range(n)]
+    assert all(c.resized is None for c in drawn)  # a square frame always fits within ten attempts
+    boxes = np.array([c.box for c in drawn])
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     assert boxes.min() >= 0 and boxes[:, 2:].max() <= side
     area, ratio = w * h / side**2, w / h
