@@ -137,23 +137,7 @@ def evaluate_run(
         raise ValueError(f"checkpoint must be 'best' or 'last', got {which!r}")
     tfds = isinstance(data_dir, tfds_source.TfdsDataset)
     data = data_dir if tfds else paths.resolve(data_dir)
-    model_dir = None
-    if workdir:
-        workdir = paths.resolve(workdir)
-        out_dir = paths.resolve(out_dir or paths.join(workdir, "evaluation"))
-        config = runs.read_config(workdir)
-    else:
-        # Everything checked before jax starts: a bad folder or hub name is one line, at once.
-        model_dir = hf_export.resolve_model(model)
-        hf_export.check_folder(model_dir)
-        exported = hf_export.weights_metadata(model_dir).get("checkpoint")
-        if which == "last" and exported == "best":
-            raise errors.ConfigError(
-                f"--checkpoint=last: {model} holds the run's best checkpoint only; export its last one "
-                "(python -m grace_jax.export --checkpoint=last) to evaluate that."
-            )
-        out_dir = paths.resolve(out_dir or "evaluation")
-        config = runs.read_config(model_dir)
+    workdir, model_dir, out_dir, config = _source(workdir, model, which, out_dir)
     # As training does, before anything starts jax's backend: multi-process runs evaluate together.
     distributed.initialize(config.get("distributed"))
     manifest = _read_manifest(data)
@@ -165,40 +149,11 @@ def evaluate_run(
     mesh = sharding.make_mesh(dict(zip(config.mesh.axes, config.mesh.shape)))
     run = _open_model(workdir, model_dir, which, mesh)
     config = run["config"]
-    num_classes = config.model.num_classes
-    state_sh = jax.tree.map(lambda x: x.sharding, run["state"])
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    eval_fn = jax.jit(
-        functools.partial(
-            steps.eval_step,
-            graphdef=run["graphdef"],
-            loss_cfg=dict(config.model.loss),
-            num_classes=num_classes,
-            normalize=config.data.normalize,
-        ),
-        in_shardings=(state_sh, sharding.batch_sharding(mesh)),
-        out_shardings=(replicated, replicated, replicated),
-    )
     # Captions enter only the loss (the caption contrastive term), never the predictions. An exported
     # model carries no tokenizer, so unless its config names one, it is evaluated without them.
     captions = bool(config.model.cate.captions) and bool(config_checks.tokenizer_source(config.model.clip))
-    caption_tok = state_lib.load_tokenizer(config.model) if captions else None
-    global_batch = batch_size or config.data.eval_batch_size or config.optim.batch_size
-    loader = input_pipeline.make_eval_loader(
-        data,
-        config.data,
-        split=split,
-        global_batch_size=global_batch,
-        # This process's rows of every global batch, as the trainer's eval loader takes them.
-        **steps.process_rows(sharding.batch_sharding(mesh), global_batch),
-        worker_count=num_workers,
-        tokenizer=caption_tok,
-        normalize_on_host=False,
-        # SynthFER's test split: also how much of each map lies where the expression is.
-        ground_truth=localization.has_ground_truth(manifest, split),
-    )
     start = time.perf_counter()
-    confusion, loss, extras = steps.evaluate(eval_fn, run["state"], loader, mesh, num_classes, run["class_names"])
+    confusion, loss, extras = _run_eval(run, data, manifest, split, mesh, batch_size, num_workers, captions)
     seconds = time.perf_counter() - start
 
     names, checkpoint, step = run["class_names"], run["checkpoint"], run["step"]
@@ -231,15 +186,72 @@ def evaluate_run(
     if config.model.cate.captions:
         result["loss_with_captions"] = captions
     if jax.process_index() == 0:
-        paths.makedirs(out_dir)
-        plots.save_confusion_matrix(
-            result_path(out_dir, split, checkpoint, "png"),
-            confusion,
-            names,
-            f"{split} ({checkpoint}, step {step}): UAR {result['uar']:.3f} WAR {result['war']:.3f}",
-        )
-        paths.write_text(result_path(out_dir, split, checkpoint), json.dumps(result, indent=2) + "\n")
+        _write(result, out_dir, split, checkpoint, confusion, names)
     return result
+
+
+def _source(workdir: str | None, model: str | None, which: str, out_dir: str | None):
+    """(workdir, model_dir, out_dir, stored config) of a run or an exported model, every check on the
+    folder or hub name done before jax starts: a bad one is one line, at once."""
+    if workdir:
+        workdir = paths.resolve(workdir)
+        return workdir, None, paths.resolve(out_dir or paths.join(workdir, "evaluation")), runs.read_config(workdir)
+    model_dir = hf_export.resolve_model(model)
+    hf_export.check_folder(model_dir)
+    exported = hf_export.weights_metadata(model_dir).get("checkpoint")
+    if which == "last" and exported == "best":
+        raise errors.ConfigError(
+            f"--checkpoint=last: {model} holds the run's best checkpoint only; export its last one "
+            "(python -m grace_jax.export --checkpoint=last) to evaluate that."
+        )
+    return None, model_dir, paths.resolve(out_dir or "evaluation"), runs.read_config(model_dir)
+
+
+def _run_eval(run: dict, data, manifest: dict, split: str, mesh, batch_size: int, num_workers, captions: bool):
+    """The eval step jitted on the mesh and run over `split`: (confusion [C,C], mean loss, extras)."""
+    config = run["config"]
+    num_classes = config.model.num_classes
+    state_sh = jax.tree.map(lambda x: x.sharding, run["state"])
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    eval_fn = jax.jit(
+        functools.partial(
+            steps.eval_step,
+            graphdef=run["graphdef"],
+            loss_cfg=dict(config.model.loss),
+            num_classes=num_classes,
+            normalize=config.data.normalize,
+        ),
+        in_shardings=(state_sh, sharding.batch_sharding(mesh)),
+        out_shardings=(replicated, replicated, replicated),
+    )
+    caption_tok = state_lib.load_tokenizer(config.model) if captions else None
+    global_batch = batch_size or config.data.eval_batch_size or config.optim.batch_size
+    loader = input_pipeline.make_eval_loader(
+        data,
+        config.data,
+        split=split,
+        global_batch_size=global_batch,
+        # This process's rows of every global batch, as the trainer's eval loader takes them.
+        **steps.process_rows(sharding.batch_sharding(mesh), global_batch),
+        worker_count=num_workers,
+        tokenizer=caption_tok,
+        normalize_on_host=False,
+        # SynthFER's test split: also how much of each map lies where the expression is.
+        ground_truth=localization.has_ground_truth(manifest, split),
+    )
+    return steps.evaluate(eval_fn, run["state"], loader, mesh, num_classes, run["class_names"])
+
+
+def _write(result: dict, out_dir: str, split: str, checkpoint: str, confusion, names: list[str]) -> None:
+    """The result's JSON and its confusion matrix picture, in out_dir."""
+    paths.makedirs(out_dir)
+    plots.save_confusion_matrix(
+        result_path(out_dir, split, checkpoint, "png"),
+        confusion,
+        names,
+        f"{split} ({checkpoint}, step {result['step']}): UAR {result['uar']:.3f} WAR {result['war']:.3f}",
+    )
+    paths.write_text(result_path(out_dir, split, checkpoint), json.dumps(result, indent=2) + "\n")
 
 
 def main(argv):

@@ -191,6 +191,32 @@ def _safe_name(path: str, taken: set) -> str:
     return name
 
 
+def _write_tables(out_dir: str, results: list[dict], errors: list[str], names: list[str], windowed: bool) -> None:
+    """predictions.json (results and errors) and predictions.csv (one row per clip or window)."""
+    _write_atomic(
+        paths.join(out_dir, "predictions.json"),
+        lambda f: json.dump({"results": results, "errors": errors}, f, indent=2),
+    )
+    span_columns = ["start_seconds", "end_seconds"] if windowed else []
+
+    def write_csv(f):
+        writer = csv.writer(f)
+        writer.writerow(["input", *span_columns, "prediction", *names, "face_fraction"])
+        for r in results:
+            probs = r["probabilities"] or {}
+            writer.writerow(
+                [
+                    r["input"],
+                    *(r[c] for c in span_columns),
+                    r["prediction"] or "no face",
+                    *(probs.get(n, "") for n in names),
+                    r.get("face_fraction", ""),
+                ]
+            )
+
+    _write_atomic(paths.join(out_dir, "predictions.csv"), write_csv)
+
+
 def run(
     workdir: str | None,
     inputs: list[str],
@@ -221,9 +247,7 @@ def run(
     # An export holds one checkpoint: `which` chooses among a run's only.
     loaded = runs.load(model, kind="export") if model else runs.load(workdir, which, kind="run")
     config, names, graphdef, state = loaded.config, loaded.class_names, loaded.graphdef, loaded.state
-    # Runs saved before data.normalize existed were trained on CLIP-normalized frames.
-    normalize = config.data.normalize
-    step = jax.jit(functools.partial(predict_step, graphdef=graphdef, normalize=normalize))
+    step = jax.jit(functools.partial(predict_step, graphdef=graphdef, normalize=config.data.normalize))
     detector = None
     if face_crop == "auto":
         detector = faces_lib.FaceDetector()
@@ -265,28 +289,7 @@ def run(
             errors.append(str(e))
             print(f"skipped: {e}", file=sys.stderr)
 
-    _write_atomic(
-        paths.join(out_dir, "predictions.json"),
-        lambda f: json.dump({"results": results, "errors": errors}, f, indent=2),
-    )
-    span_columns = ["start_seconds", "end_seconds"] if windowed else []
-
-    def write_csv(f):
-        writer = csv.writer(f)
-        writer.writerow(["input", *span_columns, "prediction", *names, "face_fraction"])
-        for r in results:
-            probs = r["probabilities"] or {}
-            writer.writerow(
-                [
-                    r["input"],
-                    *(r[c] for c in span_columns),
-                    r["prediction"] or "no face",
-                    *(probs.get(n, "") for n in names),
-                    r.get("face_fraction", ""),
-                ]
-            )
-
-    _write_atomic(paths.join(out_dir, "predictions.csv"), write_csv)
+    _write_tables(out_dir, results, errors, names, windowed)
     return results, errors
 
 

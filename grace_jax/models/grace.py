@@ -194,6 +194,9 @@ class GRACE(nnx.Module):
           "ot_mutual_information" (nats), "ot_visual_entropy" (nats); with captions:
           "caption_scores" and "caption_ot_iterations" [B,B] (clip x caption).
         """
+        # One function on purpose: the forward reads top to bottom as the model's diagram (frames,
+        # motion weighting, temporal model, prompts and CATE, global logits, OT and its class maps),
+        # with the shape of every stage; the stages' own work lives in the submodules.
         b, t, h, w, ch = images.shape
         cls, patches = self.clip.encode_image(images.reshape(b * t, h, w, ch))
         d = cls.shape[-1]
