@@ -23,7 +23,7 @@ read five ways, each with 0, 1, 2, ... grain worker processes:
              the difference is storage and how much is transform code.
 
 With --tfds (the default), the frame folders also become a DFEW-layout list (fold 1, train only) built
-twice from the very same folders: by `data_prep.build_dataset --dataset=dfew` (our shards) and by the
+twice from the very same folders: by `data_prep.build_dataset --dataset=dfew` (grace_jax's shards) and by the
 TFDS builder `dfew` (data_prep.tfds_builders, ArrayRecord written by tensorflow-datasets). Both re-encode
 the frames identically, so the two hold the same JPEG bytes; a second table gives their size on disk,
 and the readers `dfew-shards`/`dfew-tfds` (host, float32) and `dfew-shards-dev`/`dfew-tfds-dev` (as
@@ -299,7 +299,7 @@ def _tree_bytes(folder: str, match) -> int:
 
 
 def _prepare_tfds(workdir: str, folders: list[str], labels: list[int]):
-    """The frame folders as DFEW fold 1 (train only), built as our shards and as the TFDS dataset.
+    """The frame folders as DFEW fold 1 (train only), built as grace_jax's shards and as the TFDS dataset.
 
     Returns (shard folder, TfdsDataset, {"shards": bytes, "tfds": bytes}) with the sizes of the record
     files only (manifests, clip tables and tfds's JSON are a few KiB either way)."""

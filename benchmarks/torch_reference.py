@@ -24,7 +24,7 @@ def _descriptor_sentences() -> tuple[str, ...]:
     return dt.DESCRIPTOR_SENTENCES
 
 
-# DFER-CLIP-style descriptors (tests/dferclip_torch.py): our dferclip step and the PyTorch one both put
+# DFER-CLIP-style descriptors (tests/dferclip_torch.py): grace_jax's dferclip step and the PyTorch one both put
 # them after the 8 contexts.
 SENTENCES = _descriptor_sentences()
 

@@ -15,9 +15,9 @@ OT).
 
 `--reference=pytorch` adds DFER-CLIP's PyTorch step at the same sizes (benchmarks/torch_reference.py:
 tests/dferclip_torch.py's model with main.py's SGD groups; the same frames, as [0,1] floats; the
-same descriptor sentences, through the same tiny vocabulary: torch_reference.SENTENCES, which our
+same descriptor sentences, through the same tiny vocabulary: torch_reference.SENTENCES, which grace_jax's
 dferclip step also uses as its class cues), the FLOPs XLA's cost analysis counts in
-our compiled step, the GFLOP/s that makes at the minimum step time, and fp32 matmul peaks of XLA and
+grace_jax's compiled step, the GFLOP/s that makes at the minimum step time, and fp32 matmul peaks of XLA and
 PyTorch measured in the same run ([2048,768] x [768,3072], DFER-CLIP's MLP shape).
 
 Each step is compiled (or, for PyTorch, run once) first; timed steps then go round-robin over all of
@@ -198,7 +198,7 @@ def main(argv):
         del runs
     load = os.getloadavg()
     header = ["variant", "step", "trainable", "compile s", "step s (median)", "step s (min)",
-              "x our dferclip (median / min)", "x PyTorch DFER-CLIP (median / min)",
+              "x grace_jax dferclip (median / min)", "x PyTorch DFER-CLIP (median / min)",
               "GFLOP", "GFLOP/s at min", "loss"]  # fmt: skip
 
     def fmt(pair):

@@ -35,7 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     m = c.model = ml_collections.ConfigDict()
     m.clip = ml_collections.ConfigDict()
-    # tiny | ViT-B/32 | ViT-B/16 | ViT-L/14. ViT-B/16 is our choice for full GRACE (finer patches for
+    # tiny | ViT-B/32 | ViT-B/16 | ViT-L/14. ViT-B/16 is the choice for full GRACE here (finer patches for
     # token-level OT); DFER-CLIP uses ViT-B/32 (configs/dferclip.py).
     m.clip.variant = "ViT-B/16"
     # The weights CLIP starts from: a hub name (OpenAI's of `variant` by default), a Hugging Face CLIP

@@ -5,7 +5,7 @@ train_DFEW.sh / train_FERV39k.sh / train_MAFW.sh (read from the official code, n
 
 - CLIP ViT-B/32 (main.py loads "ViT-B/32"), float32;
 - prompts: 8 class-specific learnable contexts, then a descriptive sentence per class
-  (``--text-type class_descriptor``): ``model.prompt.text="cue"``; our own sentences from
+  (``--text-type class_descriptor``): ``model.prompt.text="cue"``; grace_jax's own sentences from
   grace_jax/text/class_cues.py unless ``model.class_cues`` gives others (e.g. DFER-CLIP's own, verbatim);
 - one temporal layer, 8 heads x 64, MLP 1024, tanh GELU; logits = cos / 0.01;
 - SGD momentum 0.9, weight decay 1e-4 on every trained parameter; lr 1e-2 for the temporal model,
@@ -23,7 +23,7 @@ The argument picks the dataset (and fold) as configs/dfew.py, ferv39k.py and maf
 
 No argument means DFEW fold 1; CLIP starts from openai/clip-vit-base-patch32 (the Hugging Face copy of
 what DFER-CLIP's clip.load("ViT-B/32") downloads). DFER-CLIP itself keeps the checkpoint with the best
-test accuracy (WAR) and reports that checkpoint's UAR and WAR; our trainer keeps the best by UAR and
+test accuracy (WAR) and reports that checkpoint's UAR and WAR; grace_jax's trainer keeps the best by UAR and
 records the best-WAR evaluation beside it (final_metrics.json "best_war"; grace_jax.folds reports both).
 All five folds in one command: python -m grace_jax.kfold --config=configs/dferclip.py:dfew
 --workdir=runs/dfc_dfew.

@@ -35,5 +35,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     path = paths.join(paths.resolve(arg), "config.json")
     if not paths.exists(path):
         raise errors.NotFoundError(f"{path}: not found; configs/run.py:<dir> needs a grace_jax run.")
-    # A run made before some of today's fields: the values it used (grace_jax/infra/config_upgrade.py).
+    # A run made before some of the current fields: the values it used (grace_jax/infra/config_upgrade.py).
     return ml_collections.ConfigDict(_tuples(config_upgrade.upgrade(json.loads(paths.read_text(path)))))

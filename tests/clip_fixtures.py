@@ -13,7 +13,7 @@ def write_tokenizer_dir(directory: str, vocab_size: int = 1024) -> str:
 
 
 def hf_config(config: clip_lib.CLIPConfig):
-    """Our architecture as a transformers `CLIPConfig`."""
+    """grace_jax's architecture as a transformers `CLIPConfig`."""
     import transformers
 
     v, t = config.vision, config.text

@@ -1,6 +1,6 @@
 """DFER-CLIP (Zhao & Liu, BMVC 2023) in PyTorch, as a reference for parity tests.
 
-Written by us from reading DFER-CLIP's official code (zengqunzhao/DFER-CLIP: models/clip/model.py,
+Written for this project from reading DFER-CLIP's official code (zengqunzhao/DFER-CLIP: models/clip/model.py,
 models/Temporal_Model.py, models/Prompt_Learner.py, models/Generate_Model.py, main.py): the same
 computations and the same module tree, so ``GenerateModel(...).state_dict()`` has exactly the keys of
 the official model, duplicated views included:

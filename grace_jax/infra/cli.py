@@ -215,7 +215,7 @@ def _unknown_config_field(argv: list[str]) -> str | None:
         try:
             config = flag.parser.parse(source)  # loads the file again: the first load succeeded
             fields = set(_field_paths(config))
-        except Exception:  # noqa: BLE001 -- then we cannot say more than the original error
+        except Exception:  # noqa: BLE001 -- then nothing more can be said than the original error
             return None
         for arg in argv:
             match = re.match(rf"^--?{re.escape(name)}\.([^=]+)(=.*)?$", arg)

@@ -3,7 +3,7 @@
 A run's `config.json` (written by training, grace_jax.convert or grace_jax.export) records the config
 as it was when the run was made. A field added to configs/base.py since is missing there, and the code
 reads every field directly, so `upgrade` fills each missing one with the value that run used: how the
-code behaved before the field existed, which is often not today's default (motion weighting was fixed
+code behaved before the field existed, which is often not the current default (motion weighting was fixed
 before `model.motion.weighting` made it learnable, for instance).
 
 Every reader of a stored config calls it: `grace_jax.run.runs.read_config` (evaluate, predict, export,

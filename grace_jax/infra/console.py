@@ -76,7 +76,7 @@ def quiet_third_party_info() -> None:
     handler = logging.get_absl_handler()
     if not any(isinstance(f, OwnInfoOnly) for f in handler.filters):
         handler.addFilter(OwnInfoOnly(own_directories()))
-    # Our own INFO lines (e.g. "Generating SynthFER into ...") are meant to be seen: absl's default
+    # grace_jax's own INFO lines (e.g. "Generating SynthFER into ...") are meant to be seen: absl's default
     # verbosity (WARNING) would drop them before the filter.
     logging.set_verbosity(logging.INFO)
 

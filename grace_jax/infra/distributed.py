@@ -247,7 +247,7 @@ class PreemptionWatcher:
 
     @property
     def mechanism(self) -> str:
-        """ "jax" (jax's preemption sync point), "signal" (our SIGTERM handler) or "none"."""
+        """ "jax" (jax's preemption sync point), "signal" (grace_jax's SIGTERM handler) or "none"."""
         return "jax" if self._jax else ("signal" if self._installed else "none")
 
     def _on_sigterm(self, signum, frame):

@@ -234,7 +234,7 @@ def _converted_state(config, sd, clip_sd, source):
             return value.T if leaf[-1] == "kernel" else value
         if path in (("temporal", "cls_token"), ("temporal", "pos_embedding")):
             return sd[f"temporal_net.{path[1]}"]
-        raise ConversionError(f"{source}: no tensor of the checkpoint for our parameter {path}.")
+        raise ConversionError(f"{source}: no tensor of the checkpoint for grace_jax's parameter {path}.")
 
     def filled(part):
         leaves = []

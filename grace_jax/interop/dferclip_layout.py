@@ -39,7 +39,7 @@ _VISUAL = (
     "ln_pre.bias", "ln_post.weight", "ln_post.bias",
 )  # fmt: skip
 _TEXT = ("positional_embedding", "text_projection", "ln_final.weight", "ln_final.bias")
-# Temporal_Transformer_Cls block keys (after temporal_net.temporal_transformer.layers.N.) -> our
+# Temporal_Transformer_Cls block keys (after temporal_net.temporal_transformer.layers.N.) -> grace_jax's
 # leaf under temporal/blocks/N.
 TEMPORAL = {
     "0.fn.norm.weight": ("norm1", "scale"),

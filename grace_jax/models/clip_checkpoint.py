@@ -1,6 +1,6 @@
 """Loading CLIP weights from Hugging Face or OpenAI checkpoints into `grace_jax.models.clip.CLIP`.
 
-Our module tree uses Hugging Face's names, so the map is mechanical: the path of every parameter, with
+grace_jax's module tree uses Hugging Face's names, so the map is mechanical: the path of every parameter, with
 its leaf renamed (`kernel`/`scale`/`embedding` -> `weight`), is the checkpoint key, and PyTorch's
 `[out, in]` linear and `[out, in, kh, kw]` conv layouts are transposed to Flax's. OpenAI's original
 state-dict names are first rewritten to Hugging Face's (`openai_to_hf`).
@@ -45,7 +45,7 @@ def _to_flax_layout(path: tuple, tensor: np.ndarray) -> np.ndarray:
 
 
 def config_from_hf(hf: Mapping) -> clip_lib.CLIPConfig:
-    """Builds our architecture description from a Hugging Face `config.json` dict."""
+    """Builds grace_jax's architecture description from a Hugging Face `config.json` dict."""
     v, t = hf.get("vision_config", {}), hf.get("text_config", {})
     dv, dt = clip_lib.VisionConfig(patch_size=32), clip_lib.TextConfig()  # transformers' defaults
     vision = clip_lib.VisionConfig(

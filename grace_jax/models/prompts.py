@@ -11,7 +11,7 @@ and ``<text>`` is chosen by ``config.model.prompt.text``:
 
 DFER-CLIP tokenises ``"X X .. X " + text`` (n_ctx placeholder words) and swaps the placeholders'
 embeddings for the contexts; CLIP's BPE splits words independently, so that is ``text``'s own tokens
-with n_ctx slots opened after SOT, which is what we build (the slot ids are never embedded for real).
+with n_ctx slots opened after SOT, which is what is built here (the slot ids are never embedded for real).
 The EOT position (DFER-CLIP: the argmax of the ids) is kept explicitly.
 
 Token ids of all class texts are fixed at construction. Sequences are cut to the longest text's EOT + 1
@@ -138,7 +138,7 @@ def rows_from_ids(ids: np.ndarray, eot: np.ndarray, n_ctx: int = 0) -> list[list
 def tokens_from_ids(prompt_rows: Sequence[Sequence[int]], cue_rows: Sequence[Sequence[int]], n_ctx: int) -> ClassTokens:
     """:class:`ClassTokens` from stored token ids instead of a tokenizer (``model.prompt.token_ids``,
     ``model.cate.token_ids``): the same arrays ``tokenize_classes`` gives for texts with these ids, up
-    to padding after each EOT, which no feature we use depends on (the text tower is causal)."""
+    to padding after each EOT, which no feature used here depends on (the text tower is causal)."""
     prompt_ids, prompt_eot = ids_from_rows(prompt_rows, max(len(r) for r in prompt_rows) + n_ctx)
     prompt_ids, prompt_eot = insert_context_slots(prompt_ids, prompt_eot, n_ctx)
     cue_ids, cue_eot = ids_from_rows(cue_rows, max(len(r) for r in cue_rows))

@@ -213,7 +213,7 @@ class _LocalFile:
         try:
             with open(aside, "rb") as f:
                 moved = f.read()
-            if moved != version:  # someone else's lock, created after we looked: put it back
+            if moved != version:  # someone else's lock, created after the look: put it back
                 try:
                     os.link(aside, self.path)
                 except FileExistsError:
@@ -299,7 +299,7 @@ class WorkdirLock:
 
     def acquire(self) -> WorkdirLock:
         data = (json.dumps(self.record, indent=2) + "\n").encode()
-        for _ in range(10):  # the holder releasing, or another trainer taking over, as we look
+        for _ in range(10):  # the holder releasing, or another trainer taking over, while looking
             version = self._store.create(data)
             if version is not None:
                 self._version = version

@@ -8,7 +8,7 @@ emotions and contempt; for MAFW's compound classes, the AU combinations reported
 and affective-computing literature). The AU numbers are kept in ``action_units`` for reference only;
 the text never contains them, because CLIP has no notion of "AU12".
 
-Each cue is a plain description of how the face looks (our words; facts from FACS), so it also serves
+Each cue is a plain description of how the face looks (written for this project; facts from FACS), so it also serves
 as the coarse prompt's text after the learnable contexts with ``config.model.prompt.text="cue"``, the
 form of DFER-CLIP's class-descriptor prompts (its own sentences are not reproduced here; pass them
 through ``config.model.class_cues`` to train with them verbatim).

@@ -96,7 +96,7 @@ class _ScriptedRng:
 def test_dferclip_crop_draws_area_aspect_swap_then_position_like_dferclip():
     # Frame 100x80. Attempt 1: area 100%, aspect 1.3 -> w = round(sqrt(8000 * 1.3)) = 102 > 100: rejected
     # (its swap draw 0.9 is still made). Attempt 2: area 50%, aspect 0.8 -> (57, 71), swap draw 0.2 < 0.5
-    # -> w, h = 71, 57; left ~ randint(0, 29) inclusive (we script its top end), top ~ randint(0, 23).
+    # -> w, h = 71, 57; left ~ randint(0, 29) inclusive (the test scripts its top end), top ~ randint(0, 23).
     rng = _ScriptedRng(uniform=[1.0, 1.3, 0.5, 0.8], random=[0.9, 0.2], integers=[29, 0])
     crop = crops.dferclip_crop(100, 80, 50, rng)
     assert crop == crops.SizedCrop((29, 0, 100, 57))
@@ -166,7 +166,7 @@ def test_dferclip_crop_box_distribution():
         return np.clip((t - 3 / 4) / (4 / 3 - 3 / 4), 0, 1)
 
     assert _ks_statistic(ratio[small], lambda t: (uniform_cdf(t) + 1 - uniform_cdf(1 / t)) / 2) < 0.02
-    # Without the swap the ratio would be the uniform draw itself: far from what we see.
+    # Without the swap the ratio would be the uniform draw itself: far from what is seen.
     assert _ks_statistic(ratio[small], uniform_cdf) > 0.05
     # Positions uniform over the free range, both ends included.
     free = side - w

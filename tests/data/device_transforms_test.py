@@ -76,7 +76,7 @@ def test_matches_pil_bilinear_resize_with_box(stored, size):
 
 # ----------------------------------------------------------------------------- DFER-CLIP's recipe
 # PIL rounds to uint8 after each of its two passes (at most 0.5 + 0.5 levels from the exact value); its
-# 22-bit fixed-point weights and our float32 sums add up to ~1e-3 more (measured: 1.0007 at 224 px).
+# 22-bit fixed-point weights and grace_jax's float32 sums add up to ~1e-3 more (measured: 1.0007 at 224 px).
 _LEVEL = 1.0 + 2e-3
 
 

@@ -59,7 +59,7 @@ def test_an_old_config_gets_the_values_its_run_used():
     assert _get(upgraded, "model.prompt.text") == "name" and _get(upgraded, "model.prompt.token_ids") is None
     assert _get(upgraded, "data.normalize") == "clip" and _get(upgraded, "data.brightness") == 0.0
     assert _get(upgraded, "optim.grad_accum_steps") == 1 and _get(upgraded, "train.memory_check") is True
-    # Fields the old config has keep their values, even where they differ from today's defaults.
+    # Fields the old config has keep their values, even where they differ from the current defaults.
     partial = _without(_base_json(), ["model.motion.weighting"])
     partial["model"]["motion"]["normalize"] = "clip_max"
     partial["data"]["brightness"] = 0.5
@@ -102,7 +102,7 @@ def test_stored_configs_are_read_upgraded(tmp_path):
 
 def test_resuming_an_old_run_compares_the_values_it_used(tmp_path):
     workdir = _old_run(tmp_path)
-    # Today's defaults differ from what the old run did: each such field is named, as any change is.
+    # The current defaults differ from what the old run did: each such field is named, as any change is.
     with pytest.raises(errors.ConfigError, match='model.motion.weighting: "fixed" in config.json, "learned" now'):
         resume.check(base.get_config(), workdir)
     # The run's own config (configs/run.py:<workdir>) resumes it with nothing changed.

@@ -118,7 +118,7 @@ def test_default_console_has_no_third_party_info(resumed_runs):
     out = default.stdout + default.stderr
     assert default.returncode == 0, out[-4000:]
     assert _third_party_info(out) == [], out[-4000:]
-    # orbax's warnings about our own use of it: a handler override, a step metadata file looked for
+    # orbax's warnings about grace_jax's own use of it: a handler override, a step metadata file looked for
     # in an item folder (checkpointing.py) are fixed at their cause.
     for text in ("Unable to initialize backend", "overriding jax.Array", "Metadata file does not exist"):
         assert text not in out, out[-4000:]

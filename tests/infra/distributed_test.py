@@ -305,7 +305,7 @@ def test_two_processes_train_like_one_and_stop_together(sgd_one_process, tiny_co
     # step, save it together and exit 0; the same 2 commands resume and end where 1 process x 8 ends.
     one_workdir, one_summary = sgd_one_process
     config = _sgd_config(tiny_config, synthfer_dir)
-    config.train.log_every_steps = 1  # process 0 prints a line per step: we know it is mid-run
+    config.train.log_every_steps = 1  # process 0 prints a line per step: the test knows it is mid-run
     workdir = tmp_path / "two"
     start = time.monotonic()
     runs = _two_processes(config, workdir)
@@ -354,7 +354,7 @@ def test_two_processes_train_like_one_and_stop_together(sgd_one_process, tiny_co
 def test_sigterm_saves_the_step_exits_0_and_the_restart_matches(tiny_run, tiny_config, synthfer_dir, tmp_path):
     straight, _ = tiny_run  # the uninterrupted 6-step run, same devices
     config = tiny_config(synthfer_dir, 6)
-    config.train.log_every_steps = 1  # a progress line after each step: we know it is mid-run
+    config.train.log_every_steps = 1  # a progress line after each step: the test knows it is mid-run
     workdir = tmp_path / "preempted"
     run = Run(_args(config, workdir), _env(8))
     try:

@@ -30,7 +30,7 @@ from grace_jax.run import runs  # noqa: E402
 from grace_jax.text import tiny_vocab  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SENTENCES = (  # descriptor-style sentences of our own, within the tiny vocabulary's words
+SENTENCES = (  # descriptor-style sentences of grace_jax's own, within the tiny vocabulary's words
     "cheeks raised, lip corners pulled up.",
     "brows drawn together, mouth corners down.",
     "a calm face, the person looks neutral.",

@@ -1,14 +1,14 @@
 """The dferclip ablation against DFER-CLIP's PyTorch code (tests/dferclip_torch.py), same weights.
 
-The torch model is built with random weights; its CLIP goes into our trainer the way a user's OpenAI
+The torch model is built with random weights; its CLIP goes into grace_jax's trainer the way a user's OpenAI
 checkpoint does (``model.clip.init=<file>.pt``), the temporal model and the contexts are copied over,
 and every tensor of the official state dict must be accounted for (mapped, a duplicated view of a
-mapped tensor, or a prompt buffer we check against our own token ids) with no parameter of ours left
+mapped tensor, or a prompt buffer checked against grace_jax's own token ids) with no parameter of grace_jax's left
 without a source. Then, on the same [0,1] frames (``data.normalize="unit"``) and DFER-CLIP-style
 descriptor sentences passed through ``model.class_cues``:
 
 - initial logits agree to 1e-5 relative;
-- five SGD steps of our jitted ``steps.train_step`` against main.py's optimizer step (its three
+- five SGD steps of grace_jax's jitted ``steps.train_step`` against main.py's optimizer step (its three
   groups, momentum, weight decay), at DFER-CLIP's learning rates and at 100x them: every loss agrees
   to 1e-3 and the trained parameters stay together, the text tower does not move;
 - the optimizer groups agree parameter by parameter, and so does the step-decay schedule.
@@ -96,7 +96,7 @@ _DUPLICATES = (  # official key prefix -> the tensor it is a view of
     ("text_encoder.positional_embedding", "clip_model_.positional_embedding"),
     ("text_encoder.text_projection", "clip_model_.text_projection"),
 )
-_TEMPORAL = [  # Temporal_Transformer_Cls key (after layers.N.) -> our path under temporal/blocks/N
+_TEMPORAL = [  # Temporal_Transformer_Cls key (after layers.N.) -> grace_jax's path under temporal/blocks/N
     (r"0\.fn\.norm\.weight", ("norm1", "scale")),
     (r"0\.fn\.norm\.bias", ("norm1", "bias")),
     (r"0\.fn\.fn\.to_qkv\.weight", ("to_qkv", "kernel")),
@@ -116,9 +116,9 @@ def _linear(path: tuple, value: np.ndarray) -> np.ndarray:
 
 
 def official_to_ours(state_dict: dict, our_paths: set) -> tuple[dict, dict, dict]:
-    """Maps an official DFER-CLIP state dict onto our parameter paths.
+    """Maps an official DFER-CLIP state dict onto grace_jax's parameter paths.
 
-    Returns (mapped {our path: array in our layout}, sources {our path: official key}, buffers
+    Returns (mapped {grace_jax's path: array in grace_jax's layout}, sources {grace_jax's path: official key}, buffers
     {key: tensor} of the two prompt buffers). Fails if a key has no place, a duplicated view is not
     the tensor it should be, or two keys land on one parameter of ours.
     """
@@ -139,11 +139,11 @@ def official_to_ours(state_dict: dict, our_paths: set) -> tuple[dict, dict, dict
             source = sd[dup[1] + key[len(dup[0]) :]]
             assert value.data_ptr() == source.data_ptr(), f"{key} is not a view of its CLIP tensor"
         elif key.startswith("clip_model_."):
-            # Through the OpenAI -> Hugging Face renaming our checkpoint loader uses (the packed
+            # Through the OpenAI -> Hugging Face renaming grace_jax's checkpoint loader uses (the packed
             # in_proj_weight becomes q/k/v).
             converted = clip_checkpoint.openai_to_hf({key[len("clip_model_.") :]: value.numpy()})
             for hf_key, array in converted.items():
-                assert hf_key in by_hf, f"{key} -> {hf_key}: no place in our CLIP"
+                assert hf_key in by_hf, f"{key} -> {hf_key}: no place in grace_jax's CLIP"
                 path = by_hf[hf_key]
                 put(path, clip_checkpoint._to_flax_layout(path, array), key)  # noqa: SLF001
         elif key == "prompt_learner.ctx":
@@ -154,11 +154,11 @@ def official_to_ours(state_dict: dict, our_paths: set) -> tuple[dict, dict, dict
             put(("temporal", key.split(".")[1]), value.numpy(), key)
         elif m := re.fullmatch(r"temporal_net\.temporal_transformer\.layers\.(\d+)\.(.*)", key):
             leaf = next((p for pattern, p in _TEMPORAL if re.fullmatch(pattern, m.group(2))), None)
-            assert leaf is not None, f"{key}: no place in our temporal model"
+            assert leaf is not None, f"{key}: no place in grace_jax's temporal model"
             path = ("temporal", "blocks", int(m.group(1))) + leaf
             put(path, _linear(path, value.numpy()), key)
         else:
-            raise AssertionError(f"{key}: no place in our model")
+            raise AssertionError(f"{key}: no place in grace_jax's model")
     return mapped, sources, buffers
 
 
@@ -179,11 +179,11 @@ class Ours(NamedTuple):
     state: dict
     tx: object
     config: object
-    sources: dict  # our path -> official key
+    sources: dict  # grace_jax's path -> official key
 
 
 def _ours(model_t: dt.GenerateModel, clip_path: str, lr_scale: float = 1.0) -> Ours:
-    """Our trainer's state (``state_lib.create_state``) holding ``model_t``'s weights.
+    """grace_jax's trainer's state (``state_lib.create_state``) holding ``model_t``'s weights.
 
     CLIP comes in through ``model.clip.init`` (the OpenAI checkpoint at ``clip_path``), the rest is
     copied; checks that every parameter of ours has exactly one source and nothing is left over.
@@ -239,7 +239,7 @@ def _our_batch(video, labels) -> dict:
 # ------------------------------------------------------------------------------ the tests
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    """(torch model, path of its CLIP as an OpenAI checkpoint, our side at DFER-CLIP's lrs)."""
+    """(torch model, path of its CLIP as an OpenAI checkpoint, grace_jax's side at DFER-CLIP's lrs)."""
     model_t = _torch_model()
     clip_path = str(tmp_path_factory.mktemp("dferclip") / "clip.pt")
     torch.save(model_t.clip_model_.state_dict(), clip_path)
@@ -249,7 +249,7 @@ def pair(tmp_path_factory):
 @pytest.mark.slow
 def test_prompt_buffers_are_our_token_ids(pair):
     """token_prefix/suffix hold the embeddings of DFER-CLIP's "X .. X <sentence>" ids: they must be
-    our prompt ids' embeddings around the context slots, with EOT where DFER-CLIP's argmax finds it."""
+    grace_jax's prompt ids' embeddings around the context slots, with EOT where DFER-CLIP's argmax finds it."""
     model_t, _, ours = pair
     _, _, buffers = official_to_ours(model_t.state_dict(), set(ours.sources))
     s = ours.state
@@ -288,7 +288,7 @@ def test_initial_logits(pair):
 
 def test_optimizer_groups(pair):
     """Parameter by parameter: main.py's SGD group (lr, momentum, weight decay, dampening, nesterov)
-    or frozen (requires_grad False, in no group) against our group and train-state split."""
+    or frozen (requires_grad False, in no group) against grace_jax's group and train-state split."""
     model_t, _, ours = pair
     opt_t = _torch_optimizer(model_t)
     params = dict(model_t.state_dict(keep_vars=True))  # duplicated views: the same Parameter
@@ -323,7 +323,7 @@ def test_optimizer_groups(pair):
 
 
 def test_lr_schedule_is_multistep_per_epoch(pair):
-    """MultiStepLR(milestones 30, 40, gamma 0.1), stepped once per epoch, against our per-step
+    """MultiStepLR(milestones 30, 40, gamma 0.1), stepped once per epoch, against grace_jax's per-step
     schedule with the decay steps create_state derives from lr_decay_epochs."""
     model_t, _, ours = pair
     o = ours.config.optim

@@ -78,7 +78,7 @@ def _check_prompts(tok, ct, texts, n_ctx):
     ref = _dferclip_ids(tok, texts, n_ctx)
     x_id = tok(["X"]).ids[0, 1]
     assert np.all(ref.ids[:, 1 : 1 + n_ctx] == x_id)  # one token per placeholder
-    # Our ids are DFER-CLIP's with the placeholder slots left empty; EOT at the same position, which
+    # grace_jax's ids are DFER-CLIP's with the placeholder slots left empty; EOT at the same position, which
     # is where DFER-CLIP's argmax finds it.
     np.testing.assert_array_equal(ct.prompt_eot, ref.eot_index)
     np.testing.assert_array_equal(ct.prompt_eot, ref.ids.argmax(-1))
