@@ -38,10 +38,10 @@ import time
 import jax
 import numpy as np
 
-from grace_jax import localization, metrics, sharding, steps
+from grace_jax import config_checks, localization, metrics, sharding, steps
 from grace_jax import state as state_lib
 from grace_jax.data import input_pipeline, tfds_source
-from grace_jax.infra import cli, config_checks, distributed, errors, paths
+from grace_jax.infra import cli, distributed, errors, paths
 from grace_jax.interop import hf_export
 from grace_jax.run import plots, runs
 

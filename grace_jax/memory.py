@@ -23,8 +23,8 @@ from typing import Any
 import jax
 import ml_collections
 
-from grace_jax import sharding
-from grace_jax.infra import config_checks, errors
+from grace_jax import config_checks, sharding
+from grace_jax.infra import errors
 
 GIB = 1024**3
 # At most this many extra compiles to find a setting that fits (an L/14 step takes minutes to compile).

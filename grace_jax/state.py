@@ -17,8 +17,8 @@ import ml_collections
 import optax
 from flax import nnx
 
-from grace_jax import optim
-from grace_jax.infra import config_checks, errors
+from grace_jax import config_checks, optim
+from grace_jax.infra import errors
 from grace_jax.models import grace
 from grace_jax.text import tokenizer as tokenizer_lib
 

@@ -28,10 +28,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from grace_jax import localization, memory, metrics, sharding, steps
+from grace_jax import config_checks, localization, memory, metrics, sharding, steps
 from grace_jax import state as state_lib
 from grace_jax.data import input_pipeline, prefetch, synthfer, tfds_source
-from grace_jax.infra import compilation_cache, config_checks, distributed, paths
+from grace_jax.infra import compilation_cache, distributed, paths
 from grace_jax.run import checkpointing, metric_writers, plots, resume, workdir_lock
 from grace_jax.text import class_set
 from grace_jax.text import tokenizer as tokenizer_lib
@@ -88,7 +88,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     process at the same step; grace_jax.infra.distributed) and returns {"preempted": True, "step": step}
     without the final evaluation; called again with the same workdir, it resumes from there.
 
-    Before any work: the config is checked (grace_jax.infra.config_checks), the workdir's lock taken
+    Before any work: the config is checked (grace_jax.config_checks), the workdir's lock taken
     (grace_jax.run.workdir_lock: one trainer per workdir; released however this returns or raises) and,
     when the workdir holds a checkpoint, the config compared with the one it was made with
     (grace_jax.run.resume). Their problems raise errors.UserError with the field or file named, and leave

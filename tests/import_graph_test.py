@@ -223,3 +223,41 @@ def test_model_and_optimizer_never_reach_the_cli(root):
     for module in modules:
         parents = _reachable(module)
         assert CLI_MODULE not in parents, _chain(parents, CLI_MODULE)
+
+
+def _within(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+# The layers of docs/architecture.md: infra/ is the bottom (it imports nothing of grace_jax outside
+# itself); the maths imports only itself, text/ (the model builds its class texts) and infra/.
+INFRA = ("grace_jax.infra",)
+MATHS = ("grace_jax.models", "grace_jax.losses", "grace_jax.optim", "grace_jax.sharding", "grace_jax.metrics")
+
+
+def _layer_offenders(edges: dict[str, set[str]], layer: tuple[str, ...], allowed: tuple[str, ...]) -> list[str]:
+    return sorted(
+        f"{source} imports {target}"
+        for source, targets in edges.items()
+        if _within(source, layer)
+        for target in targets
+        if target != PACKAGE and not _within(target, allowed)
+    )
+
+
+@pytest.mark.parametrize(
+    "layer, allowed",
+    [(INFRA, INFRA), (MATHS, MATHS + ("grace_jax.text",) + INFRA)],
+    ids=["infra", "maths"],
+)
+def test_layers_import_only_what_they_may(layer, allowed):
+    offenders = _layer_offenders(EDGES, layer, allowed)
+    assert not offenders, "\n".join(offenders)
+
+
+def test_layer_rule_catches_a_wrong_import():
+    edges = {
+        "grace_jax.infra.paths": {"grace_jax.train", "grace_jax.infra.errors"},
+        "grace_jax.steps": {"grace_jax.run"},
+    }
+    assert _layer_offenders(edges, INFRA, INFRA) == ["grace_jax.infra.paths imports grace_jax.train"]

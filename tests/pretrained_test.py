@@ -12,8 +12,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from grace_jax import config_checks
 from grace_jax.configs import base, dferclip, dfew, ferv39k, mafw
-from grace_jax.infra import config_checks, errors
+from grace_jax.infra import errors
 from grace_jax.models import clip as clip_lib
 from grace_jax.models import clip_checkpoint
 

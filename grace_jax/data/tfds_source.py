@@ -136,7 +136,7 @@ class TfdsRecords(grain.sources.RandomAccessDataSource):
 
 
 def check_config(config) -> dict:
-    """Before any work (grace_jax.infra.config_checks): data.tfds is prepared and has the config's splits,
+    """Before any work (grace_jax.config_checks): data.tfds is prepared and has the config's splits,
     with clips, and the config's class count. Returns `manifest`; raises errors.UserError naming the field."""
     data = config.data
     if data.tfds.count("/") > 1 or not data.tfds.strip("/"):

@@ -20,9 +20,10 @@ block_tensorflow()  # checked before tensorflow_datasets is imported
 
 from data_prep import job  # noqa: E402
 from data_prep.tfds_builders import prepare  # noqa: E402
+from grace_jax import config_checks  # noqa: E402
 from grace_jax.data import input_pipeline as ip  # noqa: E402
 from grace_jax.data import schema, tfds_source  # noqa: E402
-from grace_jax.infra import config_checks, errors  # noqa: E402
+from grace_jax.infra import errors  # noqa: E402
 
 # conftest's SynthFER sizes: the tiny run below then has tiny_run's steps per epoch, so its learning-rate
 # schedule, and with it the compiled train step, is the same program (the session's XLA cache has it).

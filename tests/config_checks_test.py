@@ -9,8 +9,8 @@ import shutil
 
 import pytest
 
-from grace_jax import train
-from grace_jax.infra import cli, config_checks
+from grace_jax import config_checks, train
+from grace_jax.infra import cli
 
 
 def _fails(config, workdir, capsys) -> str:
