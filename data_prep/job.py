@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from tqdm import tqdm
 
-from data_prep import report, synth, synth_examples
+from data_prep import provenance, report, synth, synth_examples
 from data_prep.clip_loader import LoadOptions, load_clip
 from data_prep.sources.clip_spec import BadClip, ClipSpec
 from data_prep.sources.datasets import (
@@ -182,73 +182,6 @@ def hold_out_validation(clips: list[ClipSpec], fraction: float, seed: int = 0) -
         count = max(1, round(fraction * len(members))) if len(members) > 1 else 0
         moved.update(members[:count])
     return [dataclasses.replace(c, split="val") if i in moved else c for i, c in enumerate(clips)]
-
-
-# Labelled clips the datasets' papers publish (docs/data.md): DFEW's and MAFW's 5 folds each
-# split all of them into train + test; FERV39k has one split.
-PUBLISHED_COUNTS = {
-    "dfew": {"train+test": 11697},
-    "ferv39k": {"train": 31088, "test": 7847},
-    "mafw": {"train+test": 9172},
-}
-# Frame folders the datasets ship (their official face frames); anything else is someone's own crops.
-OFFICIAL_FRAME_FOLDERS = {
-    "dfew": ("clip_224x224_16f", "clip_224x224"),
-    "ferv39k": ("2_ClipsforFaceCrop",),
-    "mafw": ("faces",),
-}
-
-
-def frame_source(config: BuildConfig, clips: list[ClipSpec]) -> dict:
-    """What the frames were read from, for the manifest (and every result that cites the data):
-    generated, videos, the dataset's official face frames, or a folder of one's own crops."""
-    if config.dataset == "synth":
-        return {"kind": "generated", "description": "SynthFER, generated"}
-    parents = sorted({os.path.dirname(os.path.normpath(c.path)) for c in clips})
-    common = os.path.commonpath(parents) if parents else ""
-    kind = "videos" if config.dataset == "folder" else "frame folders"
-    official = OFFICIAL_FRAME_FOLDERS.get(config.dataset, ())
-    parts = set(os.path.normpath(common).split(os.sep)) if common else set()
-    found = [f for f in official if f in parts]
-    if config.face_crop == "auto":
-        description = f"own face crops (data_prep --face_crop=auto) of the {kind} under {common}"
-    elif config.dataset == "folder":
-        description = f"videos under {common}, frames as they are"
-    elif found:
-        description = f"{config.dataset}'s official face frames ({found[0]}) under {common}"
-    else:
-        description = (
-            f"frame folders under {common}: not one of {config.dataset}'s official face-frame "
-            f"folders ({', '.join(official)}), so one's own crops"
-        )
-    return {
-        "kind": kind,
-        "folder": common,
-        "official": bool(found) and config.face_crop != "auto",
-        "face_crop": config.face_crop,
-        "description": description,
-    }
-
-
-def published_check(dataset: str, written: dict[str, int], listed: dict[str, int], bad: dict[str, int]) -> dict | None:
-    """Each split's clip count against the published one: {"published", "written", "differences"}
-    with one sentence per difference (None for datasets without published counts)."""
-    published = PUBLISHED_COUNTS.get(dataset)
-    if published is None:
-        return None
-    differences = []
-    for name, expected in published.items():
-        splits = name.split("+") + (["val"] if "train" in name.split("+") else [])  # val is held out of train
-        got = sum(written.get(s, 0) for s in splits)
-        if got == expected:
-            continue
-        listed_n = sum(listed.get(s, 0) for s in splits)
-        bad_n = sum(bad.get(s, 0) for s in splits)
-        differences.append(
-            f"{name}: {got:,} clips written, {dataset} publishes {expected:,} ({got - expected:+,}; the lists "
-            f"gave {listed_n:,}, {bad_n:,} of them unreadable)"
-        )
-    return {"published": published, "written": dict(written), "differences": differences}
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -432,8 +365,8 @@ def build(config: BuildConfig) -> dict:
                 if config.dataset == "synth"
                 else {}
             ),
-            "frame_source": frame_source(config, clips),
-            "published_counts": published_check(
+            "frame_source": provenance.frame_source(config.dataset, config.face_crop, clips),
+            "published_counts": provenance.published_check(
                 config.dataset,
                 {sp: len(stats[sp][0]) for sp in splits},
                 {sp: listed[sp] + rejected_lines.count(sp) for sp in splits},

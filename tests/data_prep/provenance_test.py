@@ -4,7 +4,7 @@ import json
 import os
 import shutil
 
-from data_prep import job
+from data_prep import job, provenance
 
 
 def _build(root, out, fold=1):
@@ -45,11 +45,11 @@ def test_official_face_frames_are_named(dfew_tree, tmp_path):
 
 
 def test_ferv39k_counts_are_checked_per_split():
-    check = job.published_check(
+    check = provenance.published_check(
         "ferv39k", {"train": 31088, "test": 7840}, {"train": 31088, "test": 7847}, {"train": 0, "test": 7}
     )
     assert check["differences"] == [
         "test: 7,840 clips written, ferv39k publishes 7,847 (-7; the lists gave 7,847, 7 of them unreadable)"
     ]
-    assert job.published_check("ferv39k", {"train": 31088, "test": 7847}, {}, {})["differences"] == []
-    assert job.published_check("folder", {"train": 3}, {}, {}) is None
+    assert provenance.published_check("ferv39k", {"train": 31088, "test": 7847}, {}, {})["differences"] == []
+    assert provenance.published_check("folder", {"train": 3}, {}, {}) is None
