@@ -68,5 +68,21 @@ def _build(config: ml_collections.ConfigDict, out: str) -> None:
     if config.data.image_size % 2 == 0:  # H.264 4:2:0 needs even sides
         # One test clip per class as mp4, for the README's predict command after the demo.
         command.append("--synth_examples=1")
-    if subprocess.run(command).returncode != 0:
+    if subprocess.run(command, env=_with_checkout_on_path()).returncode != 0:
         raise RuntimeError(f"generating SynthFER into {out} failed (see the lines above): {' '.join(command)}")
+
+
+def _with_checkout_on_path() -> dict[str, str]:
+    """The environment for data_prep's command: data_prep is not installed with the package, so the
+    checkout that holds this package (editable installs, or a clone on PYTHONPATH) goes first on
+    PYTHONPATH, whatever the current directory; an installed package without one cannot generate data."""
+    checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if not os.path.isfile(os.path.join(checkout, "data_prep", "build_dataset.py")):
+        raise errors.ConfigError(
+            "data.dir is empty, so SynthFER would be generated, but that needs the repository's data_prep "
+            f"(not installed with the package; looked in {checkout}): run from a clone of grace_jax, or "
+            "set data.dir to shards built with python -m data_prep.build_dataset."
+        )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (checkout, env.get("PYTHONPATH", "")) if p)
+    return env
