@@ -83,6 +83,9 @@ def guarded(main: Callable[..., Any], prog: str | None = None) -> Callable[..., 
     return wrapped
 
 
+_TRACKER_QUIET = "ignore:resource_tracker:UserWarning"
+
+
 def run(main: Callable[[list[str]], Any], argv: list[str] | None = None) -> NoReturn:
     """absl's `app.run(main)`, with user errors (in flag parsing too) as one line and exit 1 or 2.
 
@@ -95,6 +98,11 @@ def run(main: Callable[[list[str]], Any], argv: list[str] | None = None) -> NoRe
 
     console.prefer_cpu()
     _quiet_disk_full_in_threads()
+    # multiprocessing's resource tracker (started later, by grain's worker processes) takes its warning
+    # filters from these options: when a command ends on an error while workers run, it cleans up
+    # their shared memory without "There appear to be 12 leaked shared_memory objects" after the line.
+    if _TRACKER_QUIET not in sys.warnoptions:
+        sys.warnoptions.append(_TRACKER_QUIET)
 
     def quiet_main(argv):
         console.quiet_third_party_info()

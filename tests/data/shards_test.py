@@ -110,12 +110,13 @@ def _command(module: str, args: list[str], cwd) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["flip", "cut"])
-def test_evaluate_on_a_damaged_shard_is_one_line_and_writes_nothing(tiny_run, synthfer_dir, tmp_path, how):
+@pytest.mark.parametrize("how, workers", [("flip", 0), ("cut", 0), ("flip", 2)])
+def test_evaluate_on_a_damaged_shard_is_one_line_and_writes_nothing(tiny_run, synthfer_dir, tmp_path, how, workers):
     workdir, _ = tiny_run
     data_dir = damaged_copy(synthfer_dir, tmp_path / how, how)
     out = tmp_path / "evaluation"
-    args = [f"--workdir={workdir}", f"--data_dir={data_dir}", "--split=train", f"--out={out}", "--batch_size=8"]
+    args = [f"--workdir={workdir}", f"--data_dir={data_dir}", "--split=train", f"--out={out}", "--batch_size=8",
+            f"--num_workers={workers}"]  # fmt: skip
     done = _command("grace_jax.evaluate", args, tmp_path)
     assert done.returncode == 1, done.stderr[-3000:]
     what = (
