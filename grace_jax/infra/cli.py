@@ -20,6 +20,12 @@ environment problem nobody anticipated and keeps its traceback.
 The subclasses that are also `FileNotFoundError` / `ValueError` keep `except` clauses (and tests)
 written against the standard types working.
 
+Two faults that are no user error still end in one line: a full disk (an OSError ENOSPC or EDQUOT
+anywhere in the exception's chain, or met first by a writer thread such as orbax's: `no space left on
+device writing PATH (free space; a checkpoint there takes about N MB) ...`, exit 1, the writer threads'
+tracebacks dropped), and a syntax error in the user's own config file (the file, line and caret,
+exit 2).
+
 No jax here: data_prep and grace_jax.folds import this module and should start in a second.
 """
 
@@ -52,7 +58,18 @@ def fail(message: str, exit_code: int = 1, prog: str | None = None) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.write(f"{prog or prog_name()}: error: {str(message).rstrip()}\n")
     sys.stderr.flush()
+    _quiet_shutdown()
     sys.exit(exit_code)
+
+
+def _quiet_shutdown() -> None:
+    """The error line stays the last one when worker processes are still being stopped: grain's
+    prefetch thread stops its worker process while the interpreter's exit closes the same iterator
+    again, and multiprocessing prints the loser's AttributeError traceback after the line."""
+    import multiprocessing
+
+    if multiprocessing.active_children():
+        sys.stderr = open(os.devnull, "w")  # for the rest of the process's life
 
 
 def warn(message: str) -> None:
