@@ -20,6 +20,9 @@ Usage:
   python -m data_prep.build_dataset --dataset=folder --videos=/data/myclips --face_crop=auto \
       --labels=train=/data/myclips/train.csv,test=/data/myclips/test.csv --out=/data/shards/mine
 
+  # Check a dataset (a copy from another machine): every record readable, counts as in its manifest:
+  python -m data_prep.build_dataset --verify --out=/data/shards/dfew3
+
   # SynthFER, the synthetic dataset of the demo and the tests:
   python -m data_prep.build_dataset --dataset=synth --synth_train=2100 --synth_test=700 --out=/tmp/synthfer
   # ... its hard variant (camera shake, crop jumps, talking, lighting flashes on top):
@@ -38,7 +41,7 @@ import os
 
 from absl import app, flags
 
-from data_prep import job, synth
+from data_prep import job, synth, verify
 from grace_jax.infra import cli
 
 FLAGS = flags.FLAGS
@@ -105,12 +108,23 @@ flags.DEFINE_float(
     "(seeded by --synth_seed), for selecting checkpoints without the test fold "
     "(grace_jax.kfold --select_on=val).",
 )
-flags.mark_flags_as_required(["dataset", "out"])
+flags.DEFINE_bool(
+    "verify",
+    False,
+    "Build nothing: read back every record of the dataset at --out and compare the counts with its "
+    "manifest.json (a copy checked after a transfer); exit 1 naming each damaged shard.",
+)
+flags.mark_flags_as_required(["out"])
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.verify:
+        verify.verify(FLAGS.out)
+        return
+    if FLAGS.dataset is None:
+        raise app.UsageError("--dataset is required (--helpshort lists the flags).")
     config = job.BuildConfig(
         dataset=FLAGS.dataset,
         out=FLAGS.out,

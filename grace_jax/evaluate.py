@@ -140,6 +140,13 @@ def evaluate_run(
     workdir, model_dir, out_dir, config = _source(workdir, model, which, out_dir)
     # As training does, before anything starts jax's backend: multi-process runs evaluate together.
     distributed.initialize(config.get("distributed"))
+    # The batch against this job's devices before the data is read or the model loaded (as the trainer).
+    field = (
+        "--batch_size"
+        if batch_size
+        else ("data.eval_batch_size" if config.data.eval_batch_size else "optim.batch_size")
+    )
+    config_checks.check_batch(batch_size or config.data.eval_batch_size or config.optim.batch_size, field, config)
     manifest = _read_manifest(data)
     if split not in manifest.get("splits", {}):
         raise errors.ConfigError(

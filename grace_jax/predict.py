@@ -53,6 +53,7 @@ from grace_jax.data import video as video_lib
 from grace_jax.data.errors import ClipError
 from grace_jax.data.windows import read_windows
 from grace_jax.infra import cli, paths
+from grace_jax.infra.errors import UsageError
 from grace_jax.run import heatmaps, runs
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory (config.json, checkpoints).")
@@ -217,6 +218,23 @@ def _write_tables(out_dir: str, results: list[dict], errors: list[str], names: l
     _write_atomic(paths.join(out_dir, "predictions.csv"), write_csv)
 
 
+def _check_out_dir(out_dir: str) -> None:
+    """UsageError when `out_dir`, or the first of its parents that exists, is a file: the outputs are a
+    folder (predictions.json, predictions.csv, pictures, maps/)."""
+    folder = out_dir
+    while not paths.exists(folder):
+        parent = paths.dirname(folder)
+        if parent == folder:
+            return
+        folder = parent
+    if not paths.isdir(folder):
+        what = "is a file" if folder == out_dir else f"is inside {folder}, which is a file"
+        raise UsageError(
+            f"--out={out_dir} {what}; predict writes a folder (predictions.json, predictions.csv, "
+            "pictures): give a folder path, e.g. --out=predictions. Nothing was read or written."
+        )
+
+
 def run(
     workdir: str | None,
     inputs: list[str],
@@ -244,6 +262,7 @@ def run(
     if face_crop not in ("auto", "none"):
         raise ValueError(f"face_crop must be 'auto' or 'none', got {face_crop!r}")
     out_dir = paths.resolve(out_dir)
+    _check_out_dir(out_dir)  # before the model loads: a file in the way is one line at once
     # An export holds one checkpoint: `which` chooses among a run's only.
     loaded = runs.load(model, kind="export") if model else runs.load(workdir, which, kind="run")
     config, names, graphdef, state = loaded.config, loaded.class_names, loaded.graphdef, loaded.state

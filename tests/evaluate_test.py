@@ -343,3 +343,27 @@ def test_bad_inputs_are_one_line_naming_the_thing(tiny_run, exported, dfew, synt
         assert done.stderr.startswith("grace_jax.evaluate: error: ") and text in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert not (tmp_path / "evaluation").exists()
+
+
+@pytest.mark.slow
+def test_a_batch_the_devices_cannot_split_is_one_line_before_any_work(tiny_run, synthfer_dir, tmp_path, monkeypatch):
+    workdir, _ = tiny_run
+    assert jax.device_count() == 8  # tests/conftest.py
+    loads = []
+    monkeypatch.setattr(runs, "load", lambda *a, **k: loads.append(a))
+    with pytest.raises(errors.ConfigError, match=r"^--batch_size=12 is not divisible by the 8 devices of mesh axis"):
+        evaluate.evaluate_run(workdir, synthfer_dir, batch_size=12, out_dir=str(tmp_path / "evaluation"))
+    assert not loads  # refused before the model was loaded
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+    out = tmp_path / "evaluation"
+    done = subprocess.run(
+        [sys.executable, "-m", "grace_jax.evaluate", f"--workdir={workdir}", f"--data_dir={synthfer_dir}",
+         "--batch_size=12", f"--out={out}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [
+        "grace_jax.evaluate: error: --batch_size=12 is not divisible by the 8 devices of mesh axis 'data': use a "
+        "multiple of 8 (e.g. 8 or 16), or a mesh.shape with fewer batch-parallel devices."
+    ]
+    assert not out.exists()

@@ -149,3 +149,38 @@ def test_windows_of_a_video_where_the_face_enters_late(tiny_run, tmp_path):
         rows = list(csv.reader(f))
     assert rows[0][:4] == ["input", "start_seconds", "end_seconds", "prediction"]
     assert [r[1:4] for r in rows[1:3]] == [["0.0", "2.0", "no face"], ["1.5", "3.5", straddling["prediction"]]]
+
+
+@pytest.mark.slow
+def test_out_naming_an_existing_file_is_refused_before_the_model_loads(tiny_run, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from grace_jax.infra import errors
+    from grace_jax.run import runs
+
+    workdir, _ = tiny_run
+    results = tmp_path / "results.json"
+    results.write_text('{"kept": true}\n')
+    clip = str(tmp_path / "clip.mp4")
+    _write_mp4(clip, np.zeros((8, 32, 32, 3), np.uint8))
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(runs, "load", no_load)
+    for out, what in ((results, "is a file"), (results / "inner", f"is inside {results}, which is a file")):
+        with pytest.raises(errors.UsageError, match=rf"^--out={out} {what}; predict writes a folder"):
+            predict.run(workdir, [clip], str(out))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=repo)
+    done = subprocess.run(
+        [sys.executable, "-m", "grace_jax.predict", f"--workdir={workdir}", "--out=results.json", clip],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [
+        f"grace_jax.predict: error: --out={results} is a file; predict writes a folder (predictions.json, "
+        "predictions.csv, pictures): give a folder path, e.g. --out=predictions. Nothing was read or written."
+    ]
+    assert results.read_text() == '{"kept": true}\n' and sorted(os.listdir(tmp_path)) == ["clip.mp4", "results.json"]

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import ml_collections
 from absl import flags
 
-from grace_jax.data import schema, tfds_source
+from grace_jax.data import schema, shards, tfds_source
 from grace_jax.data.clip_transforms import (
     CLIP_MEAN,
     CLIP_STD,
@@ -148,10 +148,14 @@ def shard_paths(data_dir: str, split: str) -> list[str]:
 
 
 def record_source(data_dir: str | tfds_source.TfdsDataset, split: str) -> grain.sources.RandomAccessDataSource:
-    """The split's records (bytes of grace_jax.data.schema), from shards or from a TFDS dataset."""
+    """The split's records (bytes of grace_jax.data.schema), from shards or from a TFDS dataset; a shard
+    that cannot be read raises `errors.DamagedShardError` naming it (grace_jax/data/shards.py)."""
     if isinstance(data_dir, tfds_source.TfdsDataset):
         return tfds_source.TfdsRecords(data_dir, split)
-    return grain.sources.ArrayRecordDataSource(shard_paths(data_dir, split))
+    # Every shard is opened here, before any batch: a cut shard is named now, a damaged record when read.
+    records = shards.ShardRecords(shard_paths(data_dir, split), split)
+    records.check_count(read_manifest(data_dir)["splits"][split]["num_clips"], data_dir)
+    return records
 
 
 class IndexedSource(grain.sources.RandomAccessDataSource):

@@ -14,12 +14,15 @@ a prepared dataset is read from its files (dataset_info.json, features.json), no
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import itertools
 import os
 
 import grain
 
-from grace_jax.data import schema
+from grace_jax.data import schema, shards
+from grace_jax.data.errors import DamagedShardError
 from grace_jax.infra import errors, paths
 
 # data_prep.tfds_builders' datasets (named here: reading never imports data_prep).
@@ -113,13 +116,26 @@ class TfdsRecords(grain.sources.RandomAccessDataSource):
         if split not in builder.info.splits:
             raise errors.ConfigError(f"split {split!r} not in {dataset}; it has {sorted(builder.info.splits)}")
         self._name = str(dataset)
+        self._split = split
         self._source = builder.as_data_source(split=split)
+        # The split's files and their record counts, to name the file of a record that cannot be read.
+        files = builder.info.splits[split].file_instructions
+        self._files = [os.fspath(f.filename) for f in files]
+        self._starts = [0, *itertools.accumulate(int(f.take) for f in files)]
 
     def __len__(self) -> int:
         return len(self._source)
 
     def __getitem__(self, index: int) -> bytes:
-        example = self._source[index]
+        try:
+            example = self._source[index]
+        except (RuntimeError, OSError) as e:  # riegeli's "Corrupted Riegeli/records file", naming no file
+            file = bisect.bisect_right(self._starts, index) - 1
+            where = f"{self._files[file]}: record {index - self._starts[file]} of that file" if self._files else ""
+            raise DamagedShardError(
+                f"{where} (record {index} of split {self._split} of {self._name}) cannot be read "
+                f"({shards.reason(e)}); the file is damaged: copy it again or prepare the dataset again."
+            ) from None
         caption = example["caption"].decode("utf-8") if example["has_caption"] else None
         return schema.serialize(
             schema.ClipRecord(

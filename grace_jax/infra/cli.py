@@ -20,15 +20,25 @@ environment problem nobody anticipated and keeps its traceback.
 The subclasses that are also `FileNotFoundError` / `ValueError` keep `except` clauses (and tests)
 written against the standard types working.
 
+Two faults that are no user error still end in one line: a full disk (an OSError ENOSPC or EDQUOT
+anywhere in the exception's chain, or met first by a writer thread such as orbax's: `no space left on
+device writing PATH (free space; a checkpoint there takes about N MB) ...`, exit 1, the writer threads'
+tracebacks dropped), and a syntax error in the user's own config file (the file, line and caret,
+exit 2).
+
 No jax here: data_prep and grace_jax.folds import this module and should start in a second.
 """
 
 from __future__ import annotations
 
 import difflib
+import errno
 import os
 import re
+import shutil
 import sys
+import threading
+import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -48,7 +58,18 @@ def fail(message: str, exit_code: int = 1, prog: str | None = None) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.write(f"{prog or prog_name()}: error: {str(message).rstrip()}\n")
     sys.stderr.flush()
+    _quiet_shutdown()
     sys.exit(exit_code)
+
+
+def _quiet_shutdown() -> None:
+    """The error line stays the last one when worker processes are still being stopped: grain's
+    prefetch thread stops its worker process while the interpreter's exit closes the same iterator
+    again, and multiprocessing prints the loser's AttributeError traceback after the line."""
+    import multiprocessing
+
+    if multiprocessing.active_children():
+        sys.stderr = open(os.devnull, "w")  # for the rest of the process's life
 
 
 def warn(message: str) -> None:
@@ -68,8 +89,18 @@ def guarded(main: Callable[..., Any], prog: str | None = None) -> Callable[..., 
             fail(str(e), e.exit_code, prog)
         except app.UsageError as e:
             fail(str(e), 2, prog)
+        except Exception as e:
+            # A full disk, met by this thread or (first) by a writer thread: one line, not the
+            # traceback of every thread that tried to write.
+            full = disk_full(e) or _thread_disk_full
+            if full is None:
+                raise
+            fail(disk_full_message(full), 1, prog)
 
     return wrapped
+
+
+_TRACKER_QUIET = "ignore:resource_tracker:UserWarning"
 
 
 def run(main: Callable[[list[str]], Any], argv: list[str] | None = None) -> NoReturn:
@@ -83,9 +114,16 @@ def run(main: Callable[[list[str]], Any], argv: list[str] | None = None) -> NoRe
     from grace_jax.infra import console
 
     console.prefer_cpu()
+    _quiet_disk_full_in_threads()
+    # multiprocessing's resource tracker (started later, by grain's worker processes) takes its warning
+    # filters from these options: when a command ends on an error while workers run, it cleans up
+    # their shared memory without "There appear to be 12 leaked shared_memory objects" after the line.
+    if _TRACKER_QUIET not in sys.warnoptions:
+        sys.warnoptions.append(_TRACKER_QUIET)
 
     def quiet_main(argv):
         console.quiet_third_party_info()
+        _quiet_disk_full_in_logs()
         return main(argv)
 
     app.run(guarded(quiet_main), argv=argv, flags_parser=_parse_flags)
@@ -120,10 +158,34 @@ def _parse_flags(argv: list[str]) -> list[str]:
         if message is None:
             raise
         fail(message, UsageError.exit_code)
+    except SyntaxError as e:  # the user's own config file (or one it imports) does not parse
+        if not _users_file(e.filename):
+            raise
+        fail(_with_config_flag(argv, _syntax_error_message(e)), UsageError.exit_code)
     except OSError as e:  # ml_collections defers a config file's IOError until the config is read
         if not str(e).startswith("Configuration is not available"):
             raise
-        fail(_with_config_flag(argv, _config_load_message(argv, e.__cause__ or e)), UsageError.exit_code)
+        cause = e.__cause__ or e
+        if isinstance(cause, SyntaxError) and _users_file(cause.filename):
+            fail(_with_config_flag(argv, _syntax_error_message(cause)), UsageError.exit_code)
+        fail(_with_config_flag(argv, _config_load_message(argv, cause)), UsageError.exit_code)
+
+
+def _users_file(filename: str | None) -> bool:
+    """A file outside the grace_jax package (configs/ is linked into it but lives beside it)."""
+    if not filename or not os.path.isfile(filename):
+        return False
+    package = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return not os.path.realpath(filename).startswith(package + os.sep)
+
+
+def _syntax_error_message(error: SyntaxError) -> str:
+    """'syntax error in FILE, line N: invalid syntax' and, below it, the line and Python's caret."""
+    head = f"syntax error in {error.filename}, line {error.lineno}: {error.msg}"
+    # format_exception_only: '  File "...", line N', the source line, the caret line, 'SyntaxError: ...'.
+    lines = traceback.format_exception_only(type(error), error)
+    shown = [line.rstrip("\n") for line in lines[1:-1] if line.strip()]
+    return "\n".join([head, *shown])
 
 
 def _innermost(error: BaseException) -> BaseException:
@@ -239,3 +301,145 @@ def _siblings(path: str, fields: set[str]) -> str:
         return f"the fields of {parent} are {', '.join(names)}."
     top = sorted(f for f in fields if "." not in f)
     return f"the top-level fields are {', '.join(top)}."
+
+
+# ------------------------------------------------------------------------------------ a full disk
+_NO_SPACE = re.compile(r"no space left on device|disk quota exceeded|\bENOSPC\b|\bEDQUOT\b", re.IGNORECASE)
+# An absolute path or gs:// URI starting the text or after a quote or a space (not ".../value/0.0").
+_PATH_IN_TEXT = re.compile(r"(?:^|(?<=[\s'\"]))(?:gs://|/)[^\s'\"(),;:]+")
+_thread_disk_full: BaseException | None = None  # the first disk-full error a writer thread met
+
+
+def disk_full(error: BaseException | None) -> BaseException | None:
+    """The disk-full error in `error`'s chain (an OSError ENOSPC or EDQUOT, or an exception whose text
+    says so, as tensorstore's and orbax's do), or None."""
+    stack, seen = [error], set()
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return e
+        if _NO_SPACE.search(str(e)):
+            return e
+        stack += [e.__cause__, e.__context__, *getattr(e, "exceptions", ())]
+    return None
+
+
+def disk_full_message(error: BaseException) -> str:
+    """'no space left on device writing PATH (F free on its filesystem; ...): free space and run the
+    same command again', with the space a checkpoint there takes when the path is one."""
+    path = getattr(error, "filename", None)
+    if not path:
+        found = _PATH_IN_TEXT.findall(str(error))
+        path = found[0] if found else None
+    what = f"writing {path}" if path else "while writing"
+    facts = []
+    free = _free_bytes(path) if path else None
+    if free is not None:
+        facts.append(f"{_size(free)} free on its filesystem")
+    needed = _checkpoint_size(path) if path else None
+    if needed:
+        facts.append(f"a checkpoint there takes about {_size(needed)}")
+    detail = f" ({'; '.join(facts)})" if facts else ""
+    ckpt = (
+        "; the checkpoint being written is left unfinished and never used, the ones saved before are intact"
+        if path and "checkpoint" in path
+        else ""
+    )
+    return (
+        f"no space left on device {what}{detail}{ckpt}. Free space there (or write elsewhere) and run the "
+        "same command again."
+    )
+
+
+def _free_bytes(path: str) -> int | None:
+    if "://" in path:
+        return None
+    folder = path
+    while folder and not os.path.isdir(folder):
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
+    try:
+        return shutil.disk_usage(folder or ".").free
+    except OSError:
+        return None
+
+
+def _checkpoint_size(path: str) -> int | None:
+    """Size of the newest finished step beside the orbax step folder `path` is in (`<dir>/<step>` or
+    `<dir>/<step>.orbax-checkpoint-tmp...`): what the failed save needed, about. None elsewhere."""
+    match = re.match(r"^(.*)/(\d+)\.orbax-checkpoint-tmp[^/]*(/|$)", path) if "://" not in path else None
+    if match is None or not os.path.isdir(match.group(1)):
+        return None
+    # Finished steps beside it, else in the sibling folders (checkpoints/best beside checkpoints/last).
+    parent = os.path.dirname(match.group(1))
+    folders = [match.group(1)] + sorted(os.path.join(parent, n) for n in os.listdir(parent))
+    for folder in folders:
+        steps = (
+            sorted((int(n) for n in os.listdir(folder) if n.isdigit()), reverse=True) if os.path.isdir(folder) else []
+        )
+        for step in steps:
+            root = os.path.join(folder, str(step))
+            total = sum(os.path.getsize(os.path.join(r, f)) for r, _, files in os.walk(root) for f in files)
+            if total:
+                return total
+    return None
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def _quiet_disk_full_in_threads() -> None:
+    """Writer threads (orbax, tensorstore, prefetch) that meet a full disk print no traceback each: the
+    first such error is kept and reported once, as the command's one line. tensorstore's callbacks
+    into an aborted save's closed event loop ("Event loop is closed", reported by the C++ side as
+    unraisable, hundreds of times) are dropped too once the disk is known to be full: its aftermath."""
+    previous_thread_hook, previous_unraisable_hook = threading.excepthook, sys.unraisablehook
+
+    def thread_hook(args):
+        global _thread_disk_full
+        full = disk_full(args.exc_value)
+        if full is None:
+            previous_thread_hook(args)
+        elif _thread_disk_full is None:
+            _thread_disk_full = full
+
+    def unraisable_hook(unraisable):
+        value = unraisable.exc_value
+        aftermath = isinstance(value, RuntimeError) and str(value) == "Event loop is closed"
+        if disk_full(value) is None and not (aftermath and _thread_disk_full is not None):
+            previous_unraisable_hook(unraisable)
+
+    threading.excepthook, sys.unraisablehook = thread_hook, unraisable_hook
+
+
+class _DiskFullFilter:
+    """Drops log records about a full disk (orbax logs each failed write with its traceback)."""
+
+    def filter(self, record) -> bool:
+        global _thread_disk_full
+        exc = record.exc_info[1] if record.exc_info else None
+        full = disk_full(exc) if exc is not None else None
+        if full is None and _NO_SPACE.search(str(record.msg)):
+            full = OSError(errno.ENOSPC, str(record.getMessage()).splitlines()[0])
+        if full is None:
+            return True
+        if _thread_disk_full is None:
+            _thread_disk_full = full
+        return False
+
+
+def _quiet_disk_full_in_logs() -> None:
+    import logging
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DiskFullFilter())

@@ -71,6 +71,35 @@ def _import_torch(path: str):
     return torch
 
 
+# torch.save writes a zip archive (PyTorch >= 1.6) or, in the legacy format, a pickle (protocol opcode).
+_CHECKPOINT_STARTS = (b"PK\x03\x04", b"\x80")
+
+
+def _check_looks_like_checkpoint(path: str) -> None:
+    """ConversionError "not a checkpoint" for a file that is neither of torch.save's formats (an HTML
+    page saved by a download link, a text file, an empty file), before torch's unpickler calls it unsafe."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith(_CHECKPOINT_STARTS):
+        return
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if not head:
+        what = "it is empty (0 bytes): an interrupted download?"
+    elif text.startswith((b"<!doctype html", b"<html", b"<head", b"<!--", b"<?xml")) or b"<html" in text:
+        what = (
+            "it is an HTML page (a download that saved the web page, e.g. a sign-in or virus-scan "
+            "notice, instead of the file)"
+        )
+    elif head.startswith(b"\x1f\x8b"):
+        what = "it is gzip-compressed: decompress it first"
+    else:
+        what = f"it starts with {head[:16]!r}, neither a zip archive nor a pickle"
+    raise ConversionError(
+        f"{path}: not a PyTorch checkpoint: {what}. Download the .pth again (its direct link) and check "
+        "its size; nothing in it was loaded."
+    )
+
+
 def read_torch_checkpoint(path: str) -> tuple[dict[str, np.ndarray], dict]:
     """Reads a .pth without running code from it.
 
@@ -83,6 +112,7 @@ def read_torch_checkpoint(path: str) -> tuple[dict[str, np.ndarray], dict]:
     """
     if not os.path.isfile(path):
         raise ConversionError(f"{path}: file not found.")
+    _check_looks_like_checkpoint(path)
     torch = _import_torch(path)
     import pickle
 

@@ -171,3 +171,33 @@ def test_the_tiny_config_trains_from_the_tfds_dataset(prepared, tiny_config, tmp
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["data"]["tfds"] == dataset.name
     assert_no_tensorflow()
+
+
+def test_a_damaged_tfds_file_is_named_with_the_record(prepared, tmp_path):
+    import shutil
+
+    from grace_jax.data.errors import DamagedShardError
+
+    dataset, _ = prepared
+    copy = tmp_path / "tfds"
+    shutil.copytree(dataset.data_dir, copy)
+    files = sorted(p for p in copy.rglob("*train.array_record*"))
+    assert files, list(copy.rglob("*"))
+    target = files[0]
+    size = target.stat().st_size
+    with open(target, "r+b") as f:  # 4 KB of flipped bytes in the middle, as a bad copy leaves
+        f.seek(size // 2)
+        chunk = f.read(4096)
+        f.seek(size // 2)
+        f.write(bytes(b ^ 0xFF for b in chunk))
+    records = ip.record_source(tfds_source.TfdsDataset(dataset.name, str(copy)), "train")
+    failures = []
+    for i in range(len(records)):
+        try:
+            records[i]
+        except DamagedShardError as e:
+            failures.append(str(e))
+    assert failures, "flipping 4 KB in the middle of the file damaged no record"
+    assert failures[0].startswith(f"{target}: record "), failures[0]
+    assert "of split train of tfds:dfew/fold_1_32px" in failures[0] and "Corrupted Riegeli" in failures[0]
+    assert "\n" not in failures[0]
