@@ -79,6 +79,7 @@ class _Run:
     best_war: dict  # the highest-WAR one (DFER-CLIP's selection), rebuilt from metrics.jsonl on resume
     summary: dict = dataclasses.field(default_factory=dict)  # the latest evaluation
     stopped: str | None = None  # "SIGTERM" or "SIGINT" once a signal stopped the loop
+    skipped: list = dataclasses.field(default_factory=list)  # non-finite steps skipped (max_nonfinite_steps)
 
 
 # ------------------------------------------------------------------------------------ setup
@@ -154,7 +155,7 @@ def _train_and_evaluate(
     try:
         _loop(run, watcher)
     except BaseException as e:
-        error = stops.after_failure(run, e)
+        error = stops.after_failure(run, e)  # `e`, or a DivergedError naming the step saved by now
         if error is e:
             raise
         raise error from None
@@ -236,6 +237,7 @@ def _model_and_steps(
                 image_size=config.data.image_size,
                 normalize=normalize,
                 accum_steps=accum,
+                skip_non_finite=config.train.max_nonfinite_steps > 0,
             ),
             in_shardings=(state_sh, batch_sh),
             out_shardings=(state_sh, replicated),
@@ -345,7 +347,7 @@ def _loop(run: _Run, watcher: distributed.PreemptionWatcher) -> None:
     progress = metric_writers.Progress(total, config.optim.batch_size, enabled=run.is_main)
     progress.start(run.step)
     reported_wait = run.train_iter.wait_s
-    pending = []  # (step, metrics) since the last log line
+    pending = []  # the metrics since the last log line
     unchecked = []  # (step, metrics) not yet checked finite
     while run.step < total:
         run.state, step_metrics = run.model.train_fn(run.state, next(run.train_iter))
@@ -353,34 +355,26 @@ def _loop(run: _Run, watcher: distributed.PreemptionWatcher) -> None:
         # for the step and saves it.
         watcher.raising = False
         run.step += 1
-        pending.append((run.step, step_metrics))
+        pending.append(step_metrics)
         unchecked.append((run.step, step_metrics))
         if run.step % config.train.log_every_steps == 0 or run.step == total:
-            stops.check_finite(unchecked, run.ckpt.directory, run.config)
-            reported_wait = _log_train(run, progress, [m for _, m in pending], reported_wait)
+            stops.check_finite(unchecked, run)
+            reported_wait = _log_train(run, progress, pending, reported_wait)
             pending = []
         # SIGTERM (preemption): every process asks at every step and all agree on this step.
         if run.step < total and watcher.reached(run.step):
             run.stopped = watcher.stop_signal
             # A Ctrl-C reaches one process only: with several, a save it alone joins would hang.
             if run.stopped == "SIGTERM" or jax.process_count() == 1:
-                _save(run, unchecked)
+                stops.save_checked(run, unchecked)
             return
         last = run.step == total
         if run.step % eval_every == 0 or last:
-            stops.check_finite(unchecked, run.ckpt.directory, run.config)
+            stops.check_finite(unchecked, run)
             _evaluate(run)
         # ---- save
         if run.step % config.train.ckpt_every_steps == 0 or last:
-            _save(run, unchecked)
-
-
-def _save(run: _Run, unchecked: list[tuple[int, dict]], **kwargs) -> None:
-    """Saves `run.state` once it is checked finite (a large update can overflow the parameters with
-    a finite loss and gradient)."""
-    stops.check_finite(unchecked, run.ckpt.directory, run.config)
-    stops.check_state(run.state, run.step, run.ckpt.directory, run.config)
-    run.ckpt.save(run.step, run.state, **kwargs)
+            stops.save_checked(run, unchecked)
 
 
 def _eval_every(config: ml_collections.ConfigDict, data: _Data) -> int:
@@ -443,7 +437,7 @@ def _evaluate(run: _Run) -> None:
         )
     if summary["uar"] > run.best["uar"]:
         run.best = dict(summary)
-        _save(run, [], metrics=run.best, best=True)
+        stops.save_checked(run, [], metrics=run.best, best=True)
     if summary["war"] > run.best_war["war"]:
         run.best_war = dict(summary)
     run.summary = summary

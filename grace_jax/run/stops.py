@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from grace_jax.infra import distributed, errors, paths
+from grace_jax.infra import cli, distributed, errors, paths
+from grace_jax.models import grace
 
 EXIT_CODES = {"SIGTERM": 0, "SIGINT": 130}
 _HOW = {"SIGTERM": "Preempted (SIGTERM)", "SIGINT": "Interrupted (Ctrl-C)"}
@@ -134,21 +135,40 @@ def first_non_finite(steps_metrics: list[tuple[int, dict]]) -> tuple[int, dict] 
     return None
 
 
-def check_finite(unchecked: list[tuple[int, dict]], ckpt_dir: str, config) -> None:
-    """Raises DivergedError if a step's loss or gradient norm is not finite; empties `unchecked`."""
-    bad = first_non_finite(unchecked)
+def check_finite(unchecked: list[tuple[int, dict]], run) -> None:
+    """Raises DivergedError if a step's loss or gradient norm is not finite, unless the step was
+    skipped (train.max_nonfinite_steps; `run.skipped` counts them) and the count allows it. Empties
+    `unchecked`. `run`: the trainer's run (its config, ckpt and skipped)."""
+    most = run.config.train.get("max_nonfinite_steps", 0)
+    for step, m in unchecked:
+        bad = first_non_finite([(step, m)])
+        if bad is None:
+            continue
+        what = ", ".join(f"the {k.replace('_', ' ')} is {v}" for k, v in bad[1].items())
+        if "skipped" in m and float(m["skipped"]) and len(run.skipped) < most:
+            run.skipped.append(step)
+            if run.is_main:
+                cli.warn(
+                    f"step {step}: {what}; skipped, no update applied ({len(run.skipped)} of "
+                    f"train.max_nonfinite_steps={most})."
+                )
+            continue
+        unchecked.clear()
+        if most:
+            what += f" (after {len(run.skipped)} skipped steps, train.max_nonfinite_steps={most})"
+        raise diverged(step, what, run.ckpt.directory, run.config)
     unchecked.clear()
-    if bad is not None:
-        step, values = bad
-        what = ", ".join(f"the {k.replace('_', ' ')} is {v}" for k, v in values.items())
-        raise diverged(step, what, ckpt_dir, config)
 
 
-def check_state(state: dict, step: int, ckpt_dir: str, config) -> None:
-    """Raises DivergedError if the state about to be saved holds a non-finite number (a large update
-    can overflow the parameters with a finite loss and gradient)."""
-    if not state_is_finite(state):
-        raise diverged(step, "the parameters or optimizer state are not finite", ckpt_dir, config)
+def save_checked(run, unchecked: list[tuple[int, dict]], **kwargs) -> None:
+    """`run.ckpt.save` of the trainer's state once the steps in `unchecked` and the state itself are
+    checked finite (a large update can overflow the parameters with a finite loss and gradient)."""
+    check_finite(unchecked, run)
+    if not state_is_finite(run.state):
+        raise diverged(run.step, "the parameters or optimizer state are not finite", run.ckpt.directory, run.config)
+    if "best" not in kwargs:
+        kwargs["data_iterator"] = run.train_iter
+    run.ckpt.save(run.step, run.state, **kwargs)
 
 
 @jax.jit
@@ -171,10 +191,15 @@ def diverged(step: int, what: str, ckpt_dir: str, config) -> DivergedError:
         if saved is not None
         else "no checkpoint was saved before it"
     )
-    fixes = ["a lower learning rate (the rates of optim.groups)", "optim.warmup_steps > 0"]
-    dtype = str(config.model.clip.get("dtype", ""))
-    if dtype in ("auto", "bfloat16", "float16"):
-        fixes.append(f"model.clip.dtype=float32 (now {dtype})")
+    fixes = ["a lower learning rate (the rates of optim.groups)"]
+    warmup = config.optim.get("warmup_steps", 0)
+    fixes.append(f"a longer warmup (optim.warmup_steps, now {warmup})" if warmup else "optim.warmup_steps > 0")
+    dtype = str(config.model.clip.get("dtype", "float32"))
+    computed = jnp.dtype(grace.compute_dtype(dtype)).name
+    if computed in ("bfloat16", "float16"):
+        fixes.append(f"model.clip.dtype=float32 (now {dtype}: {computed})")
+    if not config.train.get("max_nonfinite_steps", 0):
+        fixes.append("train.max_nonfinite_steps > 0 to skip a rare non-finite step")
     error = DivergedError(
         f"training diverged at step {step}: {what}; {good}. Usual fixes: {', '.join(fixes)}. The "
         "optimizer settings are part of the checkpoint, so train the fixed config into a new --workdir."

@@ -195,11 +195,14 @@ def test_a_signal_right_after_the_lock_is_taken_stops_start_up(signum, tiny_conf
 
 
 @pytest.mark.slow
-def test_a_diverging_run_stops_in_one_line_and_saves_nothing_non_finite(tiny_config, synthfer_dir, tmp_path):
+@pytest.mark.parametrize("skips", [0, 2])
+def test_a_diverging_run_stops_in_one_line_and_saves_nothing_non_finite(skips, tiny_config, synthfer_dir, tmp_path):
     config = tiny_config(synthfer_dir, 8)
     config.train.log_every_steps = 4  # the check does not wait for a log line
     config.train.ckpt_every_steps = 1  # a save in flight at every step
+    config.train.max_checkpoints = 10  # all kept: a skipped step's parameters are its predecessor's
     config.train.eval_every_steps = 1  # and a `best` candidate at every step
+    config.train.max_nonfinite_steps = skips
     workdir = tmp_path / "diverged"
     # The demo's warmup makes step 1's rate 0 and raises it from there; AdamW moves each parameter
     # by about the rate, so the 1e8 of this override overflows within a few steps.
@@ -212,7 +215,7 @@ def test_a_diverging_run_stops_in_one_line_and_saves_nothing_non_finite(tiny_con
     m = re.match(
         r"^grace_jax\.main: error: training diverged at step (\d+): (.*); the last good checkpoint is step (\d+) "
         rf"in {re.escape(str(workdir / 'checkpoints'))} \(nothing non-finite was saved\)\. Usual fixes: a lower "
-        r"learning rate \(the rates of optim\.groups\), optim\.warmup_steps > 0, model\.clip\.dtype=float32",
+        r"learning rate \(the rates of optim\.groups\), a longer warmup \(optim\.warmup_steps, now 20\)",
         errors[0],
     )
     assert m, errors[0]
@@ -222,8 +225,23 @@ def test_a_diverging_run_stops_in_one_line_and_saves_nothing_non_finite(tiny_con
     assert not (workdir / "lock.json").exists()
     steps = _checkpoint_steps(workdir)
     assert steps and steps[-1] == good and max(steps) < bad
-    for step in steps:  # every checkpoint left is complete and finite, `best` included
-        _assert_finite(_read_params(workdir, step))
+    params = {step: _read_params(workdir, step) for step in steps}
+    for p in params.values():  # every checkpoint left is complete and finite, `best` included
+        _assert_finite(p)
     for step in _checkpoint_steps(workdir, "best"):
         assert step < bad
         _assert_finite(_read_params(workdir, step, "best"))
+    skipped = [
+        int(re.search(r"warning: step (\d+): .*; skipped, no update applied", line)[1])
+        for line in run.lines
+        if "skipped, no update applied" in line
+    ]
+    assert len(skipped) == skips and all(k < bad for k in skipped)
+    if skips:
+        assert f"(after {skips} skipped steps, train.max_nonfinite_steps={skips})" in errors[0]
+        assert "train.max_nonfinite_steps > 0" not in errors[0]
+        for k in skipped:  # no update: the parameters of the step before
+            for a, b in zip(jax.tree.leaves(params[k]), jax.tree.leaves(params[k - 1]), strict=True):
+                np.testing.assert_array_equal(a, b)
+    else:
+        assert "train.max_nonfinite_steps > 0 to skip a rare non-finite step" in errors[0]
