@@ -108,7 +108,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         try:
             result = _train_and_evaluate(config, workdir, watcher)
         except distributed.Stopped as e:  # in start-up: nothing of this run to save
-            result = {"stopped": e.signame, "step": None}
+            result = {"stopped": e.signame, "step": None, "start_up": True}
         finally:
             watcher.raising = False
             if lock is not None:
@@ -447,14 +447,14 @@ def _evaluate(run: _Run) -> None:
 def _teardown(run: _Run) -> dict:
     """Closes the iterator, checkpoints and writer (waiting for the last save); then the plots and
     final_metrics.json. Returns what `train_and_evaluate` returns, or, after a stop by a signal,
-    {"stopped": signal name, "step": the step saved} (`stops.say` says it)."""
+    {"stopped": signal name, "step": the step saved, "start_up": False} (`stops.say` says it)."""
     run.train_iter.close()
     run.ckpt.wait()
     run.ckpt.close()
     run.writer.close()
     if run.stopped:
         saved = run.step if run.stopped == "SIGTERM" or jax.process_count() == 1 else None
-        return {"stopped": run.stopped, "step": saved}
+        return {"stopped": run.stopped, "step": saved, "start_up": False}
     if run.is_main and run.summary:
         _write_results(run)
     return run.summary

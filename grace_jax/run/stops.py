@@ -60,12 +60,14 @@ def where_it_resumes(ckpt_dir: str, step: int | None) -> str:
 
 
 def stop_line(signame: str, ckpt_dir: str, *, saved: int | None, during_start_up: bool) -> str:
-    """The one line of a stop by `signame`: `saved` is the step it saved (in the loop) or the newest
-    complete one (in start-up)."""
+    """The one line of a stop by `signame`: `saved` is the step it saved (in the loop; None when it
+    saved none) or the newest complete one (in start-up)."""
     how = _HOW[signame]
-    if not during_start_up and saved is not None:
-        return f"{how}: saved the checkpoint of step {saved} to {ckpt_dir}; run the same command again to resume."
-    return f"{how} during start-up: {where_it_resumes(ckpt_dir, saved)}"
+    if during_start_up:
+        return f"{how} during start-up: {where_it_resumes(ckpt_dir, saved)}"
+    if saved is None:  # Ctrl-C to one of several processes: no save of its own
+        return f"{how}: {where_it_resumes(ckpt_dir, saved_step(ckpt_dir))}"
+    return f"{how}: saved the checkpoint of step {saved} to {ckpt_dir}; run the same command again to resume."
 
 
 def failure_note(step: int, ckpt_dir: str) -> str:
@@ -75,13 +77,13 @@ def failure_note(step: int, ckpt_dir: str) -> str:
 
 def say(result: dict, workdir: str) -> dict:
     """`train_and_evaluate`'s result; for a run a signal stopped ({"stopped": name, "step": the step
-    saved, None in start-up}), its line, said once the lock is released: then {"preempted": True,
-    "step": ...} for SIGTERM, stops.Interrupted raised for Ctrl-C."""
+    saved or None, "start_up": whether it stopped there}), its line, said once the lock is released:
+    then {"preempted": True, "step": ...} for SIGTERM, stops.Interrupted raised for Ctrl-C."""
     signame = result.pop("stopped", None)
     if signame is None:
         return result
     ckpt_dir = paths.join(workdir, "checkpoints")
-    in_start_up = result["step"] is None
+    in_start_up = result["start_up"]
     saved = saved_step(ckpt_dir) if in_start_up else result["step"]
     line = stop_line(signame, ckpt_dir, saved=saved, during_start_up=in_start_up)
     if jax.process_index() == 0:
