@@ -12,12 +12,20 @@ Ctrl-C (the step reached saved too); 1 for an error. Each stop ends with one lin
 is saved and that the same command resumes from it (grace_jax/run/stops.py).
 """
 
+import signal
+
 from absl import app, flags
 from ml_collections import config_flags
 
 from grace_jax import train
 from grace_jax.infra import cli, paths
 from grace_jax.run import stops
+
+# Imported as "__mp_main__" in the data loader's worker processes (multiprocessing spawns them and
+# imports the main module first): a terminal's Ctrl-C reaches the whole process group, and stopping
+# the workers is the trainer's part (it closes its loaders), not a KeyboardInterrupt traceback each.
+if __name__ == "__mp_main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and plots go.")

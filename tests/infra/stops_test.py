@@ -12,6 +12,9 @@ import math
 import os
 import re
 import signal
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,13 +22,35 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from distributed_test import RUN_TIMEOUT_S, Run, _args, _env
+from distributed_test import REPO, RUN_TIMEOUT_S, Run, _args, _env
 
 from grace_jax.infra import distributed
 from grace_jax.run import stops
 
 
 # ------------------------------------------------------------------------------------ helpers
+class GroupRun(Run):
+    """A Run in a process group of its own, signalled as a terminal or SLURM does: the whole group,
+    the data loader's worker processes included."""
+
+    def __init__(self, args: list[str], env: dict):  # Run's, with start_new_session
+        self.lines, self.times = [], []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "grace_jax.main", *args],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def signal_group(self, signum: int) -> None:
+        os.killpg(self.proc.pid, signum)
+
+
 def _wait_for_file(path: Path, run: Run, timeout: float = RUN_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -134,13 +159,15 @@ def test_ctrl_c_saves_the_step_then_sigterm_in_start_up_then_the_same_command_re
 ):
     config = tiny_config(synthfer_dir, 6)
     config.train.log_every_steps = 1  # a line per step: the test knows the loop is running
+    config.data.num_workers = 2  # worker processes, which a terminal's Ctrl-C reaches too
     workdir = tmp_path / "run"
     ckpt_dir = workdir / "checkpoints"
 
-    # Ctrl-C mid-loop: the step reached is saved, one line, exit 130, the lock released.
-    run = Run(_args(config, workdir), _env(8))
+    # Ctrl-C mid-loop, to the process group as a terminal sends it: the step reached is saved, one
+    # line, exit 130, the lock released; no traceback from the trainer or its data workers.
+    run = GroupRun(_args(config, workdir), _env(8))
     run.wait_for_line(r"^step 2/6 ", RUN_TIMEOUT_S)
-    run.proc.send_signal(signal.SIGINT)
+    run.signal_group(signal.SIGINT)
     assert _finish(run) == 130, run.output()
     _no_traceback(run)
     [line] = _stop_lines(run)
@@ -153,10 +180,10 @@ def test_ctrl_c_saves_the_step_then_sigterm_in_start_up_then_the_same_command_re
 
     # SIGTERM half a second after the lock is taken, while the run restores, builds and compiles:
     # exit 0, the lock released, the line names the checkpoint still there.
-    run = Run(_args(config, workdir), _env(8))
+    run = GroupRun(_args(config, workdir), _env(8))
     _wait_for_file(workdir / "lock.json", run)
     time.sleep(0.5)
-    run.proc.send_signal(signal.SIGTERM)
+    run.signal_group(signal.SIGTERM)  # as SLURM's scancel does
     assert _finish(run) == 0, run.output()
     _no_traceback(run)
     assert _stop_lines(run) == [
