@@ -242,7 +242,7 @@ class PreemptionWatcher:
     or, on this process, after a SIGINT (Ctrl-C). `stop_signal` then says which ("SIGTERM"/"SIGINT").
 
     Use as a context manager around the run (it restores the previous handlers). While `raising` is
-    set (the trainer's start-up: restore, model build), a signal handled here raises `Stopped` at
+    set (the trainer's start-up: restore, model build, the first step's compile), a signal handled here raises `Stopped` at
     once instead; a signal that came while it was off raises when it is set. A second Ctrl-C raises
     KeyboardInterrupt: stop now, without waiting for the step.
     """
