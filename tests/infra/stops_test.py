@@ -272,3 +272,30 @@ def test_a_diverging_run_stops_in_one_line_and_saves_nothing_non_finite(skips, t
                 np.testing.assert_array_equal(a, b)
     else:
         assert "train.max_nonfinite_steps > 0 to skip a rare non-finite step" in errors[0]
+
+
+def test_a_failure_in_the_loop_waits_for_the_save_and_ends_its_traceback_with_the_line(tmp_path):
+    calls = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def __getattr__(self, method):
+            return lambda *a, **k: calls.append(f"{self.name}.{method}")
+
+    class FakeRun:  # what `after_failure` uses of the trainer's run
+        train_iter, writer, step = Recorder("train_iter"), Recorder("writer"), 5
+        ckpt = Recorder("ckpt")
+
+    FakeRun.ckpt.directory = str(tmp_path / "checkpoints")
+    (tmp_path / "checkpoints/last/4").mkdir(parents=True)
+    error = stops.after_failure(FakeRun(), RuntimeError("boom"))
+    assert calls == ["train_iter.close", "ckpt.wait", "ckpt.close", "writer.close"]  # the save waited for
+    assert error.__notes__ == [
+        f"Training stopped at step 5 by the error above; the checkpoint of step 4 in {tmp_path}/checkpoints is "
+        "complete; run the same command again to resume from it."
+    ]
+    calls.clear()
+    error = stops.after_failure(FakeRun(), KeyboardInterrupt())  # a second Ctrl-C: no waiting
+    assert calls == [] and error.__notes__[0].startswith("Interrupted (Ctrl-C) twice: stopped without waiting; ")
