@@ -211,6 +211,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     t.eval_every_steps = 0  # > 0 overrides eval_every_epochs
     t.ckpt_every_steps = 1000
     t.max_checkpoints = 2
+    # A step whose loss or gradient norm is not finite stops the run (grace_jax/run/stops.py: one line
+    # naming the step and the last good checkpoint; nothing non-finite is saved). > 0: up to that many
+    # such steps (counted from this command's start) are skipped instead, with no update applied.
+    t.max_nonfinite_steps = 0
     # Before step 1, compare the compiled train step's memory per device (XLA's memory_analysis) with
     # the device's (its allocator's limit; none on CPU) and stop with the setting that fits if it does
     # not. device_memory_gib > 0 checks against that many GiB instead (a smaller card, or headroom).

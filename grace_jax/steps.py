@@ -71,6 +71,7 @@ def train_step(
     image_size: int | None = None,
     normalize: str = "clip",
     accum_steps: int = 1,
+    skip_non_finite: bool = False,
 ):
     """One SGD step. Returns (new state, scalar metrics).
 
@@ -79,6 +80,9 @@ def train_step(
     `accum_steps` (config.optim.grad_accum_steps): the gradient is summed over that many micro-batches
     of the batch, one after the other (`accumulated_grads`), so only a micro-batch's activations are
     alive at once; the step is the one big step.
+    `skip_non_finite` (config.train.max_nonfinite_steps > 0): a step whose loss or gradient norm is
+    not finite applies no update (parameters and optimizer state stay as they were; the batch is
+    used up) and says so in the metric `skipped` (1.0).
     """
     # The probe's gradient counts OT problems whose gradient came out non-finite and was zeroed.
     (terms, logits, aux), (grads, fallbacks) = accumulated_grads(
@@ -109,6 +113,12 @@ def train_step(
     out.update(ot_summaries(aux))
     if "ot_converged" in aux:
         out["ot_fallbacks"] = fallbacks
+    if skip_non_finite:
+        finite = jnp.isfinite(out["loss"]) & jnp.isfinite(out["grad_norm"])
+        params, opt_state = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old), (params, opt_state), (state["params"], state["opt_state"])
+        )
+        out["skipped"] = 1.0 - finite.astype(jnp.float32)
     new_state = dict(state, params=params, opt_state=opt_state, step=state["step"] + 1)
     return new_state, out
 

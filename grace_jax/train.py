@@ -6,7 +6,8 @@
             state donated; the memory check when the train step first compiles
   loaders   the train iterator (prefetched onto the devices) and the eval loader
   restore   the latest checkpoint with the data iterator: a restarted run continues bit-exactly
-  loop      steps and log lines; on SIGTERM, a checkpoint of the step reached, then stop
+  loop      steps and log lines; on SIGTERM or Ctrl-C, a checkpoint of the step reached, then stop;
+            a non-finite loss, gradient norm or state stops the run before anything saves it
   eval      periodic and final evaluation; the best UAR kept as checkpoints/best
   save      checkpoints every train.ckpt_every_steps and at the end
   teardown  iterators and writers closed; plots and final_metrics.json
@@ -32,7 +33,7 @@ from grace_jax import config_checks, localization, memory, metrics, sharding, st
 from grace_jax import state as state_lib
 from grace_jax.data import input_pipeline, prefetch, synthfer, tfds_source
 from grace_jax.infra import compilation_cache, distributed, paths
-from grace_jax.run import checkpointing, metric_writers, plots, resume, workdir_lock
+from grace_jax.run import checkpointing, metric_writers, plots, resume, stops, workdir_lock
 from grace_jax.text import class_set
 from grace_jax.text import tokenizer as tokenizer_lib
 
@@ -77,7 +78,8 @@ class _Run:
     best: dict  # the highest-UAR evaluation; its checkpoint is checkpoints/best
     best_war: dict  # the highest-WAR one (DFER-CLIP's selection), rebuilt from metrics.jsonl on resume
     summary: dict = dataclasses.field(default_factory=dict)  # the latest evaluation
-    preempted: bool = False
+    stopped: str | None = None  # "SIGTERM" or "SIGINT" once a signal stopped the loop
+    skipped: list = dataclasses.field(default_factory=list)  # non-finite steps skipped (max_nonfinite_steps)
 
 
 # ------------------------------------------------------------------------------------ setup
@@ -86,7 +88,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     On SIGTERM (a preemption notice) it finishes the current step, saves a checkpoint of it (every
     process at the same step; grace_jax.infra.distributed) and returns {"preempted": True, "step": step}
-    without the final evaluation; called again with the same workdir, it resumes from there.
+    without the final evaluation; called again with the same workdir, it resumes from there. Ctrl-C
+    does the same and raises stops.Interrupted; either signal during start-up stops it at once. Every
+    stop and failure waits for the save in flight and releases the lock (grace_jax/run/stops.py).
 
     Before any work: the config is checked (grace_jax.config_checks), the workdir's lock taken
     (grace_jax.run.workdir_lock: one trainer per workdir; released however this returns or raises) and,
@@ -99,18 +103,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir = paths.resolve(workdir)
     manifest = config_checks.check_train_config(config, workdir)
     config = class_set.resolve(config, manifest)  # model.num_classes=0 and custom names: the data's
-    lock = distributed.on_process_0("workdir lock", lambda: workdir_lock.acquire(workdir))
-    try:
-        return _train_and_evaluate(config, workdir)
-    finally:
-        if lock is not None:
-            lock.release()
+    with distributed.PreemptionWatcher() as watcher:  # SIGTERM and SIGINT: flags until start-up
+        lock = distributed.on_process_0("workdir lock", lambda: workdir_lock.acquire(workdir))
+        try:
+            result = _train_and_evaluate(config, workdir, watcher)
+        except distributed.Stopped as e:  # in start-up: nothing of this run to save
+            result = {"stopped": e.signame, "step": None, "start_up": True}
+        finally:
+            watcher.raising = False
+            if lock is not None:
+                lock.release()
+    return stops.say(result, workdir)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def _train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, watcher: distributed.PreemptionWatcher
+) -> dict:
     """The run once the workdir is locked: the module docstring's sections, in order."""
     is_main = jax.process_index() == 0
     _start(config, workdir, is_main)
+    watcher.raising = True  # a signal from here to the loop stops start-up at once
     data = _data(config, workdir, is_main)
 
     # ---- model: the train state on the mesh; the steps, compiled at their first call
@@ -140,7 +152,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     del state  # `run.state` from here on: no second reference keeps a replaced state alive
 
     # ---- loop, with eval and save
-    _loop(run)
+    try:
+        _loop(run, watcher)
+    except BaseException as e:
+        error = stops.after_failure(run, e)  # `e`, or a DivergedError naming the step saved by now
+        if error is e:
+            raise
+        raise error from None
 
     # ---- teardown
     return _teardown(run)
@@ -219,6 +237,7 @@ def _model_and_steps(
                 image_size=config.data.image_size,
                 normalize=normalize,
                 accum_steps=accum,
+                skip_non_finite=config.train.max_nonfinite_steps > 0,
             ),
             in_shardings=(state_sh, batch_sh),
             out_shardings=(state_sh, replicated),
@@ -319,35 +338,43 @@ def _restore(
 
 
 # ------------------------------------------------------------------------------------ loop
-def _loop(run: _Run) -> None:
+def _loop(run: _Run, watcher: distributed.PreemptionWatcher) -> None:
     """Trains up to the data section's total steps; evaluates and saves on the way (`run.summary`:
-    the latest evaluation). On SIGTERM (a preemption notice) it saves the step reached and stops,
-    with `run.preempted` set."""
+    the latest evaluation). On SIGTERM (a preemption notice) or Ctrl-C it saves the step reached and
+    stops, with `run.stopped` set. Steps are checked finite before anything evaluates or saves them."""
     config, total = run.config, run.data.total_steps
     eval_every = _eval_every(config, run.data)
     progress = metric_writers.Progress(total, config.optim.batch_size, enabled=run.is_main)
     progress.start(run.step)
     reported_wait = run.train_iter.wait_s
-    pending = []
-    with distributed.PreemptionWatcher() as preemption:
-        while run.step < total:
-            run.state, step_metrics = run.model.train_fn(run.state, next(run.train_iter))
-            run.step += 1
-            pending.append(step_metrics)
-            if run.step % config.train.log_every_steps == 0 or run.step == total:
-                reported_wait = _log_train(run, progress, pending, reported_wait)
-                pending = []
-            # SIGTERM (preemption): every process asks at every step and all agree on this step.
-            if run.step < total and preemption.reached(run.step):
-                run.ckpt.save(run.step, run.state, data_iterator=run.train_iter)
-                run.preempted = True
-                return
-            last = run.step == total
-            if run.step % eval_every == 0 or last:
-                _evaluate(run)
-            # ---- save
-            if run.step % config.train.ckpt_every_steps == 0 or last:
-                run.ckpt.save(run.step, run.state, data_iterator=run.train_iter)
+    pending = []  # the metrics since the last log line
+    unchecked = []  # (step, metrics) not yet checked finite
+    while run.step < total:
+        run.state, step_metrics = run.model.train_fn(run.state, next(run.train_iter))
+        # Start-up ends once the first step is compiled and dispatched: from here a signal waits
+        # for the step and saves it.
+        watcher.raising = False
+        run.step += 1
+        pending.append(step_metrics)
+        unchecked.append((run.step, step_metrics))
+        if run.step % config.train.log_every_steps == 0 or run.step == total:
+            stops.check_finite(unchecked, run)
+            reported_wait = _log_train(run, progress, pending, reported_wait)
+            pending = []
+        # SIGTERM (preemption): every process asks at every step and all agree on this step.
+        if run.step < total and watcher.reached(run.step):
+            run.stopped = watcher.stop_signal
+            # A Ctrl-C reaches one process only: with several, a save it alone joins would hang.
+            if run.stopped == "SIGTERM" or jax.process_count() == 1:
+                stops.save_checked(run, unchecked)
+            return
+        last = run.step == total
+        if run.step % eval_every == 0 or last:
+            stops.check_finite(unchecked, run)
+            _evaluate(run)
+        # ---- save
+        if run.step % config.train.ckpt_every_steps == 0 or last:
+            stops.save_checked(run, unchecked)
 
 
 def _eval_every(config: ml_collections.ConfigDict, data: _Data) -> int:
@@ -362,7 +389,7 @@ def _eval_every(config: ml_collections.ConfigDict, data: _Data) -> int:
 
 def _log_train(run: _Run, progress: metric_writers.Progress, pending: list[dict], reported_wait: float) -> float:
     """Writes the mean of the steps' metrics since the last log line; returns the prefetcher's total
-    wait to measure the next line's from. A non-finite loss stops the run."""
+    wait to measure the next line's from."""
     averaged = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[0]}
     wait_s = run.train_iter.wait_s
     waited = wait_s - reported_wait
@@ -370,8 +397,6 @@ def _log_train(run: _Run, progress: metric_writers.Progress, pending: list[dict]
     averaged["data_wait_s"] = waited
     averaged["epoch"] = run.step / run.data.steps_per_epoch
     run.writer.write(run.step, "train", averaged)
-    if not np.isfinite(averaged["loss"]):
-        raise FloatingPointError(f"Training loss is {averaged['loss']} at step {run.step}.")
     return wait_s
 
 
@@ -412,7 +437,7 @@ def _evaluate(run: _Run) -> None:
         )
     if summary["uar"] > run.best["uar"]:
         run.best = dict(summary)
-        run.ckpt.save(run.step, run.state, metrics=run.best, best=True)
+        stops.save_checked(run, [], metrics=run.best, best=True)
     if summary["war"] > run.best_war["war"]:
         run.best_war = dict(summary)
     run.summary = summary
@@ -421,22 +446,15 @@ def _evaluate(run: _Run) -> None:
 # ------------------------------------------------------------------------------------ teardown
 def _teardown(run: _Run) -> dict:
     """Closes the iterator, checkpoints and writer (waiting for the last save); then the plots and
-    final_metrics.json, or, after a preemption, the line that says how to resume. Returns what
-    `train_and_evaluate` returns."""
+    final_metrics.json. Returns what `train_and_evaluate` returns, or, after a stop by a signal,
+    {"stopped": signal name, "step": the step saved, "start_up": False} (`stops.say` says it)."""
     run.train_iter.close()
     run.ckpt.wait()
     run.ckpt.close()
     run.writer.close()
-    if run.preempted:
-        if run.is_main:
-            print(
-                f"Preempted (SIGTERM): saved the checkpoint of step {run.step} to {run.ckpt.directory}; "
-                "run the same command again to resume.",
-                flush=True,
-            )
-        else:
-            logging.info("Preempted: saved the checkpoint of step %d", run.step)
-        return {"preempted": True, "step": run.step}
+    if run.stopped:
+        saved = run.step if run.stopped == "SIGTERM" or jax.process_count() == 1 else None
+        return {"stopped": run.stopped, "step": saved, "start_up": False}
     if run.is_main and run.summary:
         _write_results(run)
     return run.summary

@@ -48,6 +48,7 @@ ADDED_FIELDS: tuple[tuple[str, Any], ...] = (
     ("optim.grad_accum_steps", 1),
     ("optim.num_train_steps", -1),  # optim.num_epochs decides
     ("train.eval_every_steps", 0),  # train.eval_every_epochs decides
+    ("train.max_nonfinite_steps", 0),  # the first non-finite step stopped the run
     ("train.memory_check", True),
     ("train.device_memory_gib", 0.0),
     ("train.compilation_cache", "auto"),

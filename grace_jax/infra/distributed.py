@@ -23,6 +23,11 @@ jax's preemption sync point (`jax.distributed.initialize` installs jax's own C++
 sync manager; a Python handler would disable it); in a single process that never initialized
 `jax.distributed`, a Python SIGTERM handler that sets a flag. The trainer then saves a checkpoint and
 returns normally, so the process exits 0 and the same command resumes.
+
+Ctrl-C (SIGINT) is watched the same way on each process for itself. During the trainer's start-up
+(`PreemptionWatcher.raising`) either signal raises `Stopped` at once, so a long restore or model
+build does not keep a stopped job (and its workdir lock) waiting; with jax's preemption service,
+a SIGTERM during start-up stops the run after its first step instead.
 """
 
 from __future__ import annotations
@@ -223,16 +228,30 @@ class CompiledTogether:
         return self._compiled(*args)
 
 
-class PreemptionWatcher:
-    """`reached(step)`: True once, at the same step on every process, after a SIGTERM to any of them.
+class Stopped(BaseException):
+    """SIGTERM or SIGINT during start-up (`PreemptionWatcher.raising`), where no step can be finished
+    first. A BaseException, as KeyboardInterrupt is: no `except Exception` on the way swallows it."""
 
-    Use as a context manager around the training loop (it restores the previous SIGTERM handler).
+    def __init__(self, signame: str):
+        super().__init__(signame)
+        self.signame = signame  # "SIGTERM" or "SIGINT"
+
+
+class PreemptionWatcher:
+    """`reached(step)`: True once, at the same step on every process, after a SIGTERM to any of them;
+    or, on this process, after a SIGINT (Ctrl-C). `stop_signal` then says which ("SIGTERM"/"SIGINT").
+
+    Use as a context manager around the run (it restores the previous handlers). While `raising` is
+    set (the trainer's start-up: restore, model build, the first step's compile), a signal handled here raises `Stopped` at
+    once instead; a signal that came while it was off raises when it is set. A second Ctrl-C raises
+    KeyboardInterrupt: stop now, without waiting for the step.
     """
 
     def __init__(self):
-        self.signal_received = False
-        self._installed = False
-        self._previous = None
+        self.signal_received = False  # SIGTERM, through grace_jax's handler
+        self.sigint_received = False
+        self._raising = False
+        self._handlers = {}  # signal number -> the handler it replaced
         self._jax = False
         if jax.distributed.is_initialized():
             from jax._src import distributed as jax_distributed  # the sync manager has no public getter
@@ -240,31 +259,62 @@ class PreemptionWatcher:
             self._jax = jax_distributed.global_state.preemption_sync_manager is not None
             if not self._jax and jax.process_count() > 1:
                 logging.warning("jax_enable_preemption_service is off: SIGTERM will not stop training cleanly.")
-                return
-        if not self._jax and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-            self._installed = True
+        if threading.current_thread() is not threading.main_thread():
+            return
+        # With jax's preemption service, SIGTERM is jax's (its C++ handler and the sync point); a
+        # Python handler would replace it. Without it, several processes cannot agree on a step.
+        if not self._jax and jax.process_count() == 1:
+            self._handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_signal)
+        self._handlers[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_signal)
 
     @property
     def mechanism(self) -> str:
         """ "jax" (jax's preemption sync point), "signal" (grace_jax's SIGTERM handler) or "none"."""
-        return "jax" if self._jax else ("signal" if self._installed else "none")
+        return "jax" if self._jax else ("signal" if signal.SIGTERM in self._handlers else "none")
 
-    def _on_sigterm(self, signum, frame):
-        del signum, frame
-        self.signal_received = True  # only a flag: the loop reports and saves after the step
+    @property
+    def stop_signal(self) -> str | None:
+        """The signal that stops the run: "SIGINT" if Ctrl-C came, else "SIGTERM" once one did."""
+        if self.sigint_received:
+            return "SIGINT"
+        return "SIGTERM" if self.signal_received else None
+
+    def _on_signal(self, signum, frame):
+        del frame
+        if signum == signal.SIGINT:
+            if self.sigint_received:  # the second Ctrl-C: out now
+                raise KeyboardInterrupt
+            self.sigint_received = True
+        else:
+            self.signal_received = True
+        if self._raising:
+            raise Stopped(signal.Signals(signum).name)
+        # otherwise only a flag: the loop saves and stops after the step
+
+    @property
+    def raising(self) -> bool:
+        return self._raising
+
+    @raising.setter
+    def raising(self, on: bool) -> None:
+        self._raising = bool(on)
+        if on and self.stop_signal:
+            raise Stopped(self.stop_signal)
 
     def reached(self, step: int) -> bool:
+        if self.sigint_received:
+            return True
         if self._jax:
             from jax.experimental import multihost_utils
 
-            return bool(multihost_utils.reached_preemption_sync_point(int(step)))
+            self.signal_received = bool(multihost_utils.reached_preemption_sync_point(int(step)))
         return self.signal_received
 
     def close(self) -> None:
-        if self._installed:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
-            self._installed = False
+        self._raising = False
+        for signum, previous in self._handlers.items():
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+        self._handlers = {}
 
     def __enter__(self):
         return self

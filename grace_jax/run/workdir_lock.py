@@ -15,7 +15,8 @@ trainer finds it and stops with a message naming the holder, unless the lock is 
   cannot be looked at from here: abandoned once it has gone `STALE_AFTER_S` without renewal, as after
   the preemption of a Spot VM or a SLURM requeue onto another node.
 
-It is removed when training ends, by an exception or by the trainer's SIGTERM handling too.
+It is removed when training ends, by an exception too, and when SIGTERM or Ctrl-C stops the trainer,
+in its start-up as in its loop (grace_jax/run/stops.py).
 
 Creation is atomic: locally the record is written to a temporary file and hard-linked to lock.json
 (the link fails if one exists, and a reader never sees a half-written record); on gs:// the object is
