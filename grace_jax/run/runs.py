@@ -144,7 +144,8 @@ def _load_run(workdir: str, which: str, mesh: jax.sharding.Mesh | None) -> Run:
     ckpt = checkpointing.Checkpoints(paths.join(workdir, "checkpoints"))
     try:
         use_best = which == "best" and ckpt.best.latest_step() is not None
-        step, state = ckpt.restore(abstract, best=use_best)
+        # A damaged step is a one-line error naming it: reading a model never moves a run's files.
+        step, state = ckpt.restore(abstract, best=use_best, on_damage="raise")
     finally:
         ckpt.close()
     names = read_class_names(workdir, config.model.num_classes)
