@@ -63,7 +63,7 @@ def _set_aside_damaged_lines(path: str, records: list[dict], damaged: list[str])
     paths.write_text(path, _dump(records))
     cli.warn(
         f"{path}: {len(damaged)} damaged line{'s' if len(damaged) > 1 else ''} (cut short, e.g. by a full disk "
-        f"or a power loss) moved to {aside}; the {len(records)} readable records are kept."
+        f"or a power loss) moved to {aside}; the readable lines are kept."
     )
 
 
