@@ -9,6 +9,7 @@ asynchronous; `wait()` before the process exits.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import grain
@@ -51,14 +52,39 @@ def damage_reason(exc: BaseException) -> str | None:
     if found is None:
         return None
     line = (str(found).strip().splitlines() or [type(found).__name__])[0]
-    return f"{type(found).__name__}: {line[:300]}{'...' if len(line) > 300 else ''}"
+    return f"{type(found).__name__}: {line[:400]}{'...' if len(line) > 400 else ''}"
+
+
+class _ReadErrorEchoFilter(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" tracebacks of orbax's array reads.
+
+    orbax reads a checkpoint's arrays in concurrent asyncio tasks: when several fail (a damaged file
+    holds many arrays), one error is raised (and reported in one line by `restore`) and the others
+    are logged with a full traceback whenever their tasks are garbage-collected, at times at exit.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (error is not None and "never retrieved" in str(record.msg) and _READ_ERROR in str(error))
+
+
+_READ_ERROR = "Encountered error while reading array index"
+
+
+def _quiet_unretrieved_read_errors() -> None:
+    logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _ReadErrorEchoFilter) for f in logger.filters):
+        logger.addFilter(_ReadErrorEchoFilter())
 
 
 def _move(source: str, target: str) -> None:
     if paths.is_uri(source):
-        from etils import epath  # gs://: gcsfs moves a folder object by object (copy, then delete)
+        # gs://: fsspec (gcsfs) moves the folder's objects one by one (copy, then delete); etils'
+        # rename refuses a target whose parent "folder" does not exist, and object stores have none.
+        import fsspec
 
-        epath.Path(source).rename(target)
+        fs, _ = fsspec.core.url_to_fs(source)
+        fs.mv(source, target, recursive=True)
     else:
         import os
 
@@ -116,6 +142,7 @@ class Checkpoints:
     def __init__(self, directory: str, *, max_to_keep: int = 2):
         self.directory = directory = paths.resolve(directory)
         _replica_parallel_only_for_large_slices()
+        _quiet_unretrieved_read_errors()
 
         def manager(name, keep):
             # Each manager's own barrier names: orbax names its cross-process barriers after the
@@ -210,9 +237,12 @@ class Checkpoints:
                 f"moved. To start fresh, train into another --workdir, or move {self.directory} away "
                 "(e.g. to checkpoints.damaged) and run the same command again."
             )
-        for candidate, reason in damaged:
-            if candidate > step:
-                moved = self._set_aside(manager, name, candidate)
+        # Every newer step, on every process alike (each calls _set_aside's barrier once per step).
+        reasons = dict(damaged)
+        for candidate in (s for s in steps if s > step):
+            moved = self._set_aside(manager, name, candidate)
+            if jax.process_index() == 0:
+                reason = reasons.get(candidate, "another process could not read its part")
                 cli.warn(
                     f"{paths.join(str(manager.directory), str(candidate))} cannot be read ({reason}); moved to "
                     f"{moved} (nothing deleted). Resuming from step {step}, the newest readable checkpoint."
@@ -255,10 +285,11 @@ class Checkpoints:
         for entry in paths.listdir(directory):
             if _TMP_SUFFIX in entry:
                 moved = self._set_aside(manager, name, entry)
-                cli.warn(
-                    f"{paths.join(directory, entry)}: a save that never finished (the process stopped during "
-                    f"it); moved to {moved} (nothing deleted)."
-                )
+                if jax.process_index() == 0:
+                    cli.warn(
+                        f"{paths.join(directory, entry)}: a save that never finished (the process stopped "
+                        f"during it); moved to {moved} (nothing deleted)."
+                    )
 
     @staticmethod
     def _check_fits(abstract_state: Any, state_dir: str) -> None:

@@ -156,3 +156,29 @@ def test_a_record_appended_onto_a_cut_line_is_set_aside_too(tmp_path, capsys):
     assert (tmp_path / "metrics.jsonl.damaged-1").read_text() == "an earlier one\n"
     assert metric_writers.read_metrics(str(tmp_path)) == _records(2)
     np.testing.assert_equal((tmp_path / "metrics.jsonl.damaged-2").read_text(), glued + "\n")
+
+
+def test_unretrieved_echoes_of_a_read_error_are_not_logged(tmp_path, caplog):
+    # orbax reads arrays in concurrent asyncio tasks; the errors of those not awaited would be logged
+    # with a traceback when collected, after restore has said it all in one line.
+    import asyncio
+    import gc
+
+    checkpointing.Checkpoints(str(tmp_path)).close()  # installs the filter
+
+    async def read(message):
+        raise Exception(message)
+
+    def leak(message):
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(read(message))
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+        del task
+        gc.collect()
+
+    with caplog.at_level("ERROR", logger="asyncio"):
+        leak("Encountered error while reading array index: (slice(0, 64, 1),). See full TensorStore details")
+        assert not [r for r in caplog.records if r.name == "asyncio"]
+        leak("another error")  # anything else is still logged
+        assert [r for r in caplog.records if r.name == "asyncio" and "never retrieved" in r.getMessage()]
