@@ -182,3 +182,17 @@ def test_unretrieved_echoes_of_a_read_error_are_not_logged(tmp_path, caplog):
         assert not [r for r in caplog.records if r.name == "asyncio"]
         leak("another error")  # anything else is still logged
         assert [r for r in caplog.records if r.name == "asyncio" and "never retrieved" in r.getMessage()]
+
+
+def test_a_damaged_config_json_is_named(tmp_path):
+    from grace_jax.run import resume, runs
+
+    (tmp_path / "config.json").write_text('{"model": {"num_cla')
+    with pytest.raises(errors.UserError, match=rf"^{tmp_path}/config.json: damaged, not readable as JSON \("):
+        runs.read_config(str(tmp_path))
+    (tmp_path / "checkpoints" / "last" / "6").mkdir(parents=True)
+    said = resume.check(runs.ml_collections.ConfigDict({"seed": 0}), str(tmp_path))
+    assert said == [
+        f"{tmp_path}/config.json is damaged (Unterminated string starting at: line 1 column 12 (char 11)): the "
+        "config could not be compared with the checkpoint's run."
+    ]
