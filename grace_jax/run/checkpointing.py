@@ -10,6 +10,7 @@ asynchronous; `wait()` before the process exits.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import grain
@@ -55,6 +56,9 @@ def damage_reason(exc: BaseException) -> str | None:
     return f"{type(found).__name__}: {line[:400]}{'...' if len(line) > 400 else ''}"
 
 
+_READ_ERROR = "Encountered error while reading array index"  # orbax's wrapper of a failed array read
+
+
 class _ReadErrorEchoFilter(logging.Filter):
     """Drops asyncio's "Task exception was never retrieved" tracebacks of orbax's array reads.
 
@@ -66,9 +70,6 @@ class _ReadErrorEchoFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         return not (error is not None and "never retrieved" in str(record.msg) and _READ_ERROR in str(error))
-
-
-_READ_ERROR = "Encountered error while reading array index"
 
 
 def _quiet_unretrieved_read_errors() -> None:
@@ -86,8 +87,6 @@ def _move(source: str, target: str) -> None:
         fs, _ = fsspec.core.url_to_fs(source)
         fs.mv(source, target, recursive=True)
     else:
-        import os
-
         os.rename(source, target)
 
 
@@ -338,10 +337,11 @@ class Checkpoints:
             if reason is None:
                 raise
         moved = self._set_aside(self.best, "best", step)
-        cli.warn(
-            f"{paths.join(str(self.best.directory), str(step))} cannot be read ({reason}); moved to {moved} "
-            "(nothing deleted). The next evaluation saves a new best checkpoint."
-        )
+        if jax.process_index() == 0:
+            cli.warn(
+                f"{paths.join(str(self.best.directory), str(step))} cannot be read ({reason}); moved to {moved} "
+                "(nothing deleted). The next evaluation saves a new best checkpoint."
+            )
         return None
 
     def wait(self) -> None:
