@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 import grain
@@ -60,12 +61,7 @@ _READ_ERROR = "Encountered error while reading array index"  # orbax's wrapper o
 
 
 class _ReadErrorEchoFilter(logging.Filter):
-    """Drops asyncio's "Task exception was never retrieved" tracebacks of orbax's array reads.
-
-    orbax reads a checkpoint's arrays in concurrent asyncio tasks: when several fail (a damaged file
-    holds many arrays), one error is raised (and reported in one line by `restore`) and the others
-    are logged with a full traceback whenever their tasks are garbage-collected, at times at exit.
-    """
+    """Drops asyncio's "Task exception was never retrieved" tracebacks of orbax's array reads."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
@@ -73,9 +69,29 @@ class _ReadErrorEchoFilter(logging.Filter):
 
 
 def _quiet_unretrieved_read_errors() -> None:
+    """orbax reads a checkpoint's arrays in concurrent asyncio tasks. When several fail (a damaged
+    file holds many arrays), one error is raised, and `restore` reports it in one line; the reads
+    still pending are abandoned, and whenever they are collected (often at exit) each printed a full
+    traceback: asyncio logs a failed task never awaited, and a pending read closed turns the
+    GeneratorExit into orbax's read error (it catches BaseException), which Python prints as
+    "Exception ignored in: <coroutine ...>". Both echoes of that read error are dropped here; any
+    other error is printed as before."""
     logger = logging.getLogger("asyncio")
     if not any(isinstance(f, _ReadErrorEchoFilter) for f in logger.filters):
         logger.addFilter(_ReadErrorEchoFilter())
+    if sys.unraisablehook is _unraisable_hook:
+        return
+    global _previous_unraisable_hook
+    _previous_unraisable_hook = sys.unraisablehook
+    sys.unraisablehook = _unraisable_hook
+
+
+_previous_unraisable_hook = sys.__unraisablehook__
+
+
+def _unraisable_hook(unraisable) -> None:
+    if not (unraisable.exc_value is not None and _READ_ERROR in str(unraisable.exc_value)):
+        _previous_unraisable_hook(unraisable)
 
 
 def _move(source: str, target: str) -> None:
