@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from typing import Any
 
@@ -58,6 +59,11 @@ def damage_reason(exc: BaseException) -> str | None:
 
 
 _READ_ERROR = "Encountered error while reading array index"  # orbax's wrapper of a failed array read
+_TENSORSTORE_READ_ERROR = re.compile(r"^[A-Z_]+: Error reading ")  # "OUT_OF_RANGE: Error reading ..."
+
+
+def _is_read_error(error: BaseException | None) -> bool:
+    return error is not None and (_READ_ERROR in str(error) or bool(_TENSORSTORE_READ_ERROR.match(str(error))))
 
 
 class _ReadErrorEchoFilter(logging.Filter):
@@ -65,17 +71,17 @@ class _ReadErrorEchoFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return not (error is not None and "never retrieved" in str(record.msg) and _READ_ERROR in str(error))
+        return not ("never retrieved" in str(record.msg) and _is_read_error(error))
 
 
 def _quiet_unretrieved_read_errors() -> None:
     """orbax reads a checkpoint's arrays in concurrent asyncio tasks. When several fail (a damaged
     file holds many arrays), one error is raised, and `restore` reports it in one line; the reads
     still pending are abandoned, and whenever they are collected (often at exit) each printed a full
-    traceback: asyncio logs a failed task never awaited, and a pending read closed turns the
-    GeneratorExit into orbax's read error (it catches BaseException), which Python prints as
-    "Exception ignored in: <coroutine ...>". Both echoes of that read error are dropped here; any
-    other error is printed as before."""
+    traceback: asyncio logs a failed task or future never awaited (orbax's read error, or TensorStore's
+    own), and a pending read closed turns the GeneratorExit into orbax's read error (it catches
+    BaseException), which Python prints as "Exception ignored in: <coroutine ...>". These echoes of
+    the read error are dropped here; any other error is printed as before."""
     logger = logging.getLogger("asyncio")
     if not any(isinstance(f, _ReadErrorEchoFilter) for f in logger.filters):
         logger.addFilter(_ReadErrorEchoFilter())
@@ -90,7 +96,7 @@ _previous_unraisable_hook = sys.__unraisablehook__
 
 
 def _unraisable_hook(unraisable) -> None:
-    if not (unraisable.exc_value is not None and _READ_ERROR in str(unraisable.exc_value)):
+    if not _is_read_error(unraisable.exc_value):
         _previous_unraisable_hook(unraisable)
 
 
