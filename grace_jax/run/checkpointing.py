@@ -54,6 +54,8 @@ def damage_reason(exc: BaseException) -> str | None:
         exc = exc.__cause__ or exc.__context__
     if found is None:
         return None
+    global _damaged_read_seen
+    _damaged_read_seen = True
     line = (str(found).strip().splitlines() or [type(found).__name__])[0]
     return f"{type(found).__name__}: {line[:400]}{'...' if len(line) > 400 else ''}"
 
@@ -85,19 +87,28 @@ def _quiet_unretrieved_read_errors() -> None:
     logger = logging.getLogger("asyncio")
     if not any(isinstance(f, _ReadErrorEchoFilter) for f in logger.filters):
         logger.addFilter(_ReadErrorEchoFilter())
-    if sys.unraisablehook is _unraisable_hook:
-        return
-    global _previous_unraisable_hook
-    _previous_unraisable_hook = sys.unraisablehook
-    sys.unraisablehook = _unraisable_hook
+    global _previous_unraisable_hook, _previous_excepthook
+    if sys.unraisablehook is not _unraisable_hook:
+        _previous_unraisable_hook, sys.unraisablehook = sys.unraisablehook, _unraisable_hook
+    if sys.excepthook is not _excepthook:
+        _previous_excepthook, sys.excepthook = sys.excepthook, _excepthook
 
 
 _previous_unraisable_hook = sys.__unraisablehook__
+_previous_excepthook = sys.__excepthook__
+_damaged_read_seen = False  # set once a damaged read was reported: its late echoes are expected
 
 
 def _unraisable_hook(unraisable) -> None:
     if not _is_read_error(unraisable.exc_value):
         _previous_unraisable_hook(unraisable)
+
+
+def _excepthook(exc_type, exc, tb) -> None:
+    """After a damaged read, TensorStore's reads still in flight complete into orbax's event loop,
+    already closed, and each prints "RuntimeError: Event loop is closed" from its own thread."""
+    if not (_damaged_read_seen and isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"):
+        _previous_excepthook(exc_type, exc, tb)
 
 
 def _move(source: str, target: str) -> None:

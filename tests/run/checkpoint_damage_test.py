@@ -221,3 +221,19 @@ def test_a_pending_read_closed_after_the_error_is_not_printed(tmp_path, monkeypa
         del coroutine
         gc.collect()
     assert printed == ["another error"]
+
+
+def test_closed_event_loop_echoes_are_dropped_only_after_a_damaged_read(tmp_path, monkeypatch):
+    # TensorStore's reads still in flight after a damaged one complete into orbax's closed loop.
+    import sys
+
+    checkpointing.Checkpoints(str(tmp_path)).close()  # installs the hook
+    printed = []
+    monkeypatch.setattr(checkpointing, "_previous_excepthook", lambda t, e, tb: printed.append(str(e)))
+    monkeypatch.setattr(checkpointing, "_damaged_read_seen", False)
+    closed = RuntimeError("Event loop is closed")
+    sys.excepthook(RuntimeError, closed, None)  # no damaged read yet: printed
+    assert checkpointing.damage_reason(FileNotFoundError("no _METADATA")) is not None
+    sys.excepthook(RuntimeError, closed, None)
+    sys.excepthook(ValueError, ValueError("another error"), None)
+    assert printed == ["Event loop is closed", "another error"]
