@@ -363,10 +363,22 @@ def check_folder(folder: str) -> None:
 
 def weights_metadata(folder: str) -> dict:
     """What export_run recorded in the weights file: {"format", "checkpoint", "step", "exported_utc"}."""
-    from safetensors import safe_open
-
-    with safe_open(os.path.join(folder, WEIGHTS), framework="np") as f:
+    with _open_weights(os.path.join(folder, WEIGHTS)) as f:
         return dict(f.metadata() or {})
+
+
+def _open_weights(path: str):
+    """safe_open(path), with a damaged file (cut short by an interrupted copy or download) named in an
+    ExportError: safetensors' own message ("incomplete metadata") names no file."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        return safe_open(path, framework="np")
+    except SafetensorError as e:
+        raise ExportError(
+            f"{path}: cannot be read, the file is damaged or cut short ({e}); export the run again "
+            "(python -m grace_jax.export) or copy or download the folder again."
+        ) from None
 
 
 def read_weights(folder: str, parts: list, mesh: jax.sharding.Mesh | None = None) -> list:
@@ -377,10 +389,8 @@ def read_weights(folder: str, parts: list, mesh: jax.sharding.Mesh | None = None
     shards it (`sharding.state_shardings`), in a way that works with several processes too (each
     places its own devices' parts).
     """
-    from safetensors import safe_open
-
     path = os.path.join(folder, WEIGHTS)
-    with safe_open(path, framework="np") as f:
+    with _open_weights(path) as f:
         available = set(f.keys())
         used = set()
 

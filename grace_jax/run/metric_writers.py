@@ -32,8 +32,39 @@ def _scalar(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _parse(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+def _parse(text: str) -> tuple[list[dict], list[str]]:
+    """(records, damaged lines): a line that is not one JSON object (a last line cut by a full disk
+    or a power loss, or a record appended onto such a line) is returned apart, never raised."""
+    records, damaged = [], []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            damaged.append(line)
+    return records, damaged
+
+
+def _set_aside_damaged_lines(path: str, records: list[dict], damaged: list[str]) -> None:
+    """Writes the damaged lines to `<path>.damaged-<n>` (kept for the user), the readable records
+    back to `path`, and says so in one warning line."""
+    from grace_jax.infra import cli
+
+    n = 1
+    while paths.exists(f"{path}.damaged-{n}"):
+        n += 1
+    aside = f"{path}.damaged-{n}"
+    paths.write_text(aside, "".join(line + "\n" for line in damaged))
+    paths.write_text(path, _dump(records))
+    cli.warn(
+        f"{path}: {len(damaged)} damaged line{'s' if len(damaged) > 1 else ''} (cut short, e.g. by a full disk "
+        f"or a power loss) moved to {aside}; the readable lines are kept."
+    )
 
 
 def _dump(records) -> str:
@@ -65,9 +96,11 @@ class MetricWriter:
             return
         paths.makedirs(workdir)
         if self._remote or resume_step is not None:
-            records = read_metrics(workdir)
+            records, damaged = _read(self.path)
             kept = [r for r in records if resume_step is None or r.get("step", 0) <= resume_step]
-            if len(kept) != len(records):  # One rewrite, local or remote.
+            if damaged:  # healed before the first append, which would land on the cut line
+                _set_aside_damaged_lines(self.path, kept, damaged)
+            elif len(kept) != len(records):  # One rewrite, local or remote.
                 paths.write_text(self.path, _dump(kept))
             if self._remote:
                 self._records = kept
@@ -149,12 +182,17 @@ def _register_object_store_events(workdir: str) -> None:
     record_writer.register_writer_factory(workdir.split(":", 1)[0], _ObjectEventFileFactory())
 
 
-def read_metrics(workdir: str) -> list[dict]:
-    """All records of `<workdir>/metrics.jsonl` (local or URI), in order."""
-    path = paths.join(workdir, METRICS_NAME)
+def _read(path: str) -> tuple[list[dict], list[str]]:
     if not paths.exists(path):
-        return []
-    return _parse(paths.read_text(path))
+        return [], []
+    # Bytes a crash left (a tail of NULs, half a character) fail their line, not the whole file.
+    return _parse(paths.read_bytes(path).decode("utf-8", errors="replace"))
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    """All readable records of `<workdir>/metrics.jsonl` (local or URI), in order. Damaged lines are
+    skipped here; a resumed trainer's MetricWriter sets them aside with a warning."""
+    return _read(paths.join(workdir, METRICS_NAME))[0]
 
 
 class Progress:

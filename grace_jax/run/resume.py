@@ -127,7 +127,10 @@ def check(config: ml_collections.ConfigDict, workdir: str, process_count: int = 
     if not paths.exists(stored_path):
         return [f"{stored_path} is missing: the config could not be compared with the checkpoint's run."]
     # Fields added since the run was made: the values it used (a different one is a change like any other).
-    stored = config_upgrade.upgrade(json.loads(paths.read_text(stored_path)))
+    try:
+        stored = config_upgrade.upgrade(json.loads(paths.read_text(stored_path)))
+    except ValueError as e:  # cut short by a copy or a full disk: the checkpoint's shapes still guard
+        return [f"{stored_path} is damaged ({e}): the config could not be compared with the checkpoint's run."]
     new = json.loads(config.to_json_best_effort())
     started = step > 0 or paths.isdir(paths.join(step_dir, "data"))
     refused, taken = compare(stored, new, process_count=process_count, started=started)

@@ -32,7 +32,7 @@ from grace_jax.interop import hf_export
 from grace_jax.models import grace
 from grace_jax.run import checkpointing
 
-__all__ = ["Run", "load", "read_class_names", "read_config"]
+__all__ = ["Run", "load", "read_class_names", "read_config", "read_json"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,14 +62,25 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
             f"{path}: not found; --workdir must be a grace_jax run (a folder written by grace_jax.main "
             "or grace_jax.convert)."
         )
-    return ml_collections.ConfigDict(config_upgrade.upgrade(json.loads(paths.read_text(path))))
+    return ml_collections.ConfigDict(config_upgrade.upgrade(read_json(path)))
+
+
+def read_json(path: str) -> Any:
+    """The JSON of a run's or an export's file; a damaged one (cut short by a copy) is a UserError
+    naming it rather than a JSONDecodeError that names no file."""
+    try:
+        return json.loads(paths.read_text(path))
+    except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
+        raise errors.UserError(
+            f"{path}: damaged, not readable as JSON ({e}); copy the folder again from where it was made."
+        ) from None
 
 
 def read_class_names(directory: str, num_classes: int) -> list[str]:
     path = paths.join(directory, "classes.json")
     if not paths.exists(path):
         return [str(i) for i in range(num_classes)]
-    names = json.loads(paths.read_text(path))
+    names = read_json(path)
     if len(names) != num_classes:
         raise ValueError(f"{path}: {len(names)} class names but the config has {num_classes} classes.")
     return [str(n) for n in names]
@@ -144,7 +155,8 @@ def _load_run(workdir: str, which: str, mesh: jax.sharding.Mesh | None) -> Run:
     ckpt = checkpointing.Checkpoints(paths.join(workdir, "checkpoints"))
     try:
         use_best = which == "best" and ckpt.best.latest_step() is not None
-        step, state = ckpt.restore(abstract, best=use_best)
+        # A damaged step is a one-line error naming it: reading a model never moves a run's files.
+        step, state = ckpt.restore(abstract, best=use_best, on_damage="raise")
     finally:
         ckpt.close()
     names = read_class_names(workdir, config.model.num_classes)
