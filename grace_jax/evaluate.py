@@ -101,13 +101,6 @@ def _read_manifest(data: str | tfds_source.TfdsDataset) -> dict:
     return input_pipeline.read_manifest(data)
 
 
-def _open_model(workdir: str | None, model: str | None, which: str, mesh) -> dict:
-    """{config, class_names, graphdef, state, step, checkpoint} of the run or the exported model."""
-    run = runs.load(workdir or model, which, mesh=mesh, kind="run" if workdir else "export")
-    return dict(config=run.config, class_names=run.class_names, graphdef=run.graphdef,
-                state=run.state, step=run.step, checkpoint=run.checkpoint)  # fmt: skip
-
-
 def evaluate_run(
     workdir: str | None,
     data_dir: str | tfds_source.TfdsDataset,
@@ -154,8 +147,8 @@ def evaluate_run(
         )
     config_checks.check_classes(config, manifest, data)
     mesh = sharding.make_mesh(dict(zip(config.mesh.axes, config.mesh.shape)))
-    run = _open_model(workdir, model_dir, which, mesh)
-    config = run["config"]
+    run = runs.load(workdir or model_dir, which, mesh=mesh, kind="run" if workdir else "export")
+    config = run.config
     # Captions enter only the loss (the caption contrastive term), never the predictions. An exported
     # model carries no tokenizer, so unless its config names one, it is evaluated without them.
     captions = bool(config.model.cate.captions) and bool(config_checks.tokenizer_source(config.model.clip))
@@ -163,7 +156,7 @@ def evaluate_run(
     confusion, loss, extras = _run_eval(run, data, manifest, split, mesh, batch_size, num_workers, captions)
     seconds = time.perf_counter() - start
 
-    names, checkpoint, step = run["class_names"], run["checkpoint"], run["step"]
+    names, checkpoint, step = run.class_names, run.checkpoint, run.step
     result = metrics.summarize(confusion=confusion, class_names=names)
     result.update(
         **extras,
@@ -214,16 +207,16 @@ def _source(workdir: str | None, model: str | None, which: str, out_dir: str | N
     return None, model_dir, paths.resolve(out_dir or "evaluation"), runs.read_config(model_dir)
 
 
-def _run_eval(run: dict, data, manifest: dict, split: str, mesh, batch_size: int, num_workers, captions: bool):
+def _run_eval(run: runs.Run, data, manifest: dict, split: str, mesh, batch_size: int, num_workers, captions: bool):
     """The eval step jitted on the mesh and run over `split`: (confusion [C,C], mean loss, extras)."""
-    config = run["config"]
+    config = run.config
     num_classes = config.model.num_classes
-    state_sh = jax.tree.map(lambda x: x.sharding, run["state"])
+    state_sh = jax.tree.map(lambda x: x.sharding, run.state)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     eval_fn = jax.jit(
         functools.partial(
             steps.eval_step,
-            graphdef=run["graphdef"],
+            graphdef=run.graphdef,
             loss_cfg=dict(config.model.loss),
             num_classes=num_classes,
             normalize=config.data.normalize,
@@ -246,7 +239,7 @@ def _run_eval(run: dict, data, manifest: dict, split: str, mesh, batch_size: int
         # SynthFER's test split: also how much of each map lies where the expression is.
         ground_truth=localization.has_ground_truth(manifest, split),
     )
-    return steps.evaluate(eval_fn, run["state"], loader, mesh, num_classes, run["class_names"])
+    return steps.evaluate(eval_fn, run.state, loader, mesh, num_classes, run.class_names)
 
 
 def _write(result: dict, out_dir: str, split: str, checkpoint: str, confusion, names: list[str]) -> None:
