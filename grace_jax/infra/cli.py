@@ -37,11 +37,11 @@ import os
 import re
 import shutil
 import sys
-import threading
 import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from grace_jax.infra import aftermath
 from grace_jax.infra.errors import ConfigError, NotFoundError, UsageError, UserError  # noqa: F401 (the CLI's own names)
 
 
@@ -58,6 +58,7 @@ def fail(message: str, exit_code: int = 1, prog: str | None = None) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.write(f"{prog or prog_name()}: error: {str(message).rstrip()}\n")
     sys.stderr.flush()
+    aftermath.last_line_written()
     _quiet_shutdown()
     sys.exit(exit_code)
 
@@ -114,7 +115,8 @@ def run(main: Callable[[list[str]], Any], argv: list[str] | None = None) -> NoRe
     from grace_jax.infra import console
 
     console.prefer_cpu()
-    _quiet_disk_full_in_threads()
+    aftermath.in_command()
+    aftermath.drop_when(_record_disk_full)
     # multiprocessing's resource tracker (started later, by grain's worker processes) takes its warning
     # filters from these options: when a command ends on an error while workers run, it cleans up
     # their shared memory without "There appear to be 12 leaked shared_memory objects" after the line.
@@ -132,6 +134,7 @@ def run(main: Callable[[list[str]], Any], argv: list[str] | None = None) -> NoRe
 
 def run_plain(main: Callable[[], int | None]) -> NoReturn:
     """For commands without absl (argparse's own usage errors already exit 2 with one line)."""
+    aftermath.in_command()
     sys.exit(guarded(main)())
 
 
@@ -398,28 +401,18 @@ def _size(n: int) -> str:
     return f"{n:.1f} TB"
 
 
-def _quiet_disk_full_in_threads() -> None:
-    """Writer threads (orbax, tensorstore, prefetch) that meet a full disk print no traceback each: the
-    first such error is kept and reported once, as the command's one line. tensorstore's callbacks
-    into an aborted save's closed event loop ("Event loop is closed", reported by the C++ side as
-    unraisable, hundreds of times) are dropped too once the disk is known to be full: its aftermath."""
-    previous_thread_hook, previous_unraisable_hook = threading.excepthook, sys.unraisablehook
-
-    def thread_hook(args):
-        global _thread_disk_full
-        full = disk_full(args.exc_value)
-        if full is None:
-            previous_thread_hook(args)
-        elif _thread_disk_full is None:
-            _thread_disk_full = full
-
-    def unraisable_hook(unraisable):
-        value = unraisable.exc_value
-        aftermath = isinstance(value, RuntimeError) and str(value) == "Event loop is closed"
-        if disk_full(value) is None and not (aftermath and _thread_disk_full is not None):
-            previous_unraisable_hook(unraisable)
-
-    threading.excepthook, sys.unraisablehook = thread_hook, unraisable_hook
+def _record_disk_full(error: BaseException) -> bool:
+    """For aftermath: writer threads (orbax, tensorstore, prefetch) that meet a full disk print no
+    traceback each; the first such error is kept and reported once, as the command's one line, and
+    tensorstore's callbacks into the aborted save's closed event loop are its echoes."""
+    global _thread_disk_full
+    full = disk_full(error)
+    if full is None:
+        return False
+    if _thread_disk_full is None:
+        _thread_disk_full = full
+        aftermath.expect_closed_loop_echoes()
+    return True
 
 
 class _DiskFullFilter:
@@ -435,6 +428,7 @@ class _DiskFullFilter:
             return True
         if _thread_disk_full is None:
             _thread_disk_full = full
+            aftermath.expect_closed_loop_echoes()
         return False
 
 

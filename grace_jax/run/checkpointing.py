@@ -12,14 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-import sys
 from typing import Any
 
 import grain
 import jax
 import orbax.checkpoint as ocp
 
-from grace_jax.infra import cli, errors, paths
+from grace_jax.infra import aftermath, cli, errors, paths
 
 _large_slices_only = False
 
@@ -54,8 +53,7 @@ def damage_reason(exc: BaseException) -> str | None:
         exc = exc.__cause__ or exc.__context__
     if found is None:
         return None
-    global _damaged_read_seen
-    _damaged_read_seen = True
+    aftermath.expect_closed_loop_echoes()  # the reads still in flight
     line = (str(found).strip().splitlines() or [type(found).__name__])[0]
     return f"{type(found).__name__}: {line[:400]}{'...' if len(line) > 400 else ''}"
 
@@ -87,28 +85,7 @@ def _quiet_unretrieved_read_errors() -> None:
     logger = logging.getLogger("asyncio")
     if not any(isinstance(f, _ReadErrorEchoFilter) for f in logger.filters):
         logger.addFilter(_ReadErrorEchoFilter())
-    global _previous_unraisable_hook, _previous_excepthook
-    if sys.unraisablehook is not _unraisable_hook:
-        _previous_unraisable_hook, sys.unraisablehook = sys.unraisablehook, _unraisable_hook
-    if sys.excepthook is not _excepthook:
-        _previous_excepthook, sys.excepthook = sys.excepthook, _excepthook
-
-
-_previous_unraisable_hook = sys.__unraisablehook__
-_previous_excepthook = sys.__excepthook__
-_damaged_read_seen = False  # set once a damaged read was reported: its late echoes are expected
-
-
-def _unraisable_hook(unraisable) -> None:
-    if not _is_read_error(unraisable.exc_value):
-        _previous_unraisable_hook(unraisable)
-
-
-def _excepthook(exc_type, exc, tb) -> None:
-    """After a damaged read, TensorStore's reads still in flight complete into orbax's event loop,
-    already closed, and each prints "RuntimeError: Event loop is closed" from its own thread."""
-    if not (_damaged_read_seen and isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"):
-        _previous_excepthook(exc_type, exc, tb)
+    aftermath.drop_when(_is_read_error)
 
 
 def _move(source: str, target: str) -> None:
@@ -289,7 +266,8 @@ class Checkpoints:
         # the iterator is then left as it is, at the start of the data, where a run at step 0 is.
         if data_iterator is not None and paths.exists(paths.join(step_dir, "data")):
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-        return manager.restore(step, args=ocp.args.Composite(**items))["state"]
+        with aftermath.asynchronous_read():
+            return manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
     def _set_aside(self, manager, name: str, step: int | str) -> str:
         """Moves `<manager>/<step>` to `<checkpoints>/damaged/<name>-<step>[-n]` (process 0 only; the
@@ -364,7 +342,8 @@ class Checkpoints:
         if step is None:
             return None
         try:
-            return self.best.restore(step, args=ocp.args.Composite(metrics=ocp.args.JsonRestore()))["metrics"]
+            with aftermath.asynchronous_read():
+                return self.best.restore(step, args=ocp.args.Composite(metrics=ocp.args.JsonRestore()))["metrics"]
         except Exception as e:
             reason = damage_reason(e)
             if reason is None:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from grace_jax.infra import errors
+from grace_jax.infra import aftermath, errors
 from grace_jax.run import checkpointing, metric_writers
 
 ABSTRACT = {"w": jax.ShapeDtypeStruct((64, 256), jnp.float32), "step": jax.ShapeDtypeStruct((), jnp.int32)}
@@ -203,7 +203,7 @@ def test_a_pending_read_closed_after_the_error_is_not_printed(tmp_path, monkeypa
     # into its read error, which Python can only print ("Exception ignored in: <coroutine ...>").
     checkpointing.Checkpoints(str(tmp_path)).close()  # installs the hook
     printed = []  # what reaches the hook that was there before (Python's printer; pytest's here)
-    monkeypatch.setattr(checkpointing, "_previous_unraisable_hook", lambda u: printed.append(str(u.exc_value)))
+    monkeypatch.setattr(aftermath, "_previous_unraisable_hook", lambda u: printed.append(str(u.exc_value)))
 
     class Pending:  # an awaitable that suspends once and is never resumed
         def __await__(self):
@@ -223,16 +223,18 @@ def test_a_pending_read_closed_after_the_error_is_not_printed(tmp_path, monkeypa
     assert printed == ["another error"]
 
 
-def test_closed_event_loop_echoes_are_dropped_only_after_a_damaged_read(tmp_path, monkeypatch):
+def test_closed_event_loop_echoes_are_dropped_only_during_a_read_or_after_a_damaged_one(tmp_path, monkeypatch):
     # TensorStore's reads still in flight after a damaged one complete into orbax's closed loop.
     import sys
 
     checkpointing.Checkpoints(str(tmp_path)).close()  # installs the hook
     printed = []
-    monkeypatch.setattr(checkpointing, "_previous_excepthook", lambda t, e, tb: printed.append(str(e)))
-    monkeypatch.setattr(checkpointing, "_damaged_read_seen", False)
+    monkeypatch.setattr(aftermath, "_previous_excepthook", lambda t, e, tb: printed.append(str(e)))
+    monkeypatch.setattr(aftermath, "_expect_closed_loop", False)
     closed = RuntimeError("Event loop is closed")
-    sys.excepthook(RuntimeError, closed, None)  # no damaged read yet: printed
+    sys.excepthook(RuntimeError, closed, None)  # no read running, none failed: printed
+    with aftermath.asynchronous_read():  # a read's aborted parts, before its error reaches the caller
+        sys.excepthook(RuntimeError, closed, None)
     assert checkpointing.damage_reason(FileNotFoundError("no _METADATA")) is not None
     sys.excepthook(RuntimeError, closed, None)
     sys.excepthook(ValueError, ValueError("another error"), None)

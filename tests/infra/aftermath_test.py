@@ -1,0 +1,68 @@
+"""Echoes of a reported error stay silent; everything else is printed as before. Real processes: what
+matters is what reaches stderr by the time the interpreter has gone."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run(body: str) -> subprocess.CompletedProcess:
+    script = textwrap.dedent(
+        """
+        import atexit, os, sys, threading
+        from grace_jax.infra import aftermath, cli, errors
+
+        def closed_loop_echo():  # what TensorStore's threads do after a failed read
+            thread = threading.Thread(target=lambda: (_ for _ in ()).throw(RuntimeError("Event loop is closed")))
+            thread.start()
+            thread.join()
+        """
+    ) + textwrap.dedent(body)
+    env = dict(os.environ, PYTHONPATH=REPO)
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_after_the_error_line_teardown_writes_nothing_more():
+    done = _run(
+        """
+        def main():
+            atexit.register(lambda: os.write(2, b"teardown noise\\n"))  # runs after the error line
+            raise errors.UserError("data/x.array_record: damaged")
+        cli.run_plain(main)
+        """
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == ["-c: error: data/x.array_record: damaged"], done.stderr
+
+
+def test_without_an_error_teardown_output_is_kept():
+    done = _run(
+        """
+        def main():
+            atexit.register(lambda: os.write(2, b"teardown noise\\n"))
+            closed_loop_echo()  # not expected: a real error somewhere, printed
+        cli.run_plain(main)
+        """
+    )
+    assert done.returncode == 0
+    assert "RuntimeError: Event loop is closed" in done.stderr and "teardown noise" in done.stderr
+
+
+def test_closed_loop_echoes_after_a_reported_failure_are_dropped_and_other_errors_kept():
+    done = _run(
+        """
+        def main():
+            aftermath.expect_closed_loop_echoes()
+            closed_loop_echo()
+            threading.Thread(target=lambda: 1 / 0).start()
+            print("finished", flush=True)
+        cli.run_plain(main)
+        """
+    )
+    assert done.returncode == 0 and done.stdout == "finished\n"
+    assert "Event loop is closed" not in done.stderr and "ZeroDivisionError" in done.stderr, done.stderr
