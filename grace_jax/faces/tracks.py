@@ -40,16 +40,18 @@ def _frame_signatures(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(thumbs), np.stack(hists)
 
 
-def shot_cuts(frames: np.ndarray, *, min_change: float = 0.3, relative: float = 3.0) -> np.ndarray:
+def shot_cuts(frames: np.ndarray, *, min_change: float = 0.3, relative: float = 3.0, context: int = 15) -> np.ndarray:
     """Detection frames uint8 [N,H,W,3] -> bool [N], True at i when a shot cut lies between frames
     i-1 and i (never at 0).
 
     Two measures between consecutive frames: the colour histogram distance (half the L1 distance of
-    64-bin joint RGB histograms, 0..1), which motion barely changes since moving things keep their
-    colours, and the mean absolute difference of 32x18 thumbnails (0..1), which a camera that
-    changes its exposure or a lamp turned on changes little in layout terms. A cut needs both: their
-    geometric mean must exceed `min_change` and `relative` times the video's median (a video of busy
-    hand-held motion has a higher ordinary change than a still interview).
+    64-bin joint RGB histograms, 0..1) and the mean absolute difference of 32x18 thumbnails (0..1).
+    Each alone also rises without a cut: the thumbnails differ when something large moves or the
+    camera pans, the histograms when the light changes; a cut changes both. Their geometric mean
+    must exceed `min_change` and `relative` times the typical change around it: the median over up
+    to `context` frame pairs on each side, the pair itself left out (hand-held or busy footage
+    changes more from one detection frame to the next than a still interview does). Gradual
+    transitions (fades, dissolves) spread their change over many pairs and are not found.
     """
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
@@ -63,7 +65,10 @@ def shot_cuts(frames: np.ndarray, *, min_change: float = 0.3, relative: float = 
     # histogram change: the geometric mean then weighs both measures alike.
     layout_change = np.minimum(2.0 * np.abs(np.diff(thumbs, axis=0)).mean(axis=(1, 2, 3)), 1.0)
     change = np.sqrt(hist_change * layout_change)
-    cuts[1:] = (change > min_change) & (change > relative * np.median(change))
+    for i, c in enumerate(change):
+        around = np.concatenate([change[max(0, i - context) : i], change[i + 1 : i + 1 + context]])
+        typical = np.median(around) if len(around) else 0.0
+        cuts[i + 1] = c > min_change and c > relative * typical
     return cuts
 
 

@@ -129,6 +129,9 @@ def test_shot_cuts_finds_a_cut_not_motion():
     cuts = shot_cuts(np.concatenate([same, other]))
     np.testing.assert_array_equal(np.nonzero(cuts)[0], [len(same)])
     assert shot_cuts(same[:1]).tolist() == [False] and len(shot_cuts(same[:0])) == 0
+    # Short clips: the cut itself is not part of the typical change it is compared with.
+    assert shot_cuts(np.stack([same[0], other[0]])).tolist() == [False, True]
+    assert shot_cuts(np.stack([same[0], same[1], other[0]])).tolist() == [False, False, True]
     with pytest.raises(ValueError, match=r"\[N,H,W,3\]"):
         shot_cuts(same[0])
 
