@@ -139,7 +139,7 @@ def _segments(num_frames: int, cuts: np.ndarray | None) -> list[tuple[int, int]]
 
 @dataclasses.dataclass(frozen=True)
 class _Kept:
-    """Detections above the score threshold, as `FrameDetections`."""
+    """One frame's detections scoring at least min_score, as `FrameDetections`."""
 
     boxes: np.ndarray
     scores: np.ndarray
