@@ -49,7 +49,7 @@ def predict_tracks(
     for k, track in enumerate(tracks):
         lo, hi = int(track.frame_indices[0]), int(track.frame_indices[-1])
         for window in chosen:
-            if window.end_seconds < times[lo] or window.start_seconds > times[hi]:
+            if window.end_seconds <= times[lo] or window.start_seconds > times[hi]:  # [start, end)
                 continue
             picked = sample_in(times, lo, hi, window.start_seconds, window.end_seconds, predictor.num_frames)
             jobs.append((k, window, picked))
