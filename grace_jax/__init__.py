@@ -5,4 +5,3 @@
 from grace_jax.infra import cpu_numerics as _cpu_numerics
 
 _cpu_numerics.apply()
-

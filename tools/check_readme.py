@@ -15,6 +15,9 @@ checkpoint is written and read back, where a relative --workdir once crashed); `
 in the background until its HTTP API lists the demo's run; the test-suite lines are skipped (CI runs
 the suite just before this). After each predict line, its predictions.json must predict every input.
 
+The README's "From Python" block runs too (with the clone's python, after the demo); every other
+```python block of the documents must parse.
+
 Checked statically (every other shell line: TPU, SLURM, real datasets, downloads): each `python -m
 MODULE` of this project and each `python path.py` exists, every `--flag` it passes is one the command
 defines (its `--helpfull` (absl) or `--help` (argparse) output), every `--config=FILE[:ARG]` exists and
@@ -47,6 +50,7 @@ WANTED = {
     "predict": PREDICT,
     "tensorboard": TENSORBOARD,
     "doctor": "python -m grace_jax.doctor --quick",
+    "python": "from grace_jax.inference import Predictor",
 }
 
 # Shell functions the generated script calls in place of the adapted lines.
@@ -79,7 +83,10 @@ PY
 
 
 # The sections that run as printed, by document; every other shell line is checked statically.
-RUN = {"README.md": ("Quick start", "Install", "Check a new machine"), "docs/inference.md": ("Prediction",)}
+RUN = {
+    "README.md": ("Quick start", "Install", "Check a new machine", "From Python"),
+    "docs/inference.md": ("Prediction",),
+}
 SHELL_FENCES = ("sh", "bash", "shell")
 # Top-level names of this checkout whose commands are checked; others (pip, pytest, venv) are not.
 PROJECT = ("grace_jax", "data_prep", "launch", "benchmarks", "tools", "configs")
@@ -90,8 +97,9 @@ SEPARATORS = {"&&", "||", ";", "&", "|", "do", "done", "then", "fi", "wait"}
 class Command:
     path: str  # the document, relative to the repository
     section: str  # its "## " heading
-    text: str  # the shell line, continuations joined
+    text: str  # the shell line, continuations joined; or a whole Python block
     run: bool  # run as printed (else checked statically)
+    python: bool = False  # a ```python block: run with the clone's python (else compiled)
 
     @property
     def where(self) -> str:
@@ -99,14 +107,22 @@ class Command:
 
 
 def commands(docs: dict[str, str]) -> list[Command]:
-    """Every shell line of the documents' fenced blocks (untagged or sh/bash/shell), continuations joined."""
+    """Every shell line of the documents' fenced blocks (untagged or sh/bash/shell), continuations
+    joined, and every ```python block whole."""
     found = []
     for path, text in docs.items():
-        section, fence, pending = "", None, ""
+        section, fence, pending, block = "", None, "", []
         for line in text.splitlines():
             stripped = line.strip()
             if stripped.startswith("```"):
+                if fence == "python":
+                    run = any(section.startswith(s) for s in RUN.get(path, ()))
+                    found.append(Command(path, section, "\n".join(block), run, python=True))
+                    block = []
                 fence = (stripped[3:].strip() or "sh") if fence is None else None
+                continue
+            if fence == "python":
+                block.append(line)
                 continue
             if fence is None:
                 if line.startswith("## "):
@@ -349,7 +365,9 @@ def script(lines: list[Command]) -> tuple[str, list[str]]:
     for line in lines:
         cmd = line.text
         body.append(f"echo {shlex.quote(f'+ [{line.where}] {cmd}')}")
-        if cmd.startswith(DEMO):
+        if line.python:
+            body.append(f"python - <<'PYTHON_BLOCK'\n{cmd}\nPYTHON_BLOCK")
+        elif cmd.startswith(DEMO):
             body.append(f"{cmd} {DEMO_OVERRIDES}")
             notes.append(f"ran with {DEMO_OVERRIDES}: {cmd}")
         elif cmd.startswith(TENSORBOARD):
@@ -393,7 +411,12 @@ def _documents(root: str) -> dict[str, str]:
 
 def _static_problems(root: str, docs: dict[str, str], static: list[Command]) -> list[str]:
     problems = link_problems(root, docs)
-    problems += command_problems(root, static, python=sys.executable)
+    problems += command_problems(root, [c for c in static if not c.python], python=sys.executable)
+    for block in (c for c in static if c.python):  # not run: at least it parses
+        try:
+            compile(block.text, block.where, "exec")
+        except SyntaxError as e:
+            problems.append(f"{block.where}: a Python block does not parse: {e}")
     return problems
 
 
@@ -431,7 +454,7 @@ def main() -> int:
             print(f"{'run   ' if c.run else 'static'} [{c.where}] {c.text}")
         print(f"check_readme: {len(to_run)} commands run, {len(static)} checked statically")
         return 0
-    absent = [k for k, v in WANTED.items() if not any(c.text.startswith(v) for c in to_run)]
+    absent = [k for k, v in WANTED.items() if not any(c.text.startswith(v) or c.python and v in c.text for c in to_run)]
     if absent:
         print(f"check_readme: the sections {RUN} no longer contain the {absent} command(s)", file=sys.stderr)
         return 1
