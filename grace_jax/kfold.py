@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import subprocess
 import sys
 
@@ -140,11 +141,41 @@ def _run(argv: list[str], dry_run: bool) -> None:
     print(shlex.join(argv), flush=True)
     if dry_run:
         return
-    if subprocess.run(argv).returncode != 0:
+    returncode = _run_child(argv)
+    if returncode in (130, -signal.SIGINT):
+        print("Interrupted (Ctrl-C): run this command again to resume from this fold.", file=sys.stderr, flush=True)
+        sys.exit(130)
+    if returncode != 0:
         raise errors.UserError(
             f"{shlex.join(argv)} failed (its output is above); run this command again to "
             "resume from the folds already done"
         )
+
+
+def _run_child(argv: list[str]) -> int:
+    """Runs one fold's command and returns its exit status. The child has its own process group, so a
+    Ctrl-C in the terminal reaches this process only, which passes it on once per press: the trainer
+    then saves the step it finished and exits 130 (subprocess.run would kill it 0.25 s after the
+    first press, losing that step). SIGTERM (preemption of the whole job) is passed on the same way;
+    the trainer saves and exits 0, and so does this command."""
+    child = subprocess.Popen(argv, start_new_session=True)
+    received = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        returncode = child.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if signal.SIGTERM in received and returncode == 0:
+        print("Preempted (SIGTERM): run this command again to resume from this fold.", file=sys.stderr, flush=True)
+        sys.exit(0)
+    return returncode
 
 
 def main(argv: list[str] | None = None) -> int:

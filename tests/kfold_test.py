@@ -104,3 +104,42 @@ def test_fold_commands_and_launch_recipe(capsys):
         len([line for line in lines if line.startswith("python -m launch.slurm")]) == 5
         and "--aggregate_only" in lines[-1]
     )
+
+
+@pytest.mark.slow
+def test_ctrl_c_reaches_the_fold_once_it_saves_its_step_and_the_same_command_resumes(synthfer_dir, tmp_path):
+    """Ctrl-C in the terminal (SIGINT to kfold's process group): the fold's trainer saves the step it
+    finished and exits 130, and so does kfold; it is not killed mid-save."""
+    import re
+    import signal
+    import threading
+    import time
+
+    os.symlink(synthfer_dir, tmp_path / "dfew_fold1")
+    workdir = tmp_path / "dfew"
+    steps = [a for a in TINY if "num_train_steps" not in a and "log_every" not in a]
+    cmd = [sys.executable, "-m", "grace_jax.kfold", "--config=configs/dfew.py", f"--workdir={workdir}", "--folds=1",
+           f"--data_dir={tmp_path}/dfew_fold{{fold}}", "--", *steps, "--config.optim.num_train_steps=40",
+           "--config.train.log_every_steps=1", "--config.train.eval_every_steps=1000"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # fmt: skip
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 600
+    while not any(line.startswith("step 3/40 ") for line in lines):
+        assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)[-3000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=300) == 130, "".join(lines)[-3000:]
+    reader.join(timeout=10)
+    out = "".join(lines)
+    saved = re.search(r"Interrupted \(Ctrl-C\): saved the checkpoint of step (\d+) to ", out)
+    assert saved and "Traceback" not in out, out[-3000:]
+    assert out.rstrip().endswith("Interrupted (Ctrl-C): run this command again to resume from this fold."), out[-500:]
+    fold = workdir / "fold_1"
+    assert not (fold / "lock.json").exists()
+    assert sorted(p.name for p in (fold / "checkpoints" / "last").iterdir()) == [saved[1]]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"at step {saved[1]}." in done.stdout + done.stderr and (workdir / "results.json").exists()

@@ -40,6 +40,8 @@ import time
 import jax
 from absl import logging
 
+from grace_jax.infra import aftermath
+
 ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"  # read by jax itself too
 ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"  # ours: jax reads no such variable
 ENV_PROCESS_ID = "JAX_PROCESS_ID"  # ours
@@ -228,6 +230,10 @@ class CompiledTogether:
         return self._compiled(*args)
 
 
+def _is_stopped(error: BaseException) -> bool:
+    return isinstance(error, Stopped)
+
+
 class Stopped(BaseException):
     """SIGTERM or SIGINT during start-up (`PreemptionWatcher.raising`), where no step can be finished
     first. A BaseException, as KeyboardInterrupt is: no `except Exception` on the way swallows it."""
@@ -266,6 +272,10 @@ class PreemptionWatcher:
         if not self._jax and jax.process_count() == 1:
             self._handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_signal)
         self._handlers[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_signal)
+        # A signal can land while Python runs a callback it cannot raise from (a gc callback, a
+        # __del__): Stopped is then printed as unraisable and lost. The flag set above still stops
+        # the run after its next step, so that report is an echo.
+        aftermath.drop_when(_is_stopped)
 
     @property
     def mechanism(self) -> str:

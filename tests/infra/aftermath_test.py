@@ -66,3 +66,25 @@ def test_closed_loop_echoes_after_a_reported_failure_are_dropped_and_other_error
     )
     assert done.returncode == 0 and done.stdout == "finished\n"
     assert "Event loop is closed" not in done.stderr and "ZeroDivisionError" in done.stderr, done.stderr
+
+
+def test_a_stop_signal_lost_in_a_finalizer_is_not_printed(monkeypatch):
+    # A Ctrl-C raised while Python runs a finalizer or gc callback cannot propagate; the watcher's
+    # flag stops the run instead, so the report of the lost exception is an echo.
+    from grace_jax.infra import aftermath, distributed
+
+    aftermath.drop_when(distributed._is_stopped)  # what PreemptionWatcher does
+    printed = []
+    monkeypatch.setattr(aftermath, "_previous_unraisable_hook", lambda u: printed.append(repr(u.exc_value)))
+
+    class Stopping:
+        def __del__(self):
+            raise distributed.Stopped("SIGINT")
+
+    class Failing:
+        def __del__(self):
+            raise ValueError("a real error")
+
+    Stopping()
+    Failing()
+    assert printed == ["ValueError('a real error')"]
