@@ -164,6 +164,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self._page("index.html")
         if route.startswith("/static/"):
             return self._page(route[len("/static/") :])
+        if route == "/favicon.ico":
+            return self._send(204, b"", "image/x-icon")
         if route == "/api/info":
             return self._json(200, self.settings.info())
         match = re.fullmatch(r"/api/jobs/([A-Za-z0-9_-]{1,40})(/.*)?", route)

@@ -67,7 +67,7 @@ def check_length(content_length: str | None, max_bytes: int) -> int:
         raise UploadError(400, "the upload is empty: choose a video file")
     if length > max_bytes:
         raise UploadError(
-            413, f"the upload is {length / 1e6:.1f} MB; this server takes videos up to {max_bytes / 1e6:.0f} MB"
+            413, f"the upload is {length / 1e6:.1f} MB; this server takes videos up to {max_bytes / 1e6:g} MB"
         )
     return length
 

@@ -108,7 +108,7 @@ async function showResult(job) {
   $("download-json").href = job.links.json;
   $("download-csv").href = job.links.csv;
   $("download-timeline").href = job.links.timeline || "#";
-  $("download-timeline").hidden = !job.links.timeline;
+  $("timeline-link").hidden = !job.links.timeline;
   buildFaces(job);
   $("result").hidden = false;
   const video = $("video");
@@ -221,7 +221,7 @@ function svg(name, attributes, parent) {
 function timeline(track, duration) {
   // One line per class over the windows' middles; each window shaded in its top class's colour.
   const W = 600, H = 200, left = 34, right = 8, top = 8, bottom = 22;
-  const chart = svg("svg", { class: "timeline", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img" });
+  const chart = svg("svg", { class: "timeline", viewBox: `0 0 ${W} ${H}`, role: "img" });
   const windows = (track.windows || []).filter((w) => w.probabilities);
   const end = Math.max(duration || 0, ...windows.map((w) => w.end_seconds), 1e-3);
   const x = (s) => left + (s / end) * (W - left - right);
