@@ -80,6 +80,7 @@ def serve(
     workdir: str | None,
     model: str | None,
     checkpoint: str = "best",
+    faces: str = "all",
     face_crop: str | None = None,
     min_face_fraction: float = 0.25,
     **options,
@@ -91,12 +92,16 @@ def serve(
         raise UserError(f"--workdir={workdir}: no such folder; give a run folder written by grace_jax.main")
     if face_crop is None:
         face_crop = "none" if workdir and demos.synthfer_folder(workdir) else "auto"
-    common = {"face_crop": face_crop, "min_face_fraction": min_face_fraction}
+        if face_crop == "none":
+            faces = "largest"  # uncropped frames hold one "face": the whole frame
+    # The call's settings given to the constructor too: a combination the Predictor refuses is one
+    # error line at start, not a failure of every request.
+    common = {"faces": faces, "face_crop": face_crop, "min_face_fraction": min_face_fraction}
     if model:
         predictor = Predictor(model=model, **common)
     else:
         predictor = Predictor(workdir, checkpoint=checkpoint, **common)
-    server = build(predictor, workdir=workdir, **options)
+    server = build(predictor, workdir=workdir, faces=faces, **options)
     host = options.get("host", "127.0.0.1")
     if not is_loopback(host):
         cli.warn(
@@ -104,7 +109,7 @@ def serve(
             "videos to it (there is no login); put it behind a proxy with authentication if that matters."
         )
     print(
-        f"grace_jax.serve: {len(predictor.class_names)} classes, face_crop={face_crop}, "
+        f"grace_jax.serve: {len(predictor.class_names)} classes, face_crop={face_crop}, faces={faces}, "
         f"{len(server.settings.demos)} demo clips. Open {server.url}  (Ctrl-C stops)",
         flush=True,
     )

@@ -64,17 +64,21 @@ def test_page_in_a_browser(tiny_run, tmp_path):
     from grace_jax.inference import Predictor
 
     workdir, _ = tiny_run
-    predictor = Predictor(workdir, face_crop="none")
+    predictor = Predictor(workdir, face_crop="none", faces="largest")
     # A small upload limit, so that the too-large case needs no large file.
-    with running(predictor, workdir=workdir, max_upload_mb=0.2, window_seconds=1.0) as srv:
+    options = {"max_upload_mb": 0.2, "window_seconds": 1.0, "faces": "largest"}
+    with running(predictor, workdir=workdir, **options) as srv:
         demos = srv.settings.demos
         assert demos, "a run trained on SynthFER offers its test clips"
-        demo = sorted(demos)[0]
-        true_label = demo.split("_", 1)[1].rsplit(".", 1)[0]
+        # The API's answer for every demo clip (named <index>_<true class>.mp4); the page is given one
+        # the model gets right when there is one (6 training steps get few right, often none).
+        answers = {name: upload(srv, open(path, "rb").read(), name) for name, path in sorted(demos.items())}
+        assert all(status == 200 for status, _ in answers.values()), answers
+        right = [name for name, (_, r) in answers.items() if r["prediction"] == _true_label(name)]
+        demo = (right or sorted(demos))[0]
+        expected = answers[demo][1]
         clip = str(tmp_path / "my clip é.mp4")  # spaces and unicode in the name
         shutil.copyfile(demos[demo], clip)
-        status, expected = upload(srv, open(clip, "rb").read(), "api.mp4")
-        assert status == 200
 
         driver = chrome()
         try:
@@ -88,8 +92,8 @@ def test_page_in_a_browser(tiny_run, tmp_path):
             assert not shown(driver, "message"), text(driver, "message")
             assert text(driver, "result-title") == f"my clip é.mp4: {expected['prediction']}"
             assert expected["prediction"] in text(driver, "faces")
-            if expected["prediction"] == true_label:
-                assert true_label in driver.find_element("css selector", "#face-1 .face-title").text
+            if right:
+                assert _true_label(demo) in driver.find_element("css selector", "#face-1 .face-title").text
             lines = driver.find_elements("css selector", "#face-1 svg.timeline polyline.line")
             assert sorted(line.get_attribute("data-class") for line in lines) == sorted(predictor.class_names)
             assert driver.find_elements("css selector", "#face-1 svg.timeline rect.top-shade")
@@ -142,6 +146,10 @@ def test_page_in_a_browser(tiny_run, tmp_path):
             driver.quit()
         status, _ = request(srv, "GET", "/api/info")
         assert status == 200
+
+
+def _true_label(demo_name):
+    return demo_name.split("_", 1)[1].rsplit(".", 1)[0]
 
 
 def _write_mjpeg_avi(path, source):

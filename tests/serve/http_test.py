@@ -107,8 +107,8 @@ def test_real_predictor_over_http(tiny_run, synthfer_dir, tmp_path):
     from grace_jax.inference import Predictor
 
     workdir, _ = tiny_run
-    predictor = Predictor(workdir, face_crop="none")
-    with running(predictor, workdir=workdir, window_seconds=1.0) as srv:
+    predictor = Predictor(workdir, face_crop="none", faces="largest")
+    with running(predictor, workdir=workdir, window_seconds=1.0, faces="largest") as srv:
         status, info = request(srv, "GET", "/api/info")
         assert info["class_names"] == predictor.class_names and info["demos"], info
         demo = info["demos"][0]
@@ -120,7 +120,7 @@ def test_real_predictor_over_http(tiny_run, synthfer_dir, tmp_path):
         result = done["result"]
         assert result["input"] == demo and result["prediction"] in predictor.class_names
         track = result["tracks"][0]
-        assert track["boxes"] and track["windows"] and len(track["windows"]) >= 2  # 1 s windows of a 1.5-3 s clip
+        assert track["windows"][0]["crop_boxes"] and track["windows"][0]["probabilities"]
         for link in ("json", "csv", "timeline", "video", "strip"):
             status, data = request(srv, "GET", done["links"][link])
             assert status == 200, link

@@ -151,9 +151,17 @@ function showStrip() {
   image.src = current.links.strip;
 }
 
+function trackBoxes(track) {
+  // The face's boxes; without face crops (face_crop none) the squares the model saw, window by window.
+  if (track.boxes && track.boxes.length) return track.boxes;
+  const boxes = [];
+  for (const w of track.windows || []) (w.frame_indices || []).forEach((f, k) => boxes.push([f, ...w.crop_boxes[k]]));
+  return boxes.sort((a, b) => a[0] - b[0]);
+}
+
 function boxAt(track, frame) {
   // The box of the nearest frame with one, within the frames the face was seen in.
-  const boxes = track.boxes || [];
+  const boxes = trackBoxes(track);
   if (!boxes.length) return null;
   const fps = (current && current.result.fps) || 25;
   const first = boxes[0][0], last = boxes[boxes.length - 1][0];
