@@ -100,10 +100,10 @@ setuptools.setup(
     # link to it), so `--config=configs/x.py` from a checkout and `grace_jax.configs.x` from an install
     # are the same files; data_prep, tools, benchmarks and launch run from a checkout and are not installed.
     packages=setuptools.find_packages(include=["grace_jax", "grace_jax.*"]),
-    # The face detector's weights (MediaPipe's, Apache-2.0) and their licence notice.
-    # The web page of grace_jax.serve.
     package_data={
+        # The face detector's weights (MediaPipe's, Apache-2.0) and their licence notice.
         "grace_jax.faces": ["*.npz", "NOTICE", "LICENSE-APACHE-2.0"],
+        # The web page of grace_jax.serve.
         "grace_jax.serve": ["page/*.html", "page/*.js", "page/*.css"],
     },
     install_requires=INSTALL_REQUIRES,

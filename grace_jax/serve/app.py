@@ -80,6 +80,9 @@ class Settings:
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # for Expect: 100-continue: a refused upload is never sent at all
     server_version = "grace_jax.serve"
+    # A client that stops sending for this long loses its connection (and its place in the queue): a
+    # slow trickle of bytes cannot hold one of the few places forever.
+    timeout = 60
     settings: Settings  # set on the subclass `make_server` builds
 
     # --- plumbing -------------------------------------------------------------------------------
