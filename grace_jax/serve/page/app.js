@@ -105,6 +105,8 @@ async function showResult(job) {
   const result = job.result;
   current = { id: job.id, result: result, strip: job.strip, links: job.links };
   $("result-title").textContent = `${result.input}: ${result.prediction || "no face found"}`;
+  $("notes").textContent = (result.notes || []).join(" ");
+  $("notes").hidden = !(result.notes || []).length;
   $("download-json").href = job.links.json;
   $("download-csv").href = job.links.csv;
   $("download-timeline").href = job.links.timeline || "#";
