@@ -31,30 +31,22 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import io
 import json
 import os
 import re
 import sys
-from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
-from flax import nnx
-from PIL import Image
 
-from grace_jax import faces as faces_lib
-from grace_jax.data import frames as frames_lib
-from grace_jax.data import input_pipeline
-from grace_jax.data import video as video_lib
 from grace_jax.data.errors import ClipError
-from grace_jax.data.windows import read_windows
+from grace_jax.inference import pictures as pictures_lib
+from grace_jax.inference.predictor import Predictor, predict_step  # noqa: F401 (predict_step: evaluate's tests)
+from grace_jax.inference.results import VideoResult, WindowResult
 from grace_jax.infra import cli, paths
 from grace_jax.infra.errors import UsageError
-from grace_jax.run import heatmaps, runs
+from grace_jax.run import plots
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory (config.json, checkpoints).")
 _MODEL = flags.DEFINE_string(
@@ -78,6 +70,14 @@ _FACE_CROP = flags.DEFINE_enum(
     "reported as 'no face' and not classified. none: the frames as given, never 'no face' (face "
     "crops you trust, or faces BlazeFace does not know, such as SynthFER's).",
 )
+_FACES = flags.DEFINE_enum(
+    "faces",
+    "largest",
+    ["largest", "all"],
+    "largest: the main face of each clip or window (one result each). all: every face in the video, "
+    "each followed over time with its own id (interviews, films, group scenes), one result per face "
+    "and window, and a timeline picture per input; a face seen too briefly is reported, not predicted.",
+)
 _MIN_FACE_FRACTION = flags.DEFINE_float(
     "min_face_fraction",
     0.25,
@@ -98,81 +98,26 @@ _FOLDER_FPS = flags.DEFINE_float(
     "folder_fps", 25.0, "With --window_seconds: the frame rate of frame folders (videos carry theirs)."
 )
 
-# --face_crop=auto reads whole frames at most this long a side: the detector sees 192 px, and a face a
-# third of such a frame is still ~210 px for the model's 224.
-FACE_READ_SIDE = 640
 
-
-def _face_frames(frames: np.ndarray, detector, image_size: int, min_face_fraction: float):
-    """Whole sampled frames [T,h,w,3] -> (model frames [T,S,S,3] or None for no face, result fields,
-    the picture's row of whole frames with the crops drawn, or None when not cropped, the crop
-    squares [T,4] in the whole frames' pixels or None)."""
-    faces = faces_lib.crop_clip(
-        frames, detector, size=image_size, face_crop="auto", min_face_fraction=min_face_fraction
-    )
-    fields = {"face_fraction": round(float(faces.face_fraction), 4), "face": faces.reason}
-    if faces.no_face:
-        return None, fields, None, None
-    context, squares = None, None
-    if faces.cropped:
-        context = ("whole frame", heatmaps.draw_squares(frames, faces.track.squares, faces.track.detected))
-        squares = np.asarray(faces.track.squares, np.float32)
-    return faces_lib.frames_for_model(faces, image_size), fields, context, squares
-
-
-def _source_size(path: str) -> tuple[int, int]:
-    """(height, width) of the source's frames, upright, as predict decodes them."""
-    if os.path.isdir(path):
-        with Image.open(os.path.join(path, frames_lib.list_frames(path)[0])) as image:
-            return image.height, image.width
-    # Whole and never downscaled (fit_within only shrinks), upright as every other read of it.
-    _, frame = next(video_lib.iter_video(path, 1 << 20, [0], whole_frame=True))
-    return frame.shape[0], frame.shape[1]
-
-
-def _crop_boxes(squares, read_shape, source_size, t: int) -> np.ndarray:
-    """[T,4] boxes in source pixels: the face squares (given in the read frames' pixels) scaled, or
-    the centre square every uncropped model frame shows."""
-    height, width = source_size
-    if squares is not None:
-        return (np.asarray(squares, np.float32) * (width / read_shape[1])).astype(np.float32)
-    side = min(height, width)
-    box = [(width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2]
-    return np.tile(np.asarray(box, np.float32), (t, 1))
-
-
-def _write_maps(path, maps, names, top, frame_indices, boxes, cropped, source_size, config, patch):
-    grid = int(round(np.sqrt(maps["motion"].shape[-1])))
+def _write_maps(path: str, video: VideoResult, window: WindowResult, predictor: Predictor) -> None:
+    grid = int(round(np.sqrt(window.motion_weights.shape[-1])))
     fields = {
-        "motion_weights": np.asarray(maps["motion"][0], np.float32),
-        "predicted": np.int64(top),
-        "class_names": np.asarray(names),
+        "motion_weights": np.asarray(window.motion_weights, np.float32),
+        "predicted": np.int64(window.top()),
+        "class_names": np.asarray(video.class_names),
         "grid": np.asarray([grid, grid], np.int64),
-        "image_size": np.int64(config.data.image_size),
-        "patch_size": np.int64(patch),
-        "frame_indices": np.asarray(frame_indices, np.int64),
-        "crop_boxes": np.asarray(boxes, np.float32),
-        "face_cropped": np.bool_(cropped),
-        "source_size": np.asarray(source_size, np.int64),
+        "image_size": np.int64(predictor.image_size),
+        "patch_size": np.int64(predictor.run.model.patch_size),
+        "frame_indices": np.asarray(window.frame_indices, np.int64),
+        "crop_boxes": np.asarray(window.crop_boxes, np.float32),
+        "face_cropped": np.bool_(window.face_cropped),
+        "source_size": np.asarray(video.source_size, np.int64),
     }
-    if "class_maps" in maps:
-        fields["class_maps"] = np.asarray(maps["class_maps"][0], np.float32)
+    if window.class_maps is not None:
+        fields["class_maps"] = np.asarray(window.class_maps, np.float32)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **fields)
     paths.write_bytes(path, buffer.getvalue())
-
-
-def predict_step(state, video, *, graphdef, normalize: str = "clip"):
-    """uint8 video [B,T,H,W,3] -> probabilities [B,C] and the maps the pictures show.
-
-    `normalize` is the run's config.data.normalize: the model gets the input scale it was trained on.
-    """
-    model = nnx.merge(graphdef, state["params"], state["frozen"], state["rest"])
-    logits, aux = model(input_pipeline.normalize_on_device(video, normalize))
-    maps = {"motion": aux["motion_weights"]}  # [B,T,P]
-    if "class_maps" in aux:
-        maps["class_maps"] = aux["class_maps"]  # [B,C,T,P]
-    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1), maps
 
 
 def _write_atomic(path: str, write) -> None:
@@ -192,13 +137,15 @@ def _safe_name(path: str, taken: set) -> str:
     return name
 
 
-def _write_tables(out_dir: str, results: list[dict], errors: list[str], names: list[str], windowed: bool) -> None:
+def _write_tables(
+    out_dir: str, results: list[dict], errors: list[str], names: list[str], windowed: bool, every_face: bool = False
+) -> None:
     """predictions.json (results and errors) and predictions.csv (one row per clip or window)."""
     _write_atomic(
         paths.join(out_dir, "predictions.json"),
         lambda f: json.dump({"results": results, "errors": errors}, f, indent=2),
     )
-    span_columns = ["start_seconds", "end_seconds"] if windowed else []
+    span_columns = (["track"] if every_face else []) + (["start_seconds", "end_seconds"] if windowed else [])
 
     def write_csv(f):
         writer = csv.writer(f)
@@ -244,6 +191,7 @@ def run(
     pictures: bool = True,
     model: str | None = None,
     face_crop: str = "auto",
+    faces: str = "largest",
     min_face_fraction: float = 0.25,
     window_seconds: float = 0.0,
     stride_seconds: float = 0.0,
@@ -251,64 +199,63 @@ def run(
     write_maps: bool = True,
 ) -> tuple[list[dict], list[str]]:
     """Predicts every input with the run `workdir`, or with the exported `model` (a folder or hub
-    name, see grace_jax.export); returns (results, errors).
+    name, see grace_jax.export); returns (results, errors): one result per input, window and (with
+    faces="all") face track.
 
     write_maps: each result gets `maps`, the path of its .npz (module docstring).
 
     face_crop="auto" (see the flag): every result gets `face_fraction` and `face` (what was done); a
     clip without a face gets prediction and probabilities None. window_seconds > 0: one result per
-    window (see grace_jax.data.windows), with its `start_seconds` and `end_seconds`.
+    window (see grace_jax.data.windows), with its `start_seconds` and `end_seconds`. faces="all":
+    every result gets `track`, the face track's id.
     """
-    if face_crop not in ("auto", "none"):
-        raise ValueError(f"face_crop must be 'auto' or 'none', got {face_crop!r}")
     out_dir = paths.resolve(out_dir)
     _check_out_dir(out_dir)  # before the model loads: a file in the way is one line at once
     # An export holds one checkpoint: `which` chooses among a run's only.
-    loaded = runs.load(model, kind="export") if model else runs.load(workdir, which, kind="run")
-    config, names, graphdef, state = loaded.config, loaded.class_names, loaded.graphdef, loaded.state
-    step = jax.jit(functools.partial(predict_step, graphdef=graphdef, normalize=config.data.normalize))
-    detector = None
-    if face_crop == "auto":
-        detector = faces_lib.FaceDetector()
+    predictor = Predictor(
+        workdir,
+        model=model,
+        checkpoint=which,
+        faces=faces,
+        face_crop=face_crop,
+        min_face_fraction=min_face_fraction,
+        window_seconds=window_seconds,
+        stride_seconds=stride_seconds,
+        folder_fps=folder_fps,
+    )
     windowed = window_seconds > 0
     paths.makedirs(out_dir)
     if write_maps:
         paths.makedirs(paths.join(out_dir, "maps"))
     job = _Job(
-        step=step,
-        state=state,
-        names=names,
-        detector=detector,
-        config=config,
-        min_face_fraction=min_face_fraction,
+        predictor=predictor,
         picture_dir=out_dir if pictures else None,
         maps_dir=paths.join(out_dir, "maps") if write_maps else None,
-        patch_size=loaded.model.patch_size,
+        windowed=windowed,
+        every_face=faces == "all",
     )
     results, errors = [], []
     for path in inputs:
         try:
-            if paths.is_uri(path):
-                raise ClipError(
-                    f"{path}: inputs must be local files or folders (copy it first, e.g. gcloud storage cp)"
-                )
-            side = config.data.image_size if detector is None else faces_lib.WHOLE_FRAME_SIDE
-            for window, frames in read_windows(
-                path,
-                config.data.num_frames,
-                side,
-                whole_frame=detector is not None,
-                window_seconds=window_seconds,
-                stride_seconds=stride_seconds,
-                folder_fps=folder_fps,
-            ):
-                span = {"start_seconds": window.start_seconds, "end_seconds": window.end_seconds} if windowed else {}
-                results.append(_predict_one(job, path, window.frames, frames, span))
+            video = predictor(path)
         except ClipError as e:
             errors.append(str(e))
             print(f"skipped: {e}", file=sys.stderr)
+            continue
+        for note in video.notes:
+            print(f"{path}: {note}")
+        for t, track in enumerate(video.tracks):
+            for w in range(len(track.windows)):
+                results.append(_write_one(job, video, t, w))
+        if job.picture_dir is not None and (job.every_face or windowed):
+            # Every track's probabilities over time, beside the windows' heat-map pictures.
+            picture = paths.join(job.picture_dir, _safe_name(f"{path}_timeline", job.taken) + ".png")
+            paths.write_bytes(picture, pictures_lib.timeline_png(video))
+            for r in results:
+                if r["input"] == path:
+                    r["timeline"] = picture
 
-    _write_tables(out_dir, results, errors, names, windowed)
+    _write_tables(out_dir, results, errors, predictor.class_names, windowed, job.every_face)
     return results, errors
 
 
@@ -316,38 +263,35 @@ def run(
 class _Job:
     """What every input of one predict run shares."""
 
-    step: Any
-    state: Any
-    names: list[str]
-    detector: Any
-    config: Any
-    min_face_fraction: float
+    predictor: Predictor
     picture_dir: str | None
     maps_dir: str | None
-    patch_size: int
+    windowed: bool
+    every_face: bool
     taken: set = dataclasses.field(default_factory=set)
-    # Source frame size per input: decoded once, not once per window of a long video.
-    source_sizes: dict = dataclasses.field(default_factory=dict)
 
 
-def _predict_one(job: _Job, path: str, frame_indices: np.ndarray, frames: np.ndarray, span: dict) -> dict:
-    """One clip or window: frames [T,h,w,3] (source frames `frame_indices`) -> its result (printed as
-    one line)."""
-    where = f"{path} [{span['start_seconds']:g}-{span['end_seconds']:g} s]" if span else path
-    face, context, squares, read_shape = {}, None, None, frames.shape[1:3]
-    if job.detector is not None:
-        frames, face, context, squares = _face_frames(
-            frames, job.detector, job.config.data.image_size, job.min_face_fraction
-        )
-        if frames is None:
-            print(f"{where}: {face['face']}")
-            return {"input": path, **span, "prediction": None, "probabilities": None, **face}
-    probs, maps = jax.device_get(job.step(job.state, frames[None]))
-    probs = np.asarray(probs[0], np.float64)
-    top = int(probs.argmax())
-    names = job.names
+def _write_one(job: _Job, video: VideoResult, t: int, w: int) -> dict:
+    """One track's window: its result row, picture and maps (printed as one line)."""
+    path, track = video.input, video.tracks[t]
+    window = track.windows[w]
+    names = video.class_names
+    span = {"start_seconds": window.start_seconds, "end_seconds": window.end_seconds} if job.windowed else {}
+    where = f"{path} [{window.start_seconds:g}-{window.end_seconds:g} s]" if span else path
+    if job.every_face:
+        where += f" face {track.track_id}"
+    face = {}
+    if window.face_fraction is not None:
+        face = {"face_fraction": round(float(window.face_fraction), 4), "face": window.note}
+    ids = {"track": track.track_id} if job.every_face else {}
+    if window.probabilities is None:
+        print(f"{where}: {window.note}")
+        return {"input": path, **ids, **span, "prediction": None, "probabilities": None, **face}
+    probs = window.probabilities
+    top = window.top()
     result = {
         "input": path,
+        **ids,
         **span,
         "prediction": names[top],
         "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs)},
@@ -355,37 +299,21 @@ def _predict_one(job: _Job, path: str, frame_indices: np.ndarray, frames: np.nda
     }
     name = None
     if job.picture_dir is not None or job.maps_dir is not None:
-        name = _safe_name(path, job.taken) if not span else _safe_name(f"{path}_{span['start_seconds']:g}s", job.taken)
+        label = path
+        if span:
+            label += f"_{window.start_seconds:g}s"
+        if job.every_face:
+            label += f"_face{track.track_id}"
+        name = _safe_name(label, job.taken) if label != path else _safe_name(path, job.taken)
     if job.picture_dir is not None:
-        rows = [("motion weight", np.asarray(maps["motion"][0]))]
-        if "class_maps" in maps:
-            second = int(np.argsort(-probs)[1]) if len(probs) > 1 else top
-            for c, role in ((top, "predicted"), (second, "runner-up")):
-                if c != top or role == "predicted":
-                    rows.append((f"{names[c]} map\n({role})", np.asarray(maps["class_maps"][0, c])))
         picture = paths.join(job.picture_dir, name + ".png")
         title = f"{os.path.basename(os.path.normpath(where))}: {names[top]} ({probs[top]:.2f})"
-        heatmaps.clip_figure(picture, frames, rows, title, context=context)
+        plots.save_figure(pictures_lib.window_figure(video, t, w, title), picture)
         result["picture"] = picture
     if job.maps_dir is not None:
-        if path not in job.source_sizes:
-            job.source_sizes[path] = _source_size(path)
-        source = job.source_sizes[path]
-        boxes = _crop_boxes(squares, read_shape, source, len(frame_indices))
         result["maps"] = paths.join(job.maps_dir, name + ".npz")
-        _write_maps(
-            result["maps"],
-            maps,
-            names,
-            top,
-            frame_indices,
-            boxes,
-            squares is not None,
-            source,
-            job.config,
-            job.patch_size,
-        )
-    seen = f", face in {face['face_fraction']:.0%} of the frames" if face else ""
+        _write_maps(result["maps"], video, window, job.predictor)
+    seen = f", face in {window.face_fraction:.0%} of the frames" if window.face_fraction is not None else ""
     print(f"{where}: {names[top]} ({probs[top]:.3f}){seen}")
     return result
 
@@ -400,6 +328,8 @@ def main(argv):
         raise app.UsageError("--window_seconds and --stride_seconds must be >= 0 and --folder_fps > 0.")
     if not 0 <= _MIN_FACE_FRACTION.value <= 1:
         raise app.UsageError(f"--min_face_fraction={_MIN_FACE_FRACTION.value:g} must be between 0 and 1.")
+    if _FACES.value == "all" and _FACE_CROP.value == "none":
+        raise app.UsageError("--faces=all crops every face: it cannot go with --face_crop=none.")
     default_out = paths.join(_WORKDIR.value, "predictions") if _WORKDIR.value else "predictions"
     out = paths.resolve(_OUT.value or default_out)
     _, errors = run(
@@ -410,6 +340,7 @@ def main(argv):
         pictures=_PICTURES.value,
         model=_MODEL.value,
         face_crop=_FACE_CROP.value,
+        faces=_FACES.value,
         min_face_fraction=_MIN_FACE_FRACTION.value,
         window_seconds=_WINDOW_SECONDS.value,
         stride_seconds=_STRIDE_SECONDS.value,

@@ -59,20 +59,32 @@ def _centre_side(boxes: np.ndarray) -> np.ndarray:
 
 
 def link_tracks(
-    detections: Sequence[FrameDetections], *, max_jump: float = 1.5, max_scale: float = 2.0
+    detections: Sequence[FrameDetections],
+    *,
+    max_jump: float = 1.5,
+    max_scale: float = 2.0,
+    times: Sequence[float] | None = None,
+    max_gap: float | None = None,
 ) -> list[dict[int, int]]:
     """Links detections over frames; returns tracks as {frame index: detection index}.
 
     A detection continues a track when its centre is within `max_jump` face sides of the track's
     last box (sampled frames can be far apart in time) and the two sides differ by less than a
     factor `max_scale`. Closest pairs are linked first; a track may skip frames where it was missed.
+    With `times` (seconds per frame) and `max_gap`, a track last seen more than `max_gap` seconds
+    before a frame has ended and takes no more detections.
     """
+    if (times is None) != (max_gap is None):
+        raise ValueError("link_tracks: give both times and max_gap, or neither")
     tracks: list[dict[int, int]] = []
     last: list[np.ndarray] = []  # each track's latest (cx, cy, side)
+    last_frame: list[int] = []
     for t, det in enumerate(detections):
         cs = _centre_side(det.boxes)
         pairs = []
         for k, prev in enumerate(last):
+            if max_gap is not None and times[t] - times[last_frame[k]] > max_gap + 1e-9:  # float times
+                continue
             side = np.maximum(prev[2], cs[:, 2])
             dist = np.linalg.norm(cs[:, :2] - prev[:2], axis=1) / np.maximum(side, 1e-6)
             ratio = np.maximum(cs[:, 2], prev[2]) / np.maximum(np.minimum(cs[:, 2], prev[2]), 1e-6)
@@ -82,12 +94,14 @@ def link_tracks(
             if k not in used_tracks and i not in used_dets:
                 tracks[k][t] = i
                 last[k] = cs[i]
+                last_frame[k] = t
                 used_tracks.add(k)
                 used_dets.add(i)
         for i in range(len(cs)):
             if i not in used_dets:
                 tracks.append({t: i})
                 last.append(cs[i])
+                last_frame.append(t)
     return tracks
 
 

@@ -73,8 +73,7 @@ def test_folder_dataset_from_csv_with_captions_and_bad_rows(tmp_path):
 
 @pytest.mark.slow
 def test_face_crop_auto_stores_face_crops_and_reports_clips_without_a_face(tmp_path):
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "faces"))
-    import face_scenes
+    import face_scenes  # tests/face_scenes.py
 
     rng = np.random.default_rng(3)
     room = face_scenes.scene(rng, 240, 426)

@@ -1,6 +1,6 @@
 """Generated pictures for the face tests: faceless scenes, and a face pasted into them.
 
-The face is the crop stored by tools/convert_blazeface.py in data/blazeface_reference.npz (from
+The face is the crop stored by tools/convert_blazeface.py in faces/data/blazeface_reference.npz (from
 matplotlib's public-domain portrait of Grace Hopper), with `face_box`: where the original model
 puts the face in that crop. Pasting the crop scaled by s at (x, y) puts the face at
 s * face_box + (x, y), the truth the detector is held to.
@@ -14,7 +14,7 @@ import os
 import numpy as np
 from PIL import Image
 
-REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "blazeface_reference.npz")
+REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "faces", "data", "blazeface_reference.npz")
 
 
 @functools.lru_cache(maxsize=1)
