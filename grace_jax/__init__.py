@@ -6,11 +6,3 @@ from grace_jax.infra import cpu_numerics as _cpu_numerics
 
 _cpu_numerics.apply()
 
-
-def __getattr__(name: str):
-    # `grace_jax.Predictor` without importing jax for commands that never use it (data_prep, folds).
-    if name == "Predictor":
-        from grace_jax.inference.predictor import Predictor
-
-        return Predictor
-    raise AttributeError(f"module 'grace_jax' has no attribute {name!r}")

@@ -18,6 +18,7 @@ from PIL import Image
 from grace_jax import faces as faces_lib
 from grace_jax.data import windows as windows_lib
 from grace_jax.data.errors import ClipError
+from grace_jax.inference import frames as frames_lib
 from grace_jax.inference import sources
 from grace_jax.inference.results import TrackResult, WindowResult
 from grace_jax.run import heatmaps
@@ -33,8 +34,6 @@ def predict_tracks(
     predictor: Predictor, source: sources.Source, chosen: list[windows_lib.Window], report: Progress
 ) -> tuple[list[TrackResult], list[str]]:
     """(one TrackResult per face track, in id order; notes on faces seen too briefly)."""
-    from grace_jax.inference.predictor import _small, sample_in
-
     times = source.times
     step = max(1, int(round((source.fps or predictor.folder_fps) / predictor.detect_fps)))
     detect_at = np.unique(np.append(np.arange(0, len(times), step), len(times) - 1))
@@ -51,7 +50,7 @@ def predict_tracks(
         for window in chosen:
             if window.end_seconds <= times[lo] or window.start_seconds > times[hi]:  # [start, end)
                 continue
-            picked = sample_in(times, lo, hi, window.start_seconds, window.end_seconds, predictor.num_frames)
+            picked = frames_lib.sample_in(times, lo, hi, window.start_seconds, window.end_seconds, predictor.num_frames)
             jobs.append((k, window, picked))
     results: list[list[WindowResult]] = [[] for _ in tracks]
     needed = sorted({int(i) for _, _, picked in jobs for i in picked})
@@ -77,7 +76,7 @@ def predict_tracks(
         else:
             crops = faces_lib.crop_frames(frames, squares, predictor.image_size)
             detected = np.asarray([track.seen_fraction(np.asarray([p])) > 0 for p in picked])
-            context = _small(heatmaps.draw_squares(frames, squares, detected))
+            context = frames_lib.context_frames(heatmaps.draw_squares(frames, squares, detected))
             note = f"cropped to face {track.track_id}; seen in {seen:.0%} of the window's frames"
             results[k].append(
                 predictor.window_result(window, picked, crops, seen, squares * scale, True, note, context)

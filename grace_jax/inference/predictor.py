@@ -29,14 +29,13 @@ from grace_jax import faces as faces_lib
 from grace_jax.data import input_pipeline
 from grace_jax.data import windows as windows_lib
 from grace_jax.data.errors import ClipError
-from grace_jax.data.segments import segment_indices
+from grace_jax.inference import frames as frames_lib
 from grace_jax.inference import sources
 from grace_jax.inference.results import TrackResult, VideoResult, WindowResult
 from grace_jax.infra.errors import UsageError
 from grace_jax.run import heatmaps, runs
 
 FACES = ("largest", "all")
-CONTEXT_SIDE = 160  # the whole frames kept for pictures (crop squares drawn), this long a side
 Progress = Callable[[str, float], None]
 
 
@@ -239,7 +238,7 @@ class Predictor:
         if found.cropped:
             squares = np.asarray(track.squares, np.float32)
             crop = squares * scale
-            context = _small(heatmaps.draw_squares(frames, squares, track.detected))
+            context = frames_lib.context_frames(heatmaps.draw_squares(frames, squares, track.detected))
         else:
             side = min(height, width)
             box = [(width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2]
@@ -248,24 +247,6 @@ class Predictor:
         return self.window_result(
             window, window.frames, model_frames, float(found.face_fraction), crop, found.cropped, found.reason, context
         )
-
-
-def sample_in(times: np.ndarray, lo: int, hi: int, start: float, end: float, num_frames: int) -> np.ndarray:
-    """int64 [T]: the evaluation protocol's frames among source frames lo..hi whose time is in
-    [start, end] (the nearest one to `start` when none is)."""
-    index = np.arange(lo, hi + 1)
-    inside = index[(times[lo : hi + 1] >= start) & (times[lo : hi + 1] < end + 1e-9)]
-    if len(inside) == 0:
-        inside = np.array([index[int(np.argmin(np.abs(times[lo : hi + 1] - start)))]])
-    return inside[segment_indices(len(inside), num_frames, train=False)].astype(np.int64)
-
-
-def _small(frames: np.ndarray) -> np.ndarray:
-    from PIL import Image
-
-    from grace_jax.data.resize import fit_within
-
-    return np.stack([fit_within(Image.fromarray(f), CONTEXT_SIDE) for f in frames])
 
 
 def _check_call(*, faces: str, window_seconds: float, stride_seconds: float, face_crop: str) -> None:
