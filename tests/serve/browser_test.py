@@ -165,3 +165,29 @@ def _write_mjpeg_avi(path, source):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+@pytest.mark.slow
+def test_page_says_when_the_server_is_busy(tmp_path):
+    """A full queue: the page shows the 503's message (the refused body is drained, not reset)."""
+    from http_test import FakeWork
+    from serve_helpers import mp4
+
+    clip = mp4(str(tmp_path / "clip.mp4"))
+    work = FakeWork()
+    work.gate = threading.Event()
+    with running(work=work, queue_size=0) as srv:
+        status, first = upload(srv, open(clip, "rb").read(), "first.mp4", "&wait=0")
+        assert status == 202
+        driver = chrome()
+        try:
+            driver.get(srv.url)
+            wait_until(driver, lambda d: "Up to" in text(d, "limits"))
+            choose(driver, clip)
+            wait_until(driver, lambda d: "Server busy: the server is busy" in text(d, "message"), 60)
+            work.gate.set()
+            choose(driver, clip)
+            wait_until(driver, lambda d: shown(d, "result"), 60)
+            assert text(driver, "result-title") == "clip.mp4: a"
+        finally:
+            driver.quit()
