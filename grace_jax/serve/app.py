@@ -126,7 +126,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _drain(self) -> None:
         """Reads and drops what is left of a refused request's body, for at most DRAIN_SECONDS."""
-        left = int(self.headers.get("Content-Length") or 0) - getattr(self, "_body_read", 0)
+        try:
+            left = int(self.headers.get("Content-Length") or 0) - getattr(self, "_body_read", 0)
+        except ValueError:
+            return  # a length that is not a number was the refusal's reason: nothing to drain by
         expecting = self.headers.get("Expect", "").lower() == "100-continue"
         if left <= 0 or (expecting and not getattr(self, "_continued", False)):
             return  # nothing sent, or the client waits for a 100 Continue it never got

@@ -58,6 +58,8 @@ def test_bad_uploads_get_4xx_and_leave_no_file(tmp_path):
         assert status == 200 and data["input"] == "émotion 笑 clip.mp4"
         assert all(ok and path.startswith(root + os.sep) and path.endswith("/video.mp4") for path, ok in work.seen)
         assert os.listdir(root) == []  # every request's folder deleted once it was answered
+        status, data = request(srv, "POST", "/api/predict", body=b"x", headers={"Content-Length": "ten"})
+        assert status == 400 and "not a number" in data["error"]
         status, data = request(srv, "GET", "/api/jobs/nosuchjob")
         assert status == 404
         status, data = request(srv, "POST", "/api/predict", body=b"x", headers={"Content-Type": "multipart/form-data"})
