@@ -49,7 +49,8 @@ def prog_name() -> str:
     """`grace_jax.main` for `python -m grace_jax.main`, else the script's file name."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     if spec is not None and spec.name and spec.name != "__main__":
-        return spec.name
+        # `python -m grace_jax.serve` runs the package's __main__ module: the command is the package.
+        return spec.name.removesuffix(".__main__")
     return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "grace_jax"
 
 
