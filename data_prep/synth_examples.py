@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 
-import av
 import numpy as np
 
 from data_prep import synth
+from grace_jax.data import video
 from grace_jax.data.schema import BASIC_CLASSES
 
 FOLDER = "examples"
@@ -32,14 +32,8 @@ def file_name(index: int) -> str:
 
 
 def write_mp4(path: str, frames: np.ndarray, fps: int = FPS) -> None:
-    """Encodes uint8 RGB frames [T, H, W, 3] (H, W even) as H.264 / yuv420p."""
-    with av.open(path, mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
-        container.mux(stream.encode())
+    """uint8 RGB frames [T,H,W,3] (H, W even) as H.264 / yuv420p, at the examples' rate."""
+    video.write_mp4(path, frames, fps)
 
 
 def write_examples(out_dir: str, *, per_class: int, num_test: int, seed: int, config: synth.SynthConfig) -> list[str]:

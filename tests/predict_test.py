@@ -184,3 +184,28 @@ def test_out_naming_an_existing_file_is_refused_before_the_model_loads(tiny_run,
         "predictions.csv, pictures): give a folder path, e.g. --out=predictions. Nothing was read or written."
     ]
     assert results.read_text() == '{"kept": true}\n' and sorted(os.listdir(tmp_path)) == ["clip.mp4", "results.json"]
+
+
+@pytest.mark.slow
+def test_faces_all_gives_a_result_per_face_and_window_and_a_timeline(tiny_run, tmp_path):
+    from two_people import two_people_video
+
+    video, _ = two_people_video(str(tmp_path / "two.mp4"), seconds=3.0, enter_at=1.0)
+    out = str(tmp_path / "out")
+    results, errors = predict.run(tiny_run[0], [video], out, faces="all", window_seconds=1.0)
+    assert errors == []
+    assert [(r["track"], r["start_seconds"]) for r in results] == [(1, 0), (1, 1), (1, 2), (2, 1), (2, 2)]
+    assert all(r["prediction"] in r["probabilities"] for r in results)
+    assert [os.path.basename(r["picture"]) for r in results[3:]] == ["two.mp4_1s_face2.png", "two.mp4_2s_face2.png"]
+    timeline = results[0]["timeline"]
+    assert os.path.basename(timeline) == "two.mp4_timeline.png" and all(r["timeline"] == timeline for r in results)
+    with Image.open(timeline) as picture:
+        assert picture.size[1] > 400  # a panel per face
+    with open(os.path.join(out, "predictions.csv")) as f:
+        rows = list(csv.reader(f))
+    assert rows[0][:4] == ["input", "track", "start_seconds", "end_seconds"] and [r[1] for r in rows[1:]] == list(
+        "11122"
+    )
+    # The default follows the main face: one result, as before.
+    single, _ = predict.run(tiny_run[0], [video], str(tmp_path / "single"), pictures=False)
+    assert len(single) == 1 and "track" not in single[0] and single[0]["prediction"] is not None

@@ -140,3 +140,14 @@ def iter_video(
     except (av.FFmpegError, OSError, ValueError) as e:
         raise ClipError(f"video {path} is unreadable after {done} of the frames asked for: {e}") from e
     raise ClipError(f"video {path}: {len(wanted)} of the frames asked for did not decode")
+
+
+def write_mp4(path: str, frames: np.ndarray, fps: int) -> None:
+    """Encodes uint8 RGB frames [T,H,W,3] (H, W even) as H.264 / yuv420p, which every browser plays."""
+    with av.open(path, mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        container.mux(stream.encode())

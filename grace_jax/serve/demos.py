@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from grace_jax.data import video
 from grace_jax.data.schema import BASIC_CLASSES
 
 # SynthFER clips are 12-24 frames: at 8 frames per second the expression unfolds slowly enough to watch
@@ -75,13 +76,5 @@ def _encode_test_clips(folder: str, scratch: str, limit: int) -> dict[str, str]:
 
 
 def write_mp4(path: str, frames: np.ndarray, fps: int = FPS) -> None:
-    """uint8 RGB frames [T,H,W,3] (H, W even) as H.264 / yuv420p, which every browser plays."""
-    import av
-
-    with av.open(path, mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
-        container.mux(stream.encode())
+    """uint8 RGB frames [T,H,W,3] (H, W even) as H.264 / yuv420p, at the examples' rate."""
+    video.write_mp4(path, frames, fps)
