@@ -12,7 +12,8 @@ places, each with a full traceback:
 
 This module owns the three hooks those go through (`sys.excepthook`, `threading.excepthook`,
 `sys.unraisablehook`). Callers say what an echo looks like (`drop_when`) and when closed-loop echoes
-are expected (`expect_closed_loop_echoes`); everything else is printed as before. In a command's
+are expected (while a checkpoint read or save is in flight, `io_started`/`io_finished`, and for
+good after one failed, `expect_closed_loop_echoes`); everything else is printed as before. In a command's
 process (`cli.run` calls `in_command`), once the error line is written nothing more reaches stderr,
 and once an echo is expected the interpreter's teardown writes nothing more to it: some echoes come
 after Python's hooks are gone.
@@ -31,7 +32,7 @@ from collections.abc import Callable, Iterator
 
 _filters: list[Callable[[BaseException], bool]] = []
 _expect_closed_loop = False
-_reads_in_flight = 0
+_in_flight = 0  # checkpoint reads and saves not yet finished
 _in_command = False
 _silence_registered = False
 _previous_excepthook = sys.__excepthook__
@@ -54,21 +55,33 @@ def expect_closed_loop_echoes() -> None:
     silence_teardown()
 
 
+def io_started() -> None:
+    """A checkpoint read or save began. Until `io_finished`, "Event loop is closed" can only be one of
+    its parts aborted after another failed (TensorStore prints it from its own threads, possibly
+    before the failure reaches the caller and is reported)."""
+    global _in_flight
+    _install()
+    _in_flight += 1
+
+
+def io_finished(failed: bool = False) -> None:
+    """The read or save ended; if it `failed`, closed-loop echoes are expected from now on."""
+    global _in_flight
+    _in_flight = max(0, _in_flight - 1)
+    if failed:
+        expect_closed_loop_echoes()
+
+
 @contextlib.contextmanager
 def asynchronous_read() -> Iterator[None]:
-    """Around a checkpoint read: while it runs, "Event loop is closed" can only be one of its parts
-    aborted after another failed (it is printed from TensorStore's threads, possibly before the read's
-    error reaches the caller), and once the read has failed, for good."""
-    global _reads_in_flight
-    _install()
-    _reads_in_flight += 1
+    """`io_started` / `io_finished` around a checkpoint read."""
+    io_started()
+    failed = True
     try:
         yield
-    except BaseException:
-        expect_closed_loop_echoes()
-        raise
+        failed = False
     finally:
-        _reads_in_flight -= 1
+        io_finished(failed)
 
 
 def in_command() -> None:
@@ -99,7 +112,7 @@ def is_echo(error: BaseException | None) -> bool:
     if error is None:
         return False
     closed_loop = isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
-    if closed_loop and (_expect_closed_loop or _reads_in_flight > 0):
+    if closed_loop and (_expect_closed_loop or _in_flight > 0):
         return True
     return any(predicate(error) for predicate in list(_filters))
 

@@ -167,6 +167,7 @@ class Checkpoints:
 
         self.last = manager("last", max_to_keep)
         self.best = manager("best", 1)
+        self._saves_in_flight = 0  # saves started and not yet waited for (aftermath.io_started)
 
     def latest_step(self) -> int | None:
         return self.last.latest_step()
@@ -186,7 +187,13 @@ class Checkpoints:
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
         if metrics is not None:
             items["metrics"] = ocp.args.JsonSave(metrics)
-        (self.best if best else self.last).save(step, args=ocp.args.Composite(**items), force=True)
+        aftermath.io_started()  # orbax writes in the background until `wait`
+        self._saves_in_flight += 1
+        try:
+            (self.best if best else self.last).save(step, args=ocp.args.Composite(**items), force=True)
+        except BaseException:
+            self._saves_finished(failed=True)
+            raise
 
     def restore(
         self,
@@ -357,9 +364,22 @@ class Checkpoints:
         return None
 
     def wait(self) -> None:
-        self.last.wait_until_finished()
-        self.best.wait_until_finished()
+        self._finishing(lambda: (self.last.wait_until_finished(), self.best.wait_until_finished()))
 
     def close(self) -> None:
-        self.last.close()
-        self.best.close()
+        self._finishing(lambda: (self.last.close(), self.best.close()))
+
+    def _finishing(self, finish) -> None:
+        try:
+            finish()
+        except BaseException:
+            self._saves_finished(failed=True)
+            raise
+        self._saves_finished(failed=False)
+
+    def _saves_finished(self, failed: bool) -> None:
+        for _ in range(self._saves_in_flight):
+            aftermath.io_finished(failed)
+        self._saves_in_flight = 0
+        if failed:
+            aftermath.expect_closed_loop_echoes()

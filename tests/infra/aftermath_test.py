@@ -88,3 +88,25 @@ def test_a_stop_signal_lost_in_a_finalizer_is_not_printed(monkeypatch):
     Stopping()
     Failing()
     assert printed == ["ValueError('a real error')"]
+
+
+def test_closed_loop_echoes_are_dropped_while_a_save_is_in_flight_and_after_one_failed(monkeypatch):
+    # A full disk during a save: TensorStore's aborted writes report the closed loop before the
+    # disk-full error reaches the command and is reported.
+    import sys
+
+    from grace_jax.infra import aftermath
+
+    monkeypatch.setattr(aftermath, "_expect_closed_loop", False)
+    monkeypatch.setattr(aftermath, "_in_flight", 0)
+    aftermath.io_started()  # installs the hooks
+    printed = []
+    monkeypatch.setattr(aftermath, "_previous_excepthook", lambda t, e, tb: printed.append(str(e)))
+    closed = RuntimeError("Event loop is closed")
+    sys.excepthook(RuntimeError, closed, None)  # during the save: dropped
+    aftermath.io_finished()
+    sys.excepthook(RuntimeError, closed, None)  # nothing in flight, nothing failed: printed
+    aftermath.io_started()
+    aftermath.io_finished(failed=True)
+    sys.excepthook(RuntimeError, closed, None)  # after a failed save: dropped for good
+    assert printed == ["Event loop is closed"]
