@@ -42,7 +42,7 @@ from absl import app, flags
 
 from grace_jax.data.errors import ClipError
 from grace_jax.inference import pictures as pictures_lib
-from grace_jax.inference.predictor import Predictor, predict_step  # noqa: F401 (predict_step: evaluate's tests)
+from grace_jax.inference.predictor import Predictor
 from grace_jax.inference.results import VideoResult, WindowResult
 from grace_jax.infra import cli, paths
 from grace_jax.infra.errors import UsageError

@@ -15,8 +15,9 @@ import jax
 import numpy as np
 import pytest
 
-from grace_jax import evaluate, folds, predict
+from grace_jax import evaluate, folds
 from grace_jax.data import input_pipeline, tfds_source
+from grace_jax.inference import predictor
 from grace_jax.infra import errors
 from grace_jax.interop import hf_export
 from grace_jax.run import runs
@@ -30,7 +31,7 @@ def _by_hand(workdir, data_dir, which):
     run = runs.load(workdir, which)
     config = run.config
     step = jax.jit(
-        functools.partial(predict.predict_step, graphdef=run.graphdef, normalize=config.data.get("normalize", "clip"))
+        functools.partial(predictor.predict_step, graphdef=run.graphdef, normalize=config.data.get("normalize", "clip"))
     )
     loader = input_pipeline.make_eval_loader(
         data_dir,
@@ -99,7 +100,7 @@ def _localization_by_hand(workdir, data_dir, which):
     """{class: [share of the predicted class's map on expression tokens, per clip with any]}."""
     run = runs.load(workdir, which)
     config = run.config
-    step = jax.jit(functools.partial(predict.predict_step, graphdef=run.graphdef, normalize="clip"))
+    step = jax.jit(functools.partial(predictor.predict_step, graphdef=run.graphdef, normalize="clip"))
     loader = input_pipeline.make_eval_loader(
         data_dir,
         config.data,
