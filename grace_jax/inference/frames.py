@@ -24,3 +24,12 @@ def sample_in(times: np.ndarray, lo: int, hi: int, start: float, end: float, num
 def context_frames(frames: np.ndarray) -> np.ndarray:
     """uint8 [T,h,w,3] whole frames -> the same at most CONTEXT_SIDE a side (what pictures keep)."""
     return np.stack([fit_within(Image.fromarray(f), CONTEXT_SIDE) for f in frames])
+
+
+def centre_squares(source_size: tuple[int, int], num_frames: int) -> np.ndarray:
+    """float32 [T,4]: the centre square (x0, y0, x1, y1) in source pixels that every uncropped model
+    frame shows."""
+    height, width = source_size
+    side = min(height, width)
+    box = [(width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2]
+    return np.tile(np.asarray(box, np.float32), (num_frames, 1))

@@ -212,9 +212,7 @@ class Predictor:
     def _largest_window(self, source, window, frames, boxes: list) -> WindowResult:
         height, width = source.source_size
         if self.face_crop == "none":
-            side = min(height, width)
-            box = [(width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2]
-            crop = np.tile(np.asarray(box, np.float32), (len(frames), 1))
+            crop = frames_lib.centre_squares((height, width), len(frames))
             return self.window_result(window, window.frames, frames, None, crop, False, None)
         found = faces_lib.crop_clip(
             frames, self.detector, size=self.image_size, face_crop="auto", min_face_fraction=self.min_face_fraction
@@ -240,9 +238,7 @@ class Predictor:
             crop = squares * scale
             context = frames_lib.context_frames(heatmaps.draw_squares(frames, squares, track.detected))
         else:
-            side = min(height, width)
-            box = [(width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2]
-            crop = np.tile(np.asarray(box, np.float32), (len(frames), 1))
+            crop = frames_lib.centre_squares((height, width), len(frames))
         model_frames = faces_lib.frames_for_model(found, self.image_size)
         return self.window_result(
             window, window.frames, model_frames, float(found.face_fraction), crop, found.cropped, found.reason, context
