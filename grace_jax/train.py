@@ -353,7 +353,7 @@ def _loop(run: _Run, watcher: distributed.PreemptionWatcher) -> None:
         run.state, step_metrics = run.model.train_fn(run.state, next(run.train_iter))
         # Start-up ends once the first step is compiled and dispatched: from here a signal waits
         # for the step and saves it.
-        watcher.raising = False
+        watcher.start_up_over()
         run.step += 1
         pending.append(step_metrics)
         unchecked.append((run.step, step_metrics))

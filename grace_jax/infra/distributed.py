@@ -274,7 +274,7 @@ class PreemptionWatcher:
         self._handlers[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_signal)
         # A signal can land while Python runs a callback it cannot raise from (a gc callback, a
         # __del__): Stopped is then printed as unraisable and lost. The flag set above still stops
-        # the run after its next step, so that report is an echo.
+        # start-up (`start_up_over`), so that report is an echo.
         aftermath.drop_when(_is_stopped)
 
     @property
@@ -309,6 +309,13 @@ class PreemptionWatcher:
     def raising(self, on: bool) -> None:
         self._raising = bool(on)
         if on and self.stop_signal:
+            raise Stopped(self.stop_signal)
+
+    def start_up_over(self) -> None:
+        """Turns `raising` off for good (the first step is compiled and dispatched). A signal that came
+        while it was on but whose `Stopped` Python could not raise (see __init__) stops start-up here."""
+        was, self._raising = self._raising, False
+        if was and self.stop_signal:
             raise Stopped(self.stop_signal)
 
     def reached(self, step: int) -> bool:

@@ -152,6 +152,29 @@ def test_watcher_raises_in_start_up_and_flags_in_the_loop():
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == previous
 
 
+class _SignalsItselfWhenCollected:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)  # the handler's Stopped ends this sleep, then Python can only print it as unraisable
+
+
+def test_a_start_up_signal_python_could_not_raise_stops_start_up_when_the_first_step_is_dispatched():
+    with distributed.PreemptionWatcher() as watcher:
+        watcher.raising = True
+        unraisable = []
+        previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+        try:
+            _SignalsItselfWhenCollected()  # collected at once: the signal lands inside __del__
+        finally:
+            sys.unraisablehook = previous_hook
+        assert [type(u.exc_value) for u in unraisable] == [distributed.Stopped]
+        with pytest.raises(distributed.Stopped) as stopped:
+            watcher.start_up_over()
+        assert stopped.value.signame == "SIGINT"
+        watcher.start_up_over()  # once only: in the loop the flag waits for the step
+        assert watcher.reached(1) and not watcher.raising
+
+
 # ------------------------------------------------------------------------------------ end to end
 @pytest.mark.slow
 def test_ctrl_c_saves_the_step_then_sigterm_in_start_up_then_the_same_command_resumes(
