@@ -45,16 +45,16 @@ _CONFIGS = flags.DEFINE_list(
     "configs/ablation.py variants, and dferclip (configs/dferclip.py).",
 )
 _REFERENCE = flags.DEFINE_enum("reference", "", ["", "pytorch"], "Also time DFER-CLIP's PyTorch step (needs torch).")
-_BATCH = flags.DEFINE_integer("batch", 2, "Clips per step.")
-_FRAMES = flags.DEFINE_integer("frames", 16, "Frames per clip.")
-_STEPS = flags.DEFINE_integer("steps", 3, "Timed steps per configuration (median and min reported).")
+BATCH = flags.DEFINE_integer("batch", 2, "Clips per step.")
+FRAMES = flags.DEFINE_integer("frames", 16, "Frames per clip.")
+STEPS = flags.DEFINE_integer("steps", 3, "Timed steps per configuration (median and min reported).")
 _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps per configuration after compiling.")
 
-_MATMUL = (2048, 768, 3072)
+MATMUL = (2048, 768, 3072)
 TORCH = "pytorch dferclip"
 
 
-def _build(name: str, variant: str, frames: int, tokenizer):
+def build_step(name: str, variant: str, frames: int, tokenizer):
     """The trainer's own state and jitted `steps.train_step` for one ablation config."""
     import functools
 
@@ -89,7 +89,7 @@ def _build(name: str, variant: str, frames: int, tokenizer):
     return fn, state, n_trainable
 
 
-def _flops(compiled) -> float:
+def step_flops(compiled) -> float:
     cost = compiled.cost_analysis()
     if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
         cost = cost[0]
@@ -130,29 +130,29 @@ def main(argv):
     threads = f", torch {torch.__version__} with {torch.get_num_threads()} threads" if use_torch else ""
     head = (
         f"{command}\njax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} CPUs)"
-        f"{threads}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}\nbatch {_BATCH.value} x "
-        f"{_FRAMES.value} frames, {_STEPS.value} timed steps each, alternated; load average at start "
+        f"{threads}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}\nbatch {BATCH.value} x "
+        f"{FRAMES.value} frames, {STEPS.value} timed steps each, alternated; load average at start "
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
     )
     print(head, flush=True)
     peaks = {}
     if use_torch:
-        peaks["xla"] = torch_reference.xla_matmul_gflops(*_MATMUL)
-        peaks["torch"] = torch_reference.torch_matmul_gflops(*_MATMUL)
-        print(f"  fp32 matmul {_MATMUL}: XLA {peaks['xla']:.0f} GFLOP/s, "
+        peaks["xla"] = torch_reference.xla_matmul_gflops(*MATMUL)
+        peaks["torch"] = torch_reference.torch_matmul_gflops(*MATMUL)
+        print(f"  fp32 matmul {MATMUL}: XLA {peaks['xla']:.0f} GFLOP/s, "
               f"PyTorch {peaks['torch']:.0f} GFLOP/s", flush=True)  # fmt: skip
     rows = []
     for variant in _VARIANTS.value:
         size = 32 if variant == "tiny" else 224
         rng = np.random.default_rng(0)
         batch = {  # uint8 frames, normalized inside the step, as the trainer feeds them.
-            "video": rng.integers(0, 256, (_BATCH.value, _FRAMES.value, size, size, 3), np.uint8),
-            "label": rng.integers(0, 7, _BATCH.value).astype(np.int32),
-            "mask": np.ones(_BATCH.value, bool),
+            "video": rng.integers(0, 256, (BATCH.value, FRAMES.value, size, size, 3), np.uint8),
+            "label": rng.integers(0, 7, BATCH.value).astype(np.int32),
+            "mask": np.ones(BATCH.value, bool),
         }
         runs = {}
         for name in _CONFIGS.value:
-            fn, state, n_trainable = _build(name, variant, _FRAMES.value, tokenizer)
+            fn, state, n_trainable = build_step(name, variant, FRAMES.value, tokenizer)
             dev_batch = jax.device_put(batch)
             t0 = time.perf_counter()
             compiled = fn.lower(state, dev_batch).compile()
@@ -163,7 +163,7 @@ def main(argv):
                 run.step()
             warm_s = time.perf_counter() - t0
             runs[name] = dict(run=run, compile=compile_s, times=[], n=n_trainable,
-                              flops=_flops(compiled))  # fmt: skip
+                              flops=step_flops(compiled))  # fmt: skip
             print(f"  {variant} {name}: compiled in {compile_s:.1f}s, warm-up {warm_s:.1f}s, "
                   f"{runs[name]['flops'] / 1e9:.0f} GFLOP per step", flush=True)  # fmt: skip
         if use_torch:
@@ -174,7 +174,7 @@ def main(argv):
             print(f"  {variant} {TORCH}: warm-up {time.perf_counter() - t0:.1f}s", flush=True)
             runs[TORCH] = dict(run=run, compile=float("nan"), times=[], n=run.n_trainable,
                                flops=float("nan"))  # fmt: skip
-        for i in range(_STEPS.value):
+        for i in range(STEPS.value):
             for name, r in runs.items():
                 t0 = time.perf_counter()
                 r["loss"] = r["run"].step()
@@ -206,7 +206,7 @@ def main(argv):
 
     print("\n" + head)
     if peaks:
-        print(f"fp32 matmul peak {_MATMUL}: XLA {peaks['xla']:.0f} GFLOP/s, PyTorch "
+        print(f"fp32 matmul peak {MATMUL}: XLA {peaks['xla']:.0f} GFLOP/s, PyTorch "
               f"{peaks['torch']:.0f} GFLOP/s")  # fmt: skip
     print("\n| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
