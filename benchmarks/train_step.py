@@ -21,7 +21,8 @@ grace_jax's compiled step, the GFLOP/s that makes at the minimum step time, and 
 PyTorch measured in the same run ([2048,768] x [768,3072], DFER-CLIP's MLP shape).
 
 Each step is compiled (or, for PyTorch, run once) first; timed steps then go round-robin over all of
-them, so background load on a shared machine hits every one alike. Prints one table per run, headed
+them, starting one further each round, so background load on a shared machine hits every one alike
+and none always runs right after PyTorch's step (which slowed the step after it by up to 20%). Prints one table per run, headed
 by the command and the load average, so the output stands on its own.
 
 The quicker setting above took 92 s (ViT-B/32) and 244 s (ViT-B/16) of wall time on this project's
@@ -174,8 +175,12 @@ def main(argv):
             print(f"  {variant} {TORCH}: warm-up {time.perf_counter() - t0:.1f}s", flush=True)
             runs[TORCH] = dict(run=run, compile=float("nan"), times=[], n=run.n_trainable,
                                flops=float("nan"))  # fmt: skip
+        names = list(runs)
         for i in range(STEPS.value):
-            for name, r in runs.items():
+            # The order turns each round: the step that runs right after PyTorch's shares the cores
+            # with its OpenMP threads winding down, so no configuration may always take that place.
+            for name in names[i % len(names) :] + names[: i % len(names)]:
+                r = runs[name]
                 t0 = time.perf_counter()
                 r["loss"] = r["run"].step()
                 r["times"].append(time.perf_counter() - t0)
