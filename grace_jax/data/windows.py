@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -91,24 +91,38 @@ def read_windows(
     else:
         raise ClipError(f"{path}: not a video ({', '.join(video_lib.VIDEO_EXTENSIONS)}) or frame folder")
     chosen = windows(times, num_frames, window_seconds=window_seconds, stride_seconds=stride_seconds)
-    needed = np.unique(np.concatenate([w.frames for w in chosen]))
-    if os.path.isdir(path):
-        stack = frames_lib.read_frame_folder(path, side, whole_frame=whole_frame, indices=needed)
-        decoded = iter(zip(needed.tolist(), stack))
-    else:
-        decoded = video_lib.iter_video(path, side, needed.tolist(), whole_frame=whole_frame)
+
+    def read(needed: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        if os.path.isdir(path):
+            stack = frames_lib.read_frame_folder(path, side, whole_frame=whole_frame, indices=np.asarray(needed))
+            return iter(zip(needed, stack))
+        return video_lib.iter_video(path, side, needed, whole_frame=whole_frame)
+
+    yield from zip(chosen, frame_sets(read, [w.frames for w in chosen], path))
+
+
+def frame_sets(
+    read: Callable[[list[int]], Iterator[tuple[int, np.ndarray]]], sets: Sequence[Sequence[int]], name: str
+) -> Iterator[np.ndarray]:
+    """Each set of frame positions, in order, as its frames stacked [len(set), ...].
+
+    `read(needed)` gets every position any set uses, sorted, once, and yields (position, frame) in
+    that order; a frame is held until the last set that uses it is served, so a long video is decoded
+    once without holding all of it. Raises ClipError naming `name` for a position that never comes.
+    """
+    last_use: dict[int, int] = {}
+    for n, positions in enumerate(sets):
+        for p in positions:
+            last_use[int(p)] = n
+    decoded = read(sorted(last_use)) if last_use else iter(())
     held: dict[int, np.ndarray] = {}
-    for w, window in enumerate(chosen):
-        want = window.frames.tolist()
+    for n, positions in enumerate(sets):
+        want = [int(p) for p in positions]
         while not all(p in held for p in want):
             position, frame = next(decoded, (None, None))
             if position is None:
-                break
-            held[position] = frame
-        missing = [p for p in want if p not in held]
-        if missing:
-            raise ClipError(f"{path}: frame {missing[0]} did not decode")
-        yield window, np.stack([held[p] for p in want])
-        later = chosen[w + 1].frames[0] if w + 1 < len(chosen) else None
-        for position in [p for p in held if later is None or p < later]:
-            del held[position]
+                raise ClipError(f"{name}: frame {next(p for p in want if p not in held)} did not decode")
+            held[int(position)] = frame
+        yield np.stack([held[p] for p in want])
+        for p in [p for p in held if last_use.get(p, -1) <= n]:
+            del held[p]

@@ -53,16 +53,10 @@ def predict_tracks(
             picked = frames_lib.sample_in(times, lo, hi, window.start_seconds, window.end_seconds, predictor.num_frames)
             jobs.append((k, window, picked))
     results: list[list[WindowResult]] = [[] for _ in tracks]
-    needed = sorted({int(i) for _, _, picked in jobs for i in picked})
-    held: dict[int, np.ndarray] = {}
-    decoded = source.read(needed, faces_lib.WHOLE_FRAME_SIDE, True) if needed else iter(())
-    for n, (k, window, picked) in enumerate(jobs):
-        while not all(int(p) in held for p in picked):
-            position, frame = next(decoded, (None, None))
-            if position is None:
-                raise ClipError(f"{source.name}: frame {[p for p in picked if int(p) not in held][0]} did not decode")
-            held[position] = frame
-        frames = np.stack([held[int(p)] for p in picked])
+    frames_of = windows_lib.frame_sets(
+        lambda needed: source.read(needed, faces_lib.WHOLE_FRAME_SIDE, True), [p for _, _, p in jobs], source.name
+    )
+    for n, ((k, window, picked), frames) in enumerate(zip(jobs, frames_of)):
         track = tracks[k]
         squares = track.squares_at(picked, frame_size)
         seen = float(track.seen_fraction(picked))
@@ -81,9 +75,6 @@ def predict_tracks(
             results[k].append(
                 predictor.window_result(window, picked, crops, seen, squares * scale, True, note, context)
             )
-        later = {int(i) for _, _, p in jobs[n + 1 :] for i in p}
-        for position in [p for p in held if p not in later]:
-            del held[position]
         report("predicting", (n + 1) / len(jobs))
     out = []
     for k, track in enumerate(tracks):

@@ -28,7 +28,6 @@ from flax import nnx
 from grace_jax import faces as faces_lib
 from grace_jax.data import input_pipeline
 from grace_jax.data import windows as windows_lib
-from grace_jax.data.errors import ClipError
 from grace_jax.inference import frames as frames_lib
 from grace_jax.inference import sources
 from grace_jax.inference.results import TrackResult, VideoResult, WindowResult
@@ -182,22 +181,12 @@ class Predictor:
         face_crop="none", their centre squares."""
         detect = self.face_crop == "auto"
         side = faces_lib.WHOLE_FRAME_SIDE if detect else self.image_size
-        needed = np.unique(np.concatenate([w.frames for w in chosen]))
-        held: dict[int, np.ndarray] = {}
-        decoded = source.read(needed.tolist(), side, detect)
         results, boxes = [], []
-        for k, window in enumerate(chosen):
-            want = window.frames.tolist()
-            while not all(p in held for p in want):
-                position, frame = next(decoded, (None, None))
-                if position is None:
-                    raise ClipError(f"{source.name}: frame {[p for p in want if p not in held][0]} did not decode")
-                held[position] = frame
-            frames = np.stack([held[p] for p in want])
+        frames_of = windows_lib.frame_sets(
+            lambda needed: source.read(needed, side, detect), [w.frames for w in chosen], source.name
+        )
+        for k, (window, frames) in enumerate(zip(chosen, frames_of)):
             results.append(self._largest_window(source, window, frames, boxes))
-            later = chosen[k + 1].frames[0] if k + 1 < len(chosen) else None
-            for position in [p for p in held if later is None or p < later]:
-                del held[position]
             report("predicting", (k + 1) / len(chosen))
         seen = [w for w in results if w.probabilities is not None]
         return TrackResult(

@@ -10,8 +10,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from video_fixtures import frame_value, grey_clip, make_frame_folder, write_video  # noqa: E402
 
 from grace_jax.data import video as video_lib
+from grace_jax.data.errors import ClipError
 from grace_jax.data.segments import segment_indices
-from grace_jax.data.windows import read_windows, windows
+from grace_jax.data.windows import frame_sets, read_windows, windows
 
 
 def _spans(ws):
@@ -76,3 +77,23 @@ def test_read_windows_of_a_frame_folder_uses_folder_fps(tmp_path):
     assert got[1][1].shape == (2, 8, 8, 3)
     with pytest.raises(video_lib.ClipError, match="nothing.mp4: no such file"):
         list(read_windows(str(tmp_path / "nothing.mp4"), 2, 8))
+
+
+def test_frame_sets_read_every_needed_frame_once_in_order_and_name_one_that_never_comes():
+    calls = []
+
+    def read(needed):
+        calls.append(needed)
+        for p in needed:
+            yield p, np.full(2, p)
+
+    sets = [[0, 2, 4], [2, 3], [1, 5]]  # the last set goes back to frame 1, decoded for the first
+    got = list(frame_sets(read, sets, "clip.mp4"))
+    assert calls == [[0, 1, 2, 3, 4, 5]]
+    assert [g[:, 0].tolist() for g in got] == sets
+
+    def cut_short(needed):
+        yield needed[0], np.zeros(2)
+
+    with pytest.raises(ClipError, match=r"^clip\.mp4: frame 2 did not decode$"):
+        list(frame_sets(cut_short, [[0, 2]], "clip.mp4"))

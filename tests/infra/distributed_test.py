@@ -84,7 +84,7 @@ def _free_port() -> int:
 class Run:
     """One `python -m grace_jax.main` process whose output lines are collected as they come."""
 
-    def __init__(self, args: list[str], env: dict):
+    def __init__(self, args: list[str], env: dict, *, new_session: bool = False):
         self.lines: list[str] = []
         self.times: list[float] = []  # time.monotonic() at which each line arrived
         self.proc = subprocess.Popen(
@@ -94,6 +94,7 @@ class Run:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=new_session,  # a process group of its own
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -12,9 +12,7 @@ import math
 import os
 import re
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from distributed_test import REPO, RUN_TIMEOUT_S, Run, _args, _env
+from distributed_test import RUN_TIMEOUT_S, Run, _args, _env
 
 from grace_jax.infra import distributed
 from grace_jax.run import stops
@@ -33,19 +31,8 @@ class GroupRun(Run):
     """A Run in a process group of its own, signalled as a terminal or SLURM does: the whole group,
     the data loader's worker processes included."""
 
-    def __init__(self, args: list[str], env: dict):  # Run's, with start_new_session
-        self.lines, self.times = [], []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "grace_jax.main", *args],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+    def __init__(self, args: list[str], env: dict):
+        super().__init__(args, env, new_session=True)
 
     def signal_group(self, signum: int) -> None:
         os.killpg(self.proc.pid, signum)
