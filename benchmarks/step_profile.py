@@ -74,7 +74,7 @@ def parse_hlo(text: str) -> dict:
     computations, current, insts, entry = {}, None, {}, None
     for line in text.splitlines():
         head = _COMPUTATION.match(line)
-        if head and "=" not in line.split("{")[0]:
+        if head and not line[:1].isspace():  # a computation's header starts at column 0
             current = computations.setdefault(head.group(2), [])
             entry = head.group(2) if head.group(1) else entry
             continue
