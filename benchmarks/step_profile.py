@@ -17,12 +17,16 @@ module is put in one group by what it computes:
   other        sort (top-k), gather/scatter, slices, control flow, everything left
 
 and by phase, from the op's name stack: forward (`jvp(...)`), backward (`transpose(...)`), update
-(neither: the optimizer, metrics), or unnamed (ops XLA made itself, e.g. some reduce-windows). Wall time is split among the instructions running at each moment;
-"idle" is wall time with no instruction running on any worker (dispatch, waits, Python).
+(neither: the optimizer, metrics), or unnamed (ops XLA made itself, e.g. some reduce-windows). Wall
+time is shared among the instructions running at each moment.
 
-The matmul line also gives the dots' and convolutions' FLOPs (from their shapes) over their time, so
-the table says both how much of the step is outside matmuls and how fast the matmuls themselves ran,
-beside the fp32 matmul peak measured in the same run ([2048,768] x [768,3072]).
+XLA:CPU runs dots asynchronously in Eigen's thread pool: a matmul instruction's event covers only its
+synchronous part, and the dot's work itself runs under no instruction's name. So the table's line "no
+named instruction running" holds the matmuls (and any waiting), and the script sets the step's time
+minus its named non-matmul instructions beside the matmul floor: the FLOPs of every dot and
+convolution of the entry computation (from their shapes) at the fp32 matmul peak measured in the same
+run ([2048,768] x [768,3072]). What is left between the two is what the matmuls lose; the named
+non-matmul share is what keeps the step from that peak.
 """
 
 from __future__ import annotations
