@@ -172,12 +172,10 @@ def thunk_events(trace_dir: str, insts: dict) -> list[tuple[int, int, str]]:
     return events
 
 
-def split_wall_time(events: list[tuple[int, int, str]]) -> tuple[dict, float]:
-    """({instruction: ns of wall time}, span ns): at each moment the wall time is shared equally by the
+def split_wall_time(events: list[tuple[int, int, str]]) -> dict:
+    """{instruction: ns of wall time}: at each moment the wall time is shared equally by the
     instructions running then."""
     points = sorted({t for s, e, _ in events for t in (s, e)})
-    if not points:
-        return {}, 0.0
     starts = collections.defaultdict(list)
     ends = collections.defaultdict(list)
     for i, (s, e, _) in enumerate(events):
@@ -190,7 +188,7 @@ def split_wall_time(events: list[tuple[int, int, str]]) -> tuple[dict, float]:
         if running:
             for i in running:
                 share[events[i][2]] += (b - a) / len(running)
-    return dict(share), float(points[-1] - points[0])
+    return dict(share)
 
 
 # ------------------------------------------------------------------------------------ main
@@ -235,7 +233,7 @@ def main(argv):
             jax.block_until_ready(out)
             walls.append(time.perf_counter() - t0)
     events = thunk_events(trace_dir, insts)
-    share, span = split_wall_time(events)
+    share = split_wall_time(events)
     wall = sum(walls) * 1e9
 
     by_group = collections.Counter()

@@ -379,7 +379,7 @@ class Checkpoints:
 
     def _saves_finished(self, failed: bool) -> None:
         for _ in range(self._saves_in_flight):
-            aftermath.io_finished(failed)
+            aftermath.io_finished()
         self._saves_in_flight = 0
-        if failed:
+        if failed:  # with no save in flight too: a failed wait or close
             aftermath.expect_closed_loop_echoes()

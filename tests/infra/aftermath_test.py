@@ -93,8 +93,6 @@ def test_a_stop_signal_lost_in_a_finalizer_is_not_printed(monkeypatch):
 def test_closed_loop_echoes_are_dropped_while_a_save_is_in_flight_and_after_one_failed(monkeypatch):
     # A full disk during a save: TensorStore's aborted writes report the closed loop before the
     # disk-full error reaches the command and is reported.
-    import sys
-
     from grace_jax.infra import aftermath
 
     monkeypatch.setattr(aftermath, "_expect_closed_loop", False)
